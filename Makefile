@@ -1,0 +1,32 @@
+# Set-up happens on first use: a virtual environment in .venv with torch and usema installed.
+# TORCH pins the PyTorch build; any torch>=2.4 works (e.g. `make test TORCH=torch`).
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.usema-installed
+
+.PHONY: demo test lint bench-attention clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/usema demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+bench-attention: $(STAMP)
+	$(VENV)/bin/usema bench attention -o benchmarks/attention
+
+clean-venv:
+	rm -rf $(VENV)

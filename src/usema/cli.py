@@ -1,0 +1,162 @@
+"""The `usema` command: argument parsing only; every subcommand is one call into the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="usema", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the model presets with parameter counts")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("plan", help="fingerprint a dataset and write RUN/plans.json")
+    p.add_argument("data", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--model", default="usema")
+    p.add_argument("--labels", choices=["semantic", "binary", "instance"], default=None)
+    p.add_argument("--memory-gb", type=float, default=None, help="memory budget that sizes patch and batch")
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("train", help="train a model (plans the dataset first if needed)")
+    p.add_argument("data", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--model", default=None)
+    p.add_argument("--labels", choices=["semantic", "binary", "instance"], default=None)
+    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--groups", type=Path, default=None, help="CSV case_id,group: cases of a group stay in one fold")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--iters-per-epoch", type=int, default=None)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None)
+    p.add_argument("--schedule", choices=["poly", "cosine"], default=None)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    _add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="predict files or folders with a trained run")
+    p.add_argument("run", type=Path)
+    p.add_argument("inputs", type=Path, nargs="+")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    _add_device(p)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("pred", type=Path)
+    p.add_argument("gt", type=Path)
+    p.add_argument("-o", "--output", type=Path, default=None)
+    p.add_argument("--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class")
+    p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
+    p.add_argument("-o", "--output", type=Path, default=Path("demo_run"))
+    p.add_argument("--minutes", type=float, default=2.0)
+    _add_device(p)
+    p.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    p = bench.add_parser("attention", help="time and memory of every attention mode over growing token grids")
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/attention"))
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[1, 2, 3])
+    p.add_argument("--sizes-2d", type=int, nargs="+", default=None)
+    p.add_argument("--sizes-3d", type=int, nargs="+", default=None)
+    p.add_argument("--modes", nargs="+", default=None)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--time-limit", type=float, default=120.0, help="seconds per measurement before it is recorded as a time-out")
+    p.add_argument("--memory-limit-gb", type=float, default=None, help="CPU memory cap per measurement")
+    _add_device(p)
+    p.set_defaults(func=_cmd_bench_attention)
+    return parser
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from usema.models.summary import print_model_table
+
+    print_model_table()
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from usema.data.planning import plan_dataset
+
+    plan_dataset(args.data, args.output, model=args.model, label_mode=args.labels, memory_budget_gb=args.memory_gb)
+    print(f"wrote {args.output / 'plans.json'}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from usema.training.api import train
+
+    train(
+        args.data, args.output, model=args.model, label_mode=args.labels, fold=args.fold, folds=args.folds,
+        groups_csv=args.groups, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+        optimizer=args.optimizer, schedule=args.schedule, device=args.device, precision=args.precision,
+        seed=args.seed, resume=args.resume,
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from usema.inference.api import predict
+
+    predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
+            device=args.device)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from usema.evaluation.api import evaluate
+
+    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from usema.demo import run_demo
+
+    run_demo(args.output, minutes=args.minutes, device=args.device)
+    return 0
+
+
+def _cmd_bench_attention(args: argparse.Namespace) -> int:
+    from usema.bench.attention import run_attention_benchmark
+
+    run_attention_benchmark(
+        args.output, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d, modes=args.modes,
+        channels=args.channels, head_dim=args.head_dim, repeats=args.repeats, time_limit_s=args.time_limit,
+        memory_limit_gb=args.memory_limit_gb, device=args.device,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `usema` command."""
+    args = _build_parser().parse_args(argv)
+    from usema.errors import UsemaError
+
+    try:
+        return args.func(args)
+    except UsemaError as err:
+        # A user error (bad file, bad plan, wrong checkpoint): one clear line, no traceback.
+        print(f"usema {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

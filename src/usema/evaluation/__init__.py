@@ -1,0 +1,1 @@
+"""usema.evaluation"""

@@ -1,0 +1,67 @@
+"""The model registry: presets (models/presets.json) map a name to a builder and its settings."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from torch import nn
+
+from usema.errors import UsemaError
+
+Builder = Callable[..., nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(name: str, builder: Builder) -> None:
+    """Make `builder(spatial_dims, in_channels, num_classes, deep_supervision, **kwargs)` available to presets."""
+    _BUILDERS[name] = builder
+
+
+@cache
+def load_presets() -> dict[str, dict[str, Any]]:
+    """The presets shipped with the package, as data: {name: {builder, description, kwargs, kwargs_2d, ...}}."""
+    text = resources.files("usema.models").joinpath("presets.json").read_text()
+    return json.loads(text)
+
+
+def list_models() -> list[str]:
+    """Names accepted by `build_model`."""
+    return sorted(load_presets())
+
+
+def preset_kwargs(name: str, spatial_dims: int) -> tuple[str, dict[str, Any]]:
+    """The builder name and keyword arguments of preset `name` for `spatial_dims`."""
+    presets = load_presets()
+    if name not in presets:
+        raise UsemaError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    preset = presets[name]
+    kwargs = dict(preset.get("kwargs", {}))
+    kwargs.update(preset.get(f"kwargs_{spatial_dims}d", {}))
+    return preset["builder"], kwargs
+
+
+def build_model(
+    name: str, spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
+    builder_name, kwargs = preset_kwargs(name, spatial_dims)
+    kwargs.update(overrides)
+    _ensure_builders()
+    if builder_name not in _BUILDERS:
+        raise UsemaError(f"model {name!r} needs builder {builder_name!r}, which is not available here")
+    return _BUILDERS[builder_name](
+        spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
+        deep_supervision=deep_supervision, **kwargs,
+    )
+
+
+def _ensure_builders() -> None:
+    if "usema" not in _BUILDERS:
+        from usema.models.usema import USEMA
+
+        register_builder("usema", USEMA)

@@ -1,0 +1,150 @@
+"""USEMA: a residual-encoder UNet with SEMA blocks after the convolutions of each encoder stage.
+
+One network for 1D, 2D and 3D (docs/sema.md, section 4). The conv parts are MONAI's nnU-Net-style blocks
+(residual encoder blocks, transposed-conv decoder blocks with two convs, 1x1 heads); only the SEMA stage
+layout is ours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock
+from torch import nn
+
+from usema.nn.attention import as_tuple
+from usema.nn.sema_block import SEMABlock
+
+NORM = ("instance", {"affine": True})
+ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
+MAX_FEATURES = {1: 512, 2: 512, 3: 320}
+DEFAULT_STAGES = {1: 5, 2: 6, 3: 5}
+
+
+def _per_stage(value, n_stages: int, name: str) -> list:
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * n_stages
+    if len(values) != n_stages:
+        raise ValueError(f"{name} has {len(values)} entries, expected one per stage ({n_stages})")
+    return values
+
+
+class USEMA(nn.Module):
+    """Hybrid conv + SEMA UNet for inputs of any size (padded to the total stride, cropped back).
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels / num_classes: input channels and output classes (logits, no softmax).
+        strides: one per stage (int or per-axis tuple); stage 0 is usually 1. Default: 1 then 2s, with
+            `n_stages` stages (5 in 3D, 6 in 2D).
+        features: widths per stage; default `base_features` doubling per stage, capped at `max_features`
+            (320 in 3D, 512 in 2D).
+        blocks_per_stage: residual conv blocks per encoder stage (int or list).
+        sema_per_stage: SEMA blocks after the conv blocks of each encoder stage (int or list; 0 = none).
+        attention: the SEMA block's attention mode ("sema", "window", "mean", "full", "linear").
+        window_size, head_dim, mlp_ratio, use_rope, use_lepe, drop_path: passed to every SEMA block
+            (drop_path grows linearly from 0 to this value over the blocks).
+        deep_supervision: return a list of logits at every decoder resolution, highest first.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        strides: Sequence[int | Sequence[int]] | None = None,
+        n_stages: int | None = None,
+        features: Sequence[int] | None = None,
+        base_features: int = 32,
+        max_features: int | None = None,
+        blocks_per_stage: int | Sequence[int] = 2,
+        sema_per_stage: int | Sequence[int] = 1,
+        attention: str = "sema",
+        window_size: int | Sequence[int] | None = None,
+        head_dim: int = 32,
+        mlp_ratio: float = 4.0,
+        use_rope: bool = True,
+        use_lepe: bool = True,
+        drop_path: float = 0.0,
+        deep_supervision: bool = False,
+    ):
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        if strides is None:
+            n_stages = n_stages or DEFAULT_STAGES[spatial_dims]
+            strides = [1] + [2] * (n_stages - 1)
+        self.strides = [as_tuple(s, spatial_dims, "stride") for s in strides]
+        n_stages = len(self.strides)
+        if any(s != 1 for s in self.strides[0]):
+            raise ValueError(f"stage 0 keeps full resolution: its stride must be 1, got {self.strides[0]}")
+        if features is None:
+            cap = max_features or MAX_FEATURES[spatial_dims]
+            features = [min(base_features * 2**i, cap) for i in range(n_stages)]
+        features = _per_stage(features, n_stages, "features")
+        blocks = _per_stage(blocks_per_stage, n_stages, "blocks_per_stage")
+        semas = _per_stage(sema_per_stage, n_stages, "sema_per_stage")
+        self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
+        self.features = features
+
+        total_sema = sum(semas)
+        rates = torch.linspace(0, drop_path, max(total_sema, 1)).tolist()
+        self.encoder = nn.ModuleList()
+        channels = in_channels
+        for stage in range(n_stages):
+            layers: list[nn.Module] = []
+            for b in range(max(1, blocks[stage])):
+                stride = self.strides[stage] if b == 0 else 1
+                layers.append(UnetResBlock(spatial_dims, channels, features[stage], 3, stride, NORM, ACT))
+                channels = features[stage]
+            for _ in range(semas[stage]):
+                layers.append(SEMABlock(
+                    channels, spatial_dims, mode=attention, window_size=window_size, head_dim=head_dim,
+                    use_rope=use_rope, use_lepe=use_lepe, mlp_ratio=mlp_ratio, drop_path=rates.pop(0),
+                ))
+            self.encoder.append(nn.Sequential(*layers))
+
+        self.decoder = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        for stage in range(n_stages - 1, 0, -1):
+            stride = self.strides[stage]
+            self.decoder.append(UnetUpBlock(
+                spatial_dims, features[stage], features[stage - 1], 3, 1, stride, NORM, ACT, trans_bias=True
+            ))
+            self.heads.append(UnetOutBlock(spatial_dims, features[stage - 1], num_classes))
+
+    @property
+    def total_stride(self) -> tuple[int, ...]:
+        """Per-axis product of the stage strides: inputs are padded to a multiple of this."""
+        return tuple(math.prod(s[axis] for s in self.strides) for axis in range(self.spatial_dims))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        size = tuple(x.shape[2:])
+        total = self.total_stride
+        pad = []
+        for s, t in zip(reversed(size), reversed(total), strict=True):
+            pad += [0, (-s) % t]
+        if any(pad):
+            x = F.pad(x, pad)
+
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        outputs = []
+        for up, head in zip(self.decoder, self.heads, strict=True):
+            x = up(x, skips.pop())
+            if self.deep_supervision or len(skips) == 0:
+                outputs.append(head(x))
+        outputs.reverse()  # highest resolution first
+
+        cropped, scale = [], [1] * self.spatial_dims
+        for level, out in enumerate(outputs):
+            if level > 0:
+                scale = [sc * st for sc, st in zip(scale, self.strides[level], strict=True)]
+            keep = [math.ceil(s / sc) for s, sc in zip(size, scale, strict=True)]
+            cropped.append(out[(slice(None), slice(None), *(slice(0, k) for k in keep))])
+        return cropped if self.deep_supervision else cropped[0]

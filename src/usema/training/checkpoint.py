@@ -1,0 +1,106 @@
+"""Checkpoints: written atomically, read without executing pickled code, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from usema.errors import CheckpointError
+
+CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, then rename.
+
+    A kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
+    The payload must hold only tensors, numbers, strings, lists and dicts, so that it loads with
+    ``weights_only=True``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``: arbitrary pickled objects are refused, never executed).
+
+    `expected_model`, if given, is the {"name", "spatial_dims", "in_channels", "num_classes"} description of the
+    model the caller will load the weights into; a checkpoint of another model raises CheckpointError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({err})") from err
+    if not isinstance(payload, dict) or "model_state" not in payload or "model" not in payload:
+        raise CheckpointError(f"{path}: not a usema checkpoint (no 'model_state' and 'model' entries)")
+    if expected_model is not None:
+        stored = payload["model"]
+        for key, value in expected_model.items():
+            if stored.get(key) != value:
+                raise CheckpointError(
+                    f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}"
+                )
+    return payload
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Every global RNG state (python, numpy, torch, CUDA) as tensors and plain values (``weights_only`` safe)."""
+    version, python_state, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by `capture_rng_state` (CUDA only when this machine has the same GPUs)."""
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)

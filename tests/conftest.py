@@ -1,0 +1,33 @@
+"""Shared fixtures: where the real data lives and whether its absence fails or skips."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _require_shared() -> bool:
+    return os.environ.get("USEMA_REQUIRE_SHARED_DATA", "") not in ("", "0", "false", "False")
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of ../shared/data/<name>; skips the test when absent, fails instead under USEMA_REQUIRE_SHARED_DATA=1."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        message = f"shared dataset {path} is missing"
+        if _require_shared():
+            pytest.fail(message + " and USEMA_REQUIRE_SHARED_DATA=1 is set")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def hippocampus_dir() -> Path:
+    return shared_dataset("hippocampus")
+
+
+@pytest.fixture
+def dsb2018_dir() -> Path:
+    return shared_dataset("dsb2018")

@@ -1,0 +1,81 @@
+"""Every preset, 2D and 3D, odd sizes, with and without deep supervision; the controls; export."""
+
+import pytest
+import torch
+
+from usema.models import USEMA, build_model, list_models
+from usema.nn.sema_block import SEMABlock
+
+USEMA_PRESETS = [name for name in list_models() if name.startswith("usema")]
+SMALL = dict(base_features=8, n_stages=4, blocks_per_stage=1, head_dim=8)
+
+
+@pytest.mark.parametrize("name", USEMA_PRESETS)
+@pytest.mark.parametrize("spatial_dims,shape", [(2, (37, 29)), (3, (13, 19, 11))])
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_every_preset_trains_on_odd_sizes(name, spatial_dims, shape, deep_supervision):
+    torch.manual_seed(0)
+    model = build_model(name, spatial_dims, 2, 3, deep_supervision=deep_supervision, **SMALL)
+    x = torch.randn(2, 2, *shape)
+    out = model(x)
+    if deep_supervision:
+        assert isinstance(out, list) and len(out) == 3
+        expected = [shape, tuple((s + 1) // 2 for s in shape), tuple((s + 3) // 4 for s in shape)]
+        assert [tuple(o.shape[2:]) for o in out] == expected
+        assert all(o.shape[:2] == (2, 3) for o in out)
+        loss = sum(o.square().mean() for o in out)
+    else:
+        assert out.shape == (2, 3, *shape)
+        loss = out.square().mean()
+    loss.backward()
+    last_head = f"heads.{len(model.heads) - 1}."
+    for pname, p in model.named_parameters():
+        if not deep_supervision and pname.startswith("heads.") and not pname.startswith(last_head):
+            assert p.grad is None  # lower-resolution heads only serve deep supervision
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_default_network_follows_the_spec():
+    model = build_model("usema", 3, 1, 3)
+    assert model.features == [32, 64, 128, 256, 320]
+    assert model.total_stride == (16, 16, 16)
+    assert build_model("usema", 2, 1, 3).features == [32, 64, 128, 256, 512, 512]
+    sema_blocks = [m for m in model.modules() if isinstance(m, SEMABlock)]
+    assert len(sema_blocks) == 5 and all(b.mode == "sema" and b.window_size == 5 for b in sema_blocks)
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 20, 17, 9)).shape == (1, 3, 20, 17, 9)
+
+
+def test_anisotropic_strides_and_overrides():
+    model = build_model("usema", 3, 1, 2, strides=[1, (2, 2, 1), 2], features=(8, 16, 32), head_dim=8,
+                        deep_supervision=True)
+    assert model.total_stride == (4, 4, 2)
+    out = model(torch.randn(1, 1, 9, 10, 5))
+    assert [tuple(o.shape[2:]) for o in out] == [(9, 10, 5), (5, 5, 5)]
+
+
+def test_nosema_control_has_no_attention_parameters():
+    control = build_model("usema-nosema", 2, 1, 3)
+    method = build_model("usema", 2, 1, 3)
+    assert not any(isinstance(m, (SEMABlock, torch.nn.LayerNorm, torch.nn.Linear)) for m in control.modules())
+    conv_names = {n for n, _ in control.named_parameters()}
+    assert conv_names < {n for n, _ in method.named_parameters()}  # same conv network, SEMA blocks removed
+
+
+@pytest.mark.parametrize("name,mode", [("usema-window", "window"), ("usema-mean", "mean"),
+                                       ("usema-full", "full"), ("usema-linear", "linear")])
+def test_ablations_change_only_the_attention(name, mode):
+    blocks = [m for m in build_model(name, 2, 1, 3, **SMALL).modules() if isinstance(m, SEMABlock)]
+    assert blocks and all(b.mode == mode for b in blocks)
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="stage 0"):
+        USEMA(2, 1, 2, strides=[2, 2])
+    with pytest.raises(ValueError, match="one per stage"):
+        USEMA(2, 1, 2, strides=[1, 2, 2], features=[8, 16])
+    from usema.errors import UsemaError
+
+    with pytest.raises(UsemaError, match="unknown model"):
+        build_model("not-a-model", 2, 1, 2)
