@@ -1,0 +1,500 @@
+"""Datasets on disk: detect the layout (MSD, nnU-Net v2 raw, 2D images/ + labels/ folder), list the cases, and
+load one case as checked training arrays.
+
+Paths named in dataset.json are checked lexically against the dataset folder (no `..` or absolute path may
+leave it); symbolic links inside the folder may point anywhere, so a folder of links to real files works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from usema.data.io import ImageGeometry, probe_image, read_image, read_label, strip_suffix, suffix_of
+from usema.errors import DataError
+
+LABEL_MODES = ("semantic", "binary", "instance")
+FORMATS = ("msd", "nnunet", "folder2d")
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+INSTANCE_CLASSES = {BACKGROUND: "background", INTERIOR: "interior", BOUNDARY: "boundary"}
+BINARY_CLASSES = {0: "background", 1: "foreground"}
+# ITU-R BT.601 luma weights: how an RGB image becomes one gray channel.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class Case:
+    """One training case: its image file(s) (one per channel, or one multi-channel file) and its label."""
+
+    case_id: str
+    images: list[Path]
+    label: Path | None = None
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset's layout and meaning. `labels` are the training classes (for binary and instance label modes
+    the classes the labels are mapped to, not the file values)."""
+
+    root: Path
+    format: str
+    spatial_dims: int
+    channel_names: list[str]
+    modality: str
+    labels: dict[int, str]
+    label_mode: str
+    cases: list[Case]
+    manifest: Path | None = None  # dataset.json, where there is one
+    announced_channel_mix: bool = field(
+        default=False, repr=False
+    )  # mixed channel counts were warned about once
+
+    @property
+    def num_classes(self) -> int:
+        """Training classes including background (instance -> 3: background, interior, boundary)."""
+        return max(self.labels) + 1
+
+    @property
+    def num_channels(self) -> int:
+        """Input channels every case is converted to."""
+        return len(self.channel_names)
+
+    def input_files(self) -> set[Path]:
+        """Every file the dataset reads (absolute, lexically normalised): nothing may be written over them."""
+        files = {
+            lexical_absolute(p)
+            for case in self.cases
+            for p in [*case.images, *([case.label] if case.label else [])]
+        }
+        return files | ({lexical_absolute(self.manifest)} if self.manifest else set())
+
+    def holds(self, path: str | Path) -> bool:
+        """Whether `path` lies inside the dataset folder (lexically)."""
+        root = lexical_absolute(self.root)
+        return os.path.commonpath([lexical_absolute(path), root]) == str(root)
+
+    def case(self, case_id: str) -> Case:
+        """The case called `case_id`; DataError if there is none."""
+        for case in self.cases:
+            if case.case_id == case_id:
+                return case
+        raise DataError(self.manifest or self.root, f"no case {case_id!r} in this dataset")
+
+
+def lexical_absolute(path: str | Path) -> Path:
+    """`path` made absolute and normalised without resolving symbolic links."""
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
+def modality_of(channel_names: Iterable[str]) -> str:
+    """The imaging modality the channel names say: "CT", "MR", "US", or the name itself ("+"-joined if
+    mixed)."""
+    kinds = []
+    for name in channel_names:
+        low = name.strip().lower()
+        if low == "ct":
+            kinds.append("CT")
+        elif low in ("mr", "mri", "flair", "adc", "dwi", "pd") or low[:2] in ("t1", "t2"):
+            kinds.append("MR")
+        elif low in ("us", "ultrasound"):
+            kinds.append("US")
+        else:
+            kinds.append(name)
+    unique = list(dict.fromkeys(kinds))
+    return "+".join(unique) if unique else "unknown"
+
+
+# ------------------------------------------------------------------------------------------------ loading
+def load_dataset(root: str | Path, label_mode: str | None = None) -> DatasetSpec:
+    """Detect the dataset layout under `root` and list its cases. Raises DataError for an empty dataset, a
+    missing file, a path that leaves the folder, or a dataset.json that is neither MSD nor nnU-Net v2."""
+    root = Path(root)
+    if root.is_file() and root.name == "dataset.json":
+        root = root.parent
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    if label_mode not in (None, *LABEL_MODES):
+        raise DataError(root, f"unknown label mode {label_mode!r}; choose one of {', '.join(LABEL_MODES)}")
+    manifest = root / "dataset.json"
+    if manifest.is_file():
+        meta = _read_json(manifest)
+        if "channel_names" in meta or "file_ending" in meta:
+            return _load_nnunet(root, manifest, meta, label_mode or "semantic")
+        if "training" in meta:
+            return _load_msd(root, manifest, meta, label_mode or "semantic")
+        raise DataError(
+            manifest,
+            "neither MSD (needs 'training') nor nnU-Net v2 (needs 'channel_names', 'labels', 'file_ending')",
+        )
+    if (root / "images").is_dir() and (root / "labels").is_dir():
+        return _load_folder2d(root, label_mode)
+    raise DataError(
+        root, "not a dataset: expected dataset.json (MSD or nnU-Net v2) or images/ and labels/ folders"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"cannot read JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DataError(path, "expected a JSON object")
+    return data
+
+
+def _inside(root: Path, entry: Any, manifest: Path) -> Path:
+    """The file a dataset.json entry names, refusing paths that leave the dataset folder and missing files."""
+    if not isinstance(entry, str) or not entry:
+        raise DataError(manifest, f"expected a file path, found {entry!r}")
+    base = lexical_absolute(root)
+    path = Path(os.path.normpath(base / entry))
+    if os.path.commonpath([path, base]) != str(base):
+        raise DataError(manifest, f"path {entry!r} leads outside the dataset folder {base}")
+    if not path.is_file():
+        raise DataError(path, f"file named in {manifest.name} does not exist")
+    return path
+
+
+def _int_keyed(mapping: Any, manifest: Path, key: str) -> dict[int, str]:
+    if not isinstance(mapping, dict) or not mapping:
+        raise DataError(manifest, f"'{key}' must be a non-empty object")
+    try:
+        return {int(k): str(v) for k, v in sorted(mapping.items(), key=lambda kv: int(kv[0]))}
+    except (TypeError, ValueError) as exc:
+        raise DataError(manifest, f"'{key}' keys must be integers: {exc}") from exc
+
+
+def _training_labels(declared: dict[int, str] | None, label_mode: str, where: Path) -> dict[int, str]:
+    if label_mode == "binary":
+        return dict(BINARY_CLASSES)
+    if label_mode == "instance":
+        return dict(INSTANCE_CLASSES)
+    if not declared:
+        raise DataError(where, "no labels declared; semantic label mode needs them")
+    if sorted(declared) != list(range(len(declared))):
+        raise DataError(
+            where, f"labels must be consecutive integers from 0 (background); found {sorted(declared)}"
+        )
+    return declared
+
+
+def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
+    training = meta["training"]
+    if not isinstance(training, list) or not training:
+        raise DataError(manifest, "empty dataset: 'training' lists no cases")
+    cases, seen = [], set()
+    for entry in training:
+        if not isinstance(entry, dict) or "image" not in entry:
+            raise DataError(manifest, f"each 'training' entry needs an 'image'; found {entry!r}")
+        names = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
+        images = [_inside(root, name, manifest) for name in names]
+        label = _inside(root, entry["label"], manifest) if entry.get("label") is not None else None
+        case_id = strip_suffix(images[0])
+        if case_id in seen:
+            raise DataError(manifest, f"case {case_id!r} is listed twice")
+        seen.add(case_id)
+        cases.append(Case(case_id, images, label))
+    modality = meta.get("modality")
+    declared_names = list(_int_keyed(modality, manifest, "modality").values()) if modality else None
+    labels_meta = meta.get("labels")
+    declared = _int_keyed(labels_meta, manifest, "labels") if labels_meta else None
+    return _finish(
+        root,
+        "msd",
+        manifest,
+        cases,
+        declared_names,
+        _training_labels(declared, label_mode, manifest),
+        label_mode,
+    )
+
+
+def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
+    for key in ("channel_names", "labels", "file_ending"):
+        if key not in meta:
+            raise DataError(manifest, f"nnU-Net v2 dataset.json lacks '{key}'")
+    channel_names = list(_int_keyed(meta["channel_names"], manifest, "channel_names").values())
+    declared: dict[int, str] = {}
+    for name, value in dict(meta["labels"]).items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise DataError(
+                manifest, f"label {name!r}: region-based or non-integer labels ({value!r}) are not supported"
+            )
+        declared[value] = name
+    ending = str(meta["file_ending"])
+    cases: list[Case] = []
+    if isinstance(meta.get("dataset"), dict):  # nnU-Net v2's explicit file list
+        for case_id, entry in meta["dataset"].items():
+            images = [_inside(root, p, manifest) for p in entry.get("images", [])]
+            label = _inside(root, entry["label"], manifest) if entry.get("label") else None
+            cases.append(Case(str(case_id), images, label))
+    else:
+        cases = _scan_nnunet(root, manifest, ending, len(channel_names))
+    if not cases:
+        raise DataError(root / "imagesTr", f"empty dataset: no *_0000{ending} images")
+    return _finish(
+        root,
+        "nnunet",
+        manifest,
+        cases,
+        channel_names,
+        _training_labels(declared, label_mode, manifest),
+        label_mode,
+    )
+
+
+def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> list[Case]:
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    if not images_dir.is_dir():
+        raise DataError(images_dir, "missing folder (nnU-Net v2 keeps training images in imagesTr/)")
+    pattern = re.compile(r"^(.+)_(\d{4})" + re.escape(ending) + "$")
+    channels: dict[str, set[int]] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.name.startswith(".") or not path.name.endswith(ending):
+            continue
+        match = pattern.match(path.name)
+        if not match:
+            raise DataError(path, f"name does not follow CASE_XXXX{ending}")
+        channels.setdefault(match.group(1), set()).add(int(match.group(2)))
+    cases = []
+    for case_id, found in sorted(channels.items()):
+        images = [images_dir / f"{case_id}_{c:04d}{ending}" for c in range(num_channels)]
+        for channel, path in enumerate(images):
+            if channel not in found:
+                raise DataError(
+                    path,
+                    f"missing channel {channel} of case {case_id} ({manifest.name} declares "
+                    f"{num_channels} channels)",
+                )
+        label = labels_dir / f"{case_id}{ending}"
+        if not label.is_file():
+            raise DataError(label, f"missing label of case {case_id}")
+        cases.append(Case(case_id, images, label))
+    return cases
+
+
+def _load_folder2d(root: Path, label_mode: str | None) -> DatasetSpec:
+    def listing(folder: Path) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.is_file() or not suffix_of(path):
+                continue
+            stem = strip_suffix(path)
+            if stem in found:
+                raise DataError(path, f"two files named {stem!r} in {folder.name}/ ({found[stem].name})")
+            found[stem] = path
+        return found
+
+    images, labels = listing(root / "images"), listing(root / "labels")
+    if not images:
+        raise DataError(root / "images", "empty dataset: no image files")
+    cases = []
+    for stem, image in images.items():
+        if stem not in labels:
+            raise DataError(image, "no label file with the same name in labels/")
+        cases.append(Case(stem, [image], labels[stem]))
+    if label_mode is None:
+        label_mode = _guess_label_mode(root, [c.label for c in cases if c.label])
+    declared = None
+    if label_mode == "semantic":
+        top = max(int(read_label(case.label)[0].max(initial=0)) for case in cases if case.label)
+        declared = {0: "background", **{k: f"class_{k}" for k in range(1, top + 1)}}
+    return _finish(
+        root, "folder2d", None, cases, None, _training_labels(declared, label_mode, root), label_mode
+    )
+
+
+def _guess_label_mode(root: Path, labels: list[Path]) -> str:
+    """16- or 32-bit label files hold instance ids; 0/255 masks are binary; anything else is semantic."""
+    _, geometry = probe_image(labels[0])
+    if str(geometry.extra.get("mode", "")).startswith("I") or read_label(labels[0])[0].max(initial=0) > 255:
+        guess = "instance"
+    else:
+        values = set().union(*(np.unique(read_label(p)[0]).tolist() for p in labels))
+        guess = "binary" if len(values) == 2 and max(values) > 1 else "semantic"
+    if guess != "semantic":
+        warnings.warn(
+            f"{root}: no label mode given; the label files look {guess} (pass label_mode / --labels to "
+            f"choose)",
+            stacklevel=4,
+        )
+    return guess
+
+
+def _finish(
+    root: Path,
+    fmt: str,
+    manifest: Path | None,
+    cases: list[Case],
+    channel_names: list[str] | None,
+    labels: dict[int, str],
+    label_mode: str,
+) -> DatasetSpec:
+    """Probe the images (header only where possible) for spatial dims and channel counts."""
+    # Declared channels: the first case shows the layout; undeclared (2D folders): every image votes.
+    probed = [
+        (case.images[0], *probe_image(case.images[0]))
+        for case in (cases if channel_names is None else cases[:1])
+    ]
+    dims = Counter(geo.spatial_dims for _, _, geo in probed)
+    spatial_dims = dims.most_common(1)[0][0]
+    for path, _, geo in probed:
+        if geo.spatial_dims != spatial_dims:
+            raise DataError(path, f"is {geo.spatial_dims}D but the dataset's images are {spatial_dims}D")
+    announced = False
+    if channel_names is None:
+        counts = Counter(channels for _, channels, _ in probed)
+        majority = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        channel_names = (
+            ["gray"]
+            if majority == 1
+            else ["R", "G", "B"]
+            if majority == 3
+            else [f"channel_{i}" for i in range(majority)]
+        )
+        if len(counts) > 1:
+            others = len(probed) - counts[majority]
+            warnings.warn(
+                f"{root}: {others} of {len(cases)} images do not have {majority} channel(s) (the majority); "
+                f"they are converted on load",
+                stacklevel=4,
+            )
+            announced = True
+    else:
+        first = cases[0].images
+        found = len(first) if len(first) > 1 else probed[0][1]
+        if found != len(channel_names):
+            raise DataError(
+                first[0],
+                f"has {found} channel(s) but the dataset declares {len(channel_names)} "
+                f"({', '.join(channel_names)})",
+            )
+    modality = modality_of(channel_names) if fmt != "folder2d" else "unknown"
+    return DatasetSpec(
+        root, fmt, spatial_dims, channel_names, modality, labels, label_mode, cases, manifest, announced
+    )
+
+
+# ----------------------------------------------------------------------------------------------- one case
+def convert_channels(
+    image: np.ndarray, num_channels: int, source: str | Path, warn: bool = True
+) -> np.ndarray:
+    """Convert (C, *S) to `num_channels`: gray -> RGB repeats, RGB -> gray takes luma; others raise
+    DataError."""
+    have = image.shape[0]
+    if have == num_channels:
+        return image
+    if have == 3 and num_channels == 1:
+        converted = np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
+    elif have == 1:
+        converted = np.repeat(image, num_channels, axis=0)
+    else:
+        raise DataError(
+            source,
+            f"has {have} channels; {num_channels} are needed and only gray <-> RGB conversion is defined",
+        )
+    if warn:
+        warnings.warn(f"{source}: {have} channel(s) converted to {num_channels}", stacklevel=2)
+    return converted
+
+
+def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
+    """Read and check one case: image (C, *S) float32 with the dataset's channel count, label (*S) int64 in
+    training classes (or None), geometry. Raises DataError naming the file on any mismatch."""
+    image, geometry = read_image(case.images)
+    if geometry.spatial_dims != spec.spatial_dims:
+        raise DataError(
+            case.images[0], f"is {geometry.spatial_dims}D but the dataset is {spec.spatial_dims}D"
+        )
+    image = convert_channels(image, spec.num_channels, case.images[0], warn=not spec.announced_channel_mix)
+    if case.label is None:
+        return image, None, geometry
+    raw, label_geometry = read_label(case.label)
+    problem = label_geometry.agrees_with(geometry)
+    if problem:
+        raise DataError(case.label, f"label does not match its image {case.images[0].name}: {problem}")
+    return image, to_training_classes(raw, spec, case.label), geometry
+
+
+def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) -> np.ndarray:
+    """Map a label file's values to training classes for the dataset's label mode (semantic: checked as
+    is)."""
+    if spec.label_mode == "binary":
+        return (raw > 0).astype(np.int64)
+    if spec.label_mode == "instance":
+        return instances_to_classes(raw)
+    present = np.flatnonzero(np.bincount(raw.ravel())) if raw.max(initial=0) < 1 << 24 else np.unique(raw)
+    undeclared = sorted(set(present.tolist()) - set(spec.labels))
+    if undeclared:
+        raise DataError(
+            source,
+            f"label values {undeclared} are not declared in the dataset's labels {sorted(spec.labels)}",
+        )
+    return raw.astype(np.int64, copy=False)
+
+
+def check_dataset(spec: DatasetSpec, case_ids: Iterable[str] | None = None) -> None:
+    """Read and check every case (or those named) so that bad input fails before any training time is
+    spent."""
+    for case in spec.cases if case_ids is None else [spec.case(c) for c in case_ids]:
+        load_case(spec, case)
+
+
+# -------------------------------------------------------------------------------------------- instances
+def _instance_connectivity(ndim: int) -> np.ndarray:
+    # Interiors of different instances are never 8-adjacent in 2D nor 18-adjacent in 3D (a shared face
+    # neighbour would have to belong to both), so this connectivity joins each instance's interior, no more.
+    return ndimage.generate_binary_structure(ndim, min(ndim, 2))
+
+
+def instances_to_classes(instances: np.ndarray) -> np.ndarray:
+    """Instance ids (0 = background) -> classes 0 background, 1 interior, 2 boundary (an instance's voxels
+    that touch another value along an axis). Written with numpy shifts: MONAI has no 3-class instance
+    encoding."""
+    ids = np.asarray(instances)
+    padded = np.pad(ids, 1, mode="edge")
+    boundary = np.zeros(ids.shape, dtype=bool)
+    for axis in range(ids.ndim):
+        for shift in (-1, 1):
+            window = [slice(1, -1)] * ids.ndim
+            window[axis] = slice(1 + shift, padded.shape[axis] - 1 + shift)
+            boundary |= padded[tuple(window)] != ids
+    classes = np.where(boundary, BOUNDARY, INTERIOR).astype(np.int64)
+    classes[ids == 0] = BACKGROUND
+    return classes
+
+
+def classes_to_instances(classes: np.ndarray, max_distance: float = 3.0, min_size: int = 0) -> np.ndarray:
+    """Rebuild instance ids from a class map: connected interiors become instances, boundary voxels within
+    `max_distance` join the nearest one, other boundary clusters become instances of their own; instances
+    smaller than `min_size` voxels are dropped. Ids are 1..N."""
+    classes = np.asarray(classes)
+    structure = _instance_connectivity(classes.ndim)
+    instances, count = ndimage.label(classes == INTERIOR, structure)
+    boundary = classes == BOUNDARY
+    if count and boundary.any():
+        distance, nearest_index = ndimage.distance_transform_edt(instances == 0, return_indices=True)
+        nearest = instances[tuple(nearest_index)]
+        joined = boundary & (distance <= max_distance)
+        instances[joined] = nearest[joined]
+    leftover = boundary & (instances == 0)
+    if leftover.any():
+        extra, _ = ndimage.label(leftover, structure)
+        instances[leftover] = extra[leftover] + count
+    if min_size > 0:
+        sizes = np.bincount(instances.ravel())
+        instances[sizes[instances] < min_size] = 0
+    _, relabelled = np.unique(instances, return_inverse=True)
+    has_background = instances.size and instances.min() == 0
+    return relabelled.reshape(instances.shape) + (0 if has_background else 1)

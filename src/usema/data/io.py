@@ -1,0 +1,421 @@
+"""Read images and labels of every supported format into arrays with their geometry; write segmentations.
+
+Arrays are channel-first, spatial axes in the file's own array order: NIfTI (i, j, k) voxel order, 2D images
+(rows, columns), ITK files (x, y, z) so that they match NIfTI. Readers are nibabel (NIfTI), Pillow (PNG, JPEG,
+BMP), tifffile (TIFF) and, when installed, SimpleITK (MHA, MHD, NRRD). Every failure to read becomes a
+DataError that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usema.errors import DataError
+
+# Longest first, so that ".nii.gz" wins over ".gz"-less ".nii" and friends.
+FORMAT_OF_SUFFIX = {
+    ".nii.gz": "nifti",
+    ".nii": "nifti",
+    ".png": "png",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".bmp": "bmp",
+    ".mha": "itk",
+    ".mhd": "itk",
+    ".nrrd": "itk",
+    ".nhdr": "itk",
+}
+SUPPORTED_SUFFIXES = tuple(sorted(FORMAT_OF_SUFFIX, key=len, reverse=True))
+# The suffix of a segmentation written in each format (JPEG inputs get PNG segmentations: JPEG is lossy).
+SEGMENTATION_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "itk": ".mha"}
+_PILLOW_FORMATS = ("png", "jpeg", "bmp")
+
+
+@dataclass
+class ImageGeometry:
+    """Where an image's voxels lie: spatial shape, spacing (mm), affine (NIfTI only), file format, extras."""
+
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    affine: list[list[float]] | None = None
+    format: str = "nifti"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.spacing = tuple(float(s) for s in self.spacing)
+        if self.affine is not None:
+            self.affine = np.asarray(self.affine, dtype=float).tolist()
+
+    @property
+    def spatial_dims(self) -> int:
+        """Number of spatial axes (2 or 3)."""
+        return len(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict that `from_dict` turns back into an equal geometry."""
+        return {
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "affine": self.affine,
+            "format": self.format,
+            "extra": _jsonable(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageGeometry:
+        """Inverse of `to_dict`."""
+        return cls(
+            shape=data["shape"],
+            spacing=data["spacing"],
+            affine=data.get("affine"),
+            format=data.get("format", "nifti"),
+            extra=dict(data.get("extra") or {}),
+        )
+
+    def agrees_with(self, other: ImageGeometry) -> str | None:
+        """None when both describe the same voxel grid, else what differs (shape, spacing or affine)."""
+        if self.shape != other.shape:
+            return f"shape {list(self.shape)} differs from {list(other.shape)}"
+        if not np.allclose(self.spacing, other.spacing, rtol=1e-3, atol=1e-5):
+            return f"spacing {list(self.spacing)} differs from {list(other.spacing)}"
+        if (
+            self.affine is not None
+            and other.affine is not None
+            and not np.allclose(self.affine, other.affine, rtol=1e-4, atol=1e-3)
+        ):
+            mine, theirs = np.round(self.affine, 4).tolist(), np.round(other.affine, 4).tolist()
+            return f"affine {mine} differs from {theirs}"
+        return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def suffix_of(name: str | Path) -> str:
+    """The supported suffix `name` ends with (lower case, ".nii.gz" aware), or "" if none."""
+    lower = Path(name).name.lower()
+    return next((s for s in SUPPORTED_SUFFIXES if lower.endswith(s)), "")
+
+
+def strip_suffix(name: str | Path) -> str:
+    """File name without its image suffix: "case_001.nii.gz" -> "case_001"."""
+    base = Path(name).name
+    suffix = suffix_of(base)
+    return base[: len(base) - len(suffix)] if suffix else Path(base).stem
+
+
+def format_of(path: str | Path) -> str:
+    """The format name of a path ("nifti", "png", ...); DataError when the suffix is not supported."""
+    suffix = suffix_of(path)
+    if not suffix:
+        raise DataError(path, f"unsupported file type; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    return FORMAT_OF_SUFFIX[suffix]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers pick the right format); on success it
+    replaces `path` in one rename, so readers never see a half-written file; on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = suffix_of(path) or "".join(path.suffixes[-1:])
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    return DataError(
+        path,
+        f"cannot read the file (unreadable, truncated or not a valid image): {type(exc).__name__}: {exc}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- raw readers
+def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+    """(array with spatial axes first, geometry, has trailing channel axis)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asanyarray(img.dataobj)
+    while data.ndim > 4 and data.shape[3] == 1:  # (x, y, z, 1, c): NIfTI's vector-image layout
+        data = data.reshape(data.shape[:3] + data.shape[4:])
+    if data.ndim not in (2, 3, 4):
+        raise DataError(path, f"expected a 2D, 3D or 4D NIfTI image, found shape {list(data.shape)}")
+    spatial = 3 if data.ndim == 4 else data.ndim
+    header = img.header
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    extra = {
+        "qform_code": int(qcode or 0),
+        "sform_code": int(scode or 0),
+        "qform": None if qform is None else qform.tolist(),
+        "sform": None if sform is None else sform.tolist(),
+    }
+    geometry = ImageGeometry(
+        data.shape[:spatial], header.get_zooms()[:spatial], img.affine.tolist(), "nifti", extra
+    )
+    return data, geometry, data.ndim == 4
+
+
+def _read_pillow(path: Path, as_label: bool) -> tuple[np.ndarray, ImageGeometry, bool]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode in ("1", "LA", "La"):
+            im = im.convert("L")
+        elif mode == "P":
+            # A palette label stores class ids as palette indices; a palette image is converted to colours.
+            im = im if as_label else im.convert("RGB")
+        elif mode not in ("L", "I", "F", "RGB") and not mode.startswith("I;16"):
+            im = im.convert("RGB")  # RGBA, CMYK, YCbCr, ...: the colour channels, without alpha
+        data = np.array(im)
+    if mode == "1":
+        data = (data > 0).astype(np.uint8)
+    geometry = ImageGeometry(data.shape[:2], (1.0, 1.0), None, format_of(path), {"mode": mode})
+    return data, geometry, data.ndim == 3
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        data = tif.asarray()
+        photometric = tif.pages[0].photometric
+    is_rgb = photometric == tifffile.PHOTOMETRIC.RGB and data.ndim >= 3 and data.shape[-1] in (3, 4)
+    if is_rgb:
+        data = data[..., :3]
+    spatial = data.ndim - 1 if is_rgb else data.ndim
+    if spatial not in (2, 3):
+        raise DataError(path, f"expected a 2D or 3D TIFF, found shape {list(data.shape)}")
+    geometry = ImageGeometry(
+        data.shape[:spatial], (1.0,) * spatial, None, "tiff", {"photometric": str(photometric)}
+    )
+    return data, geometry, is_rgb
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+    try:
+        import SimpleITK as sitk
+    except ImportError as exc:  # optional dependency
+        raise DataError(path, "reading this format needs SimpleITK (pip install usema[itk])") from exc
+    img = sitk.ReadImage(str(path))
+    dims = img.GetDimension()
+    # SimpleITK gives (z, y, x[, c]); reverse the spatial axes to (x, y, z) so spacing order matches NIfTI's.
+    data = sitk.GetArrayFromImage(img)
+    has_channels = img.GetNumberOfComponentsPerPixel() > 1
+    data = np.moveaxis(data, list(range(dims)), list(range(dims))[::-1])
+    extra = {"origin": list(img.GetOrigin()), "direction": list(img.GetDirection())}
+    return data, ImageGeometry(data.shape[:dims], img.GetSpacing(), None, "itk", extra), has_channels
+
+
+def _read_raw(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGeometry, bool]:
+    """Any supported file -> (array, geometry, channels-last flag); every failure becomes a DataError."""
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        if fmt == "nifti":
+            return _read_nifti(path)
+        if fmt in _PILLOW_FORMATS:
+            return _read_pillow(path, as_label)
+        if fmt == "tiff":
+            return _read_tiff(path)
+        return _read_itk(path)
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel, Pillow, tifffile and zlib each raise their own types on corrupt files
+        raise _unreadable(path, exc) from exc
+
+
+# ---------------------------------------------------------------------------------------------- public API
+def read_image(paths: Sequence[str | Path] | str | Path) -> tuple[np.ndarray, ImageGeometry]:
+    """Read an image as float32 (C, *spatial): one file per channel, or one multi-channel file (RGB, 4D
+    NIfTI).
+
+    Raises DataError (naming the file) when a file cannot be read, channel files disagree in geometry, or
+    intensities are NaN or infinite.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise DataError(None, "read_image needs at least one file")
+    channels: list[np.ndarray] = []
+    geometry: ImageGeometry | None = None
+    for path in map(Path, paths):
+        data, geo, channels_last = _read_raw(path)
+        data = np.moveaxis(data, -1, 0) if channels_last else data[None]
+        data = data.astype(np.float32, copy=False)
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise DataError(path, f"{bad} NaN or infinite intensities")
+        if geometry is None:
+            geometry = geo
+        else:
+            problem = geo.agrees_with(geometry)
+            if problem:
+                raise DataError(path, f"channel file geometry differs from {Path(paths[0]).name}: {problem}")
+        channels.append(data)
+    assert geometry is not None
+    return (channels[0] if len(channels) == 1 else np.concatenate(channels)), geometry
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+    """Read a label map as int64 (*spatial). Float files holding whole numbers are cast; anything else
+    (fractions, NaN, negative values, several differing channels) raises DataError."""
+    path = Path(path)
+    data, geometry, channels_last = _read_raw(path, as_label=True)
+    if channels_last:
+        channels = np.moveaxis(data, -1, 0)
+        if not all(np.array_equal(channels[0], c) for c in channels[1:]):
+            raise DataError(
+                path, f"a label needs one channel; this file has {channels.shape[0]} differing ones"
+            )
+        data = channels[0]
+    if not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
+        if not np.all(np.isfinite(data)):
+            raise DataError(path, "label contains NaN or infinite values")
+        fractional = data[data != np.round(data)]
+        if fractional.size:
+            raise DataError(
+                path,
+                f"label values must be integers; found {fractional.size} non-integer values "
+                f"such as {float(fractional.flat[0]):g}",
+            )
+    labels = data.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise DataError(path, f"label values must be >= 0; found {int(labels.min())}")
+    return labels, geometry
+
+
+def probe_image(path: str | Path) -> tuple[int, ImageGeometry]:
+    """(number of channels, geometry) from the file header alone where the format allows (NIfTI, PNG, ...)."""
+    path = Path(path)
+    fmt = format_of(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            shape = img.shape
+            if len(shape) > 4 and shape[3] == 1:  # (x, y, z, 1, c), as _read_nifti
+                shape = shape[:3] + shape[4:]
+            spatial = min(len(shape), 3)
+            channels = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+            geometry = ImageGeometry(
+                shape[:spatial], img.header.get_zooms()[:spatial], img.affine.tolist(), "nifti"
+            )
+            return channels, geometry
+        if fmt in _PILLOW_FORMATS:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                channels = 3 if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "RGBX") else 1
+                return channels, ImageGeometry(
+                    (im.height, im.width), (1.0, 1.0), None, fmt, {"mode": im.mode}
+                )
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    data, geometry, channels_last = _read_raw(path)  # TIFF and ITK: read the whole file
+    return (data.shape[-1] if channels_last else 1), geometry
+
+
+def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Path) -> Path:
+    """Write a label map in the input's format with its shape and geometry (NIfTI affine and q/sform codes),
+    atomically. The suffix is set to the format's (JPEG inputs get a lossless PNG). Returns the path
+    written."""
+    seg = np.asarray(seg)
+    path = Path(path)
+    if tuple(seg.shape) != geometry.shape:
+        raise DataError(
+            path, f"segmentation shape {list(seg.shape)} differs from the input's {list(geometry.shape)}"
+        )
+    if seg.size and seg.min() < 0:
+        raise DataError(path, "segmentation has negative labels")
+    peak = int(seg.max()) if seg.size else 0
+    fmt = geometry.format
+    if fmt == "jpeg" or (fmt == "bmp" and peak > 255):
+        fmt = "png"  # JPEG is lossy and BMP holds 8 bits: PNG keeps every label exactly
+    if FORMAT_OF_SUFFIX.get(suffix_of(path)) != fmt:
+        path = path.with_name(strip_suffix(path) + SEGMENTATION_SUFFIX[fmt])
+    dtype = np.uint8 if peak < 256 else np.uint16 if peak < 65536 else np.int32
+    seg = seg.astype(dtype)
+    with atomic_path(path) as tmp:
+        if fmt == "nifti":
+            _write_nifti(seg, geometry, tmp)
+        elif fmt == "tiff":
+            import tifffile
+
+            tifffile.imwrite(tmp, seg)
+        elif fmt == "itk":
+            _write_itk(seg, geometry, tmp)
+        else:
+            from PIL import Image
+
+            if dtype == np.int32:
+                raise DataError(path, f"PNG labels hold at most 65535; this segmentation has {peak}")
+            Image.fromarray(seg).save(tmp, format="BMP" if fmt == "bmp" else "PNG")
+    return path
+
+
+def _write_nifti(seg: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    import nibabel as nib
+
+    if geometry.affine is None:
+        affine = np.diag([*geometry.spacing, *([1.0] * (4 - len(geometry.spacing)))])
+    else:
+        affine = np.asarray(geometry.affine)
+    img = nib.Nifti1Image(seg, affine)
+    extra = geometry.extra
+    if "qform_code" in extra:
+        # Keep both of the input's orientation records, so viewers line the mask up with the image.
+        img.set_qform(
+            None if extra.get("qform") is None else np.asarray(extra["qform"]), int(extra["qform_code"])
+        )
+        img.set_sform(
+            None if extra.get("sform") is None else np.asarray(extra["sform"]), int(extra["sform_code"])
+        )
+    img.header.set_zooms(geometry.spacing)
+    nib.save(img, str(path))
+
+
+def _write_itk(seg: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
+    import SimpleITK as sitk
+
+    dims = seg.ndim
+    img = sitk.GetImageFromArray(np.moveaxis(seg, list(range(dims)), list(range(dims))[::-1]))
+    img.SetSpacing(geometry.spacing)
+    if "origin" in geometry.extra:
+        img.SetOrigin(geometry.extra["origin"])
+        img.SetDirection(geometry.extra["direction"])
+    sitk.WriteImage(img, str(path))

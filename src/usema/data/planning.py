@@ -1,0 +1,485 @@
+"""Planning: from a dataset's fingerprint to plans.json (target spacing, normalisation, patch, batch, network
+strides, training settings), in the spirit of nnU-Net.
+
+Memory estimate (analytic, for sizing patch and batch): a UNet stage s at stride r_s holds feature maps of
+prod(patch / r_s) voxels x F_s channels, F_s = 32 * 2^s capped at 320 (3D) or 512 (2D). Training keeps about
+32 such maps per stage in memory (encoder and decoder convolutions, norms and activations, skip
+concatenations, attention projections, and their gradients at the backward peak) at 4 bytes each: 128 bytes
+per feature-map element and sample. This is deliberately conservative and device independent; the default
+budget of 5 GiB reproduces nnU-Net's choices on the reference datasets (hippocampus 40x56x40 x 9, DSB2018
+256x256 x 10).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usema.data.datasets import LABEL_MODES, DatasetSpec, lexical_absolute, load_dataset
+from usema.data.fingerprint import compute_fingerprint
+from usema.data.io import atomic_path
+from usema.errors import DataError, UsemaError
+
+PLANS_VERSION = 1
+PLANS_NAME = "plans.json"
+DEFAULT_MEMORY_BUDGET_GB = 5.0
+BYTES_PER_FEATURE_ELEMENT = 128
+BASE_FEATURES = 32
+MAX_FEATURES = {2: 512, 3: 320}
+MAX_STAGES = {2: 6, 3: 5}
+MIN_FEATURE_MAP = 4
+MIN_BATCH = 2
+# nnU-Net's cap: one batch covers at most this share of the dataset's voxels (tiny sets would overfit).
+MAX_BATCH_SHARE_OF_DATASET = 0.05
+# Below this budget (and always on CPU) AdamW converges faster than nnU-Net's SGD schedule.
+SGD_MIN_MINUTES = 120
+NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
+TRAINING_KEYS = (
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "epochs",
+    "iters_per_epoch",
+    "deep_supervision",
+    "oversample_foreground",
+    "precision",
+    "num_workers",
+    "time_budget_minutes",
+)
+_PLAN_OPTIONS = (
+    "case_ids",
+    "max_cases",
+    "time_budget_minutes",
+    "device",
+    "patch_size",
+    "batch_size",
+    "target_spacing",
+    "num_channels",
+    "model_overrides",
+    "seed",
+)
+
+
+# ------------------------------------------------------------------------------------------ pure planning
+def target_spacing_for(spacings: list[list[float]]) -> list[float]:
+    """Median spacing per axis; for strongly anisotropic data (coarsest axis > 3x the finest) the coarse axis
+    takes the 10th percentile instead, as nnU-Net, so it is not over-interpolated."""
+    spacings_arr = np.asarray(spacings, dtype=float)
+    target = np.median(spacings_arr, axis=0)
+    coarse = int(np.argmax(target))
+    if target[coarse] > 3 * target.min():
+        target[coarse] = max(np.percentile(spacings_arr[:, coarse], 10), 3 * target.min())
+    return [float(t) for t in target]
+
+
+def stage_strides(patch: list[float], spacing: list[float]) -> list[list[int]]:
+    """Stage 0 has stride 1; each later stage halves every axis whose feature map stays >= 4 voxels and whose
+    spacing is not coarser than twice the finest poolable axis (anisotropic data pools in-plane first)."""
+    dims = len(patch)
+    strides, total, current = [[1] * dims], [1] * dims, list(spacing)
+    while len(strides) < MAX_STAGES[dims]:
+        poolable = [a for a in range(dims) if patch[a] / (total[a] * 2) >= MIN_FEATURE_MAP]
+        if not poolable:
+            break
+        finest = min(current[a] for a in poolable)
+        step = [2 if a in poolable and current[a] <= 2 * finest else 1 for a in range(dims)]
+        strides.append(step)
+        total = [t * s for t, s in zip(total, step, strict=True)]
+        current = [c * s for c, s in zip(current, step, strict=True)]
+    return strides
+
+
+def total_stride(strides: list[list[int]]) -> list[int]:
+    """Product of the per-stage strides per axis: the patch must be a multiple of it."""
+    return [int(np.prod([s[a] for s in strides])) for a in range(len(strides[0]))]
+
+
+def estimate_activation_bytes(patch: list[int], strides: list[list[int]], batch_size: int) -> int:
+    """Training activation memory of a UNet with these strides (see the module docstring)."""
+    dims, total, elements = len(patch), [1] * len(patch), 0
+    for stage, step in enumerate(strides):
+        total = [t * s for t, s in zip(total, step, strict=True)]
+        features = min(BASE_FEATURES * 2**stage, MAX_FEATURES[dims])
+        elements += int(np.prod([p / t for p, t in zip(patch, total, strict=True)])) * features
+    return elements * BYTES_PER_FEATURE_ELEMENT * batch_size
+
+
+def _round_up(patch: list[float], spacing: list[float]) -> tuple[list[int], list[list[int]]]:
+    """Round the patch up to a multiple of its total stride, recomputing strides until both agree."""
+    shape = [max(float(p), 1.0) for p in patch]
+    for _ in range(8):
+        strides = stage_strides(shape, spacing)
+        rounded = [math.ceil(s / t) * t for s, t in zip(shape, total_stride(strides), strict=True)]
+        if rounded == shape:
+            break
+        shape = [float(r) for r in rounded]
+    return [int(s) for s in shape], stage_strides(shape, spacing)
+
+
+def plan_network(
+    median_shape: list[float],
+    spacing: list[float],
+    dataset_voxels: float,
+    budget_bytes: float,
+    patch_size: list[int] | None = None,
+) -> dict[str, Any]:
+    """Patch size (median shape clipped to the budget at the minimum batch, rounded up to the total stride),
+    strides and batch size (what the budget allows, at most 5% of the dataset's voxels, at least 2).
+    A given `patch_size` is taken as it is."""
+    if patch_size is not None:
+        patch, strides = [int(p) for p in patch_size], stage_strides([float(p) for p in patch_size], spacing)
+    else:
+        patch, strides = _round_up(median_shape, spacing)
+        for _ in range(1000):  # each pass shrinks one axis by its stride; the cap only guards the loop
+            if estimate_activation_bytes(patch, strides, MIN_BATCH) <= budget_bytes:
+                break
+            steps = total_stride(strides)
+            shrinkable = [a for a in range(len(patch)) if patch[a] > max(steps[a], 2 * MIN_FEATURE_MAP)]
+            if not shrinkable:
+                break
+            # shrink the axis with the largest physical extent, keeping the patch close to isotropic in mm
+            axis = max(shrinkable, key=lambda a: patch[a] * spacing[a])
+            smaller = list(map(float, patch))
+            smaller[axis] = max(patch[axis] - steps[axis], 2 * MIN_FEATURE_MAP)
+            patch, strides = _round_up(smaller, spacing)
+    per_sample = estimate_activation_bytes(patch, strides, 1)
+    by_memory = int(budget_bytes // per_sample)
+    by_dataset = int(MAX_BATCH_SHARE_OF_DATASET * dataset_voxels // np.prod(patch))
+    batch = max(MIN_BATCH, min(by_memory, by_dataset))
+    return {
+        "patch_size": patch,
+        "batch_size": batch,
+        "strides": strides,
+        "estimated_memory_gb": round(per_sample * batch / 2**30, 3),
+    }
+
+
+def training_settings(device: str, time_budget_minutes: float | None) -> dict[str, Any]:
+    """AdamW (lr 3e-3) on CPU or under a 2-hour budget, else nnU-Net's SGD (lr 0.01, Nesterov 0.99); poly
+    decay."""
+    short = device == "cpu" or (time_budget_minutes is not None and time_budget_minutes < SGD_MIN_MINUTES)
+    common = {
+        "weight_decay": 3e-5,
+        "momentum": 0.99,
+        "nesterov": True,
+        "schedule": "poly",
+        "deep_supervision": True,
+        "oversample_foreground": 0.33,
+        "precision": "auto",
+        "num_workers": 0,
+        "time_budget_minutes": time_budget_minutes,
+    }
+    if short:
+        return {"optimizer": "adamw", "lr": 3e-3, **common, "epochs": 50, "iters_per_epoch": 50}
+    return {"optimizer": "sgd", "lr": 1e-2, **common, "epochs": 1000, "iters_per_epoch": 250}
+
+
+def normalization_for(channel_names: list[str], intensity: list[dict[str, float]]) -> dict[str, Any]:
+    """CT channels: clip to the foreground 0.5-99.5 percentiles, then a global z-score; channels named
+    "noNorm": none; everything else (MR, ultrasound, microscopy, ...): z-score per image."""
+    per_channel = []
+    for name, stats in zip(channel_names, intensity, strict=True):
+        if name.strip().lower() == "ct":
+            per_channel.append(
+                {
+                    "scheme": "ct",
+                    "clip": [stats["p00_5"], stats["p99_5"]],
+                    "mean": stats["mean"],
+                    "std": max(stats["std"], 1e-8),
+                }
+            )
+        elif name.strip().lower() == "nonorm":
+            per_channel.append({"scheme": "none"})
+        else:
+            per_channel.append({"scheme": "zscore_per_image"})
+    if all(entry == per_channel[0] for entry in per_channel):
+        return per_channel[0]
+    return {"scheme": "per_channel", "channels": per_channel}
+
+
+def default_memory_budget_gb(device: str) -> float:
+    """5 GiB (device independent, so plans are reproducible), at most half the machine's memory on CPU."""
+    if device == "cpu":
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+            return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2)
+        except (ValueError, OSError, AttributeError):
+            pass
+    return DEFAULT_MEMORY_BUDGET_GB
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def channel_names_for(count: int) -> list[str]:
+    """Names for `count` undeclared channels (gray, RGB, or numbered)."""
+    return (
+        ["gray"] if count == 1 else ["R", "G", "B"] if count == 3 else [f"channel_{i}" for i in range(count)]
+    )
+
+
+def _with_channels(spec: DatasetSpec, count: int, names: list[str] | None = None) -> DatasetSpec:
+    if count != spec.num_channels:
+        spec.channel_names = list(names) if names and len(names) == count else channel_names_for(count)
+        spec.announced_channel_mix = False  # every converted case warns
+    return spec
+
+
+def plan_dataset(
+    data: str | Path,
+    run_dir: str | Path,
+    model: str = "usema",
+    label_mode: str | None = None,
+    memory_budget_gb: float | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Fingerprint the dataset (reading and checking every case) and write `run_dir/plans.json` atomically.
+
+    Options: `device` ("auto"), `time_budget_minutes` (None: no limit) choose the optimizer; `case_ids` or
+    `max_cases` plan on a subset; `patch_size`, `batch_size`, `target_spacing`, `num_channels`,
+    `model_overrides` (dict) and any training key (`epochs`, `optimizer`, `lr`, ...; None means "planned")
+    replace the planned value.
+    """
+    training_overrides = {
+        k: overrides.pop(k) for k in list(overrides) if k in TRAINING_KEYS and k != "time_budget_minutes"
+    }
+    unknown = sorted(set(overrides) - set(_PLAN_OPTIONS))
+    if unknown:
+        raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
+    from usema.utils.device import resolve_device  # imports torch: only when planning
+
+    device = resolve_device(overrides.get("device") or "auto").type
+    spec = load_dataset(data, label_mode)
+    run_dir = Path(run_dir)
+    plans_path = run_dir / PLANS_NAME
+    if lexical_absolute(plans_path) in spec.input_files():
+        raise DataError(plans_path, "would overwrite an input file of the dataset; choose another run folder")
+    if plans_path.exists() and spec.holds(plans_path) and not _is_plans_file(plans_path):
+        raise DataError(
+            plans_path, "exists in the dataset folder and is not a usema plan; refusing to overwrite it"
+        )
+    if overrides.get("num_channels"):
+        spec = _with_channels(spec, int(overrides["num_channels"]))
+    cases = spec.cases
+    if overrides.get("case_ids") is not None:
+        cases = [spec.case(str(c)) for c in overrides["case_ids"]]
+    if overrides.get("max_cases") is not None:
+        cases = cases[: int(overrides["max_cases"])]
+    if not cases:
+        raise DataError(spec.manifest or spec.root, "empty dataset: no cases selected")
+
+    fingerprint = compute_fingerprint(spec, cases, seed=int(overrides.get("seed") or 0))
+    spacing = [
+        float(s) for s in (overrides.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))
+    ]
+    resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
+    budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
+    network = plan_network(
+        np.median(resampled, axis=0).tolist(),
+        spacing,
+        float(resampled.prod(axis=1).sum()),
+        budget_gb * 2**30,
+        overrides.get("patch_size"),
+    )
+    training = training_settings(device, overrides.get("time_budget_minutes"))
+    training.update({k: v for k, v in training_overrides.items() if v is not None})
+    plans = {
+        "version": PLANS_VERSION,
+        "dataset": {
+            "path": str(lexical_absolute(spec.root)),
+            "format": spec.format,
+            "spatial_dims": spec.spatial_dims,
+            "num_channels": spec.num_channels,
+            "channel_names": spec.channel_names,
+            "modality": spec.modality,
+            "labels": {str(k): v for k, v in spec.labels.items()},
+            "label_mode": spec.label_mode,
+            "num_classes": spec.num_classes,
+            "cases": [c.case_id for c in cases],
+        },
+        "fingerprint": fingerprint,
+        "target_spacing": spacing,
+        "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
+        "patch_size": network["patch_size"],
+        "batch_size": int(overrides.get("batch_size") or network["batch_size"]),
+        "model": {
+            "name": model,
+            "overrides": {"strides": network["strides"], **(overrides.get("model_overrides") or {})},
+        },
+        "training": training,
+        "planned_for": {
+            "device": device,
+            "memory_budget_gb": budget_gb,
+            "estimated_memory_gb": network["estimated_memory_gb"],
+        },
+    }
+    save_plans(plans, run_dir)
+    return plans
+
+
+def _is_plans_file(path: Path) -> bool:
+    try:
+        plans = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(plans, dict) and plans.get("version") == PLANS_VERSION and "dataset" in plans
+
+
+def dataset_from_plans(plans: dict[str, Any]) -> DatasetSpec:
+    """The dataset a plan was made for, with the plan's label mode and channel count (a user's edit
+    included)."""
+    info = plans["dataset"]
+    spec = load_dataset(info["path"], info["label_mode"])
+    return _with_channels(spec, int(info["num_channels"]), info.get("channel_names"))
+
+
+# ---------------------------------------------------------------------------------------------- plans file
+def save_plans(plans: dict[str, Any], run_dir: str | Path) -> Path:
+    """Check `plans` and write `run_dir/plans.json` atomically; returns its path."""
+    path = Path(run_dir) / PLANS_NAME
+    validate_plans(plans, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(plans, indent=1) + "\n")
+    return path
+
+
+def load_plans(run_dir: str | Path) -> dict[str, Any]:
+    """Read and check `run_dir/plans.json` (or a plans file given directly); DataError naming the file and the
+    key when something later stages need is missing or malformed."""
+    path = Path(run_dir)
+    if path.is_dir() or path.suffix.lower() != ".json":
+        path = path / PLANS_NAME
+    if not path.is_file():
+        raise DataError(path, "plans not found; run `usema plan DATA -o RUN` first")
+    try:
+        plans = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"cannot read plans JSON: {exc}") from exc
+    validate_plans(plans, path)
+    return plans
+
+
+def validate_plans(plans: Any, source: str | Path) -> None:
+    """Raise DataError(source, ...) naming the first key that is missing or has the wrong type or value."""
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise DataError(source, f"plans key {key!r} {what}")
+
+    def count(value: Any, low: int = 1) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def positive(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    need(isinstance(plans, dict), "(top level)", "must be a JSON object")
+    for key in (
+        "version",
+        "dataset",
+        "target_spacing",
+        "normalization",
+        "patch_size",
+        "batch_size",
+        "model",
+        "training",
+    ):
+        need(key in plans, key, "is missing")
+    need(plans["version"] == PLANS_VERSION, "version", f"must be {PLANS_VERSION}")
+    info = plans["dataset"]
+    need(isinstance(info, dict), "dataset", "must be an object")
+    for key in (
+        "path",
+        "format",
+        "spatial_dims",
+        "num_channels",
+        "label_mode",
+        "num_classes",
+        "cases",
+        "labels",
+    ):
+        need(key in info, f"dataset.{key}", "is missing")
+    dims = info["spatial_dims"]
+    need(dims in (2, 3), "dataset.spatial_dims", "must be 2 or 3")
+    need(count(info["num_channels"]), "dataset.num_channels", "must be an integer >= 1")
+    need(count(info["num_classes"], 2), "dataset.num_classes", "must be an integer >= 2")
+    need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
+    need(
+        isinstance(info["cases"], list)
+        and len(info["cases"]) > 0
+        and all(isinstance(c, str) for c in info["cases"]),
+        "dataset.cases",
+        "must be a non-empty list of case ids",
+    )
+    spacing = plans["target_spacing"]
+    need(
+        isinstance(spacing, list) and len(spacing) == dims and all(map(positive, spacing)),
+        "target_spacing",
+        f"must be {dims} positive numbers",
+    )
+    patch = plans["patch_size"]
+    need(
+        isinstance(patch, list) and len(patch) == dims and all(map(count, patch)),
+        "patch_size",
+        f"must be {dims} positive integers",
+    )
+    need(count(plans["batch_size"]), "batch_size", "must be an integer >= 1")
+    _validate_normalization(plans["normalization"], info["num_channels"], need)
+    model = plans["model"]
+    need(isinstance(model, dict) and isinstance(model.get("name"), str), "model.name", "must be a string")
+    need(isinstance(model.get("overrides", {}), dict), "model.overrides", "must be an object")
+    strides = model.get("overrides", {}).get("strides")
+    if strides is not None:
+        need(
+            isinstance(strides, list)
+            and len(strides) >= 1
+            and all(isinstance(s, list) and len(s) == dims and all(map(count, s)) for s in strides),
+            "model.overrides.strides",
+            f"must be a list of [{dims} positive integers] per stage",
+        )
+    training = plans["training"]
+    need(isinstance(training, dict), "training", "must be an object")
+    need(training.get("optimizer") in ("sgd", "adamw"), "training.optimizer", "must be 'sgd' or 'adamw'")
+    need(positive(training.get("lr")), "training.lr", "must be a positive number")
+    need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
+    need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
+
+
+def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:
+    need(
+        isinstance(norm, dict) and norm.get("scheme") in NORMALIZATION_SCHEMES,
+        "normalization.scheme",
+        f"must be one of {', '.join(NORMALIZATION_SCHEMES)}",
+    )
+    entries = [norm]
+    if norm["scheme"] == "per_channel":
+        entries = norm.get("channels")
+        need(
+            isinstance(entries, list) and len(entries) == num_channels,
+            "normalization.channels",
+            f"must list {num_channels} per-channel schemes",
+        )
+        need(
+            all(isinstance(e, dict) and e.get("scheme") in NORMALIZATION_SCHEMES[:3] for e in entries),
+            "normalization.channels",
+            "entries need a scheme of zscore_per_image, ct or none",
+        )
+    for entry in entries:
+        if entry["scheme"] == "ct":
+            clip = entry.get("clip")
+            need(
+                isinstance(clip, list) and len(clip) == 2 and clip[0] <= clip[1],
+                "normalization.clip",
+                "must be [low, high]",
+            )
+            need(isinstance(entry.get("mean"), (int, float)), "normalization.mean", "must be a number")
+            need(
+                isinstance(entry.get("std"), (int, float)) and entry["std"] > 0,
+                "normalization.std",
+                "must be a positive number",
+            )

@@ -1,0 +1,237 @@
+"""`usema evaluate`: score a folder (or file) of predicted segmentations against the reference, case by case.
+
+Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one is
+an error, never a silent skip, because skipping it would inflate the scores. Predictions without a reference are
+ignored with a warning (a prediction folder may hold test cases or overlays).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usema.data.io import SUPPORTED_SUFFIXES, read_label, strip_suffix, suffix_of
+from usema.errors import DataError, UsemaError
+from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
+from usema.evaluation.metrics import METRIC_NAMES, binary_scores, default_tolerance
+from usema.evaluation.report import (
+    PER_CASE_NAME,
+    SUMMARY_NAME,
+    format_table,
+    summarise,
+    write_per_case_csv,
+    write_summary_json,
+)
+
+INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
+# More classes than this in a "semantic" reference usually means instance ids were given without --instance.
+MANY_CLASSES = 50
+
+
+def _is_label_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and bool(suffix_of(path))
+
+
+def _files_by_case(folder: Path) -> dict[str, Path]:
+    """The segmentation files of a folder keyed by case id; two files for one case is an error."""
+    cases: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not _is_label_file(path):
+            continue
+        case = strip_suffix(path.name)
+        if case in cases:
+            raise DataError(path, f"a second file for case '{case}' (also {cases[case].name}); keep one")
+        cases[case] = path
+    return cases
+
+
+def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+    """(case id, prediction file, reference file) for every reference case, in case order.
+
+    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError.
+    """
+    if not gt.exists():
+        raise DataError(gt, "reference not found")
+    if not pred.exists():
+        raise DataError(pred, "predictions not found")
+    if gt.is_file() != pred.is_file():
+        raise DataError(pred, f"give two folders or two files (reference {gt} is {'a file' if gt.is_file() else 'a folder'})")
+    if gt.is_file():
+        return [(strip_suffix(gt.name), pred, gt)]
+
+    references = _files_by_case(gt)
+    if not references:
+        raise DataError(gt, f"no segmentation files ({', '.join(SUPPORTED_SUFFIXES)}) in this folder")
+    predictions = _files_by_case(pred)
+    missing = [case for case in references if case not in predictions]
+    if missing:
+        more = f" ({len(missing) - 1} more cases also missing)" if len(missing) > 1 else ""
+        raise DataError(
+            references[missing[0]], f"no prediction for case '{missing[0]}' in {pred}{more}"
+        )
+    unscored = sorted(set(predictions) - set(references))
+    if unscored:
+        warnings.warn(
+            f"{len(unscored)} predictions in {pred} have no reference in {gt} and are not scored "
+            f"(e.g. {predictions[unscored[0]].name})",
+            stacklevel=3,
+        )
+    return [(case, predictions[case], path) for case, path in references.items()]
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def default_output_dir(pred: Path, gt: Path) -> Path:
+    """PRED/../evaluation, or a sibling named after PRED when that would fall inside the reference folder."""
+    pred_folder = (pred if pred.is_dir() else pred.parent).resolve()
+    gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
+    for candidate in (pred_folder.parent / "evaluation", pred_folder.parent / f"{pred_folder.name}_evaluation"):
+        if not _is_within(candidate, gt_folder):
+            return candidate
+    # The predictions live inside the reference folder: put the results beside the reference folder.
+    return gt_folder.parent / f"{pred_folder.name}_evaluation"
+
+
+def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
+    """{class id: name} of the foreground classes of a label table (keys may be strings, as in plans.json)."""
+    try:
+        names = {int(k): str(v) for k, v in labels.items()}
+    except (TypeError, ValueError) as err:
+        raise UsemaError(f"label ids must be integers, got {list(labels)}") from err
+    return dict(sorted((k, v) for k, v in names.items() if k > 0))
+
+
+def _reference_classes(pairs: Sequence[tuple[str, Path, Path]]) -> dict[int, str]:
+    """The foreground label values seen in any reference file, named by their value."""
+    values: set[int] = set()
+    for _, _, gt_path in pairs:
+        values.update(int(v) for v in np.unique(read_label(gt_path)[0]))
+    classes = {v: str(v) for v in sorted(values) if v > 0}
+    if len(classes) > MANY_CLASSES:
+        warnings.warn(
+            f"the reference holds {len(classes)} label values: if these are instance ids, use instance=True",
+            stacklevel=3,
+        )
+    return classes
+
+
+def resolve_tolerances(
+    tolerance_mm: float | Sequence[float] | None, classes: Sequence[int], spatial_dims: int
+) -> dict[int, float]:
+    """NSD tolerance per class: the default for the dimensionality, one value for all, or one per class."""
+    if tolerance_mm is None:
+        values = [default_tolerance(spatial_dims)]
+    elif isinstance(tolerance_mm, int | float):
+        values = [float(tolerance_mm)]
+    else:
+        values = [float(t) for t in tolerance_mm]
+    if len(values) == 1:
+        values = values * len(classes)
+    if len(values) != len(classes):
+        raise UsemaError(
+            f"{len(values)} NSD tolerances given for {len(classes)} classes {list(classes)}: give one or one per class"
+        )
+    if any(not math.isfinite(t) or t < 0 for t in values):
+        raise UsemaError(f"NSD tolerances must be finite and >= 0 mm, got {values}")
+    return dict(zip(classes, values, strict=True))
+
+
+def _read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Prediction and reference arrays of one case and the reference spacing; shapes must agree."""
+    gt, gt_geometry = read_label(gt_path)
+    pred, pred_geometry = read_label(pred_path)
+    if pred.shape != gt.shape:
+        raise DataError(pred_path, f"shape {pred.shape} differs from the reference {gt_path} shape {gt.shape}")
+    difference = pred_geometry.agrees_with(gt_geometry)
+    if difference:
+        # Same voxel grid size but another spacing or position: score it, but say so; distances use the reference's.
+        warnings.warn(f"{pred_path}: {difference} (the reference {gt_path.name})", stacklevel=3)
+    return pred, gt, gt_geometry.spacing
+
+
+def evaluate(
+    pred: str | Path,
+    gt: str | Path,
+    output: str | Path | None = None,
+    tolerance_mm: float | Sequence[float] | None = None,
+    instance: bool = False,
+    labels: Mapping[Any, str] | None = None,
+) -> dict[str, Any]:
+    """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the summary.
+
+    Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm in
+    3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label > 0)
+    gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
+    ({id: name}, e.g. the plan's) or the label values > 0 seen in the references. Output defaults to
+    PRED/../evaluation (never inside the reference folder).
+    """
+    pred, gt = Path(pred), Path(gt)
+    pairs = pair_cases(pred, gt)
+    output = Path(output) if output is not None else default_output_dir(pred, gt)
+    inputs = {p.resolve() for _, pred_path, gt_path in pairs for p in (pred_path, gt_path)}
+    for name in (PER_CASE_NAME, SUMMARY_NAME):
+        if (output / name).resolve() in inputs:
+            raise DataError(output / name, "is an input of this evaluation; choose another output folder")
+
+    if instance:
+        class_names = {1: "foreground"}
+    elif labels is not None:
+        class_names = _class_names(labels)
+    else:
+        class_names = _reference_classes(pairs)
+    if not class_names:
+        raise DataError(gt, "no foreground class to score (all references are empty and no labels were given)")
+    metrics = METRIC_NAMES + (INSTANCE_METRICS if instance else ())
+
+    rows: list[dict[str, Any]] = []
+    tolerances: dict[int, float] | None = None
+    spatial_dims: int | None = None
+    for case, pred_path, gt_path in pairs:
+        prediction, reference, spacing = _read_pair(pred_path, gt_path)
+        if spatial_dims is None:
+            spatial_dims = reference.ndim
+            tolerances = resolve_tolerances(tolerance_mm, list(class_names), spatial_dims)
+        elif reference.ndim != spatial_dims:
+            raise DataError(gt_path, f"{reference.ndim}D, but the first reference is {spatial_dims}D")
+        assert tolerances is not None
+        if instance:
+            scores = binary_scores(prediction > 0, reference > 0, spacing, tolerances[1])
+            scores.update(instance_scores(prediction, reference))
+            rows.append({"case": case, "class": 1, "name": "foreground", **scores})
+            continue
+        for label, name in class_names.items():
+            scores = binary_scores(prediction == label, reference == label, spacing, tolerances[label])
+            rows.append({"case": case, "class": label, "name": name, **scores})
+
+    assert tolerances is not None
+    details: dict[str, Any] = {
+        "pred": str(pred),
+        "gt": str(gt),
+        "mode": "instance" if instance else "semantic",
+        "spatial_dims": spatial_dims,
+        "tolerance_mm": {str(c): t for c, t in tolerances.items()},
+        "empty_masks": "absent in both: dice 1, nsd 1, hd95 0; absent in one: dice 0, nsd 0, hd95 = image diagonal (mm)",
+    }
+    summary = summarise(rows, metrics, class_names, **details)
+    if instance:
+        tp, fp, fn = (summary["classes"]["1"][k]["total"] for k in ("tp", "fp", "fn"))
+        summary["instance"] = {
+            "iou_threshold": IOU_THRESHOLD,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            # F1 of all instances pooled over cases: large images weigh more than in the per-case mean.
+            "f1_pooled": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
+        }
+    write_per_case_csv(rows, output / PER_CASE_NAME)
+    write_summary_json(summary, output / SUMMARY_NAME)
+    print(format_table(summary, metrics[:3] + (("f1",) if instance else ())))
+    print(f"{summary['num_cases']} cases; wrote {output / PER_CASE_NAME} and {output / SUMMARY_NAME}")
+    return summary

@@ -1,0 +1,292 @@
+"""Format detection, case loading, the checks on bad input, and the instance <-> class encoding."""
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from usema.data.datasets import (
+    BOUNDARY,
+    INTERIOR,
+    check_dataset,
+    classes_to_instances,
+    instances_to_classes,
+    load_case,
+    load_dataset,
+)
+from usema.errors import DataError
+
+SHAPE = (6, 7, 5)
+
+
+def _nifti(path, data, affine=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _label(seed=0, shape=SHAPE):
+    label = np.zeros(shape, dtype=np.uint8)
+    label[1:4, 2:5, 1:3] = 1
+    label[4:5, 1:3, 2:4] = 2
+    return np.roll(label, seed, axis=1)
+
+
+def make_msd(root, num_cases=3, labels=None, entries=None):
+    """A tiny MSD dataset: NIfTI images and labels, dataset.json listing them."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    training = []
+    for i in range(num_cases):
+        _nifti(root / "imagesTr" / f"case_{i}.nii.gz", rng.normal(size=SHAPE).astype(np.float32))
+        _nifti(root / "labelsTr" / f"case_{i}.nii.gz", _label(i))
+        training.append({"image": f"./imagesTr/case_{i}.nii.gz", "label": f"./labelsTr/case_{i}.nii.gz"})
+    manifest = {
+        "modality": {"0": "MRI"},
+        "labels": labels or {"0": "background", "1": "a", "2": "b"},
+        "training": training if entries is None else entries,
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+def make_nnunet(root, num_cases=2):
+    rng = np.random.default_rng(1)
+    for i in range(num_cases):
+        for c in range(2):
+            _nifti(
+                root / "imagesTr" / f"pt_{i:03d}_{c:04d}.nii.gz", rng.normal(size=SHAPE).astype(np.float32)
+            )
+        _nifti(root / "labelsTr" / f"pt_{i:03d}.nii.gz", _label(i))
+    manifest = {
+        "channel_names": {"0": "T2", "1": "ADC"},
+        "labels": {"background": 0, "zone": 1, "lesion": 2},
+        "numTraining": num_cases,
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+def make_folder2d(root, modes=("L", "L", "RGB"), label_values=None):
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, mode in enumerate(modes):
+        gray = np.random.default_rng(i).integers(0, 255, (10, 12)).astype(np.uint8)
+        pixels = gray if mode == "L" else np.stack([gray, gray, gray], axis=-1)
+        Image.fromarray(pixels).save(root / "images" / f"img{i}.png")
+        label = np.zeros((10, 12), dtype=np.uint8)
+        label[2:6, 3:8] = 1 if label_values is None else label_values
+        Image.fromarray(label).save(root / "labels" / f"img{i}.png")
+    return root
+
+
+def test_detects_msd(tmp_path):
+    spec = load_dataset(make_msd(tmp_path / "msd"))
+    assert (spec.format, spec.spatial_dims, spec.channel_names, spec.modality) == ("msd", 3, ["MRI"], "MR")
+    assert spec.labels == {0: "background", 1: "a", 2: "b"} and spec.num_classes == 3
+    assert [c.case_id for c in spec.cases] == ["case_0", "case_1", "case_2"]
+    image, label, geometry = load_case(spec, spec.cases[1])
+    assert image.shape == (1, *SHAPE) and label.dtype == np.int64 and geometry.shape == SHAPE
+    np.testing.assert_array_equal(label, _label(1))
+
+
+def test_detects_nnunet_with_channel_files(tmp_path):
+    spec = load_dataset(make_nnunet(tmp_path / "nn"))
+    assert (spec.format, spec.spatial_dims, spec.channel_names) == ("nnunet", 3, ["T2", "ADC"])
+    assert spec.labels == {0: "background", 1: "zone", 2: "lesion"}
+    assert [c.case_id for c in spec.cases] == ["pt_000", "pt_001"]
+    assert [p.name for p in spec.cases[0].images] == ["pt_000_0000.nii.gz", "pt_000_0001.nii.gz"]
+    image, label, _ = load_case(spec, spec.cases[0])
+    assert image.shape == (2, *SHAPE) and label.shape == SHAPE
+
+
+def test_detects_folder2d_and_converts_the_minority_channel_count(tmp_path):
+    root = make_folder2d(tmp_path / "f2d", modes=("L", "L", "RGB"))
+    with pytest.warns(UserWarning, match="1 of 3 images"):
+        spec = load_dataset(root)
+    assert (spec.format, spec.spatial_dims, spec.channel_names, spec.label_mode) == (
+        "folder2d",
+        2,
+        ["gray"],
+        "semantic",
+    )
+    assert spec.num_classes == 2
+    image, label, geometry = load_case(spec, spec.case("img2"))  # the RGB one
+    assert image.shape == (1, 10, 12) and geometry.format == "png"
+    gray = np.random.default_rng(2).integers(0, 255, (10, 12))
+    np.testing.assert_allclose(image[0], gray, atol=0.51)  # equal channels -> the same gray (up to rounding)
+    assert label.sum() == 20
+
+
+def test_folder2d_label_modes(tmp_path):
+    root = make_folder2d(tmp_path / "mask", modes=("L", "L"), label_values=255)
+    with pytest.warns(UserWarning, match="binary"):
+        spec = load_dataset(root)
+    assert spec.label_mode == "binary" and spec.labels == {0: "background", 1: "foreground"}
+    assert set(np.unique(load_case(spec, spec.cases[0])[1])) == {0, 1}
+    spec = load_dataset(root, label_mode="instance")
+    assert spec.num_classes == 3
+    label = load_case(spec, spec.cases[0])[1]
+    assert label[3, 4] == INTERIOR and label[2, 3] == BOUNDARY and label[0, 0] == 0
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "name", "problem"),
+    [
+        ("shape", "case_1.nii.gz", "shape"),
+        ("spacing", "case_1.nii.gz", "spacing"),
+        ("affine", "case_1.nii.gz", "affine"),
+        ("fraction", "case_1.nii.gz", "integers"),
+        ("undeclared", "case_1.nii.gz", "not declared"),
+        ("nan", "case_1.nii.gz", "NaN"),
+        ("truncated", "case_1.nii.gz", "cannot read"),
+    ],
+)
+def test_bad_cases_raise_naming_file_and_problem(tmp_path, corrupt, name, problem):
+    root = make_msd(tmp_path / "msd")
+    label_path, image_path = root / "labelsTr" / "case_1.nii.gz", root / "imagesTr" / "case_1.nii.gz"
+    if corrupt == "shape":
+        _nifti(label_path, np.zeros((6, 7, 4), dtype=np.uint8))
+    elif corrupt == "spacing":
+        _nifti(label_path, _label(), np.diag([1.0, 1.0, 3.0, 1.0]))
+    elif corrupt == "affine":
+        shifted = np.eye(4)
+        shifted[:3, 3] = [5.0, 0.0, 0.0]
+        _nifti(label_path, _label(), shifted)
+    elif corrupt == "fraction":
+        _nifti(label_path, _label().astype(np.float32) * 0.5)
+    elif corrupt == "undeclared":
+        _nifti(label_path, _label() * 3)
+    elif corrupt == "nan":
+        image = np.zeros(SHAPE, dtype=np.float32)
+        image[0, 0, 0] = np.nan
+        _nifti(image_path, image)
+    elif corrupt == "truncated":
+        image_path.write_bytes(image_path.read_bytes()[:100])
+    spec = load_dataset(root)
+    with pytest.raises(DataError, match=problem) as err:
+        check_dataset(spec)
+    assert name in str(err.value)
+    load_case(spec, spec.cases[0])  # the good cases still load
+
+
+def test_empty_missing_and_escaping_datasets_raise(tmp_path):
+    with pytest.raises(DataError, match="empty dataset") as err:
+        load_dataset(make_msd(tmp_path / "empty", num_cases=0))
+    assert "dataset.json" in str(err.value)
+
+    outside = _nifti(tmp_path / "outside.nii.gz", np.zeros(SHAPE, dtype=np.float32))
+    escape = [{"image": "../outside.nii.gz", "label": "./labelsTr/case_0.nii.gz"}]
+    with pytest.raises(DataError, match="outside the dataset folder") as err:
+        load_dataset(make_msd(tmp_path / "escape", num_cases=1, entries=escape))
+    assert "dataset.json" in str(err.value) and outside.is_file()
+    absolute = [{"image": str(outside), "label": "./labelsTr/case_0.nii.gz"}]
+    with pytest.raises(DataError, match="outside the dataset folder"):
+        load_dataset(make_msd(tmp_path / "absolute", num_cases=1, entries=absolute))
+
+    missing = [{"image": "./imagesTr/nothere.nii.gz", "label": "./labelsTr/case_0.nii.gz"}]
+    with pytest.raises(DataError, match="does not exist") as err:
+        load_dataset(make_msd(tmp_path / "missing", num_cases=1, entries=missing))
+    assert "nothere.nii.gz" in str(err.value)
+
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataError, match="not a dataset"):
+        load_dataset(tmp_path / "nothing")
+    (tmp_path / "noimages" / "images").mkdir(parents=True)
+    (tmp_path / "noimages" / "labels").mkdir()
+    with pytest.raises(DataError, match="empty dataset"):
+        load_dataset(tmp_path / "noimages")
+
+
+def test_links_inside_the_folder_may_point_anywhere(tmp_path):
+    real = make_msd(tmp_path / "real", num_cases=2)
+    linked = tmp_path / "linked"
+    (linked / "imagesTr").mkdir(parents=True)
+    (linked / "labelsTr").mkdir()
+    for sub in ("imagesTr", "labelsTr"):
+        for i in range(2):
+            (linked / sub / f"case_{i}.nii.gz").symlink_to(real / sub / f"case_{i}.nii.gz")
+    (linked / "dataset.json").write_text((real / "dataset.json").read_text())
+    spec = load_dataset(linked)
+    check_dataset(spec)
+    assert len(spec.cases) == 2
+
+
+def test_nnunet_missing_channel_and_label_raise(tmp_path):
+    root = make_nnunet(tmp_path / "nn")
+    (root / "imagesTr" / "pt_001_0001.nii.gz").unlink()
+    with pytest.raises(DataError, match="missing channel 1") as err:
+        load_dataset(root)
+    assert "pt_001_0001.nii.gz" in str(err.value)
+    root = make_nnunet(tmp_path / "nn2")
+    (root / "labelsTr" / "pt_000.nii.gz").unlink()
+    with pytest.raises(DataError, match="missing label") as err:
+        load_dataset(root)
+    assert "pt_000.nii.gz" in str(err.value)
+
+
+def test_folder2d_image_without_label_raises(tmp_path):
+    root = make_folder2d(tmp_path / "f2d", modes=("L", "L"))
+    (root / "labels" / "img1.png").unlink()
+    with pytest.raises(DataError, match="no label file") as err:
+        load_dataset(root)
+    assert "img1.png" in str(err.value)
+
+
+def test_mixed_spatial_dims_raise(tmp_path):
+    root = make_msd(tmp_path / "msd", num_cases=2)
+    _nifti(root / "imagesTr" / "case_1.nii.gz", np.zeros((6, 7), dtype=np.float32))
+    _nifti(root / "labelsTr" / "case_1.nii.gz", np.zeros((6, 7), dtype=np.uint8))
+    spec = load_dataset(root)
+    with pytest.raises(DataError, match="2D but the dataset is 3D") as err:
+        check_dataset(spec)
+    assert "case_1.nii.gz" in str(err.value)
+
+
+def _touching_instances(shape):
+    """Discs (2D) or balls (3D) of several sizes, two of them touching, plus a 2-voxel speck."""
+    grid = np.indices(shape)
+    centres = [np.array(shape) * f for f in (0.25, 0.5, 0.75)]
+    instances = np.zeros(shape, dtype=np.int64)
+    for i, (centre, radius) in enumerate(zip(centres, (4.5, 5.5, 3.5), strict=True), start=1):
+        ball = ((grid - centre.reshape(-1, *[1] * len(shape))) ** 2).sum(axis=0) <= radius**2
+        instances[ball & (instances == 0)] = 10 * i  # ids need not be consecutive
+    instances[(0,) * len(shape)] = 99
+    instances[(1,) + (0,) * (len(shape) - 1)] = 99
+    return instances
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (24, 22, 26)])
+def test_instances_classes_round_trip(shape):
+    instances = _touching_instances(shape)
+    classes = instances_to_classes(instances)
+    assert set(np.unique(classes)) == {0, 1, 2}
+    assert np.all((classes > 0) == (instances > 0))
+    rebuilt = classes_to_instances(classes)
+    # the same partition up to renumbering: a one-to-one map between old and new ids
+    pairs = set(zip(instances.ravel().tolist(), rebuilt.ravel().tolist(), strict=True))
+    assert len(pairs) == len(np.unique(instances)) == len(np.unique(rebuilt))
+    assert sorted(np.unique(rebuilt)) == list(range(len(np.unique(instances))))
+    assert len(np.unique(classes_to_instances(classes, min_size=5))) == len(np.unique(instances)) - 1
+
+
+def test_touching_instances_stay_apart():
+    instances = np.zeros((12, 20), dtype=np.int64)
+    instances[2:10, 2:10] = 1
+    instances[2:10, 10:18] = 2  # shares an edge with instance 1
+    classes = instances_to_classes(instances)
+    assert np.all(classes[2:10, 9] == BOUNDARY) and np.all(classes[2:10, 10] == BOUNDARY)
+    rebuilt = classes_to_instances(classes)
+    assert len(np.unique(rebuilt[instances == 1])) == 1 and len(np.unique(rebuilt[instances == 2])) == 1
+    assert rebuilt[5, 5] != rebuilt[5, 15]
+
+
+def test_no_warnings_for_a_consistent_dataset(tmp_path):
+    spec = load_dataset(make_msd(tmp_path / "msd", num_cases=2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_dataset(spec)

@@ -1,0 +1,262 @@
+"""Planning: the pure rules (strides, patch, batch, optimizer, normalisation), plans on a few real cases, and
+plans.json as an editable, validated file."""
+
+import json
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from usema.data.datasets import load_dataset
+from usema.data.io import probe_image
+from usema.data.planning import (
+    estimate_activation_bytes,
+    load_plans,
+    plan_dataset,
+    plan_network,
+    save_plans,
+    stage_strides,
+    target_spacing_for,
+    total_stride,
+    training_settings,
+)
+from usema.data.preprocessing import preprocess_dataset
+from usema.errors import DataError, UsemaError
+
+GIB = 2**30
+
+
+def test_strides_halve_axes_while_feature_maps_stay_at_least_4():
+    assert stage_strides([40, 56, 40], [1, 1, 1]) == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert stage_strides([16, 64], [1, 1]) == [[1, 1], [2, 2], [2, 2], [1, 2], [1, 2]]
+    assert len(stage_strides([512, 512], [1, 1])) == 6  # at most 6 stages in 2D
+    assert len(stage_strides([256, 256, 256], [1, 1, 1])) == 5  # and 5 in 3D
+    # anisotropic: the coarse axis (3 mm) waits until the in-plane spacing has caught up
+    strides = stage_strides([32, 128, 128], [3.0, 0.8, 0.8])
+    assert strides[1] == [1, 2, 2] and strides[2] == [2, 2, 2]
+
+
+def test_patch_is_a_multiple_of_the_total_stride_and_fits_the_budget():
+    plan = plan_network([35, 50, 36], [1, 1, 1], dataset_voxels=260 * 63_000, budget_bytes=5 * GIB)
+    assert plan["patch_size"] == [40, 56, 40]
+    stride = total_stride(plan["strides"])
+    assert all(p % s == 0 for p, s in zip(plan["patch_size"], stride, strict=True))
+    small = plan_network([200, 240, 200], [1, 1, 1], dataset_voxels=1e10, budget_bytes=1 * GIB)
+    assert estimate_activation_bytes(small["patch_size"], small["strides"], 2) <= 1 * GIB
+    assert np.prod(small["patch_size"]) < 200 * 240 * 200 and small["batch_size"] == 2
+    stride = total_stride(small["strides"])
+    assert all(p % s == 0 for p, s in zip(small["patch_size"], stride, strict=True))
+
+
+def test_memory_estimate_grows_with_patch_and_batch():
+    strides = stage_strides([64, 64], [1, 1])
+    one = estimate_activation_bytes([64, 64], strides, 1)
+    assert estimate_activation_bytes([64, 64], strides, 3) == 3 * one
+    assert estimate_activation_bytes([128, 128], stage_strides([128, 128], [1, 1]), 1) > 3 * one
+
+
+def test_target_spacing_is_the_median_except_for_strong_anisotropy():
+    assert target_spacing_for([[1, 1, 1], [1, 2, 1], [1, 3, 1]]) == [1.0, 2.0, 1.0]
+    target = target_spacing_for([[5.0, 0.7, 0.7]] * 5 + [[2.5, 0.7, 0.7]] * 5)
+    assert target[1:] == [0.7, 0.7] and target[0] < 3.75
+
+
+def test_optimizer_follows_device_and_time_budget():
+    assert training_settings("cpu", None)["optimizer"] == "adamw"
+    assert training_settings("cuda", 60)["optimizer"] == "adamw"
+    sgd = training_settings("cuda", None)
+    assert (sgd["optimizer"], sgd["lr"], sgd["momentum"], sgd["nesterov"], sgd["schedule"]) == (
+        "sgd",
+        0.01,
+        0.99,
+        True,
+        "poly",
+    )
+    adamw = training_settings("cuda", 119)
+    assert (adamw["lr"], adamw["weight_decay"], adamw["schedule"]) == (3e-3, 3e-5, "poly")
+    assert training_settings("cuda", 180)["optimizer"] == "sgd"
+
+
+@pytest.mark.shared_data
+def test_hippocampus_and_dsb2018_plans_match_nnunet_scale(hippocampus_dir, dsb2018_dir):
+    """The rules on the full real datasets' shapes (read from headers only): near nnU-Net's own plans."""
+    for root, patch, batch_range in (
+        (hippocampus_dir, [40, 56, 40], (8, 10)),
+        (dsb2018_dir, [256, 256], (8, 12)),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DSB2018: label mode guessed, RGB minority converted
+            spec = load_dataset(root, label_mode="instance" if root == dsb2018_dir else None)
+        shapes = np.array([probe_image(case.images[0])[1].shape for case in spec.cases])
+        plan = plan_network(
+            np.median(shapes, axis=0).tolist(),
+            [1.0] * shapes.shape[1],
+            float(shapes.prod(axis=1).sum()),
+            5 * GIB,
+        )
+        assert plan["patch_size"] == patch
+        assert batch_range[0] <= plan["batch_size"] <= batch_range[1]
+
+
+def _msd_links(tmp_path, source, count):
+    """An MSD folder in tmp_path of symbolic links to `count` real cases (nothing is copied)."""
+    meta = json.loads((source / "dataset.json").read_text())
+    meta["training"] = meta["training"][:count]
+    root = tmp_path / "links"
+    for entry in meta["training"]:
+        for key in ("image", "label"):
+            link = root / entry[key]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source / entry[key])
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.mark.shared_data
+def test_plan_on_six_hippocampus_cases(tmp_path, hippocampus_dir):
+    root = _msd_links(tmp_path, hippocampus_dir, 6)
+    plans = plan_dataset(root, tmp_path / "run", device="cpu")
+    assert json.loads((tmp_path / "run" / "plans.json").read_text()) == plans
+    info = plans["dataset"]
+    assert (info["format"], info["spatial_dims"], info["num_channels"], info["num_classes"]) == (
+        "msd",
+        3,
+        1,
+        3,
+    )
+    assert len(info["cases"]) == 6 and info["modality"] == "MR"
+    assert plans["normalization"] == {"scheme": "zscore_per_image"}
+    assert plans["target_spacing"] == [1.0, 1.0, 1.0]
+    stride = total_stride(plans["model"]["overrides"]["strides"])
+    assert all(p % s == 0 and 32 <= p <= 64 for p, s in zip(plans["patch_size"], stride, strict=True))
+    assert plans["model"]["name"] == "usema" and plans["training"]["optimizer"] == "adamw"
+    fingerprint = plans["fingerprint"]
+    assert len(fingerprint["shapes"]) == 6 and fingerprint["class_voxels"]["1"] > 0
+    stats = fingerprint["intensity"][0]
+    assert stats["p00_5"] < stats["mean"] < stats["p99_5"] and stats["std"] > 0
+    assert sorted(p.name for p in root.iterdir()) == [
+        "dataset.json",
+        "imagesTr",
+        "labelsTr",
+    ]  # nothing written there
+
+
+@pytest.mark.shared_data
+def test_plan_on_a_few_dsb2018_cases(tmp_path, dsb2018_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        case_ids = [c.case_id for c in load_dataset(dsb2018_dir, "instance").cases[:5]]
+        plans = plan_dataset(
+            dsb2018_dir, tmp_path / "run", label_mode="instance", case_ids=case_ids, device="cpu"
+        )
+    info = plans["dataset"]
+    assert (info["format"], info["spatial_dims"], info["label_mode"], info["num_classes"]) == (
+        "folder2d",
+        2,
+        "instance",
+        3,
+    )
+    assert info["cases"] == case_ids and info["labels"] == {
+        "0": "background",
+        "1": "interior",
+        "2": "boundary",
+    }
+    stride = total_stride(plans["model"]["overrides"]["strides"])
+    assert all(p % s == 0 and p >= 256 for p, s in zip(plans["patch_size"], stride, strict=True))
+    assert plans["fingerprint"]["class_voxels"]["2"] > 0
+
+
+def _ct_dataset(root):
+    """Two CT-like cases: air background, body around 40 HU with a few very bright voxels."""
+    rng = np.random.default_rng(0)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for i in range(2):
+        image = np.full((12, 12, 12), -1000.0, dtype=np.float32)
+        label = np.zeros((12, 12, 12), dtype=np.uint8)
+        label[2:10, 2:10, 2:10] = 1
+        image[label == 1] = rng.normal(40, 10, int(label.sum()))
+        image[5, 5, 5] = 3000.0
+        nib.save(nib.Nifti1Image(image, np.eye(4)), str(root / "imagesTr" / f"ct_{i}.nii.gz"))
+        nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / f"ct_{i}.nii.gz"))
+        training.append({"image": f"./imagesTr/ct_{i}.nii.gz", "label": f"./labelsTr/ct_{i}.nii.gz"})
+    meta = {"modality": {"0": "CT"}, "labels": {"0": "background", "1": "organ"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_ct_normalization_clips_to_foreground_percentiles(tmp_path):
+    plans = plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu")
+    norm = plans["normalization"]
+    assert norm["scheme"] == "ct" and plans["dataset"]["modality"] == "CT"
+    low, high = norm["clip"]
+    assert 0 < low < 40 < high < 3000  # foreground percentiles: neither air nor the bright outlier
+    assert 35 < norm["mean"] < 60 and norm["std"] > 5
+
+
+def test_run_folder_inside_the_data_root_is_allowed_when_it_overwrites_nothing(tmp_path):
+    root = _ct_dataset(tmp_path / "ct")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    plan_dataset(root, root, device="cpu")
+    assert (root / "plans.json").is_file()
+    assert all(p.read_bytes() == data for p, data in before.items())
+    load_dataset(root)  # still a valid dataset
+
+
+def test_foreign_files_in_the_data_root_are_never_overwritten(tmp_path):
+    root = _ct_dataset(tmp_path / "ct")
+    (root / "plans.json").write_text("my own notes")
+    with pytest.raises(DataError, match="not a usema plan") as err:
+        plan_dataset(root, root, device="cpu")
+    assert "plans.json" in str(err.value) and (root / "plans.json").read_text() == "my own notes"
+    (root / "plans.json").unlink()
+    plans = plan_dataset(root, root, device="cpu")
+    (root / "preprocessed").mkdir()
+    foreign = root / "preprocessed" / f"{plans['dataset']['cases'][0]}.npz"
+    np.savez(foreign, data=np.zeros(3))
+    with pytest.raises(DataError, match="not a usema preprocessed case"):
+        preprocess_dataset(plans, root)
+    np.testing.assert_array_equal(np.load(foreign)["data"], np.zeros(3))
+
+
+def test_plans_are_validated_and_edits_are_honoured(tmp_path):
+    plans = plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu", epochs=7, max_cases=1)
+    assert plans["training"]["epochs"] == 7 and len(plans["dataset"]["cases"]) == 1
+    path = tmp_path / "run" / "plans.json"
+    edited = json.loads(path.read_text())
+    edited["patch_size"] = [8, 8, 8]
+    edited["training"]["optimizer"] = "sgd"
+    path.write_text(json.dumps(edited))
+    loaded = load_plans(tmp_path / "run")
+    assert loaded["patch_size"] == [8, 8, 8] and loaded["training"]["optimizer"] == "sgd"
+    assert load_plans(path) == loaded
+
+    for key, value, problem in (
+        ("patch_size", [8, 8], "patch_size"),
+        ("batch_size", 0, "batch_size"),
+        ("normalization", {"scheme": "magic"}, "normalization.scheme"),
+    ):
+        broken = dict(edited, **{key: value})
+        path.write_text(json.dumps(broken))
+        with pytest.raises(DataError, match=problem) as err:
+            load_plans(tmp_path / "run")
+        assert "plans.json" in str(err.value)
+    del edited["training"]
+    path.write_text(json.dumps(edited))
+    with pytest.raises(DataError, match="'training' is missing"):
+        load_plans(tmp_path / "run")
+    path.write_text("{not json")
+    with pytest.raises(DataError, match="cannot read plans JSON"):
+        load_plans(tmp_path / "run")
+    with pytest.raises(DataError, match="run `usema plan"):
+        load_plans(tmp_path / "elsewhere")
+    with pytest.raises(DataError, match="batch_size"):
+        save_plans(dict(loaded, batch_size="eight"), tmp_path / "run2")
+    assert not (tmp_path / "run2" / "plans.json").exists()
+
+
+def test_unknown_plan_options_are_refused(tmp_path):
+    with pytest.raises(UsemaError, match="unknown option"):
+        plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", patchsize=[8, 8, 8])

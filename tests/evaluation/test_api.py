@@ -1,0 +1,205 @@
+import csv
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from usema.errors import DataError, UsemaError
+from usema.evaluation.api import default_output_dir, evaluate
+
+SPACING = (2.0, 0.5, 0.5)
+SHAPE = (12, 10, 10)
+
+
+def _write_nifti(array: np.ndarray, path: Path, spacing=SPACING) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(array.astype(np.uint8), np.diag([*spacing, 1.0])), path)
+    return path
+
+
+def _write_png(array: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint16)).save(path)
+    return path
+
+
+def _read_rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open() as handle:
+        return {(r["case"], r["class"]): r for r in csv.DictReader(handle)}
+
+
+@pytest.fixture
+def nifti_cases(tmp_path):
+    """Two 3D cases. case_a: class 1 shifted by 2 voxels along the 2 mm axis, class 2 absent from both.
+    case_b: class 1 exact, class 2 in the reference only (missed)."""
+    cube = np.zeros(SHAPE, dtype=np.uint8)
+    cube[2:6, 2:6, 2:6] = 1
+    _write_nifti(cube, tmp_path / "gt" / "case_a.nii.gz")
+    _write_nifti(np.roll(cube, 2, axis=0), tmp_path / "pred" / "case_a.nii.gz")
+    ref_b = cube.copy()
+    ref_b[8:10, 7:9, 7:9] = 2
+    _write_nifti(ref_b, tmp_path / "gt" / "case_b.nii.gz")
+    _write_nifti(cube, tmp_path / "pred" / "case_b.nii.gz")
+    return tmp_path / "pred", tmp_path / "gt"
+
+
+def test_nifti_folders_give_per_case_scores_and_summary(nifti_cases, tmp_path, capsys):
+    pred, gt = nifti_cases
+    summary = evaluate(pred, gt)
+
+    out = tmp_path / "evaluation"  # default: PRED/../evaluation
+    rows = _read_rows(out / "per_case.csv")
+    assert sorted(rows) == [("case_a", "1"), ("case_a", "2"), ("case_b", "1"), ("case_b", "2")]
+    # shifted cube (see test_metrics): 32 of 64 voxels shared; 28 of 56 surface voxels within 1 mm; HD95 2 x 2 mm
+    a1 = rows[("case_a", "1")]
+    assert float(a1["dice"]) == pytest.approx(2 * 32 / 128)
+    assert float(a1["nsd"]) == pytest.approx(28 / 56)
+    assert float(a1["hd95"]) == pytest.approx(4.0)
+    assert [float(rows[("case_a", "2")][m]) for m in ("dice", "nsd", "hd95")] == [1.0, 1.0, 0.0]
+    assert [float(rows[("case_b", "1")][m]) for m in ("dice", "nsd", "hd95")] == [1.0, 1.0, 0.0]
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(SHAPE, SPACING, strict=True)))
+    b2 = rows[("case_b", "2")]
+    assert (float(b2["dice"]), float(b2["nsd"])) == (0.0, 0.0)
+    assert float(b2["hd95"]) == pytest.approx(diagonal, rel=1e-5)
+
+    written = json.loads((out / "summary.json").read_text())
+    assert written == summary
+    assert summary["num_cases"] == 2
+    assert summary["tolerance_mm"] == {"1": 1.0, "2": 1.0}
+    assert summary["classes"]["1"]["dice"]["mean"] == pytest.approx((0.5 + 1.0) / 2)
+    assert summary["classes"]["1"]["dice"]["std"] == pytest.approx(0.25)
+    assert summary["classes"]["2"]["hd95"]["mean"] == pytest.approx(diagonal / 2, rel=1e-5)
+    assert summary["mean"]["nsd"] == pytest.approx(((0.5 + 1.0) / 2 + (1.0 + 0.0) / 2) / 2)
+    assert "case" not in capsys.readouterr().out.splitlines()[0]  # a table, headed by "class"
+
+
+def test_tolerance_per_class_names_from_labels_and_explicit_output(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    out = tmp_path / "scores"
+    summary = evaluate(pred, gt, output=out, tolerance_mm=[2.0, 5.0], labels={"0": "bg", "1": "body", "2": "tail"})
+    rows = _read_rows(out / "per_case.csv")
+    assert float(rows[("case_a", "1")]["nsd"]) == pytest.approx(40 / 56)  # 24 + 4 + 12 surface voxels within 2 mm
+    assert rows[("case_a", "1")]["name"] == "body"
+    assert summary["tolerance_mm"] == {"1": 2.0, "2": 5.0}
+    assert summary["classes"]["2"]["name"] == "tail"
+    with pytest.raises(UsemaError, match="3 NSD tolerances"):
+        evaluate(pred, gt, output=out, tolerance_mm=[1.0, 2.0, 3.0])
+
+
+def test_png_instances_give_f1_and_foreground_dice(tmp_path):
+    ref = np.zeros((16, 20), dtype=np.int64)
+    pred = np.zeros_like(ref)
+    ref[1:4, 1:4], pred[1:4, 1:4] = 1, 40  # exact match (9 px)
+    ref[6:8, 1:6], pred[6:8, 1:4] = 2, 41  # 6 of 10 px: IoU 0.6, a match
+    ref[10:12, 1:6], pred[10:12, 1:3] = 3, 42  # 4 of 10 px: IoU 0.4, no match
+    pred[13:15, 15:18] = 43  # spurious, 6 px
+    _write_png(ref, tmp_path / "gt" / "cells.png")
+    _write_png(pred, tmp_path / "pred" / "cells.png")
+
+    summary = evaluate(tmp_path / "pred", tmp_path / "gt", output=tmp_path / "out", instance=True)
+    row = _read_rows(tmp_path / "out" / "per_case.csv")[("cells", "1")]
+    assert (int(row["tp"]), int(row["fp"]), int(row["fn"])) == (2, 2, 1)
+    assert float(row["f1"]) == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+    assert float(row["precision"]) == pytest.approx(2 / 4)
+    assert float(row["recall"]) == pytest.approx(2 / 3)
+    ref_px, pred_px, shared_px = 9 + 10 + 10, 9 + 6 + 4 + 6, 9 + 6 + 4
+    assert float(row["dice"]) == pytest.approx(2 * shared_px / (ref_px + pred_px), rel=1e-5)
+    assert summary["tolerance_mm"] == {"1": 2.0}  # 2 px default in 2D
+    assert summary["instance"]["f1_pooled"] == pytest.approx(4 / 7)
+
+
+def test_png_semantic_classes_default_to_values_in_the_reference(tmp_path):
+    ref = np.zeros((8, 8), dtype=np.int64)
+    ref[1:3, 1:3], ref[5:7, 5:7] = 1, 3
+    pred = ref.copy()
+    pred[5:7, 5:7] = 0
+    pred[0, 7] = 2  # a label the reference never uses: not a class
+    _write_png(ref, tmp_path / "gt" / "x.png")
+    _write_png(pred, tmp_path / "pred" / "x.png")
+    summary = evaluate(tmp_path / "pred", tmp_path / "gt")
+    assert list(summary["classes"]) == ["1", "3"]
+    assert summary["classes"]["1"]["dice"]["mean"] == 1.0
+    assert summary["classes"]["3"]["dice"]["mean"] == 0.0
+
+
+def test_missing_prediction_is_an_error_naming_the_case(nifti_cases):
+    pred, gt = nifti_cases
+    (pred / "case_b.nii.gz").unlink()
+    with pytest.raises(DataError, match="case_b") as err:
+        evaluate(pred, gt)
+    assert err.value.path == gt / "case_b.nii.gz"
+    assert not (pred.parent / "evaluation").exists()
+
+
+def test_extra_predictions_are_ignored_with_a_warning_and_duplicates_refused(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    _write_nifti(np.zeros(SHAPE, np.uint8), pred / "case_test.nii.gz")
+    with pytest.warns(UserWarning, match="1 predictions .* no reference"):
+        summary = evaluate(pred, gt)
+    assert summary["num_cases"] == 2
+    _write_nifti(np.zeros(SHAPE, np.uint8), pred / "case_a.nii")
+    with pytest.raises(DataError, match="second file for case 'case_a'"):
+        evaluate(pred, gt)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no segmentation files"):
+        evaluate(pred, empty)
+
+
+def test_shape_mismatch_is_an_error_naming_the_prediction(nifti_cases):
+    pred, gt = nifti_cases
+    _write_nifti(np.zeros((12, 10, 9), np.uint8), pred / "case_b.nii.gz")
+    with pytest.raises(DataError, match="shape") as err:
+        evaluate(pred, gt)
+    assert err.value.path == pred / "case_b.nii.gz"
+
+
+def test_single_files_and_output_refusing_to_overwrite_an_input(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    summary = evaluate(pred / "case_b.nii.gz", gt / "case_b.nii.gz", output=tmp_path / "one")
+    assert summary["num_cases"] == 1
+    assert summary["classes"]["2"]["dice"]["mean"] == 0.0
+    clash = tmp_path / "clash" / "summary.json"  # an input named like an output: never read, refused first
+    clash.parent.mkdir()
+    clash.write_bytes(b"not read")
+    with pytest.raises(DataError, match="input"):
+        evaluate(clash, clash, output=clash.parent)
+
+
+def test_default_output_is_never_inside_the_reference(tmp_path):
+    for folder in ("p", "q", "gt/pred", "preds", "evaluation"):
+        (tmp_path / folder).mkdir(parents=True)
+    assert default_output_dir(tmp_path / "p", tmp_path / "q") == (tmp_path / "evaluation").resolve()
+    # predictions inside the reference folder: the results go beside the reference folder
+    assert default_output_dir(tmp_path / "gt" / "pred", tmp_path / "gt") == (tmp_path / "pred_evaluation").resolve()
+    # "evaluation" is the reference folder itself: use a name after the predictions instead
+    assert default_output_dir(tmp_path / "preds", tmp_path / "evaluation") == (tmp_path / "preds_evaluation").resolve()
+
+
+def test_cli_reports_a_missing_prediction_as_one_line(nifti_cases, capsys):
+    from usema.cli import main
+
+    pred, gt = nifti_cases
+    assert main(["evaluate", str(pred), str(gt), "--tolerance-mm", "2"]) == 0
+    (pred / "case_a.nii.gz").unlink()
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    assert "no prediction for case 'case_a'" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_real_hippocampus_and_nuclei_labels_score_perfectly_against_themselves(hippocampus_dir, dsb2018_dir, tmp_path):
+    label = hippocampus_dir / "labelsTr" / "hippocampus_001.nii.gz"
+    summary = evaluate(label, label, output=tmp_path / "hippo")
+    assert summary["mean"] == {"dice": 1.0, "nsd": 1.0, "hd95": 0.0}
+    assert sorted(summary["classes"]) == ["1", "2"]
+
+    with (dsb2018_dir / "manifest.csv").open() as handle:
+        first = next(csv.DictReader(handle))
+    nuclei = dsb2018_dir / first["label"]
+    summary = evaluate(nuclei, nuclei, output=tmp_path / "dsb", instance=True)
+    assert summary["instance"]["tp"] == int(first["num_instances"])
+    assert summary["instance"]["f1_pooled"] == 1.0
