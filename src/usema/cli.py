@@ -147,8 +147,12 @@ def _cmd_bench_attention(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `usema` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
+    from usema.bench.machine import set_cli_argv
     from usema.errors import UsemaError
+
+    set_cli_argv(argv)
 
     try:
         return args.func(args)

@@ -1,0 +1,80 @@
+"""What a benchmark ran on and how it was started, stored beside every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+
+import torch
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> float | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def describe_machine(device: torch.device | None = None) -> dict:
+    """CPU, cores, memory, accelerator and library versions of this machine."""
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(_memory_gb() or 0, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+_CLI_ARGV: list[str] | None = None
+
+
+def set_cli_argv(argv: list[str]) -> None:
+    """Record the arguments the `usema` command was called with (the CLI calls this)."""
+    global _CLI_ARGV
+    _CLI_ARGV = list(argv)
+
+
+def command_line() -> str:
+    """The command that is running, as a user would type it."""
+    if _CLI_ARGV is not None:
+        return " ".join(shlex.quote(a) for a in ["usema", *_CLI_ARGV])
+    return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+
+def provenance(device: torch.device | None = None) -> dict:
+    """Command, machine and time, to store with a result."""
+    return {
+        "command": command_line(),
+        "machine": describe_machine(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def provenance_markdown(prov: dict) -> str:
+    """The provenance as Markdown lines for a results file."""
+    machine = prov["machine"]
+    parts = [f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GiB"]
+    if "gpu" in machine:
+        parts.append(machine["gpu"])
+    parts.append(f"Python {machine['python']}, torch {machine['torch']}")
+    return f"Command: `{prov['command']}`  \nMachine: {'; '.join(parts)}  \nDate: {prov['date']}\n"

@@ -1,0 +1,81 @@
+"""Export a trained network for deployment outside usema: TorchScript and ONNX, both written atomically."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from usema.data.io import atomic_path
+
+
+def _in_eval_mode(model: nn.Module, export: Callable[[], None]) -> None:
+    """Run `export` with the model in eval mode (dropout off, norms frozen), then restore its training flag."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            export()
+    finally:
+        model.train(was_training)
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Trace `model` on `example` (N, C, *spatial) and save it as TorchScript at `path` (load: torch.jit.load).
+
+    Tracing records the operations run for `example`; shape arithmetic done in Python (window padding, for
+    instance) is fixed to the example's spatial size, so export with the size you will run (the plan's patch
+    size suits a sliding-window deployment). The model's training flag is restored afterwards.
+    """
+    path = Path(path)
+
+    def trace() -> None:
+        with warnings.catch_warnings():
+            # torch>=2.9 marks torch.jit as deprecated; TorchScript stays the format libtorch (C++) loads,
+            # which is why this function exists, so the warning would only be noise here. Tracer warnings
+            # say that Python shape arithmetic is frozen to the example, which the docstring states.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(model, example)
+            with atomic_path(path) as tmp:
+                torch.jit.save(traced, str(tmp))
+
+    _in_eval_mode(model, trace)
+    return path
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 18) -> Path:
+    """Export `model` to ONNX at `path` with input "image" and output "logits", opset `opset`.
+
+    Uses the torch.export-based (dynamo) exporter where torch and onnxscript provide it, else the TorchScript
+    one. As with tracing, the graph is exported for the example's size (no dynamic axes: the model's padding to
+    its total stride is Python arithmetic). Weights are stored inside the one file (no external-data side file that the atomic rename would
+    orphan), which limits the model to ONNX's 2 GB protobuf size; usema's networks are far below it.
+    """
+    path = Path(path)
+    accepted = inspect.signature(torch.onnx.export).parameters
+    kwargs: dict = {
+        "input_names": ["image"],
+        "output_names": ["logits"],
+        "opset_version": opset,
+        "verbose": False,
+    }
+    # torch>=2.5 chooses the exporter with this flag; older torch has only the TorchScript one.
+    if "dynamo" in accepted:
+        kwargs["dynamo"] = importlib.util.find_spec("onnxscript") is not None
+    if kwargs.get("dynamo") and "external_data" in accepted:
+        kwargs["external_data"] = False
+
+    def export() -> None:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # The TorchScript exporter warns that it is legacy; when used it is the fallback chosen on purpose.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (example,), str(tmp), **kwargs)
+
+    _in_eval_mode(model, export)
+    return path

@@ -1,0 +1,143 @@
+"""What to predict: input files and folders grouped into cases, and where each prediction may be written."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from usema.data.io import (
+    FORMAT_OF_SUFFIX,
+    SEGMENTATION_SUFFIX,
+    SUPPORTED_SUFFIXES,
+    format_of,
+    strip_suffix,
+    suffix_of,
+)
+from usema.errors import DataError
+
+# nnU-Net raw naming: one file per channel, CASE_0000.ext, CASE_0001.ext, ...
+_CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
+
+
+@dataclass(frozen=True)
+class InferenceCase:
+    """One image to segment: its channel files (one multi-channel file, or one file per channel, in order)."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    suffix: str
+
+    @property
+    def output_name(self) -> str:
+        """File name of the prediction: the case id with the input's suffix, so the format stays the same
+        (except lossy JPEG, whose segmentation write_segmentation stores as PNG)."""
+        keeps_format = FORMAT_OF_SUFFIX[self.suffix.lower()] in SEGMENTATION_SUFFIX
+        return self.case_id + (self.suffix if keeps_format else SEGMENTATION_SUFFIX["png"])
+
+
+def _is_supported(path: Path) -> bool:
+    return bool(suffix_of(path))
+
+
+def _suffix(path: Path) -> str:
+    return path.name[len(strip_suffix(path.name)) :]
+
+
+def _list_folder(folder: Path) -> list[Path]:
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and _is_supported(p)
+    )
+    if not files:
+        raise DataError(folder, f"no image files to predict (supported: {', '.join(SUPPORTED_SUFFIXES)})")
+    return files
+
+
+def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[InferenceCase]:
+    """Group one input's files into cases.
+
+    With `channel_files` (a plan of several channels, or one trained on nnU-Net raw data), files named
+    CASE_NNNN.ext are the channels of CASE and must be complete (_0000 to the plan's last channel); any other
+    file is a case of its own (one multi-channel file, e.g. RGB PNG or 4D NIfTI).
+    """
+    cases: list[InferenceCase] = []
+    channels: dict[tuple[Path, str, str], dict[int, Path]] = defaultdict(dict)
+    for path in files:
+        stem, suffix = strip_suffix(path.name), _suffix(path)
+        match = _CHANNEL_FILE.fullmatch(stem) if channel_files else None
+        if match is None:
+            cases.append(InferenceCase(stem, (path,), suffix))
+        else:
+            channels[(path.parent, match["case"], suffix)][int(match["channel"])] = path
+    for (_, case_id, suffix), by_index in channels.items():
+        if sorted(by_index) != list(range(num_channels)):
+            found = ", ".join(f"_{i:04d}" for i in sorted(by_index))
+            raise DataError(
+                by_index[min(by_index)],
+                f"case {case_id!r} has channel files {found}; the model expects {num_channels} channel(s), "
+                f"_0000 to _{num_channels - 1:04d}",
+            )
+        cases.append(InferenceCase(case_id, tuple(by_index[i] for i in range(num_channels)), suffix))
+    return sorted(cases, key=lambda case: (case.case_id, case.images))
+
+
+def collect_cases(inputs: Sequence[str | Path], plans: dict) -> list[InferenceCase]:
+    """Turn input files and folders into cases, grouping nnU-Net channel files by the plan's channel count.
+
+    A folder contributes every supported image file directly inside it; files given by name form one group.
+    Missing paths, unsupported files and empty folders raise DataError.
+    """
+    num_channels = int(plans["dataset"]["num_channels"])
+    channel_files = num_channels > 1 or plans["dataset"].get("format") == "nnunet"
+    cases: list[InferenceCase] = []
+    loose_files: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            cases += _group(_list_folder(path), num_channels, channel_files)
+        elif path.is_file():
+            format_of(path)  # DataError naming the file when its type is not supported
+            loose_files.append(path)
+        else:
+            raise DataError(path, "input not found")
+    if loose_files:
+        cases += _group(sorted(set(loose_files)), num_channels, channel_files)
+    return cases
+
+
+def check_output_location(output: Path, inputs: Sequence[str | Path], planned: Sequence[Path]) -> None:
+    """Refuse an output folder that would put predictions over inputs or among them.
+
+    The output folder may not be an input folder or lie inside one (its predictions would mix with, and could
+    replace, the images, and a later run would read them back as inputs); no planned output file may be an input
+    file; no two cases may share an output name.
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise DataError(output, "the output must be a folder, and this is an existing file")
+    resolved_output = output.resolve()
+    input_files: set[Path] = set()
+    for raw in inputs:
+        path = Path(raw).resolve()
+        if path.is_dir():
+            if resolved_output == path or path in resolved_output.parents:
+                raise DataError(
+                    output,
+                    f"the output folder is the input folder {raw} or inside it; choose a folder outside the inputs "
+                    "so that no input is overwritten",
+                )
+            input_files.update(p.resolve() for p in _list_folder(path))
+        else:
+            input_files.add(path)
+    seen: set[Path] = set()
+    for target in planned:
+        resolved = Path(target).resolve()
+        if resolved in input_files:
+            raise DataError(
+                target, "this output would overwrite an input image; choose another output folder"
+            )
+        if resolved in seen:
+            raise DataError(target, "two input cases would write this same output; rename one of them")
+        seen.add(resolved)

@@ -1,0 +1,41 @@
+"""Atomic file writes: a temporary file beside the target, then one rename, so nothing is ever half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def _suffix(name: str) -> str:
+    # Keep the full suffix (".nii.gz") so that writers that pick the format from the name still do.
+    lower = name.lower()
+    for double in (".nii.gz", ".ome.tif", ".ome.tiff"):
+        if lower.endswith(double):
+            return name[-len(double):]
+    return Path(name).suffix
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` with the same suffix; on success it replaces `path` in one rename,
+    on failure it is removed and `path` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{_suffix(path.name)}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -1,0 +1,340 @@
+"""usema.inference.api.predict end to end: tiny checkpoints written here, files read back and checked."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from usema.errors import DataError
+from usema.inference import predictor as predictor_module
+from usema.inference.api import OVERLAY_DIR, predict
+from usema.models import build_model
+from usema.training.checkpoint import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: handing work to a second thread costs more than the work (30x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_usema_overrides(spatial_dims: int) -> dict:
+    return {"features": [8, 16], "blocks_per_stage": 1, "strides": [[1] * spatial_dims, [2] * spatial_dims]}
+
+
+class Threshold(nn.Module):
+    """Class 1 where the normalised first channel is positive, else class 0 (classes beyond 1 never win)."""
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_dims: int):
+        super().__init__()
+        conv = (nn.Conv2d, nn.Conv3d)[spatial_dims - 2]
+        self.conv = conv(in_channels, num_classes, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.fill_(-10.0)
+            self.conv.weight[0, 0] = -1.0
+            self.conv.bias[0] = 0.0
+            self.conv.weight[1, 0] = 1.0
+            self.conv.bias[1] = 0.0
+
+    def forward(self, x):
+        return self.conv(x) * 20
+
+
+def make_plans(
+    spatial_dims,
+    num_channels=1,
+    num_classes=3,
+    label_mode="semantic",
+    target_spacing=None,
+    patch_size=None,
+    fmt="msd",
+    model="usema",
+):
+    """A complete plan as planning writes it, sized for tiny test images."""
+    return {
+        "version": 1,
+        "dataset": {
+            "path": "/nonexistent/dataset",
+            "format": fmt,
+            "spatial_dims": spatial_dims,
+            "num_channels": num_channels,
+            "channel_names": [f"c{i}" for i in range(num_channels)],
+            "modality": "MR",
+            "labels": {str(k): f"class{k}" for k in range(num_classes)},
+            "label_mode": label_mode,
+            "num_classes": num_classes,
+            "cases": ["train_001"],
+        },
+        "target_spacing": list(target_spacing or [1.0] * spatial_dims),
+        "normalization": {"scheme": "zscore_per_image"},
+        "patch_size": list(patch_size or [16] * spatial_dims),
+        "batch_size": 2,
+        "model": {"name": model, "overrides": tiny_usema_overrides(spatial_dims) if model == "usema" else {}},
+        "training": {
+            "optimizer": "adamw",
+            "lr": 0.003,
+            "epochs": 1,
+            "iters_per_epoch": 1,
+            "precision": "auto",
+        },
+    }
+
+
+def make_run(run_dir: Path, plans: dict, model: nn.Module, checkpoint: str = "best") -> Path:
+    """Write RUN/fold_0/checkpoint_<checkpoint>.pt holding `model`'s weights and `plans`, as training does."""
+    entry = {
+        "name": plans["model"]["name"],
+        "spatial_dims": plans["dataset"]["spatial_dims"],
+        "in_channels": plans["dataset"]["num_channels"],
+        "num_classes": plans["dataset"]["num_classes"],
+        "overrides": plans["model"]["overrides"],
+        "deep_supervision": False,
+    }
+    payload = {"model_state": model.state_dict(), "model": entry, "plans": plans, "epoch": 1}
+    save_checkpoint(payload, run_dir / "fold_0" / f"checkpoint_{checkpoint}.pt")
+    return run_dir
+
+
+def tiny_usema(plans: dict, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    info = plans["dataset"]
+    return build_model(
+        "usema",
+        info["spatial_dims"],
+        info["num_channels"],
+        info["num_classes"],
+        **plans["model"]["overrides"],
+    )
+
+
+@pytest.fixture
+def threshold_model(monkeypatch):
+    """Route the model name "threshold" to the Threshold net (the registry has only real presets)."""
+    real_build = predictor_module.build_model
+
+    def build(name, spatial_dims, in_channels, num_classes, deep_supervision=False, **overrides):
+        if name != "threshold":
+            return real_build(name, spatial_dims, in_channels, num_classes, deep_supervision, **overrides)
+        return Threshold(in_channels, num_classes, spatial_dims)
+
+    monkeypatch.setattr(predictor_module, "build_model", build)
+    return Threshold
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(path))
+    return path
+
+
+OBLIQUE_AFFINE = np.array(
+    [[0.0, -1.5, 0.0, 30.0], [1.2, 0.0, 0.0, -12.0], [0.0, 0.0, 2.0, 5.5], [0, 0, 0, 1]]
+)
+
+
+def test_nifti_prediction_has_input_shape_and_affine(tmp_path):
+    plans = make_plans(3, patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, tiny_usema(plans))
+    rng = np.random.default_rng(0)
+    image = write_nifti(tmp_path / "in" / "case_a.nii.gz", rng.normal(size=(13, 9, 7)), OBLIQUE_AFFINE)
+
+    written = predict(run, [image], tmp_path / "out", device="cpu")
+
+    assert written == [tmp_path / "out" / "case_a.nii.gz"]
+    result = nib.load(str(written[0]))
+    assert result.shape == (13, 9, 7)  # spacing (1.2, 1.5, 2) was resampled to 1 mm and back
+    np.testing.assert_allclose(result.affine, OBLIQUE_AFFINE)
+    labels = np.asarray(result.dataobj)
+    assert np.issubdtype(labels.dtype, np.integer) and set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_model_predicting_class_one_everywhere_gives_all_ones(tmp_path):
+    plans = make_plans(3, patch_size=[8, 8, 8])
+    model = tiny_usema(plans)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        # Every layer now outputs zeros, so the logits are the final head's bias: class 1 wins everywhere.
+        model.heads[-1].conv.conv.bias.copy_(torch.tensor([-4.0, 4.0, -4.0]))
+    run = make_run(tmp_path / "run", plans, model, checkpoint="latest")
+    image = write_nifti(
+        tmp_path / "in" / "c.nii", np.random.default_rng(1).normal(size=(11, 10, 9)), np.eye(4)
+    )
+
+    (path,) = predict(run, image, tmp_path / "out", checkpoint="latest", tta=True, device="cpu")
+
+    assert path.name == "c.nii"
+    labels = np.asarray(nib.load(str(path)).dataobj)
+    assert labels.shape == (11, 10, 9) and np.all(labels == 1)
+
+
+def test_png_gray_and_rgb_keep_their_size_and_follow_the_image(tmp_path, threshold_model):
+    plans = make_plans(2, num_classes=2, model="threshold", patch_size=[16, 16])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 2))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    gray = np.zeros((23, 37), dtype=np.uint8)
+    gray[:, :15] = 200  # left part bright: the only class 1 region
+    Image.fromarray(gray).save(folder / "gray.png")
+    rgb = np.zeros((30, 19, 3), dtype=np.uint8)
+    rgb[20:, :, 1] = 220  # bottom rows bright green
+    Image.fromarray(rgb).save(folder / "colour.png")
+
+    with pytest.warns(UserWarning, match="colour.png: 3 channel"):
+        written = predict(run, [folder], tmp_path / "out", device="cpu")
+
+    assert [p.name for p in written] == ["colour.png", "gray.png"]
+    gray_pred = np.array(Image.open(tmp_path / "out" / "gray.png"))
+    rgb_pred = np.array(Image.open(tmp_path / "out" / "colour.png"))
+    assert gray_pred.shape == (23, 37) and rgb_pred.shape == (30, 19)
+    np.testing.assert_array_equal(gray_pred, (gray > 0).astype(np.uint8))
+    np.testing.assert_array_equal(rgb_pred, (rgb[..., 1] > 0).astype(np.uint8))
+
+
+def test_resampled_nifti_prediction_follows_the_image(tmp_path, threshold_model):
+    # Spacing 2 x 0.5 x 1 mm resampled to 1 mm for the model and back: the bright half must stay where it was.
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    data = np.zeros((10, 24, 9))
+    data[:, :, 5:] = 100.0
+    affine = np.diag([2.0, 0.5, 1.0, 1.0])
+    image = write_nifti(tmp_path / "in" / "half.nii.gz", data, affine)
+
+    (path,) = predict(run, [image], tmp_path / "out", device="cpu")
+
+    labels = np.asarray(nib.load(str(path)).dataobj)
+    np.testing.assert_array_equal(labels, (data > 0).astype(labels.dtype))
+
+
+def test_tta_keeps_shape_and_is_deterministic(tmp_path):
+    plans = make_plans(2, patch_size=[16, 16])
+    run = make_run(tmp_path / "run", plans, tiny_usema(plans, seed=3))
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (21, 33), dtype=np.uint8)).save(tmp_path / "img.png")
+
+    (first,) = predict(run, [tmp_path / "img.png"], tmp_path / "out1", tta=True, device="cpu")
+    (second,) = predict(run, [tmp_path / "img.png"], tmp_path / "out2", tta=True, device="cpu")
+
+    a, b = np.array(Image.open(first)), np.array(Image.open(second))
+    assert a.shape == (21, 33)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_output_equal_to_or_inside_an_input_folder_is_refused(tmp_path, threshold_model, where):
+    plans = make_plans(2, num_classes=2, model="threshold")
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 2))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(folder / "a.png")
+    output = folder if where == "same" else folder / "predictions"
+
+    with pytest.raises(DataError, match="input folder"):
+        predict(run, [folder], output, device="cpu")
+
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"]  # nothing written, the input untouched
+    assert np.all(np.array(Image.open(folder / "a.png")) == 7)
+
+
+def test_output_that_would_replace_an_input_file_is_refused(tmp_path, threshold_model):
+    plans = make_plans(2, num_classes=2, model="threshold")
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 2))
+    Image.fromarray(np.full((8, 8), 7, dtype=np.uint8)).save(tmp_path / "a.png")
+
+    with pytest.raises(DataError, match="overwrite an input"):
+        predict(run, [tmp_path / "a.png"], tmp_path, device="cpu")
+    assert np.all(np.array(Image.open(tmp_path / "a.png")) == 7)
+
+
+def test_overlays_are_written_next_to_the_predictions(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    data = np.zeros((12, 12, 6))
+    data[3:9, 3:9, :] = 50.0
+    image = write_nifti(tmp_path / "in" / "vol.nii.gz", data, np.eye(4))
+    plans2d = make_plans(2, num_classes=2, model="threshold")
+    run2d = make_run(tmp_path / "run2d", plans2d, threshold_model(1, 2, 2))
+    Image.fromarray(np.zeros((20, 30), dtype=np.uint8)).save(tmp_path / "in" / "flat.png")
+
+    predict(run, [image], tmp_path / "out", overlay=True, device="cpu")
+    predict(run2d, [tmp_path / "in" / "flat.png"], tmp_path / "out", overlay=True, device="cpu")
+
+    overlay_dir = tmp_path / "out" / OVERLAY_DIR
+    assert sorted(p.name for p in overlay_dir.iterdir()) == ["flat.png", "vol.png"]
+    vol = np.array(Image.open(overlay_dir / "vol.png"))
+    flat = np.array(Image.open(overlay_dir / "flat.png"))
+    assert vol.ndim == 3 and vol.shape[2] == 3 and vol.shape[0] >= 256
+    assert flat.shape[:2] == (20 * 9, 30 * 9)  # enlarged by a whole factor to at least 256 pixels
+    coloured = (vol[..., 0] != vol[..., 1]) | (vol[..., 1] != vol[..., 2])
+    assert coloured.any()  # the square of class 1 is drawn in colour
+    assert not (
+        (flat[..., 0] != flat[..., 1]) | (flat[..., 1] != flat[..., 2])
+    ).any()  # nothing predicted: gray
+
+
+def test_instance_mode_writes_instance_ids(tmp_path, threshold_model):
+    plans = make_plans(2, num_classes=3, label_mode="instance", model="threshold", patch_size=[16, 16])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 3, 2))
+    image = np.zeros((24, 40), dtype=np.uint8)
+    image[3:9, 4:12] = 255  # two separate "nuclei"
+    image[14:20, 25:35] = 255
+    Image.fromarray(image).save(tmp_path / "nuclei.png")
+
+    (path,) = predict(run, [tmp_path / "nuclei.png"], tmp_path / "out", device="cpu")
+
+    ids = np.array(Image.open(path))
+    assert ids.shape == (24, 40)
+    assert sorted(np.unique(ids).tolist()) == [0, 1, 2]
+    assert len(np.unique(ids[3:9, 4:12])) == 1 and len(np.unique(ids[14:20, 25:35])) == 1
+    assert ids[5, 6] != ids[16, 30] and ids[0, 0] == 0
+
+
+def test_nnunet_channel_files_are_one_case(tmp_path, threshold_model):
+    plans = make_plans(
+        3, num_channels=2, num_classes=2, model="threshold", fmt="nnunet", patch_size=[8, 8, 8]
+    )
+    run = make_run(tmp_path / "run", plans, threshold_model(2, 2, 3))
+    first = np.zeros((6, 7, 5))
+    first[:3] = 9.0
+    write_nifti(tmp_path / "in" / "pat_0000.nii.gz", first, np.eye(4))
+    write_nifti(
+        tmp_path / "in" / "pat_0001.nii.gz", np.random.default_rng(0).normal(size=(6, 7, 5)), np.eye(4)
+    )
+
+    written = predict(run, [tmp_path / "in"], tmp_path / "out", device="cpu")
+
+    assert [p.name for p in written] == ["pat.nii.gz"]
+    labels = np.asarray(nib.load(str(written[0])).dataobj)
+    np.testing.assert_array_equal(labels, (first > 0).astype(labels.dtype))  # decided by channel 0 only
+
+
+@pytest.mark.shared_data
+def test_real_hippocampus_and_dsb_images_keep_their_geometry(
+    tmp_path, threshold_model, hippocampus_dir, dsb2018_dir
+):
+    plans3d = make_plans(3, num_classes=3, model="threshold", patch_size=[24, 32, 24])
+    run3d = make_run(tmp_path / "run3d", plans3d, threshold_model(1, 3, 3))
+    volume = hippocampus_dir / "imagesTr" / "hippocampus_001.nii.gz"
+    plans2d = make_plans(2, num_classes=3, label_mode="instance", model="threshold", patch_size=[128, 128])
+    run2d = make_run(tmp_path / "run2d", plans2d, threshold_model(1, 3, 2))
+    rgb = dsb2018_dir / "images" / "00ae65c1c6631ae6f2be1a449902976e6eb8483bf6b0740d00530220832c6d3e.png"
+
+    (volume_pred,) = predict(run3d, [volume], tmp_path / "out3d", device="cpu")
+    with pytest.warns(UserWarning, match="3 channel"):
+        (rgb_pred,) = predict(run2d, [rgb], tmp_path / "out2d", overlay=True, device="cpu")
+
+    source, result = nib.load(str(volume)), nib.load(str(volume_pred))
+    assert result.shape == source.shape
+    np.testing.assert_allclose(result.affine, source.affine)
+    with Image.open(rgb) as image, Image.open(rgb_pred) as ids:
+        assert ids.size == image.size == (320, 256)
+        assert np.array(ids).max() >= 1  # bright regions became instances
+    assert (tmp_path / "out2d" / OVERLAY_DIR / rgb_pred.name).is_file()

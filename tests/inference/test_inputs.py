@@ -1,0 +1,91 @@
+"""Input files and folders grouped into cases; output locations that would touch inputs refused."""
+
+from pathlib import Path
+
+import pytest
+
+from usema.errors import DataError
+from usema.inference.inputs import check_output_location, collect_cases
+
+
+def plans(num_channels=1, fmt="msd"):
+    return {"dataset": {"num_channels": num_channels, "format": fmt}}
+
+
+def touch(folder: Path, *names: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / name for name in names]
+    for path in paths:
+        path.write_bytes(b"")  # grouping looks at names only; nothing is read here
+    return paths
+
+
+def test_nnunet_channel_files_are_grouped_in_channel_order(tmp_path):
+    touch(
+        tmp_path,
+        "b_0001.nii.gz",
+        "a_0000.nii.gz",
+        "b_0000.nii.gz",
+        "a_0001.nii.gz",
+        "rgb.png",
+        ".hidden.png",
+        "notes.txt",
+    )
+
+    cases = collect_cases([tmp_path], plans(num_channels=2))
+
+    assert [(c.case_id, [p.name for p in c.images], c.output_name) for c in cases] == [
+        ("a", ["a_0000.nii.gz", "a_0001.nii.gz"], "a.nii.gz"),
+        ("b", ["b_0000.nii.gz", "b_0001.nii.gz"], "b.nii.gz"),
+        ("rgb", ["rgb.png"], "rgb.png"),  # one multi-channel file is a case of its own
+    ]
+
+
+def test_incomplete_channel_files_name_the_case(tmp_path):
+    touch(tmp_path, "a_0000.nii.gz", "a_0002.nii.gz")
+    with pytest.raises(DataError, match=r"'a' has channel files _0000, _0002; the model expects 2"):
+        collect_cases([tmp_path], plans(num_channels=2))
+
+
+def test_channel_suffix_is_only_stripped_for_nnunet_or_multichannel_plans(tmp_path):
+    files = touch(tmp_path, "scan_0000.nii.gz", "frame_0003.tif", "photo.JPG")
+
+    single = collect_cases(files, plans(num_channels=1))
+    nnunet = collect_cases(files[::2], plans(num_channels=1, fmt="nnunet"))
+
+    assert [(c.case_id, c.output_name) for c in single] == [
+        ("frame_0003", "frame_0003.tif"),
+        ("photo", "photo.png"),
+        ("scan_0000", "scan_0000.nii.gz"),
+    ]  # JPEG predictions are written as PNG (lossless)
+    assert [(c.case_id, c.output_name) for c in nnunet] == [("photo", "photo.png"), ("scan", "scan.nii.gz")]
+    with pytest.raises(DataError, match="'frame' has channel files _0003"):
+        collect_cases(files, plans(num_channels=1, fmt="nnunet"))
+
+
+def test_missing_unsupported_and_empty_inputs_are_named(tmp_path):
+    with pytest.raises(DataError, match="nope.png: input not found"):
+        collect_cases([tmp_path / "nope.png"], plans())
+    (text,) = touch(tmp_path / "docs", "readme.txt")
+    with pytest.raises(DataError, match="readme.txt: unsupported file type"):
+        collect_cases([text], plans())
+    with pytest.raises(DataError, match="docs: no image files to predict"):
+        collect_cases([tmp_path / "docs"], plans())
+
+
+def test_output_checks(tmp_path):
+    images = touch(tmp_path / "in", "a.png", "b.png")
+    elsewhere = tmp_path / "out"
+    check_output_location(elsewhere, [tmp_path / "in"], [elsewhere / "a.png", elsewhere / "b.png"])  # fine
+
+    # the folder above the inputs is fine as long as no prediction lands on an input file
+    check_output_location(tmp_path, [images[0]], [tmp_path / "a.png"])
+    with pytest.raises(DataError, match="overwrite an input"):
+        check_output_location(tmp_path / "in", [images[0]], [tmp_path / "in" / "a.png"])
+    with pytest.raises(DataError, match="two input cases would write"):
+        check_output_location(
+            elsewhere, [tmp_path / "in"], [elsewhere / "a.png", elsewhere / "x" / ".." / "a.png"]
+        )
+    (existing,) = touch(tmp_path / "files", "taken.png")
+    with pytest.raises(DataError, match="existing file"):
+        check_output_location(existing, [tmp_path / "in"], [])

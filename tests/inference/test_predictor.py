@@ -1,0 +1,203 @@
+"""Predictor: sliding-window probabilities, mirroring TTA, and loading a checkpoint's weights safely."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from usema.data.io import ImageGeometry
+from usema.data.planning import save_plans
+from usema.errors import CheckpointError
+from usema.inference import predictor as predictor_module
+from usema.inference.predictor import Predictor, load_predictor
+from usema.training.checkpoint import save_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: handing work to a second thread costs more than the work (30x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def plans_for(spatial_dims, patch_size, num_classes=2, batch_size=1, label_mode="semantic", precision="auto"):
+    return {
+        "version": 1,
+        "dataset": {
+            "path": "/nonexistent",
+            "format": "msd",
+            "spatial_dims": spatial_dims,
+            "num_channels": 1,
+            "labels": {str(k): str(k) for k in range(num_classes)},
+            "label_mode": label_mode,
+            "num_classes": num_classes,
+            "cases": ["a"],
+        },
+        "target_spacing": [1.0] * spatial_dims,
+        "normalization": {"scheme": "none"},
+        "patch_size": list(patch_size),
+        "batch_size": batch_size,
+        "model": {"name": "toy", "overrides": {}},
+        "training": {
+            "optimizer": "sgd",
+            "lr": 0.01,
+            "epochs": 1,
+            "iters_per_epoch": 1,
+            "precision": precision,
+        },
+    }
+
+
+class Ramp(nn.Module):
+    """Counts its calls; logits of class 1 rise along the last axis, so its output is not mirror-symmetric."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        ramp = torch.linspace(-3, 3, x.shape[-1]).expand(x.shape[:1] + (1,) + x.shape[2:])
+        return torch.cat([torch.zeros_like(ramp), ramp + x[:, :1]], dim=1)
+
+
+def make_predictor(model, plans):
+    return Predictor(
+        model=model.eval(), plans=plans, device=torch.device("cpu"), autocast_dtype=None, checkpoint=None
+    )
+
+
+def test_probabilities_cover_an_image_larger_than_the_patch():
+    predictor = make_predictor(Ramp(), plans_for(2, [8, 8], batch_size=3))
+    image = np.random.default_rng(0).normal(size=(1, 19, 13)).astype(np.float32)
+
+    probabilities = predictor.probabilities(image)
+
+    assert probabilities.shape == (2, 19, 13) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    # Where the image is strongly positive, class 1 must win whatever the ramp says.
+    assert np.all(probabilities[1][image[0] > 4] > 0.5)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_tta_runs_every_mirroring_and_averages_them(spatial_dims):
+    shape = (6,) * spatial_dims
+    model = Ramp()
+    predictor = make_predictor(model, plans_for(spatial_dims, shape))  # one window: one call per mirroring
+    constant = np.zeros((1, *shape), dtype=np.float32)
+
+    plain = predictor.probabilities(constant)
+    calls_plain = model.calls
+    averaged = predictor.probabilities(constant, tta=True)
+
+    assert calls_plain == 1 and model.calls - calls_plain == 2**spatial_dims
+    assert averaged.shape == plain.shape
+    assert not np.allclose(plain, np.flip(plain, axis=-1))  # the model alone prefers one side...
+    for axis in range(1, spatial_dims + 1):  # ...the average over mirrorings of a constant image cannot
+        np.testing.assert_allclose(averaged, np.flip(averaged, axis=axis), atol=1e-6)
+    np.testing.assert_allclose(averaged, 0.5 * (plain + np.flip(plain, axis=-1)), atol=1e-6)
+
+
+def test_segment_restores_the_input_grid_and_rebuilds_instances():
+    plans = plans_for(2, [8, 8], num_classes=3, label_mode="instance")
+    plans["target_spacing"] = [0.5, 0.5]  # the network works on a grid twice as fine
+
+    class Bright(nn.Module):
+        def forward(self, x):
+            return torch.cat([-x, x, torch.full_like(x, -50.0)], dim=1)
+
+    predictor = make_predictor(Bright(), plans)
+    image = np.full((1, 10, 12), -1.0, dtype=np.float32)
+    image[0, 1:4, 1:5] = 1.0
+    image[0, 6:9, 7:11] = 1.0
+    geometry = ImageGeometry((10, 12), (1.0, 1.0), None, "png")
+
+    instances = predictor.segment(image, geometry)
+
+    assert instances.shape == (10, 12)
+    assert sorted(np.unique(instances).tolist()) == [0, 1, 2]
+    assert len(np.unique(instances[1:4, 1:5])) == 1 and instances[2, 2] != instances[7, 8]
+    np.testing.assert_array_equal(instances > 0, image[0] > 0)
+
+
+class Heads(nn.Module):
+    """A toy network whose deep-supervision variant has an extra, lower-resolution head."""
+
+    def __init__(self, deep_supervision=False):
+        super().__init__()
+        self.body = nn.Conv2d(1, 2, 1)
+        if deep_supervision:
+            self.aux = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.fixture
+def toy_models(monkeypatch):
+    built = []
+
+    def build(name, spatial_dims, in_channels, num_classes, deep_supervision=False, **overrides):
+        built.append(deep_supervision)
+        return Heads(deep_supervision)
+
+    monkeypatch.setattr(predictor_module, "build_model", build)
+    return built
+
+
+def save_run(run_dir, state, plans, deep_supervision, with_plans=True):
+    entry = {
+        "name": "toy",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "num_classes": 2,
+        "overrides": {},
+        "deep_supervision": deep_supervision,
+    }
+    payload = {"model_state": state, "model": entry, "epoch": 3}
+    if with_plans:
+        payload["plans"] = plans
+    save_checkpoint(payload, run_dir / "fold_1" / "checkpoint_best.pt")
+
+
+def test_deep_supervision_heads_are_dropped_and_the_rest_loaded(tmp_path, toy_models):
+    torch.manual_seed(0)
+    trained = Heads(deep_supervision=True)
+    save_run(tmp_path, trained.state_dict(), plans_for(2, [8, 8]), deep_supervision=True)
+
+    predictor = load_predictor(tmp_path, fold=1, device="cpu")
+
+    assert toy_models[0] is False  # the network used for inference is built without deep supervision
+    assert not predictor.model.training and not hasattr(predictor.model, "aux")
+    torch.testing.assert_close(predictor.model.body.weight, trained.body.weight)
+    assert predictor.plans["patch_size"] == [8, 8] and predictor.autocast_dtype is None
+
+
+def test_weights_of_unknown_layers_are_refused(tmp_path, toy_models):
+    state = Heads().state_dict()
+    state["stray.weight"] = torch.zeros(2)
+    save_run(tmp_path, state, plans_for(2, [8, 8]), deep_supervision=True)
+
+    with pytest.raises(CheckpointError, match="stray.weight"):
+        load_predictor(tmp_path, fold=1, device="cpu")
+
+
+def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_models):
+    with pytest.raises(CheckpointError, match="checkpoint_best.pt: checkpoint not found; train this fold"):
+        load_predictor(tmp_path, fold=1, device="cpu")
+    save_run(tmp_path, Heads().state_dict(), None, deep_supervision=False, with_plans=False)
+    with pytest.raises(
+        CheckpointError, match="checkpoint_latest.pt: .* this run has fold_1/checkpoint_best.pt"
+    ):
+        load_predictor(tmp_path, checkpoint="latest", fold=1, device="cpu")
+
+    save_plans(plans_for(2, [8, 8], num_classes=4), tmp_path)  # RUN/plans.json of another label set
+    with pytest.raises(CheckpointError, match="num_classes"):
+        load_predictor(tmp_path, fold=1, device="cpu")
+
+
+def test_fp16_training_precision_falls_back_on_cpu(tmp_path, toy_models):
+    save_run(tmp_path, Heads().state_dict(), plans_for(2, [8, 8], precision="fp16"), deep_supervision=False)
+    assert load_predictor(tmp_path, fold=1, device="cpu").autocast_dtype is None
