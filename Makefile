@@ -11,7 +11,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,baselines]"
+	# nnU-Net's UNets: --no-deps because the package also lists timm (for architectures we do not use), whose
+	# torchvision requirement would replace the installed torch with another build.
+	$(PY) -m pip install --quiet --no-deps "dynamic-network-architectures>=0.4"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -82,6 +82,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit-gb", type=float, default=None, help="CPU memory cap per measurement")
     _add_device(p)
     p.set_defaults(func=_cmd_bench_attention)
+
+    p = bench.add_parser("readme", help="copy the generated result files into the README's generated blocks")
+    p.add_argument("readme", type=Path, nargs="?", default=Path("README.md"))
+    p.set_defaults(func=_cmd_bench_readme)
     return parser
 
 
@@ -142,6 +146,14 @@ def _cmd_bench_attention(args: argparse.Namespace) -> int:
         channels=args.channels, head_dim=args.head_dim, repeats=args.repeats, time_limit_s=args.time_limit,
         memory_limit_gb=args.memory_limit_gb, device=args.device,
     )
+    return 0
+
+
+def _cmd_bench_readme(args: argparse.Namespace) -> int:
+    from usema.bench.readme import update_readme
+
+    for path in update_readme(args.readme):
+        print(f"updated {args.readme} from {path}")
     return 0
 
 

@@ -8,10 +8,7 @@ DataError that names the file.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from usema.errors import DataError
+from usema.utils.atomic import atomic_path  # re-exported: the one atomic writer of the package
 
 # Longest first, so that ".nii.gz" wins over ".gz"-less ".nii" and friends.
 FORMAT_OF_SUFFIX = {
@@ -130,23 +128,6 @@ def format_of(path: str | Path) -> str:
     if not suffix:
         raise DataError(path, f"unsupported file type; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     return FORMAT_OF_SUFFIX[suffix]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix, so writers pick the right format); on success it
-    replaces `path` in one rename, so readers never see a half-written file; on failure it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = suffix_of(path) or "".join(path.suffixes[-1:])
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:

@@ -11,19 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.io import atomic_path
+from usema.utils.atomic import atomic_write_text
 
 PER_CASE_NAME = "per_case.csv"
 SUMMARY_NAME = "summary.json"
 # Columns that hold counts: summed over cases in the summary, besides their mean.
 COUNT_METRICS = ("tp", "fp", "fn")
-
-
-def write_text_atomic(text: str, path: Path) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and a rename: never a torn file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
 
 
 def write_per_case_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -33,7 +26,7 @@ def write_per_case_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return write_text_atomic(buffer.getvalue(), path)
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def summarise(
@@ -67,7 +60,7 @@ def summarise(
 
 def write_summary_json(summary: Mapping[str, Any], path: Path) -> Path:
     """The summary as indented JSON (strict: a NaN would be a bug upstream and raises here)."""
-    return write_text_atomic(json.dumps(summary, indent=2, allow_nan=False) + "\n", path)
+    return atomic_write_text(path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
 def format_table(summary: Mapping[str, Any], metrics: Sequence[str]) -> str:

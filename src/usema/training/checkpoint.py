@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from usema.errors import CheckpointError
+from usema.utils.atomic import atomic_path
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
 
@@ -25,17 +25,10 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     ``weights_only=True``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 

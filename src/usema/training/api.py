@@ -1,0 +1,190 @@
+"""`usema train`: plan (if needed), preprocess, split, and train one fold, alone or under torchrun (DDP)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from usema.data.datasets import lexical_absolute
+from usema.data.planning import PLANS_NAME, load_plans, plan_dataset
+from usema.data.preprocessing import preprocess_dataset
+from usema.errors import UsemaError
+from usema.training.checkpoint import CHECKPOINT_NAMES
+from usema.training.data import load_training_cases
+from usema.training.distributed import barrier, init_distributed, shutdown
+from usema.training.loop import Trainer
+from usema.training.splits import load_or_create_splits
+from usema.utils.device import resolve_device, resolve_precision
+
+# Learning rate of each optimiser when the caller switches optimiser (the plan's lr belongs to its own).
+DEFAULT_LR = {"sgd": 1e-2, "adamw": 3e-3}
+
+
+def build_network(description: dict[str, Any]) -> nn.Module:
+    """The network of a checkpoint's "model" description, from the model registry."""
+    from usema.models import build_model
+
+    return build_model(
+        description["name"],
+        description["spatial_dims"],
+        description["in_channels"],
+        description["num_classes"],
+        deep_supervision=description["deep_supervision"],
+        **description["overrides"],
+    )
+
+
+def apply_overrides(
+    plans: dict[str, Any],
+    model: str | None = None,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """A copy of `plans` with the caller's choices (None or "auto" = keep the plan's) in its training section.
+
+    Switching optimiser also switches to that optimiser's default learning rate.
+    """
+    plans = copy.deepcopy(plans)
+    training = plans["training"]
+    if model is not None:
+        plans["model"]["name"] = model
+    if optimizer is not None and optimizer != training["optimizer"]:
+        training["optimizer"], training["lr"] = optimizer, DEFAULT_LR[optimizer]
+    for key, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch), ("schedule", schedule)):
+        if value is not None:
+            if key != "schedule" and int(value) < 1:
+                raise UsemaError(f"{key} must be at least 1, got {value}")
+            training[key] = value
+    if precision not in (None, "auto"):
+        training["precision"] = precision
+    return plans
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """The same path, or two paths (e.g. through a symbolic link) to the same existing folder."""
+    if lexical_absolute(a) == lexical_absolute(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _plans_for_run(data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str) -> dict:
+    """RUN/plans.json as the user left it, or a new plan of `data` when there is none."""
+    if not (run_dir / PLANS_NAME).is_file():
+        print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
+        return plan_dataset(data, run_dir, model=model or "usema", label_mode=label_mode, device=device)
+    plans = load_plans(run_dir)
+    where = run_dir / PLANS_NAME
+    if not _same_folder(data, Path(plans["dataset"]["path"])):
+        raise UsemaError(
+            f"{where} was made for the dataset {plans['dataset']['path']}, not {data}: use a new run folder "
+            "(or edit dataset.path in plans.json if the dataset moved)"
+        )
+    if label_mode is not None and label_mode != plans["dataset"]["label_mode"]:
+        raise UsemaError(
+            f"{where} was made for {plans['dataset']['label_mode']} labels, not {label_mode}: use a new run folder"
+        )
+    return plans
+
+
+def train(
+    data: str | Path,
+    run_dir: str | Path,
+    model: str | None = None,
+    label_mode: str | None = None,
+    fold: int = 0,
+    folds: int = 5,
+    groups_csv: str | Path | None = None,
+    epochs: int | None = None,
+    iters_per_epoch: int | None = None,
+    optimizer: str | None = None,
+    schedule: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    seed: int = 0,
+    resume: bool = False,
+    max_minutes: float | None = None,
+) -> dict[str, Any]:
+    """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
+    train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
+
+    RUN/plans.json is made if missing, else read as the user left it; the arguments given override its
+    training settings. Under torchrun (env RANK/WORLD_SIZE) every process trains a share of each batch with
+    DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes)
+    stops after the epoch that crosses the budget; SIGINT/SIGTERM save checkpoint_latest and stop cleanly.
+    Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
+    GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
+    """
+    started = time.monotonic()
+    data, run_dir = Path(data), Path(run_dir)
+    if not 0 <= fold < folds:
+        raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
+    chosen_device = resolve_device(device)
+    ctx = init_distributed(chosen_device)
+    try:
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            plans = _plans_for_run(data, run_dir, model, label_mode, chosen_device.type)
+            preprocess_dataset(plans, run_dir)
+            load_or_create_splits(run_dir, plans["dataset"]["cases"], folds, seed, groups_csv)
+        barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
+        plans = load_plans(run_dir)
+        splits = load_or_create_splits(
+            run_dir, plans["dataset"]["cases"], folds, seed, groups_csv, write=False
+        )
+        plans = apply_overrides(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision)
+        autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
+        budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
+        deadline = started + 60.0 * float(budget) if budget is not None else None
+
+        split = splits[fold]
+        limit = plans["training"].get("val_max_cases")
+        train_cases = load_training_cases(run_dir, split["train"])
+        val_cases = load_training_cases(run_dir, split["val"][: int(limit)] if limit else split["val"])
+        trainer = Trainer(
+            plans,
+            run_dir,
+            fold,
+            train_cases,
+            val_cases,
+            ctx,
+            build_network,
+            seed=seed,
+            autocast_dtype=autocast_dtype,
+            deadline=deadline,
+        )
+        latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
+        resume_from = None
+        if resume and latest.is_file():
+            resume_from = latest
+        elif resume and ctx.is_main:
+            print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)
+        elif latest.is_file() and ctx.is_main:
+            print(
+                f"{latest.parent} already holds checkpoints: starting over (--resume continues instead)",
+                file=sys.stderr,
+            )
+        summary = trainer.run(resume_from=resume_from)
+    finally:
+        shutdown(ctx)
+    summary.update(
+        {
+            "run_dir": run_dir,
+            "device": str(ctx.device),
+            "world_size": ctx.world_size,
+            "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype else "fp32",
+            "seconds": time.monotonic() - started,
+        }
+    )
+    return summary

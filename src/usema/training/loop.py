@@ -1,0 +1,440 @@
+"""The training loop of one fold: optimiser, schedule, loss, epochs, validation, checkpoints and resume.
+
+Resume is exact: a checkpoint holds the weights, optimiser, schedule, loss scaler and every RNG state (one
+per process), and batches are drawn from generators seeded by (seed, rank, epoch, iteration). A run stopped
+by a signal in the middle of an epoch records how far it got and continues from that iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.losses import DeepSupervisionLoss, DiceCELoss
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from usema.data.augmentation import PatchSampler, TrainingCase
+from usema.errors import CheckpointError, UsemaError
+from usema.training.checkpoint import (
+    CHECKPOINT_NAMES,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from usema.training.data import EpochBatches, epoch_loader
+from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
+from usema.training.progress import TrainingLog, dice_column
+from usema.training.signals import StopRequest
+from usema.training.validation import confusion_counts, dice_per_class
+
+GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
+POLY_EXPONENT = 0.9
+
+
+@dataclass
+class TrainingSettings:
+    """The plan's "training" section after the caller's overrides. `val_max_cases` (absent or null: all)
+    caps the held-out cases validated every epoch, for speed."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    momentum: float
+    nesterov: bool
+    schedule: str
+    epochs: int
+    iters_per_epoch: int
+    deep_supervision: bool
+    oversample_foreground: float
+    num_workers: int
+    val_max_cases: int | None
+
+    @classmethod
+    def from_plans(cls, plans: dict[str, Any]) -> TrainingSettings:
+        """Read the (already overridden) plan's training settings, with nnU-Net's defaults for absent keys."""
+        t = plans["training"]
+        val_max = t.get("val_max_cases")
+        return cls(
+            optimizer=t["optimizer"],
+            lr=float(t["lr"]),
+            weight_decay=float(t.get("weight_decay", 3e-5)),
+            momentum=float(t.get("momentum", 0.99)),
+            nesterov=bool(t.get("nesterov", True)),
+            schedule=t.get("schedule", "poly"),
+            epochs=int(t["epochs"]),
+            iters_per_epoch=int(t["iters_per_epoch"]),
+            deep_supervision=bool(t.get("deep_supervision", True)),
+            oversample_foreground=float(t.get("oversample_foreground", 0.33)),
+            num_workers=int(t.get("num_workers", 0)),
+            val_max_cases=int(val_max) if val_max else None,
+        )
+
+
+def build_optimizer(parameters: Any, settings: TrainingSettings) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (nnU-Net) or AdamW, as the settings say."""
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters,
+            lr=settings.lr,
+            momentum=settings.momentum,
+            nesterov=settings.nesterov,
+            weight_decay=settings.weight_decay,
+        )
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise UsemaError(
+        f"unknown optimizer {settings.optimizer!r} (plans training.optimizer): choose sgd or adamw"
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration decay to 0 over `total_steps`: poly (1 - t)^0.9 or cosine.
+
+    Closed-form factors (not torch's chained PolynomialLR) so that resuming with more epochs simply
+    stretches the remaining decay.
+    """
+    total = max(1, total_steps)
+    if schedule == "poly":
+
+        def factor(step: int) -> float:
+            return max(0.0, 1.0 - step / total) ** POLY_EXPONENT
+    elif schedule == "cosine":
+
+        def factor(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+    else:
+        raise UsemaError(f"unknown schedule {schedule!r} (plans training.schedule): choose poly or cosine")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def deep_supervision_weights(levels: int) -> list[float]:
+    """nnU-Net's weights: 1/2^i per level (highest resolution first), the lowest level 0, normalised to sum 1."""
+    weights = [0.5**i for i in range(levels)]
+    if levels > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class DiceCEDeepSupervisionLoss(DeepSupervisionLoss):
+    """MONAI's Dice + cross-entropy (softmax, one-hot targets) over every deep supervision level, weighted by
+    `deep_supervision_weights`; targets are downsampled by nearest neighbour. Takes float (B, 1, *S) labels."""
+
+    def __init__(self):
+        dice_ce = DiceCELoss(
+            include_background=False,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
+        super().__init__(dice_ce)
+
+    def get_weights(self, levels: int = 1) -> list[float]:
+        """The weights of `levels` outputs (MONAI calls this with the number of outputs)."""
+        return deep_supervision_weights(max(1, levels))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def plan_signature(plans: dict[str, Any]) -> str:
+    """What must agree for a checkpoint to continue under `plans`: everything but the training settings (which
+    the caller may change on resume, e.g. more epochs) and the dataset's location."""
+    relevant = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
+    relevant["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
+    return json.dumps(relevant, sort_keys=True)
+
+
+class Trainer:
+    """Trains one fold: `run()` does every remaining epoch and returns the summary.
+
+    `val_cases` are the cases validated after every epoch (the caller applies the plan's val_max_cases);
+    `build_network(description)` makes the network of a checkpoint "model" description.
+    """
+
+    def __init__(
+        self,
+        plans: dict[str, Any],
+        run_dir: str | Path,
+        fold: int,
+        train_cases: list[TrainingCase],
+        val_cases: list[TrainingCase],
+        ctx: DistributedContext,
+        build_network: Any,
+        seed: int = 0,
+        autocast_dtype: torch.dtype | None = None,
+        deadline: float | None = None,
+    ):
+        self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
+        self.fold_dir = Path(run_dir) / f"fold_{fold}"
+        self.settings = TrainingSettings.from_plans(plans)
+        self.autocast_dtype = autocast_dtype
+        self.deadline = deadline
+        self.device = ctx.device
+        info = plans["dataset"]
+        self.num_classes = int(info["num_classes"])
+        self.class_names = [str(info["labels"].get(str(k), k)) for k in range(1, self.num_classes)]
+        self.patch_size = [int(s) for s in plans["patch_size"]]
+        self.model_description = {
+            "name": plans["model"]["name"],
+            "spatial_dims": len(self.patch_size),
+            "in_channels": int(info["num_channels"]),
+            "num_classes": self.num_classes,
+            "overrides": dict(plans["model"].get("overrides", {})),
+            "deep_supervision": self.settings.deep_supervision,
+        }
+        seed_everything(seed + ctx.rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
+        self.network = build_network(self.model_description).to(self.device)
+        self.model: nn.Module = self.network
+        if ctx.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            # without deep supervision the lower-resolution heads get no gradient: DDP must look for them
+            self.model = DistributedDataParallel(
+                self.network, device_ids=device_ids, find_unused_parameters=not self.settings.deep_supervision
+            )
+        self.optimizer = build_optimizer(self.network.parameters(), self.settings)
+        self.total_steps = self.settings.epochs * self.settings.iters_per_epoch
+        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
+        self.loss = DiceCEDeepSupervisionLoss()
+        self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
+        # The plan's batch is global: split over the processes (at least one sample each), as nnU-Net.
+        batch = int(plans["batch_size"])
+        self.batch_size = max(1, batch // ctx.world_size + (ctx.rank < batch % ctx.world_size))
+        self.val_cases = list(val_cases)
+        self.val_cases_here = self.val_cases[ctx.rank :: ctx.world_size]
+        self.train_case_ids = [c.case_id for c in train_cases]
+        # progress (restored by resume)
+        self.epoch = 0  # completed epochs
+        self.partial: dict[str, float] | None = None  # {"iterations", "loss_sum"} of an epoch cut short
+        self.best_dice, self.best_epoch = -1.0, 0
+        self.last_dice = float("nan")
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    def _payload(self) -> dict[str, Any]:
+        rng_states = gather_objects(self.ctx, capture_rng_state())  # collective: every process calls it
+        return {
+            "model_state": self.network.state_dict(),
+            "model": self.model_description,
+            "plans": self.plans,
+            "fold": self.fold,
+            "epoch": self.epoch,
+            "partial_epoch": self.partial,
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict(),
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "rng": rng_states,
+            "train_cases": self.train_case_ids,
+            "val_cases": [c.case_id for c in self.val_cases],
+        }
+
+    def save(self, best: bool = False) -> None:
+        """Write checkpoint_latest (and checkpoint_best) from the main process; every process must call it."""
+        payload = self._payload()
+        if self.ctx.is_main:
+            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
+            if best:
+                save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["best"])
+
+    def restore(self, path: Path) -> None:
+        """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
+        payload = load_checkpoint(path, expected_model=self.model_description)
+        if "plans" not in payload or plan_signature(payload["plans"]) != plan_signature(self.plans):
+            raise CheckpointError(
+                f"{path}: checkpoint was trained with another plan (plans.json changed since)"
+            )
+        if payload.get("fold") != self.fold:
+            raise CheckpointError(
+                f"{path}: checkpoint is of fold {payload.get('fold')}, not fold {self.fold}"
+            )
+        trained_with = payload["plans"]["training"].get("optimizer")
+        if trained_with != self.settings.optimizer:
+            raise CheckpointError(
+                f"{path}: checkpoint was trained with {trained_with}, not {self.settings.optimizer}; "
+                "resume with the same optimizer"
+            )
+        self.network.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        self.scheduler.load_state_dict(payload["scheduler_state"])
+        if payload.get("scaler_state"):
+            self.scaler.load_state_dict(payload["scaler_state"])
+        self.epoch = int(payload["epoch"])
+        self.partial = payload.get("partial_epoch")
+        self.best_dice = float(payload.get("best_dice", -1.0))
+        self.best_epoch = int(payload.get("best_epoch", 0))
+        states = payload.get("rng") or []
+        if len(states) == self.ctx.world_size:
+            restore_rng_state(states[self.ctx.rank])
+        else:
+            warnings.warn(
+                f"{path}: saved by {len(states)} process(es), resumed by {self.ctx.world_size}: random states "
+                "are reseeded, so the run continues but not bit-identically",
+                stacklevel=2,
+            )
+            seed_everything(self.seed + self.ctx.rank + self.epoch)
+
+    # --------------------------------------------------------------------------------------------- training
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True).float()
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            outputs = self.model(images)
+        loss = self.loss(outputs, labels)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP_NORM)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def _validate(self, stop: StopRequest) -> list[float] | None:
+        counts = confusion_counts(
+            self.network,
+            self.val_cases_here,
+            self.patch_size,
+            self.num_classes,
+            self.device,
+            self.autocast_dtype,
+            int(self.plans["batch_size"]),
+            should_stop=lambda: stop.requested,
+        )
+        if any_process(self.ctx, counts is None):
+            return None
+        return dice_per_class(all_reduce_sum(self.ctx, counts))
+
+    def run(self, resume_from: Path | None = None) -> dict[str, Any]:
+        """Train the remaining epochs; SIGINT/SIGTERM save checkpoint_latest and return early."""
+        if resume_from is not None:
+            self.restore(resume_from)
+        log = (
+            TrainingLog(self.fold_dir, self.class_names, resume_after_epoch=self.epoch)
+            if self.ctx.is_main
+            else None
+        )
+        started_at_epoch = self.epoch
+        interrupted = out_of_time = False
+        self.model.train()
+        try:
+            with StopRequest(announce=self.ctx.is_main) as stop:
+                while self.epoch < self.settings.epochs:
+                    row = self._run_epoch(stop)
+                    if row is None:
+                        interrupted = True
+                        break
+                    best = row["val_dice"] > self.best_dice
+                    if best:
+                        self.best_dice, self.best_epoch = row["val_dice"], self.epoch
+                    self.save(best=best)
+                    if log is not None:
+                        log.append(row)
+                        self._report(row)
+                    if any_process(self.ctx, stop.requested):
+                        interrupted = True
+                        break
+                    if any_process(self.ctx, self.deadline is not None and time.monotonic() > self.deadline):
+                        out_of_time = self.epoch < self.settings.epochs
+                        break
+        finally:
+            if log is not None:
+                log.close()
+        return {
+            "fold": self.fold,
+            "epochs_run": self.epoch - started_at_epoch,
+            "last_epoch": self.epoch,
+            "epochs": self.settings.epochs,
+            "best_dice": self.best_dice,
+            "best_epoch": self.best_epoch,
+            "val_dice": self.last_dice,
+            "interrupted": interrupted,
+            "out_of_time": out_of_time,
+            "checkpoint_latest": self.fold_dir / CHECKPOINT_NAMES["latest"],
+            "checkpoint_best": self.fold_dir / CHECKPOINT_NAMES["best"],
+            "log": self.fold_dir / "train_log.csv",
+        }
+
+    def _run_epoch(self, stop: StopRequest) -> dict[str, float] | None:
+        """One epoch (from where a cut-short one stopped); None when a stop request cut it short (saved)."""
+        epoch = self.epoch + 1
+        start_time = time.monotonic()
+        iterations = self.settings.iters_per_epoch
+        done = int(self.partial["iterations"]) if self.partial else 0
+        loss_sum = float(self.partial["loss_sum"]) if self.partial else 0.0
+        batches = EpochBatches(
+            self.sampler, self.batch_size, iterations, self.seed, self.ctx.rank, epoch, done
+        )
+        loader = epoch_loader(batches, self.settings.num_workers, pin_memory=self.device.type == "cuda")
+        bar = tqdm(
+            total=iterations,
+            initial=done,
+            desc=f"fold {self.fold} epoch {epoch}/{self.settings.epochs}",
+            unit="it",
+            disable=not self.ctx.is_main,
+            leave=False,
+            file=sys.stderr,
+        )
+        with bar:
+            for images, labels in loader:
+                loss_sum += self._train_step(images, labels)
+                done += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / done:.4f}")
+                if done < iterations and any_process(self.ctx, stop.requested):
+                    self.partial = {"iterations": done, "loss_sum": loss_sum}
+                    self.save()
+                    return None
+        self.partial = {"iterations": done, "loss_sum": loss_sum}
+        dice = self._validate(stop)
+        if dice is None:  # stopped during validation: the training part of the epoch is kept
+            self.save()
+            return None
+        train_loss = (
+            float(all_reduce_sum(self.ctx, torch.tensor([loss_sum / iterations]))) / self.ctx.world_size
+        )
+        self.epoch, self.partial = epoch, None
+        self.last_dice = float(np.mean(dice))
+        row = {"epoch": epoch, "train_loss": train_loss, "val_dice": self.last_dice}
+        row.update({dice_column(name): value for name, value in zip(self.class_names, dice, strict=True)})
+        row.update({"lr": self.optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - start_time})
+        return row
+
+    def _report(self, row: dict[str, float]) -> None:
+        tqdm.write(
+            f"fold {self.fold} epoch {int(row['epoch'])}/{self.settings.epochs}: loss {row['train_loss']:.4f}, "
+            f"val Dice {row['val_dice']:.4f} (best {self.best_dice:.4f} at epoch {self.best_epoch}), "
+            f"{row['seconds']:.1f} s",
+            file=sys.stderr,
+        )

@@ -1,0 +1,1 @@
+"""usema.utils: small helpers shared by the stages (device and precision choice, atomic writes)."""

@@ -1,0 +1,206 @@
+"""usema.training.api.train end to end on a tiny phantom run: outputs, resume, overrides and refusals."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from usema.errors import CheckpointError, UsemaError
+from usema.training.api import apply_overrides, train
+from usema.training.checkpoint import load_checkpoint
+
+CHECKPOINT_KEYS = {
+    "model_state",
+    "model",
+    "plans",
+    "fold",
+    "epoch",
+    "optimizer_state",
+    "scheduler_state",
+    "scaler_state",
+    "best_dice",
+    "rng",
+}
+
+
+def _rows(path):
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
+    data, run = tiny_run
+    summary = train(data, run, fold=1, folds=3, epochs=2, iters_per_epoch=2, device="cpu")
+    fold_dir = run / "fold_1"
+    assert summary["epochs_run"] == 2 and summary["last_epoch"] == 2 and not summary["interrupted"]
+    rows = _rows(fold_dir / "train_log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "val_dice",
+        "dice_ellipsoid",
+        "dice_blob",
+        "lr",
+        "seconds",
+    ]
+    for row in rows:
+        per_class = [float(row["dice_ellipsoid"]), float(row["dice_blob"])]
+        assert all(0.0 <= d <= 1.0 for d in per_class)
+        assert float(row["val_dice"]) == pytest.approx(np.mean(per_class), abs=1e-5)
+        assert float(row["train_loss"]) > 0
+    assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # poly decay, to 0 at the last step
+    assert (fold_dir / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    latest = load_checkpoint(fold_dir / "checkpoint_latest.pt")
+    best = load_checkpoint(fold_dir / "checkpoint_best.pt")
+    assert set(latest) >= CHECKPOINT_KEYS
+    assert latest["epoch"] == 2 and latest["fold"] == 1
+    assert latest["model"] == {
+        "name": "usema-nosema",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "num_classes": 3,
+        "overrides": latest["plans"]["model"]["overrides"],
+        "deep_supervision": True,
+    }
+    assert set(latest["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    best_row = max(rows, key=lambda r: float(r["val_dice"]))
+    assert best["epoch"] == int(best_row["epoch"])
+    assert best["best_dice"] == pytest.approx(float(best_row["val_dice"]), abs=1e-5)
+    assert summary["best_dice"] == pytest.approx(best["best_dice"])
+    # the split was written, is reused, and fold 1 validates on the first of its held-out cases only
+    splits = json.loads((run / "splits.json").read_text())["splits"]
+    assert latest["val_cases"] == splits[1]["val"][:1]
+    assert latest["train_cases"] == splits[1]["train"]
+
+
+def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path):
+    data, run = tiny_run
+    other = tmp_path / "other"
+    import shutil
+
+    shutil.copytree(run, other)
+    train(data, run, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3)
+    first = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, max_minutes=1e-9)
+    assert first["last_epoch"] == 1 and first["out_of_time"]
+    resumed = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, resume=True)
+    assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
+    straight = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
+    pieced = load_checkpoint(other / "fold_0" / "checkpoint_latest.pt")
+    for key, value in straight["model_state"].items():
+        assert torch.equal(value, pieced["model_state"][key]), key
+    assert torch.equal(straight["rng"][0]["torch"], pieced["rng"][0]["torch"])
+    assert [r["epoch"] for r in _rows(other / "fold_0" / "train_log.csv")] == ["1", "2"]
+    assert (
+        _rows(other / "fold_0" / "train_log.csv")[1]["train_loss"]
+        == _rows(run / "fold_0" / "train_log.csv")[1]["train_loss"]
+    )
+
+
+def test_resume_without_checkpoint_starts_fresh(tiny_run, capsys):
+    data, run = tiny_run
+    summary = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert "starting fold 0 from scratch" in capsys.readouterr().err
+    assert summary["epochs_run"] == 1
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_optimizer_or_plan(tiny_run):
+    data, run = tiny_run
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    plans = json.loads((run / "plans.json").read_text())
+    plans["model"]["overrides"]["base_features"] = 8
+    (run / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(CheckpointError, match="another model"):
+        train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    plans["model"]["overrides"]["base_features"] = 4
+    (run / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(CheckpointError, match="adamw"):
+        train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True, optimizer="sgd")
+    plans["patch_size"] = [16, 16, 12]
+    (run / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(CheckpointError, match="another plan"):
+        train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+
+
+def test_loss_decreases_on_an_easy_phantom(tiny_run):
+    data, run = tiny_run
+    train(data, run, epochs=4, iters_per_epoch=6, device="cpu", folds=2, seed=0)
+    rows = _rows(run / "fold_0" / "train_log.csv")
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.92 * losses[0], losses
+    assert float(rows[-1]["val_dice"]) > float(rows[0]["val_dice"])
+
+
+def test_bf16_autocast_on_cpu_trains(tiny_run):
+    data, run = tiny_run
+    summary = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, precision="bf16")
+    assert summary["precision"] == "bfloat16"
+    checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
+    assert checkpoint["plans"]["training"]["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in checkpoint["model_state"].values() if v.is_floating_point())
+    assert math.isfinite(summary["best_dice"])
+
+
+def test_run_folder_of_another_dataset_or_label_mode_is_refused(tiny_run, tmp_path):
+    data, run = tiny_run
+    with pytest.raises(UsemaError, match="was made for the dataset"):
+        train(tmp_path, run, epochs=1, iters_per_epoch=1, device="cpu")
+    with pytest.raises(UsemaError, match="semantic labels, not binary"):
+        train(data, run, label_mode="binary", epochs=1, iters_per_epoch=1, device="cpu")
+    with pytest.raises(UsemaError, match="out of range"):
+        train(data, run, fold=5, folds=5)
+
+
+def test_overrides_replace_the_plan_training_settings():
+    plans = {
+        "model": {"name": "usema", "overrides": {}},
+        "training": {
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "epochs": 50,
+            "iters_per_epoch": 50,
+            "schedule": "poly",
+            "precision": "auto",
+        },
+    }
+    out = apply_overrides(
+        plans, model="usema-nosema", epochs=3, optimizer="sgd", schedule="cosine", precision="bf16"
+    )
+    assert out["model"]["name"] == "usema-nosema"
+    assert out["training"] == {
+        "optimizer": "sgd",
+        "lr": 1e-2,
+        "epochs": 3,
+        "iters_per_epoch": 50,
+        "schedule": "cosine",
+        "precision": "bf16",
+    }
+    assert plans["training"]["epochs"] == 50  # the input is left alone
+    assert apply_overrides(plans, precision="auto")["training"] == plans["training"]
+    with pytest.raises(UsemaError, match="epochs"):
+        apply_overrides(plans, epochs=0)
+
+
+def test_2d_training_with_the_attention_model(tmp_path):
+    from usema.data.phantoms import make_phantom_dataset
+    from usema.data.planning import plan_dataset
+
+    data = make_phantom_dataset(tmp_path / "data2d", spatial_dims=2, num_cases=4, shape=(40, 36), seed=2)
+    run = tmp_path / "run2d"
+    plan_dataset(
+        data,
+        run,
+        model="usema",
+        device="cpu",
+        patch_size=[32, 32],
+        batch_size=2,
+        model_overrides={"base_features": 8, "blocks_per_stage": 1, "head_dim": 8},
+    )
+    summary = train(data, run, epochs=1, iters_per_epoch=2, device="cpu", folds=2)
+    checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_best.pt")
+    assert checkpoint["model"]["name"] == "usema" and checkpoint["model"]["spatial_dims"] == 2
+    assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
+    assert 0.0 <= summary["best_dice"] <= 1.0

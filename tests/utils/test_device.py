@@ -1,0 +1,43 @@
+"""Device and precision choice shared by training and inference."""
+
+import pytest
+import torch
+
+from usema.errors import UsemaError
+from usema.utils.device import resolve_device, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def test_auto_picks_cuda_only_when_available():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu") == CPU
+    assert resolve_device(torch.device("cpu")) == CPU
+
+
+def test_unknown_or_unavailable_devices_are_user_errors():
+    with pytest.raises(UsemaError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsemaError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_cpu_precision_rules():
+    assert resolve_precision("auto", CPU) is None
+    assert resolve_precision(None, CPU) is None
+    assert resolve_precision("fp32", CPU) is None
+    assert resolve_precision("bf16", CPU) is torch.bfloat16
+    with pytest.raises(UsemaError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", CPU)
+    with pytest.raises(UsemaError, match="unknown precision"):
+        resolve_precision("fp8", CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_auto_precision_is_bf16_where_supported_else_fp16():
+    cuda = torch.device("cuda")
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert resolve_precision("auto", cuda) is expected
+    assert resolve_precision("fp16", cuda) is torch.float16
