@@ -83,6 +83,20 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=_cmd_bench_attention)
 
+    p = bench.add_parser("accuracy", help="train every model with one protocol, predict and score the held-out fold")
+    p.add_argument("--dataset", required=True, help="hippocampus, dsb2018, or a dataset folder")
+    p.add_argument("--models", nargs="+", default=["usema"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--budget", type=float, default=15.0, help="training minutes per model and seed")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--data-root", type=Path, default=None, help="folder holding the known datasets")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--plan", nargs="*", default=[], metavar="KEY=JSON",
+                   help="plan settings shared by every model, e.g. patch_size=[32,32] batch_size=8")
+    _add_device(p)
+    p.set_defaults(func=_cmd_bench_accuracy)
+
     p = bench.add_parser("readme", help="copy the generated result files into the README's generated blocks")
     p.add_argument("readme", type=Path, nargs="?", default=Path("README.md"))
     p.set_defaults(func=_cmd_bench_readme)
@@ -145,6 +159,29 @@ def _cmd_bench_attention(args: argparse.Namespace) -> int:
         args.output, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d, modes=args.modes,
         channels=args.channels, head_dim=args.head_dim, repeats=args.repeats, time_limit_s=args.time_limit,
         memory_limit_gb=args.memory_limit_gb, device=args.device,
+    )
+    return 0
+
+
+def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    import json
+
+    from usema.bench.accuracy import run_accuracy_benchmark
+    from usema.errors import UsemaError
+
+    overrides = {}
+    for item in args.plan:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsemaError(f"--plan {item!r}: expected KEY=JSON")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise UsemaError(f"--plan {item!r}: the value is not JSON ({err})") from err
+    run_accuracy_benchmark(
+        args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, output=args.output,
+        runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
+        plan_overrides=overrides,
     )
     return 0
 

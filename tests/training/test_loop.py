@@ -117,3 +117,24 @@ def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, mon
     expected = load_checkpoint(straight / "fold_0" / "checkpoint_latest.pt")["model_state"]
     got = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["model_state"]
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_time_budget_decays_the_learning_rate_before_the_steps_do():
+    import torch
+
+    from usema.training.loop import build_scheduler
+
+    spent = {"fraction": 0.0}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, "poly", total_steps=1000, time_fraction=lambda: spent["fraction"])
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx((1 - 1 / 1000) ** 0.9)  # steps lead
+    spent["fraction"] = 0.5
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5**0.9)  # time leads
+    spent["fraction"] = 1.5
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0

@@ -53,6 +53,7 @@ TRAINING_KEYS = (
     "precision",
     "num_workers",
     "time_budget_minutes",
+    "val_max_cases",
 )
 _PLAN_OPTIONS = (
     "case_ids",

@@ -14,6 +14,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,22 +102,34 @@ def build_optimizer(parameters: Any, settings: TrainingSettings) -> torch.optim.
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    total_steps: int,
+    time_fraction: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-iteration decay to 0 over `total_steps`: poly (1 - t)^0.9 or cosine.
 
     Closed-form factors (not torch's chained PolynomialLR) so that resuming with more epochs simply
-    stretches the remaining decay.
+    stretches the remaining decay. `time_fraction`, if given, returns the share of a wall-clock budget spent:
+    t is then whichever of steps and time is further along, so that a run stopped by its budget has still
+    decayed its learning rate (short CPU budgets otherwise end at a high rate).
     """
     total = max(1, total_steps)
+
+    def progress(step: int) -> float:
+        t = step / total
+        if time_fraction is not None:
+            t = max(t, time_fraction())
+        return min(t, 1.0)
+
     if schedule == "poly":
 
         def factor(step: int) -> float:
-            return max(0.0, 1.0 - step / total) ** POLY_EXPONENT
+            return (1.0 - progress(step)) ** POLY_EXPONENT
     elif schedule == "cosine":
 
         def factor(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0)))
+            return 0.5 * (1.0 + math.cos(math.pi * progress(step)))
     else:
         raise UsemaError(f"unknown schedule {schedule!r} (plans training.schedule): choose poly or cosine")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -217,7 +230,14 @@ class Trainer:
             )
         self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.total_steps = self.settings.epochs * self.settings.iters_per_epoch
-        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps)
+        time_fraction = None
+        if deadline is not None and not ctx.enabled:  # under DDP every rank must see the same rate: steps only
+            started = time.monotonic()
+
+            def time_fraction() -> float:
+                return (time.monotonic() - started) / max(deadline - started, 1e-9)
+
+        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, time_fraction)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
         self.loss = DiceCEDeepSupervisionLoss()
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)

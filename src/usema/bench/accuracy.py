@@ -1,0 +1,195 @@
+"""`usema bench accuracy`: every model trained with the identical protocol, then predicted and scored.
+
+Same plan (patch, batch, augmentation, optimiser), same fixed 80/20 split (fold 0 of 5), same wall-clock
+budget and seed for every model; each model is evaluated on the held-out fold from its last checkpoint (the
+end of its decayed schedule). One row per model and seed; the run resumes model by model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from usema.bench.machine import provenance, provenance_markdown
+from usema.data.datasets import load_dataset
+from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
+from usema.errors import UsemaError
+from usema.utils.atomic import atomic_write_text
+
+# Known datasets under the shared data folder: (folder, label mode, metrics reported).
+DATASETS = {
+    "hippocampus": ("hippocampus", "semantic", False),
+    "dsb2018": ("dsb2018", "instance", True),
+}
+FOLDS, FOLD = 5, 0  # fold 0 of 5: the fixed 80/20 split
+SUMMARY_METRICS = ("dice", "nsd", "hd95", "f1")
+
+
+def _default_data_root() -> Path:
+    return Path(os.environ.get("USEMA_DATA_ROOT", Path.cwd().parent / "shared" / "data"))
+
+
+def resolve_dataset(dataset: str, data_root: str | Path | None = None) -> tuple[str, Path, str, bool]:
+    """(name, folder, label mode, instance scoring) of a known dataset name or a dataset folder."""
+    if dataset in DATASETS:
+        folder, mode, instance = DATASETS[dataset]
+        path = Path(data_root or _default_data_root()) / folder
+        if not path.is_dir():
+            raise UsemaError(f"dataset {dataset!r} not found at {path} (set --data-root)")
+        return dataset, path, mode, instance
+    path = Path(dataset)
+    if not path.is_dir():
+        raise UsemaError(f"{dataset}: neither a known dataset ({', '.join(DATASETS)}) nor a folder")
+    return path.name, path, "semantic", False
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _train_seconds(fold_dir: Path) -> float:
+    log = fold_dir / "train_log.csv"
+    rows = _read_rows(log)
+    return sum(float(r["seconds"]) for r in rows) if rows else 0.0
+
+
+def _link_references(cases, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        link = folder / case.label.name
+        if not link.exists():
+            os.symlink(case.label.resolve(), link)
+    return folder
+
+
+def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float,
+            device: str, instance: bool) -> dict[str, Any]:
+    """Train, predict and evaluate one model; resumes a run that was cut short."""
+    from usema.evaluation.api import evaluate
+    from usema.inference.api import predict
+    from usema.models import build_model
+    from usema.training.api import train
+    from usema.training.splits import load_or_create_splits
+
+    fold_dir = run_dir / f"fold_{FOLD}"
+    if not (run_dir / PLANS_NAME).is_file():
+        plans = json.loads(json.dumps(base_plans))
+        plans["model"]["name"] = model
+        save_plans(plans, run_dir)
+    spent = _train_seconds(fold_dir)
+    remaining = budget_minutes - spent / 60.0
+    done_marker = fold_dir / "bench_done.json"
+    started = (fold_dir / "checkpoint_latest.pt").is_file()
+    if not done_marker.is_file() and (remaining > 0 or not started):
+        summary = train(data, run_dir, model=model, fold=FOLD, folds=FOLDS, seed=seed, device=device,
+                        resume=started, max_minutes=max(remaining, 0.0))
+        if not summary.get("interrupted"):
+            atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
+    plans = load_plans(run_dir)
+    spec = load_dataset(data, plans["dataset"]["label_mode"])
+    held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, seed)[FOLD]["val"]
+    cases = [spec.case(c) for c in held_out]
+    predictions = run_dir / "predictions"
+    predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
+            fold=FOLD)
+    references = _link_references(cases, run_dir / "reference_labels")
+    labels = None if instance else spec.labels
+    scores = evaluate(predictions, references, output=run_dir / "evaluation", instance=instance, labels=labels)
+    log_rows = _read_rows(fold_dir / "train_log.csv")
+    info = plans["dataset"]
+    network = build_model(model, info["spatial_dims"], info["num_channels"], info["num_classes"],
+                          **plans["model"].get("overrides", {}))
+    row: dict[str, Any] = {
+        "model": model,
+        "seed": seed,
+        "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
+        "epochs": len(log_rows),
+        "iterations": len(log_rows) * int(plans["training"]["iters_per_epoch"]),
+        "train_minutes": _train_seconds(fold_dir) / 60.0,
+        "val_cases": len(cases),
+    }
+    for metric in SUMMARY_METRICS:
+        if metric in scores["mean"]:
+            row[f"mean_{metric}"] = scores["mean"][metric]
+    if not instance:
+        for entry in scores["classes"].values():
+            row[f"dice_{entry['name']}"] = entry["dice"]["mean"]
+    return row
+
+
+def run_accuracy_benchmark(
+    dataset: str,
+    models: list[str],
+    seeds: list[int] = (0,),
+    budget_minutes: float = 15.0,
+    output: str | Path = "benchmarks/results",
+    runs_dir: str | Path = "runs/bench",
+    data_root: str | Path | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+    plan_overrides: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`."""
+    from usema.utils.device import resolve_device
+
+    name, data, label_mode, instance = resolve_dataset(dataset, data_root)
+    runs = Path(runs_dir) / name
+    base = runs / PLANS_NAME
+    overrides = dict(plan_overrides or {})
+    if base.is_file():
+        base_plans = load_plans(runs)
+    else:
+        # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
+        overrides.setdefault("epochs", 10_000)
+        base_plans = plan_dataset(data, runs, label_mode=label_mode, device=device, precision=precision,
+                                  **overrides)
+    output = Path(output)
+    csv_path, md_path = output / f"accuracy_{name}.csv", output / f"accuracy_{name}.md"
+    rows = list(_read_rows(csv_path))
+    done = {(r["model"], int(r["seed"])) for r in rows}
+    for model in models:
+        for seed in seeds:
+            if (model, seed) in done:
+                print(f"{model} seed {seed}: already in {csv_path}, skipped")
+                continue
+            row = run_one(data, runs / model / f"seed_{seed}", base_plans, model, seed, budget_minutes, device,
+                          instance)
+            rows.append(row)
+            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device))
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+    return rows
+
+
+def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: float, plans: dict, device) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(csv_path, buffer.getvalue())
+    prov = provenance(device)
+    lines = [f"# Accuracy on {name}", "", provenance_markdown(prov), "",
+             f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
+             f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
+             f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20); "
+             "scored on the held-out fold from the last checkpoint.", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for key in columns:
+            value = row.get(key, "")
+            try:
+                value = float(value)
+                cells.append(f"{value:.3f}" if not value.is_integer() or key.startswith(("mean", "dice")) else f"{value:g}")
+            except (TypeError, ValueError):
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
