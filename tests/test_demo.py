@@ -14,7 +14,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch):
     monkeypatch.setitem(demo.DEMO_TRAINING, "patch_size", [16, 16, 16])
     monkeypatch.setitem(demo.DEMO_TRAINING, "batch_size", 2)
     monkeypatch.setitem(demo.DEMO_TRAINING, "val_max_cases", 1)
-    assert main(["demo", "-o", str(tmp_path / "demo"), "--minutes", "0.1"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--minutes", "0.1", "--report", str(tmp_path / "demo.md")]) == 0
     out = tmp_path / "demo"
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary["num_cases"] == 5  # the held-out fold of 24 phantoms, 5 folds
@@ -24,3 +24,6 @@ def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch):
     assert len(list((out / "predictions" / "overlays").glob("*.png"))) == 5
     assert (out / "run" / "fold_0" / "progress.png").is_file()
     assert (out / "run" / "fold_0" / "checkpoint_best.pt").is_file()
+    report = (tmp_path / "demo.md").read_text()
+    assert "Command: `usema demo" in report
+    assert f"| mean | {summary['mean']['dice']:.3f} |" in report

@@ -65,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_run"))
     p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--report", type=Path, default=None, help="also write a Markdown summary with provenance here")
     _add_device(p)
     p.set_defaults(func=_cmd_demo)
 
@@ -82,6 +83,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit-gb", type=float, default=None, help="CPU memory cap per measurement")
     _add_device(p)
     p.set_defaults(func=_cmd_bench_attention)
+
+    p = bench.add_parser("efficiency", help="parameters, FLOPs, latency, training step and memory of every model")
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/efficiency"))
+    p.add_argument("--models", nargs="+", default=None, help="default: every preset")
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
+    p.add_argument("--sizes-2d", type=int, nargs="+", default=None, help="default: 128 256 512 1024")
+    p.add_argument("--sizes-3d", type=int, nargs="+", default=None, help="default: 32 64 96 128")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--time-limit", type=float, default=300.0, help="seconds per measurement")
+    p.add_argument("--memory-limit-gb", type=float, default=None)
+    _add_device(p)
+    p.set_defaults(func=_cmd_bench_efficiency)
 
     p = bench.add_parser("accuracy", help="train every model with one protocol, predict and score the held-out fold")
     p.add_argument("--dataset", required=True, help="hippocampus, dsb2018, or a dataset folder")
@@ -148,7 +163,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from usema.demo import run_demo
 
-    run_demo(args.output, minutes=args.minutes, device=args.device)
+    run_demo(args.output, minutes=args.minutes, device=args.device, report=args.report)
     return 0
 
 
@@ -159,6 +174,17 @@ def _cmd_bench_attention(args: argparse.Namespace) -> int:
         args.output, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d, modes=args.modes,
         channels=args.channels, head_dim=args.head_dim, repeats=args.repeats, time_limit_s=args.time_limit,
         memory_limit_gb=args.memory_limit_gb, device=args.device,
+    )
+    return 0
+
+
+def _cmd_bench_efficiency(args: argparse.Namespace) -> int:
+    from usema.bench.efficiency import run_efficiency_benchmark
+
+    run_efficiency_benchmark(
+        args.output, models=args.models, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d,
+        batch_sizes=args.batch_sizes, precisions=args.precisions, repeats=args.repeats,
+        time_limit_s=args.time_limit, memory_limit_gb=args.memory_limit_gb, device=args.device,
     )
     return 0
 

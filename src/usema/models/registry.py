@@ -44,6 +44,15 @@ def preset_kwargs(name: str, spatial_dims: int) -> tuple[str, dict[str, Any]]:
     return preset["builder"], kwargs
 
 
+def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[int]) -> dict[str, Any]:
+    """The network settings a plan gives model `name`: its overrides, plus the patch size for presets whose
+    networks fix their input size at construction (UNETR)."""
+    overrides = dict(overrides)
+    if load_presets().get(name, {}).get("needs_patch_size"):
+        overrides.setdefault("patch_size", list(patch_size))
+    return overrides
+
+
 def build_model(
     name: str, spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False,
     **overrides: Any,
@@ -65,3 +74,7 @@ def _ensure_builders() -> None:
         from usema.models.usema import USEMA
 
         register_builder("usema", USEMA)
+    if "nnunet" not in _BUILDERS:
+        from usema.models.baselines import register_baselines
+
+        register_baselines(register_builder)

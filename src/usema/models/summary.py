@@ -20,7 +20,7 @@ def model_table(in_channels: int = 1, num_classes: int = 3) -> list[dict]:
             try:
                 model = build_model(name, dims, in_channels, num_classes)
                 row[f"params_{dims}d"] = count_parameters(model)
-            except (ValueError, NotImplementedError) as err:  # a baseline that lacks this dimension
+            except (ValueError, NotImplementedError, ImportError) as err:  # lacks this dimension or a package
                 row[f"params_{dims}d"] = None
                 row[f"note_{dims}d"] = str(err)
         rows.append(row)

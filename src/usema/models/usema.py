@@ -7,21 +7,22 @@ layout is ours.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock
 from torch import nn
 
 from usema.nn.attention import as_tuple
+from usema.nn.mamba import MambaLayer
+from usema.nn.padding import crop_outputs, pad_to_multiple, total_stride
 from usema.nn.sema_block import SEMABlock
 
 NORM = ("instance", {"affine": True})
 ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
 MAX_FEATURES = {1: 512, 2: 512, 3: 320}
 DEFAULT_STAGES = {1: 5, 2: 6, 3: 5}
+MIXERS = ("sema", "mamba")
 
 
 def _per_stage(value, n_stages: int, name: str) -> list:
@@ -42,7 +43,8 @@ class USEMA(nn.Module):
         features: widths per stage; default `base_features` doubling per stage, capped at `max_features`
             (320 in 3D, 512 in 2D).
         blocks_per_stage: residual conv blocks per encoder stage (int or list).
-        sema_per_stage: SEMA blocks after the conv blocks of each encoder stage (int or list; 0 = none).
+        sema_per_stage: token-mixer blocks after the conv blocks of each encoder stage (int or list; 0 = none).
+        mixer: the token mixer in those slots: "sema" (SEMA blocks) or "mamba" (U-Mamba's Mamba layer).
         attention: the SEMA block's attention mode ("sema", "window", "mean", "full", "linear").
         window_size, head_dim, mlp_ratio, use_rope, use_lepe, drop_path: passed to every SEMA block
             (drop_path grows linearly from 0 to this value over the blocks).
@@ -61,6 +63,7 @@ class USEMA(nn.Module):
         max_features: int | None = None,
         blocks_per_stage: int | Sequence[int] = 2,
         sema_per_stage: int | Sequence[int] = 1,
+        mixer: str = "sema",
         attention: str = "sema",
         window_size: int | Sequence[int] | None = None,
         head_dim: int = 32,
@@ -73,6 +76,8 @@ class USEMA(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
             raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        if mixer not in MIXERS:
+            raise ValueError(f"unknown mixer {mixer!r}; choose one of {MIXERS}")
         if strides is None:
             n_stages = n_stages or DEFAULT_STAGES[spatial_dims]
             strides = [1] + [2] * (n_stages - 1)
@@ -100,10 +105,13 @@ class USEMA(nn.Module):
                 layers.append(UnetResBlock(spatial_dims, channels, features[stage], 3, stride, NORM, ACT))
                 channels = features[stage]
             for _ in range(semas[stage]):
-                layers.append(SEMABlock(
-                    channels, spatial_dims, mode=attention, window_size=window_size, head_dim=head_dim,
-                    use_rope=use_rope, use_lepe=use_lepe, mlp_ratio=mlp_ratio, drop_path=rates.pop(0),
-                ))
+                if mixer == "mamba":
+                    layers.append(MambaLayer(channels))
+                else:
+                    layers.append(SEMABlock(
+                        channels, spatial_dims, mode=attention, window_size=window_size, head_dim=head_dim,
+                        use_rope=use_rope, use_lepe=use_lepe, mlp_ratio=mlp_ratio, drop_path=rates.pop(0),
+                    ))
             self.encoder.append(nn.Sequential(*layers))
 
         self.decoder = nn.ModuleList()
@@ -118,16 +126,11 @@ class USEMA(nn.Module):
     @property
     def total_stride(self) -> tuple[int, ...]:
         """Per-axis product of the stage strides: inputs are padded to a multiple of this."""
-        return tuple(math.prod(s[axis] for s in self.strides) for axis in range(self.spatial_dims))
+        return total_stride(self.strides)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         size = tuple(x.shape[2:])
-        total = self.total_stride
-        pad = []
-        for s, t in zip(reversed(size), reversed(total), strict=True):
-            pad += [0, (-s) % t]
-        if any(pad):
-            x = F.pad(x, pad)
+        x = pad_to_multiple(x, self.total_stride)
 
         skips = []
         for stage in self.encoder:
@@ -141,10 +144,5 @@ class USEMA(nn.Module):
                 outputs.append(head(x))
         outputs.reverse()  # highest resolution first
 
-        cropped, scale = [], [1] * self.spatial_dims
-        for level, out in enumerate(outputs):
-            if level > 0:
-                scale = [sc * st for sc, st in zip(scale, self.strides[level], strict=True)]
-            keep = [math.ceil(s / sc) for s, sc in zip(size, scale, strict=True)]
-            cropped.append(out[(slice(None), slice(None), *(slice(0, k) for k in keep))])
+        cropped = crop_outputs(outputs, size, self.strides)
         return cropped if self.deep_supervision else cropped[0]

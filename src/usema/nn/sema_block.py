@@ -17,12 +17,15 @@ def depthwise_conv(spatial_dims: int, channels: int) -> nn.Module:
     return Conv[Conv.CONV, spatial_dims](channels, channels, kernel_size=3, padding=1, groups=channels)
 
 
+# The block keeps its feature maps channels-last: tokens (B, N, C) and grids (B, C, *S) are then views of one
+# another, and PyTorch's CPU depthwise 3D convolution is >10x faster on channels-last input (its backward on
+# channels-first input took 8 s where channels-last took 0.6 s for a 8x16x40x56x40 map).
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(2).transpose(1, 2)  # (B, C, *S) -> (B, N, C)
+    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])  # (B, C, *S) -> (B, N, C)
 
 
 def _to_grid(t: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    return t.transpose(1, 2).reshape(t.shape[0], t.shape[2], *spatial_shape)  # (B, N, C) -> (B, C, *S)
+    return t.reshape(t.shape[0], *spatial_shape, t.shape[2]).movedim(-1, 1)  # (B, N, C) -> (B, C, *S)
 
 
 class SEMABlock(nn.Module):
@@ -85,6 +88,7 @@ class SEMABlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial_shape = tuple(x.shape[2:])
+        x = _to_grid(_to_tokens(x).contiguous(), spatial_shape)  # channels-last (see _to_tokens)
         x = x + self.cpe1(x)
         shortcut = _to_tokens(x)
         h = self.norm1(shortcut)

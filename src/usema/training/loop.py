@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError, UsemaError
+from usema.models.registry import overrides_for_plan
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
@@ -214,7 +215,9 @@ class Trainer:
             "spatial_dims": len(self.patch_size),
             "in_channels": int(info["num_channels"]),
             "num_classes": self.num_classes,
-            "overrides": dict(plans["model"].get("overrides", {})),
+            "overrides": overrides_for_plan(
+                plans["model"]["name"], plans["model"].get("overrides", {}), self.patch_size
+            ),
             "deep_supervision": self.settings.deep_supervision,
         }
         seed_everything(seed + ctx.rank)

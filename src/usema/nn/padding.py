@@ -1,0 +1,58 @@
+"""Any input size for networks that need multiples of their total stride: pad at the end, crop back after.
+
+MONAI's `DivisiblePad` pads arrays in preprocessing; here the padding is part of the forward pass (on batched
+tensors, kept in the autograd graph) and the crop must also handle deep-supervision outputs at lower resolutions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def padded_size(size: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
+    """`size` rounded up, per axis, to a multiple of `multiple`."""
+    return tuple(math.ceil(s / m) * m for s, m in zip(size, multiple, strict=True))
+
+
+def pad_to_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the spatial axes of `x` (batch, channels, *spatial) at their end up to `size`."""
+    pad: list[int] = []
+    for have, want in zip(reversed(x.shape[2:]), reversed(tuple(size)), strict=True):
+        if want < have:
+            raise ValueError(f"cannot pad size {tuple(x.shape[2:])} down to {tuple(size)}")
+        pad += [0, want - have]
+    return F.pad(x, pad) if any(pad) else x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the spatial axes of `x` at their end to multiples of `multiple` (one per axis)."""
+    return pad_to_size(x, padded_size(x.shape[2:], multiple))
+
+
+def total_stride(strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Per-axis product of per-stage strides."""
+    return tuple(math.prod(axis) for axis in zip(*strides, strict=True))
+
+
+def crop_outputs(outputs: Sequence[torch.Tensor], size: Sequence[int],
+                 strides: Sequence[Sequence[int]] | None = None) -> list[torch.Tensor]:
+    """Crop outputs computed on a padded input back to the input `size`.
+
+    `outputs` are ordered highest resolution first; output k is at the resolution of decoder level k, i.e.
+    downsampled by the product of `strides[1..k]` (per-stage strides, stage 0 first; only needed for k > 0).
+    It keeps ceil(size / scale) voxels per axis, the part that covers the unpadded input.
+    """
+    cropped = []
+    scale = [1] * len(size)
+    for level, out in enumerate(outputs):
+        if level > 0:
+            if strides is None:
+                raise ValueError("strides are needed to crop lower-resolution (deep supervision) outputs")
+            scale = [sc * st for sc, st in zip(scale, strides[level], strict=True)]
+        keep = [math.ceil(s / sc) for s, sc in zip(size, scale, strict=True)]
+        cropped.append(out[(slice(None), slice(None), *(slice(0, k) for k in keep))])
+    return cropped
