@@ -81,6 +81,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=120.0, help="seconds per measurement before it is recorded as a time-out")
     p.add_argument("--memory-limit-gb", type=float, default=None, help="CPU memory cap per measurement")
+    p.add_argument("--report-only", action="store_true",
+                   help="re-render attention.md and attention.png from the CSV of a finished run")
     _add_device(p)
     p.set_defaults(func=_cmd_bench_attention)
 
@@ -168,8 +170,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_attention(args: argparse.Namespace) -> int:
-    from usema.bench.attention import run_attention_benchmark
+    from usema.bench.attention import render_attention_report, run_attention_benchmark
 
+    if args.report_only:
+        print(f"wrote {render_attention_report(args.output)}")
+        return 0
     run_attention_benchmark(
         args.output, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d, modes=args.modes,
         channels=args.channels, head_dim=args.head_dim, repeats=args.repeats, time_limit_s=args.time_limit,

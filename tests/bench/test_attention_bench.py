@@ -60,3 +60,12 @@ def test_targets_are_computed_from_rows():
     assert targets["full / SEMA peak memory at 224^2"]["met"] is False
     assert targets["full-materialized / SEMA peak memory at 224^2"]["value"] is None
     assert targets["window-sdpa / SEMA time at 224^2"]["met"] is False
+
+
+def test_memory_target_is_a_lower_bound_when_the_baseline_runs_out_of_memory():
+    rows = [dict(dims=2, mode="sema", size=224, status="ok", forward_backward_ms=100.0, peak_mb=50.0),
+            dict(dims=2, mode="full-materialized", size=224, status="oom", forward_backward_ms=None, peak_mb=None)]
+    target = next(t for t in attention_targets(rows, memory_limit_mb=1000.0) if "materialized" in t["target"])
+    assert target["value"] == pytest.approx(20.0) and target["met"] is True and target["lower_bound"] is True
+    target = next(t for t in attention_targets(rows) if "materialized" in t["target"])
+    assert target["value"] is None  # without the cap there is no bound to give

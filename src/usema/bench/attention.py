@@ -7,9 +7,8 @@ of memory or time is recorded as such instead of taking the benchmark down.
 from __future__ import annotations
 
 import csv
+import json
 import math
-import multiprocessing as mp
-import os
 import statistics
 import time
 from pathlib import Path
@@ -18,10 +17,21 @@ import torch
 import torch.nn.functional as F
 
 from usema.bench.machine import provenance, provenance_markdown
+from usema.bench.measure import (
+    default_memory_limit_gb,
+    keep_freed_memory,
+    limit_memory,
+    memory_in_use,
+    peak_memory,
+    reset_peak_memory,
+    run_isolated,
+    sync,
+)
 from usema.nn.attention import (
     ATTENTION_MODES,
     DEFAULT_WINDOW,
     _partition,
+    _unpartition,
     effective_window,
     full_attention_materialized,
     sema_attention,
@@ -37,16 +47,18 @@ FIELDS = ["dims", "size", "tokens", "mode", "status", "forward_ms", "forward_bac
 
 
 def window_sdpa(q, k, v, spatial_shape, window_size):
-    """Naive window attention: partition, one scaled_dot_product_attention call, un-partition (no padding)."""
+    """Naive window attention: pad, partition, one masked scaled_dot_product_attention call, un-partition."""
     window = effective_window(spatial_shape, window_size)
-    if any(s % w for s, w in zip(spatial_shape, window)):
-        raise ValueError("window-sdpa baseline needs sizes that are multiples of the window")
+    padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window)]
     b, h, n, d = q.shape
-    parts = [_partition(t.reshape(b * h, *spatial_shape, d), spatial_shape, window) for t in (q, k, v)]
-    out = F.scaled_dot_product_attention(*parts)
-    from usema.nn.attention import _unpartition
-
-    return _unpartition(out, spatial_shape, window).reshape(b, h, n, d)
+    pad = [0, 0]
+    for s, p in zip(reversed(spatial_shape), reversed(padded)):
+        pad += [0, p - s]
+    parts = [_partition(F.pad(t.reshape(b * h, *spatial_shape, d), pad), padded, window) for t in (q, k, v)]
+    valid = F.pad(torch.ones(1, *spatial_shape, 1, dtype=torch.bool, device=q.device), pad)
+    mask = _partition(valid, padded, window)[0, :, None, :, 0]
+    out = _unpartition(F.scaled_dot_product_attention(*parts, attn_mask=mask), padded, window)
+    return out[(slice(None), *(slice(0, s) for s in spatial_shape))].reshape(b, h, n, d)
 
 
 def run_mode(q, k, v, spatial_shape, mode):
@@ -59,58 +71,11 @@ def run_mode(q, k, v, spatial_shape, mode):
     return sema_attention(q, k, v, spatial_shape, window, mode)
 
 
-def _vm_kb(field: str) -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # resets VmHWM, the peak resident size, to the current size
-        return True
-    except OSError:
-        return False
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks instead of unmapping them.
-
-    By default blocks above 32 MB are mmapped and returned to the OS on free, so every iteration page-faults
-    them back in: a cost that appears only above that size and would make time look super-linear in the grid
-    size. With mmap off and trimming off, every size reuses its memory the same way.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    libc = ctypes.CDLL(name)
-    if hasattr(libc, "mallopt"):
-        m_trim_threshold, m_mmap_max = -1, -4
-        libc.mallopt(m_mmap_max, 0)
-        libc.mallopt(m_trim_threshold, 2**30)
-
-
 def _measure(spec: dict) -> dict:
     """Runs in the child process: peak memory of one cold forward+backward, then timed repeats."""
     device = torch.device(spec["device"])
     keep_freed_memory()
-    if device.type == "cpu" and spec.get("memory_limit_bytes"):
-        import resource
-
-        # RLIMIT_DATA caps private writable memory; it already holds the interpreter and torch, so add to it.
-        limit = _vm_kb("VmData:") * 1024 + spec["memory_limit_bytes"]
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    limit_memory(device, spec.get("memory_limit_bytes"))
     torch.manual_seed(0)
     dims, size, mode = spec["dims"], spec["size"], spec["mode"]
     heads, head_dim = spec["channels"] // spec["head_dim"], spec["head_dim"]
@@ -127,20 +92,13 @@ def _measure(spec: dict) -> dict:
     small = (DEFAULT_WINDOW[dims] * 2,) * dims
     forward_backward(*inputs(small), small)
     q, k, v = inputs(shape)
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        base = _vm_kb("VmRSS:") * 1024 if _reset_peak_rss() else 0
+    sync(device)
+    base = memory_in_use(device) if reset_peak_memory(device) else None
     start = time.perf_counter()
     forward_backward(q, k, v, shape)
-    _sync(device)
+    sync(device)
     first = time.perf_counter() - start
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        peak = _vm_kb("VmHWM:") * 1024 - base if base else float("nan")
+    peak = peak_memory(device) - base if base is not None else float("nan")
 
     # fewer repeats when one pass already eats a large part of the time limit
     repeats = spec["repeats"] if first * (2 * spec["repeats"] + 1) < spec["time_limit_s"] * 0.8 else 1
@@ -149,13 +107,13 @@ def _measure(spec: dict) -> dict:
         q.grad = k.grad = v.grad = None
         start = time.perf_counter()
         forward_backward(q, k, v, shape)
-        _sync(device)
+        sync(device)
         fb_times.append(time.perf_counter() - start)
     with torch.no_grad():
         for _ in range(repeats):
             start = time.perf_counter()
             run_mode(q, k, v, shape, mode)
-            _sync(device)
+            sync(device)
             f_times.append(time.perf_counter() - start)
     return {
         "status": "ok",
@@ -164,47 +122,6 @@ def _measure(spec: dict) -> dict:
         "peak_mb": peak / 2**20,
         "repeats": repeats,
     }
-
-
-def _child(spec: dict, conn) -> None:
-    try:
-        conn.send(_measure(spec))
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        conn.send({"status": "oom", "note": str(err)[:200]})
-    except RuntimeError as err:
-        status = "oom" if "can't allocate memory" in str(err) or "out of memory" in str(err) else "error"
-        conn.send({"status": status, "note": str(err)[:200]})
-    finally:
-        conn.close()
-
-
-def measure_in_subprocess(spec: dict) -> dict:
-    """Measure one (dims, size, mode) in a fresh process; time-outs and crashes become statuses."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(spec, child), daemon=True)
-    process.start()
-    child.close()
-    if parent.poll(spec["time_limit_s"]):
-        try:
-            result = parent.recv()
-        except EOFError:
-            result = {"status": "oom", "note": "process died (likely killed for memory)"}
-        process.join(10)
-    else:
-        process.kill()
-        process.join()
-        result = {"status": "timeout", "note": f"over {spec['time_limit_s']} s"}
-    if process.is_alive():
-        process.kill()
-    if result.get("status") is None:
-        result = {"status": "error", "note": f"exit code {process.exitcode}"}
-    return result
-
-
-def _default_memory_limit_gb() -> float:
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return round(min(16.0, 0.66 * total), 1)
 
 
 def run_attention_benchmark(
@@ -230,7 +147,7 @@ def run_attention_benchmark(
     unknown = set(modes) - set(DEFAULT_MODES)
     if unknown:
         raise ValueError(f"unknown modes {sorted(unknown)}; choose from {DEFAULT_MODES}")
-    memory_limit_gb = memory_limit_gb or _default_memory_limit_gb()
+    memory_limit_gb = memory_limit_gb or default_memory_limit_gb()
     sizes = {2: sizes_2d or DEFAULT_SIZES[2], 3: sizes_3d or DEFAULT_SIZES[3], 1: [256, 1024, 4096, 16384]}
     rows = []
     for d in dims:
@@ -244,7 +161,7 @@ def run_attention_benchmark(
                     spec = dict(dims=d, size=size, mode=mode, channels=channels, head_dim=head_dim,
                                 repeats=repeats, time_limit_s=time_limit_s, device=str(dev),
                                 memory_limit_bytes=int(memory_limit_gb * 2**30))
-                    row.update(measure_in_subprocess(spec))
+                    row.update(run_isolated(_measure, spec, time_limit_s, preload=["usema.nn.attention"]))
                     if row["status"] in ("oom", "timeout"):
                         failed = row["status"]
                 rows.append(row)
@@ -253,10 +170,45 @@ def run_attention_benchmark(
     prov["settings"] = dict(channels=channels, head_dim=head_dim, repeats=repeats, time_limit_s=time_limit_s,
                             memory_limit_gb=memory_limit_gb, device=str(dev))
     _write_csv(rows, output / "attention.csv")
+    atomic_write_text(output / "attention.json", json.dumps(prov, indent=1) + "\n")
     plot_attention(rows, output / "attention.png")
     atomic_write_text(output / "attention.md", attention_markdown(rows, prov))
     print(f"wrote {output / 'attention.csv'}, {output / 'attention.png'}, {output / 'attention.md'}")
     return rows
+
+
+def render_attention_report(output: str | Path) -> Path:
+    """Re-render attention.md and attention.png from a finished run's CSV and provenance (no re-measuring).
+
+    The provenance comes from attention.json, or, for runs made before that file existed, from the header of
+    the previous attention.md.
+    """
+    output = Path(output)
+    rows = read_attention_csv(output / "attention.csv")
+    if (output / "attention.json").is_file():
+        prov = json.loads((output / "attention.json").read_text())
+    else:
+        prov = _provenance_from_markdown((output / "attention.md").read_text())
+        atomic_write_text(output / "attention.json", json.dumps(prov, indent=1) + "\n")
+    plot_attention(rows, output / "attention.png")
+    return atomic_write_text(output / "attention.md", attention_markdown(rows, prov))
+
+
+def _provenance_from_markdown(text: str) -> dict:
+    import re
+
+    command = re.search(r"^Command: `(.*)`", text, re.MULTILINE).group(1)
+    machine = re.search(r"^Machine: (.*?)\s*$", text, re.MULTILINE).group(1)
+    date = re.search(r"^Date: (.*?)\s*$", text, re.MULTILINE).group(1)
+    settings_line = re.search(r"^(channels=.*)$", text, re.MULTILINE).group(1)
+    settings = {}
+    for item in settings_line.split(", "):
+        key, value = item.split("=", 1)
+        try:
+            settings[key] = json.loads(value)
+        except ValueError:
+            settings[key] = value
+    return {"command": command, "date": date, "settings": settings, "machine": {"description": machine}}
 
 
 def _format_row(row: dict) -> str:
@@ -291,31 +243,47 @@ def read_attention_csv(path: str | Path) -> list[dict]:
     return rows
 
 
-def attention_targets(rows: list[dict]) -> list[dict]:
-    """The issue's targets, computed from one run's 2D rows (ratios measured side by side)."""
+def attention_targets(rows: list[dict], memory_limit_mb: float | None = None) -> list[dict]:
+    """The issue's targets, computed from one run's 2D rows (ratios measured side by side).
+
+    Where the baseline ran out of memory under the cap, its memory ratio is reported as the lower bound
+    cap / SEMA's peak.
+    """
+
+    def find(mode, size):
+        for row in rows:
+            if row["dims"] == 2 and row["mode"] == mode and row["size"] == size:
+                return row
+        return None
 
     def get(mode, size, key="forward_backward_ms"):
-        for row in rows:
-            if row["dims"] == 2 and row["mode"] == mode and row["size"] == size and row["status"] == "ok":
-                return row[key]
-        return None
+        row = find(mode, size)
+        return row[key] if row is not None and row["status"] == "ok" else None
 
     def ratio(a, b):
         return a / b if a is not None and b not in (None, 0) else None
 
+    def memory_ratio(baseline):
+        row, sema = find(baseline, 224), get("sema", 224, "peak_mb")
+        if row is not None and row["status"] in ("oom", "skipped") and memory_limit_mb and sema:
+            return memory_limit_mb / sema, True
+        return ratio(get(baseline, 224, "peak_mb"), sema), False
+
+    full_memory, full_bound = memory_ratio("full")
+    materialized_memory, materialized_bound = memory_ratio("full-materialized")
     targets = [
-        ("SEMA time 448^2 / 224^2 (linear growth)", ratio(get("sema", 448), get("sema", 224)), "<=", 4.5),
-        ("full / SEMA time at 224^2", ratio(get("full", 224), get("sema", 224)), ">=", 50),
-        ("full / SEMA peak memory at 224^2", ratio(get("full", 224, "peak_mb"), get("sema", 224, "peak_mb")), ">=", 10),
-        ("full-materialized / SEMA peak memory at 224^2",
-         ratio(get("full-materialized", 224, "peak_mb"), get("sema", 224, "peak_mb")), ">=", 10),
-        ("SEMA / window time at 224^2 (mean term cost)", ratio(get("sema", 224), get("window", 224)), "<=", 1.15),
-        ("window-sdpa / SEMA time at 224^2", ratio(get("window-sdpa", 224), get("sema", 224)), ">=", 2),
+        ("SEMA time 448^2 / 224^2 (linear growth)", ratio(get("sema", 448), get("sema", 224)), "<=", 4.5, False),
+        ("full / SEMA time at 224^2", ratio(get("full", 224), get("sema", 224)), ">=", 50, False),
+        ("full / SEMA peak memory at 224^2", full_memory, ">=", 10, full_bound),
+        ("full-materialized / SEMA peak memory at 224^2", materialized_memory, ">=", 10, materialized_bound),
+        ("SEMA / window time at 224^2 (mean term cost)", ratio(get("sema", 224), get("window", 224)), "<=", 1.15,
+         False),
+        ("window-sdpa / SEMA time at 224^2", ratio(get("window-sdpa", 224), get("sema", 224)), ">=", 2, False),
     ]
     out = []
-    for name, value, op, bound in targets:
+    for name, value, op, bound, lower_bound in targets:
         met = None if value is None else (value <= bound if op == "<=" else value >= bound)
-        out.append({"target": f"{name} {op} {bound}", "value": value, "met": met})
+        out.append({"target": f"{name} {op} {bound}", "value": value, "met": met, "lower_bound": lower_bound})
     return out
 
 
@@ -326,8 +294,10 @@ def attention_markdown(rows: list[dict], prov: dict) -> str:
     if settings:
         lines += [", ".join(f"{k}={v}" for k, v in settings.items()), ""]
     lines += ["| target | measured | met |", "|---|---|---|"]
-    for t in attention_targets(rows):
+    for t in attention_targets(rows, settings.get("memory_limit_gb", 0) * 1024 or None):
         value = "n/a (not measured)" if t["value"] is None else f"{t['value']:.2f}"
+        if t["lower_bound"]:
+            value = f"> {value} (out of memory at the {settings['memory_limit_gb']} GB cap)"
         met = {True: "yes", False: "no", None: "n/a"}[t["met"]]
         lines.append(f"| {t['target']} | {value} | {met} |")
     lines += ["", "| dims | grid | tokens | mode | status | forward ms | fwd+bwd ms | peak MB |",

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from usema.bench.machine import provenance, provenance_markdown
 from usema.bench.measure import (
     default_memory_limit_gb,
+    keep_freed_memory,
     limit_memory,
     memory_in_use,
     peak_memory,
@@ -60,6 +61,7 @@ def measure_model(spec: dict) -> dict:
     from usema.models.summary import count_parameters
 
     device = torch.device(spec["device"])
+    keep_freed_memory()
     torch.manual_seed(0)
     shape = (spec["size"],) * spec["dims"]
     reset_peak_memory(device)

@@ -73,6 +73,8 @@ def provenance(device: torch.device | None = None) -> dict:
 def provenance_markdown(prov: dict) -> str:
     """The provenance as Markdown lines for a results file."""
     machine = prov["machine"]
+    if "description" in machine:  # provenance read back from an earlier report
+        return f"Command: `{prov['command']}`  \nMachine: {machine['description']}  \nDate: {prov['date']}\n"
     parts = [f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GiB"]
     if "gpu" in machine:
         parts.append(machine["gpu"])

@@ -84,15 +84,16 @@ def _window_attention(
         # (num_windows, window_tokens): True where the key is a real token
         mask = _partition(valid.unsqueeze(0).unsqueeze(-1), padded, window)[0, :, :, 0]
 
-    if q.device.type == "cuda":
-        # On CUDA the fused kernels win; the boolean mask keeps padded keys out of every softmax.
+    if mask is None or q.device.type == "cuda":
+        # The fused kernels are the fastest path on CUDA, and on CPU too where no key is masked: with torch
+        # 2.13 on a 2-core AVX512 CPU, SDPA over 7x7 windows ran 1.4x faster (forward+backward at 224^2
+        # tokens) than the matmul-softmax-matmul below (`usema bench attention`, mode window-sdpa).
         attn_mask = None if mask is None else mask[:, None, :]
         out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask)
     else:
-        # On CPU a batched matmul-softmax-matmul over the windows ran >2x faster than SDPA over windows.
+        # On CPU with padded (masked) keys the explicit form is kept: masked SDPA was not benchmarked here.
         logits = torch.matmul(qw, kw.transpose(-1, -2)) * (d**-0.5)
-        if mask is not None:
-            logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
         out = torch.matmul(torch.softmax(logits, dim=-1), vw)
 
     out = _unpartition(out, padded, window)
