@@ -77,14 +77,19 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
     assert latest["train_cases"] == splits[1]["train"]
 
 
-def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path):
+def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
+    from usema.training.loop import Trainer
+
     data, run = tiny_run
     other = tmp_path / "other"
     import shutil
 
     shutil.copytree(run, other)
     train(data, run, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3)
-    first = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, max_minutes=1e-9)
+    # a budget that runs out when epoch 1 ends (a real one would also shorten the learning-rate decay)
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_past_deadline", lambda self: self.epoch >= 1)
+        first = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3)
     assert first["last_epoch"] == 1 and first["out_of_time"]
     resumed = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, resume=True)
     assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
@@ -204,3 +209,13 @@ def test_2d_training_with_the_attention_model(tmp_path):
     assert checkpoint["model"]["name"] == "usema" and checkpoint["model"]["spatial_dims"] == 2
     assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
     assert 0.0 <= summary["best_dice"] <= 1.0
+
+
+def test_a_budget_cuts_the_running_epoch_short_and_still_validates_it(tiny_run):
+    data, run = tiny_run
+    summary = train(data, run, epochs=3, iters_per_epoch=50, device="cpu", folds=2, seed=3, max_minutes=1e-9)
+    assert summary["out_of_time"] and summary["last_epoch"] == 1
+    rows = _rows(run / "fold_0" / "train_log.csv")
+    assert len(rows) == 1 and float(rows[0]["lr"]) == 0.0  # the budget also ended the learning-rate decay
+    assert 0.0 <= float(rows[0]["val_dice"]) <= 1.0
+    assert float(rows[0]["seconds"]) < 60  # one iteration, not fifty

@@ -388,7 +388,7 @@ class Trainer:
                     if any_process(self.ctx, stop.requested):
                         interrupted = True
                         break
-                    if any_process(self.ctx, self.deadline is not None and time.monotonic() > self.deadline):
+                    if self._past_deadline():
                         out_of_time = self.epoch < self.settings.epochs
                         break
         finally:
@@ -408,6 +408,10 @@ class Trainer:
             "checkpoint_best": self.fold_dir / CHECKPOINT_NAMES["best"],
             "log": self.fold_dir / "train_log.csv",
         }
+
+    def _past_deadline(self) -> bool:
+        """Whether the wall-clock budget is spent (agreed by every process)."""
+        return self.deadline is not None and any_process(self.ctx, time.monotonic() > self.deadline)
 
     def _run_epoch(self, stop: StopRequest) -> dict[str, float] | None:
         """One epoch (from where a cut-short one stopped); None when a stop request cut it short (saved)."""
@@ -439,14 +443,14 @@ class Trainer:
                     self.partial = {"iterations": done, "loss_sum": loss_sum}
                     self.save()
                     return None
+                if done < iterations and self._past_deadline():
+                    break  # the budget ends this epoch early; it is validated and logged like a full one
         self.partial = {"iterations": done, "loss_sum": loss_sum}
         dice = self._validate(stop)
         if dice is None:  # stopped during validation: the training part of the epoch is kept
             self.save()
             return None
-        train_loss = (
-            float(all_reduce_sum(self.ctx, torch.tensor([loss_sum / iterations]))) / self.ctx.world_size
-        )
+        train_loss = float(all_reduce_sum(self.ctx, torch.tensor([loss_sum / done]))) / self.ctx.world_size
         self.epoch, self.partial = epoch, None
         self.last_dice = float(np.mean(dice))
         row = {"epoch": epoch, "train_loss": train_loss, "val_dice": self.last_dice}
