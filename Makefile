@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[test,baselines]"
-	# nnU-Net's UNets: --no-deps because the package also lists timm (for architectures we do not use), whose
-	# torchvision requirement would replace the installed torch with another build.
+	@# nnU-Net's UNets: --no-deps because the package also lists timm (for architectures we do not use),
+	@# whose torchvision requirement would replace the installed torch with another build.
 	$(PY) -m pip install --quiet --no-deps "dynamic-network-architectures>=0.4"
 	touch $(STAMP)
 

@@ -99,7 +99,10 @@ def is_out_of_memory(err: BaseException) -> bool:
     if isinstance(err, torch.OutOfMemoryError | MemoryError):
         return True
     text = str(err)
-    return isinstance(err, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    # oneDNN reports an allocation that fails while it builds a convolution kernel as "could not create a
+    # primitive" (seen under the benchmark's memory cap, when a process that imported more started the run).
+    markers = ("can't allocate memory", "out of memory", "could not create a primitive", "bad_alloc")
+    return isinstance(err, RuntimeError) and any(marker in text for marker in markers)
 
 
 def _child(target: Callable[[dict], dict], spec: dict, conn) -> None:
