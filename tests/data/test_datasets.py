@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usema.data.datasets import (
-    BOUNDARY,
-    INTERIOR,
-    check_dataset,
-    classes_to_instances,
-    instances_to_classes,
-    load_case,
-    load_dataset,
-)
+from usema.data.datasets import check_dataset, load_case, load_dataset
+from usema.data.instances import BOUNDARY, INTERIOR, classes_to_instances, instances_to_classes
 from usema.errors import DataError
 
 SHAPE = (6, 7, 5)

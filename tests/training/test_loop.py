@@ -13,14 +13,8 @@ from usema.errors import UsemaError
 from usema.training import loop
 from usema.training.api import train
 from usema.training.checkpoint import load_checkpoint
-from usema.training.loop import (
-    DiceCEDeepSupervisionLoss,
-    TrainingSettings,
-    build_optimizer,
-    build_scheduler,
-    deep_supervision_weights,
-    plan_signature,
-)
+from usema.training.loop import TrainingSettings, build_optimizer, build_scheduler, plan_signature
+from usema.training.losses import DiceCEDeepSupervisionLoss, deep_supervision_weights
 
 
 def test_deep_supervision_weights_halve_and_drop_the_lowest_level():

@@ -20,7 +20,8 @@ from tqdm import tqdm
 
 from usema.data.datasets import convert_channels, load_case
 from usema.data.io import ImageGeometry, atomic_path
-from usema.data.planning import PLANS_NAME, dataset_from_plans, validate_plans
+from usema.data.planning import PLANS_NAME, dataset_from_plans
+from usema.data.plans_schema import validate_plans
 from usema.errors import DataError
 
 LOCATIONS_PER_CLASS = 5000

@@ -13,9 +13,10 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
-from usema.data.datasets import classes_to_instances
+from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry
-from usema.data.planning import load_plans, validate_plans
+from usema.data.planning import load_plans
+from usema.data.plans_schema import validate_plans
 from usema.data.preprocessing import preprocess_image, restore_geometry
 from usema.errors import CheckpointError, UsemaError
 from usema.models import build_model

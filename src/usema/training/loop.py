@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.losses import DeepSupervisionLoss, DiceCELoss
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -38,6 +37,7 @@ from usema.training.checkpoint import (
 )
 from usema.training.data import EpochBatches, epoch_loader
 from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
+from usema.training.losses import DiceCEDeepSupervisionLoss
 from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
@@ -134,35 +134,6 @@ def build_scheduler(
     else:
         raise UsemaError(f"unknown schedule {schedule!r} (plans training.schedule): choose poly or cosine")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def deep_supervision_weights(levels: int) -> list[float]:
-    """nnU-Net's weights: 1/2^i per level (highest resolution first), the lowest level 0, normalised to sum 1."""
-    weights = [0.5**i for i in range(levels)]
-    if levels > 1:
-        weights[-1] = 0.0
-    total = sum(weights)
-    return [w / total for w in weights]
-
-
-class DiceCEDeepSupervisionLoss(DeepSupervisionLoss):
-    """MONAI's Dice + cross-entropy (softmax, one-hot targets) over every deep supervision level, weighted by
-    `deep_supervision_weights`; targets are downsampled by nearest neighbour. Takes float (B, 1, *S) labels."""
-
-    def __init__(self):
-        dice_ce = DiceCELoss(
-            include_background=False,
-            to_onehot_y=True,
-            softmax=True,
-            batch=True,
-            smooth_nr=1e-5,
-            smooth_dr=1e-5,
-        )
-        super().__init__(dice_ce)
-
-    def get_weights(self, levels: int = 1) -> list[float]:
-        """The weights of `levels` outputs (MONAI calls this with the number of outputs)."""
-        return deep_supervision_weights(max(1, levels))
 
 
 def seed_everything(seed: int) -> None:

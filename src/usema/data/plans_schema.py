@@ -1,0 +1,132 @@
+"""What a plans.json must hold: checked on every load, so that a user's edit that breaks it is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from usema.data.datasets import LABEL_MODES
+from usema.errors import DataError
+
+PLANS_VERSION = 1
+NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
+
+
+def validate_plans(plans: Any, source: str | Path) -> None:
+    """Raise DataError(source, ...) naming the first key that is missing or has the wrong type or value."""
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise DataError(source, f"plans key {key!r} {what}")
+
+    def count(value: Any, low: int = 1) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def positive(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+    need(isinstance(plans, dict), "(top level)", "must be a JSON object")
+    for key in (
+        "version",
+        "dataset",
+        "target_spacing",
+        "normalization",
+        "patch_size",
+        "batch_size",
+        "model",
+        "training",
+    ):
+        need(key in plans, key, "is missing")
+    need(plans["version"] == PLANS_VERSION, "version", f"must be {PLANS_VERSION}")
+    info = plans["dataset"]
+    need(isinstance(info, dict), "dataset", "must be an object")
+    for key in (
+        "path",
+        "format",
+        "spatial_dims",
+        "num_channels",
+        "label_mode",
+        "num_classes",
+        "cases",
+        "labels",
+    ):
+        need(key in info, f"dataset.{key}", "is missing")
+    dims = info["spatial_dims"]
+    need(dims in (2, 3), "dataset.spatial_dims", "must be 2 or 3")
+    need(count(info["num_channels"]), "dataset.num_channels", "must be an integer >= 1")
+    need(count(info["num_classes"], 2), "dataset.num_classes", "must be an integer >= 2")
+    need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
+    need(
+        isinstance(info["cases"], list)
+        and len(info["cases"]) > 0
+        and all(isinstance(c, str) for c in info["cases"]),
+        "dataset.cases",
+        "must be a non-empty list of case ids",
+    )
+    spacing = plans["target_spacing"]
+    need(
+        isinstance(spacing, list) and len(spacing) == dims and all(map(positive, spacing)),
+        "target_spacing",
+        f"must be {dims} positive numbers",
+    )
+    patch = plans["patch_size"]
+    need(
+        isinstance(patch, list) and len(patch) == dims and all(map(count, patch)),
+        "patch_size",
+        f"must be {dims} positive integers",
+    )
+    need(count(plans["batch_size"]), "batch_size", "must be an integer >= 1")
+    _validate_normalization(plans["normalization"], info["num_channels"], need)
+    model = plans["model"]
+    need(isinstance(model, dict) and isinstance(model.get("name"), str), "model.name", "must be a string")
+    need(isinstance(model.get("overrides", {}), dict), "model.overrides", "must be an object")
+    strides = model.get("overrides", {}).get("strides")
+    if strides is not None:
+        need(
+            isinstance(strides, list)
+            and len(strides) >= 1
+            and all(isinstance(s, list) and len(s) == dims and all(map(count, s)) for s in strides),
+            "model.overrides.strides",
+            f"must be a list of [{dims} positive integers] per stage",
+        )
+    training = plans["training"]
+    need(isinstance(training, dict), "training", "must be an object")
+    need(training.get("optimizer") in ("sgd", "adamw"), "training.optimizer", "must be 'sgd' or 'adamw'")
+    need(positive(training.get("lr")), "training.lr", "must be a positive number")
+    need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
+    need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
+
+
+def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:
+    need(
+        isinstance(norm, dict) and norm.get("scheme") in NORMALIZATION_SCHEMES,
+        "normalization.scheme",
+        f"must be one of {', '.join(NORMALIZATION_SCHEMES)}",
+    )
+    entries = [norm]
+    if norm["scheme"] == "per_channel":
+        entries = norm.get("channels")
+        need(
+            isinstance(entries, list) and len(entries) == num_channels,
+            "normalization.channels",
+            f"must list {num_channels} per-channel schemes",
+        )
+        need(
+            all(isinstance(e, dict) and e.get("scheme") in NORMALIZATION_SCHEMES[:3] for e in entries),
+            "normalization.channels",
+            "entries need a scheme of zscore_per_image, ct or none",
+        )
+    for entry in entries:
+        if entry["scheme"] == "ct":
+            clip = entry.get("clip")
+            need(
+                isinstance(clip, list) and len(clip) == 2 and clip[0] <= clip[1],
+                "normalization.clip",
+                "must be [low, high]",
+            )
+            need(isinstance(entry.get("mean"), (int, float)), "normalization.mean", "must be a number")
+            need(
+                isinstance(entry.get("std"), (int, float)) and entry["std"] > 0,
+                "normalization.std",
+                "must be a positive number",
+            )
