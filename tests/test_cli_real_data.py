@@ -71,8 +71,9 @@ def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tm
     assert latest.exists(), "no checkpoint written before the kill"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    log_rows = (run / "fold_0" / "train_log.csv").read_text().strip().splitlines()
-    epochs_before = len(log_rows) - 1
+    from usema.training.checkpoint import load_checkpoint
+
+    epochs_before = load_checkpoint(latest)["epoch"]
     assert 1 <= epochs_before < 40
 
     result = usema("train", data, "-o", run, "--folds", "5", "--device", "cpu", "--resume", "--epochs",

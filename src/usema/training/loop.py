@@ -352,10 +352,12 @@ class Trainer:
                     best = row["val_dice"] > self.best_dice
                     if best:
                         self.best_dice, self.best_epoch = row["val_dice"], self.epoch
-                    self.save(best=best)
+                    # log first: a kill between the two leaves a row past the checkpoint, which a resumed
+                    # run drops and redoes, never a checkpoint whose row is missing
                     if log is not None:
                         log.append(row)
                         self._report(row)
+                    self.save(best=best)
                     if any_process(self.ctx, stop.requested):
                         interrupted = True
                         break
