@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -31,3 +32,13 @@ def hippocampus_dir() -> Path:
 @pytest.fixture
 def dsb2018_dir() -> Path:
     return shared_dataset("dsb2018")
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one CPU thread: tiny tensors are faster without a second thread on a busy 2-core machine, and
+    training gives identical numbers from run to run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

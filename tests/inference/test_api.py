@@ -16,15 +16,6 @@ from usema.models import build_model
 from usema.training.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: handing work to a second thread costs more than the work (30x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_usema_overrides(spatial_dims: int) -> dict:
     return {"features": [8, 16], "blocks_per_stage": 1, "strides": [[1] * spatial_dims, [2] * spatial_dims]}
 

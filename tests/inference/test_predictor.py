@@ -13,15 +13,6 @@ from usema.inference.predictor import Predictor, load_predictor
 from usema.training.checkpoint import save_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: handing work to a second thread costs more than the work (30x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def plans_for(spatial_dims, patch_size, num_classes=2, batch_size=1, label_mode="semantic", precision="auto"):
     return {
         "version": 1,

@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from usema.data.phantoms import make_phantom_dataset
 from usema.data.planning import plan_dataset
@@ -47,9 +46,5 @@ def tiny_run(prepared_run, tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Train on one CPU thread: faster on a shared machine, and identical numbers from run to run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test of this folder runs on one thread (tests/conftest.py)."""
