@@ -51,6 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="inference precision (default: the training precision where the device supports it)")
     _add_device(p)
     p.set_defaults(func=_cmd_predict)
 
@@ -111,12 +113,27 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--plan", nargs="*", default=[], metavar="KEY=JSON",
                    help="plan settings shared by every model, e.g. patch_size=[32,32] batch_size=8")
+    p.add_argument("--also-infer", nargs="+", default=[], choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
+                   help="also predict and score the held-out fold in these precisions (extra columns)")
+    p.add_argument("--tta", action="store_true", help="score with mirroring test-time augmentation")
     _add_device(p)
     p.set_defaults(func=_cmd_bench_accuracy)
 
     p = bench.add_parser("readme", help="copy the generated result files into the README's generated blocks")
     p.add_argument("readme", type=Path, nargs="?", default=Path("README.md"))
     p.set_defaults(func=_cmd_bench_readme)
+
+    analyze = sub.add_parser("analyze", help="analyses of trained models").add_subparsers(dest="analysis", required=True)
+    p = analyze.add_parser("dispersion", help="how far attention weights are from uniform as the token count grows")
+    p.add_argument("--runs", type=Path, nargs="+", required=True, help="trained runs (e.g. of usema and usema-full)")
+    p.add_argument("inputs", type=Path, nargs="+", help="real images: files or folders")
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/dispersion"))
+    p.add_argument("--sizes", type=int, nargs="+", default=None, help="crop sides; default 64-512 (2D), 16-40 (3D)")
+    p.add_argument("--max-images", type=int, default=2)
+    p.add_argument("--checkpoint", default="latest", choices=["best", "latest"])
+    p.add_argument("--seed", type=int, default=0, help="initialisation of the untrained copies")
+    _add_device(p)
+    p.set_defaults(func=_cmd_analyze_dispersion)
     return parser
 
 
@@ -151,7 +168,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from usema.inference.api import predict
 
     predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
-            device=args.device)
+            device=args.device, precision=args.precision)
     return 0
 
 
@@ -212,7 +229,7 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     run_accuracy_benchmark(
         args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, output=args.output,
         runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
-        plan_overrides=overrides,
+        plan_overrides=overrides, also_infer=args.also_infer, tta=args.tta,
     )
     return 0
 
@@ -222,6 +239,15 @@ def _cmd_bench_readme(args: argparse.Namespace) -> int:
 
     for path in update_readme(args.readme):
         print(f"updated {args.readme} from {path}")
+    return 0
+
+
+def _cmd_analyze_dispersion(args: argparse.Namespace) -> int:
+    from usema.analysis.dispersion import analyze_dispersion
+
+    analyze_dispersion(args.runs, args.inputs, output=args.output, sizes=args.sizes, max_images=args.max_images,
+                       checkpoint=args.checkpoint, device=args.device, seed=args.seed)
+    print(f"wrote {args.output}/dispersion.csv, dispersion.md and dispersion.png")
     return 0
 
 

@@ -11,7 +11,8 @@ def test_two_models_train_score_and_resume(tmp_path):
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--budget", "0.05",
             "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
             "--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
-            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}']
+            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
+            "--also-infer", "bf16"]
     assert main(args) == 0
     csv_path = tmp_path / "results" / "accuracy_phantoms.csv"
     with csv_path.open() as handle:
@@ -20,6 +21,10 @@ def test_two_models_train_score_and_resume(tmp_path):
     for row in rows:
         assert row["seed"] == "0" and int(row["val_cases"]) == 2 and int(row["epochs"]) >= 1
         assert 0.0 <= float(row["mean_dice"]) <= 1.0 and float(row["mean_hd95"]) >= 0.0
+        # the same checkpoint scored again under bf16 autocast: its own predictions, close to the fp32 ones
+        assert 0.0 <= float(row["bf16_mean_dice"]) <= 1.0 and float(row["bf16_predict_seconds"]) > 0
+        assert abs(float(row["bf16_mean_dice"]) - float(row["mean_dice"])) < 0.2
+    assert (tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "evaluation_bf16" / "summary.json").is_file()
     assert float(rows[1]["params_m"]) > float(rows[0]["params_m"])  # the SEMA blocks add parameters
     report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
     assert "Command: `usema bench accuracy" in report and "| usema-nosema |" in report

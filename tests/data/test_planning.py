@@ -260,3 +260,13 @@ def test_plans_are_validated_and_edits_are_honoured(tmp_path):
 def test_unknown_plan_options_are_refused(tmp_path):
     with pytest.raises(UsemaError, match="unknown option"):
         plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", patchsize=[8, 8, 8])
+
+
+def test_cpu_plans_cap_the_batch_unless_it_is_given(tmp_path, monkeypatch):
+    from usema.data import planning
+
+    real = planning.plan_network
+    monkeypatch.setattr(planning, "plan_network", lambda *a, **k: {**real(*a, **k), "batch_size": 12})
+    data = _ct_dataset(tmp_path / "ct")
+    assert plan_dataset(data, tmp_path / "run", device="cpu")["batch_size"] == planning.CPU_MAX_BATCH == 4
+    assert plan_dataset(data, tmp_path / "run2", device="cpu", batch_size=9)["batch_size"] == 9

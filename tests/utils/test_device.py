@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from usema.errors import UsemaError
+from usema.utils import device as device_module
 from usema.utils.device import resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
@@ -28,11 +29,26 @@ def test_cpu_precision_rules():
     assert resolve_precision("auto", CPU) is None
     assert resolve_precision(None, CPU) is None
     assert resolve_precision("fp32", CPU) is None
-    assert resolve_precision("bf16", CPU) is torch.bfloat16
     with pytest.raises(UsemaError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU)
     with pytest.raises(UsemaError, match="unknown precision"):
         resolve_precision("fp8", CPU)
+
+
+def test_cpu_bf16_warns_only_without_onednn_bf16_kernels(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without oneDNN bfloat16 kernels"):
+        assert resolve_precision("bf16", CPU) is torch.bfloat16
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", CPU) is torch.bfloat16
+
+
+def test_fast_bf16_check_agrees_with_onednn():
+    assert device_module.cpu_has_fast_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -11,6 +11,8 @@ import csv
 import io
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,36 @@ def _link_references(cases, folder: Path) -> Path:
     return folder
 
 
-def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float,
-            device: str, instance: bool) -> dict[str, Any]:
-    """Train, predict and evaluate one model; resumes a run that was cut short."""
+def _steps_taken(fold_dir: Path) -> int:
+    """Optimizer steps of the run so far, from its scheduler (an epoch cut short by the budget counts its part)."""
+    from usema.training.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(fold_dir / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"])
+
+
+def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: str | None,
+           tta: bool) -> tuple[dict, float]:
+    """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds)."""
     from usema.evaluation.api import evaluate
     from usema.inference.api import predict
+
+    suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
+    started = time.monotonic()
+    predictions = run_dir / f"predictions{suffix}"
+    predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
+            fold=FOLD, precision=precision, tta=tta)
+    seconds = time.monotonic() - started
+    references = _link_references(cases, run_dir / "reference_labels")
+    labels = None if instance else spec.labels
+    scores = evaluate(predictions, references, output=run_dir / f"evaluation{suffix}", instance=instance,
+                      labels=labels)
+    return scores, seconds
+
+
+def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float,
+            device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
+    """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
+    short."""
     from usema.models import build_model
     from usema.training.api import train
     from usema.training.splits import load_or_create_splits
@@ -96,12 +123,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     spec = load_dataset(data, plans["dataset"]["label_mode"])
     held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, seed)[FOLD]["val"]
     cases = [spec.case(c) for c in held_out]
-    predictions = run_dir / "predictions"
-    predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
-            fold=FOLD)
-    references = _link_references(cases, run_dir / "reference_labels")
-    labels = None if instance else spec.labels
-    scores = evaluate(predictions, references, output=run_dir / "evaluation", instance=instance, labels=labels)
+    scores, predict_seconds = _score(run_dir, cases, spec, instance, device, None, tta)
     log_rows = _read_rows(fold_dir / "train_log.csv")
     info = plans["dataset"]
     network = build_model(model, info["spatial_dims"], info["num_channels"], info["num_classes"],
@@ -111,9 +133,10 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         "seed": seed,
         "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
         "epochs": len(log_rows),
-        "iterations": len(log_rows) * int(plans["training"]["iters_per_epoch"]),
+        "iterations": _steps_taken(fold_dir),
         "train_minutes": _train_seconds(fold_dir) / 60.0,
         "val_cases": len(cases),
+        "predict_seconds": predict_seconds,
     }
     for metric in SUMMARY_METRICS:
         if metric in scores["mean"]:
@@ -121,6 +144,12 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not instance:
         for entry in scores["classes"].values():
             row[f"dice_{entry['name']}"] = entry["dice"]["mean"]
+    for precision in also_infer:
+        extra, seconds = _score(run_dir, cases, spec, instance, device, precision, tta)
+        row[f"{precision}_predict_seconds"] = seconds
+        for metric in SUMMARY_METRICS:
+            if metric in extra["mean"]:
+                row[f"{precision}_mean_{metric}"] = extra["mean"][metric]
     return row
 
 
@@ -135,8 +164,12 @@ def run_accuracy_benchmark(
     precision: str = "auto",
     device: str = "auto",
     plan_overrides: dict[str, Any] | None = None,
+    also_infer: Sequence[str] = (),
+    tta: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`."""
+    """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`. `also_infer`
+    lists extra inference precisions, each scored from the same checkpoint into extra columns; `tta` scores
+    with mirroring test-time augmentation (every model alike)."""
     from usema.utils.device import resolve_device
 
     name, data, label_mode, instance = resolve_dataset(dataset, data_root)
@@ -160,14 +193,15 @@ def run_accuracy_benchmark(
                 print(f"{model} seed {seed}: already in {csv_path}, skipped")
                 continue
             row = run_one(data, runs / model / f"seed_{seed}", base_plans, model, seed, budget_minutes, device,
-                          instance)
+                          instance, also_infer, tta)
             rows.append(row)
-            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device))
+            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device), tta)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
     return rows
 
 
-def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: float, plans: dict, device) -> None:
+def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: float, plans: dict, device,
+           tta: bool) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -180,7 +214,8 @@ def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: f
              f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
              f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
              f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20); "
-             "scored on the held-out fold from the last checkpoint.", "",
+             "scored on the held-out fold from the last checkpoint"
+             + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []

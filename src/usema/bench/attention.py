@@ -30,11 +30,12 @@ from usema.bench.measure import (
 from usema.nn.attention import (
     ATTENTION_MODES,
     DEFAULT_WINDOW,
-    _partition,
     _unpartition,
     effective_window,
     full_attention_materialized,
     sema_attention,
+    to_windows,
+    window_token_mask,
 )
 from usema.utils.atomic import atomic_write_text
 
@@ -47,17 +48,16 @@ FIELDS = ["dims", "size", "tokens", "mode", "status", "forward_ms", "forward_bac
 
 
 def window_sdpa(q, k, v, spatial_shape, window_size):
-    """Naive window attention: pad, partition, one masked scaled_dot_product_attention call, un-partition."""
+    """Naive window attention: pad, partition, one scaled_dot_product_attention call that always passes the
+    padding mask (all True where nothing is padded), un-partition."""
     window = effective_window(spatial_shape, window_size)
     padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window)]
     b, h, n, d = q.shape
-    pad = [0, 0]
-    for s, p in zip(reversed(spatial_shape), reversed(padded)):
-        pad += [0, p - s]
-    parts = [_partition(F.pad(t.reshape(b * h, *spatial_shape, d), pad), padded, window) for t in (q, k, v)]
-    valid = F.pad(torch.ones(1, *spatial_shape, 1, dtype=torch.bool, device=q.device), pad)
-    mask = _partition(valid, padded, window)[0, :, None, :, 0]
-    out = _unpartition(F.scaled_dot_product_attention(*parts, attn_mask=mask), padded, window)
+    parts = [to_windows(t, spatial_shape, window) for t in (q, k, v)]
+    mask = window_token_mask(spatial_shape, window, q.device)
+    if mask is None:
+        mask = torch.ones(parts[0].shape[1:3], dtype=torch.bool, device=q.device)
+    out = _unpartition(F.scaled_dot_product_attention(*parts, attn_mask=mask[:, None, :]), padded, window)
     return out[(slice(None), *(slice(0, s) for s in spatial_shape))].reshape(b, h, n, d)
 
 
@@ -293,6 +293,7 @@ def attention_markdown(rows: list[dict], prov: dict) -> str:
     settings = prov.get("settings", {})
     if settings:
         lines += [", ".join(f"{k}={v}" for k, v in settings.items()), ""]
+    lines += ["![attention](attention.png)", ""]
     lines += ["| target | measured | met |", "|---|---|---|"]
     for t in attention_targets(rows, settings.get("memory_limit_gb", 0) * 1024 or None):
         value = "n/a (not measured)" if t["value"] is None else f"{t['value']:.2f}"

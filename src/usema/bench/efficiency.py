@@ -283,6 +283,7 @@ def efficiency_markdown(rows: list[dict], prov: dict) -> str:
     lines += ["FLOPs: forward pass per sample, matrix products and convolutions only (torch FlopCounterMode: "
               "element-wise work such as Mamba's scan is not counted). Peak memory: above the process's "
               "memory before the model was built (CPU: resident size; GPU: allocated tensors).", ""]
+    lines += ["![efficiency](efficiency.png)", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in efficiency_targets(rows):
         met = {True: "yes", False: "no", None: "n/a"}[t["met"]]

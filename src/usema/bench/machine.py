@@ -34,6 +34,8 @@ def describe_machine(device: torch.device | None = None) -> dict:
     info = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
+        # the vector extension PyTorch's CPU kernels use (AVX2, AVX512): bf16 is fast only with native support
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(_memory_gb() or 0, 1),
         "python": platform.python_version(),
@@ -75,7 +77,8 @@ def provenance_markdown(prov: dict) -> str:
     machine = prov["machine"]
     if "description" in machine:  # provenance read back from an earlier report
         return f"Command: `{prov['command']}`  \nMachine: {machine['description']}  \nDate: {prov['date']}\n"
-    parts = [f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gb']} GiB"]
+    cpu = machine["cpu"] + (f" ({machine['cpu_capability']})" if machine.get("cpu_capability") else "")
+    parts = [f"{cpu}, {machine['cores']} cores, {machine['memory_gb']} GiB"]
     if "gpu" in machine:
         parts.append(machine["gpu"])
     parts.append(f"Python {machine['python']}, torch {machine['torch']}")

@@ -32,19 +32,21 @@ def predict(
     overlay: bool = False,
     device: str = "auto",
     fold: int = 0,
+    precision: str | None = None,
 ) -> list[Path]:
     """Segment every image of `inputs` (files or folders) with RUN/fold_K's `checkpoint` ("best" or "latest").
 
     Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and geometry
     (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings; `overlay` also writes
-    OUTPUT/overlays/<case id>.png. The output folder may not be, or lie inside, an input folder.
+    OUTPUT/overlays/<case id>.png. `precision` (auto, fp32, bf16, fp16) replaces the training precision. The output
+    folder may not be, or lie inside, an input folder.
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise UsemaError("nothing to predict: give at least one input file or folder")
     output = Path(output)
-    predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, device=device)
+    predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, device=device, precision=precision)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]

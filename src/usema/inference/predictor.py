@@ -136,9 +136,10 @@ def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.d
 
 
 def load_predictor(
-    run_dir: str | Path, checkpoint: str = "best", fold: int = 0, device: str = "auto"
+    run_dir: str | Path, checkpoint: str = "best", fold: int = 0, device: str = "auto", precision: str | None = None
 ) -> Predictor:
     """Load RUN/fold_K's checkpoint into an eval-mode network on `device`, with the plans it was trained with.
+    `precision` (auto, fp32, bf16, fp16) replaces the training precision for inference.
 
     The plans stored in the checkpoint win; RUN/plans.json is the fallback for checkpoints without them, and must
     then agree with the checkpoint on channels and classes.
@@ -173,6 +174,8 @@ def load_predictor(
         model=model,
         plans=plans,
         device=torch_device,
-        autocast_dtype=_inference_precision(plans, torch_device),
+        autocast_dtype=(
+            resolve_precision(precision, torch_device) if precision else _inference_precision(plans, torch_device)
+        ),
         checkpoint=path,
     )

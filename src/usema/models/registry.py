@@ -59,6 +59,14 @@ def build_model(
 ) -> nn.Module:
     """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
     builder_name, kwargs = preset_kwargs(name, spatial_dims)
+    # A preset's own settings are what it is (usema-nosema has no SEMA blocks): an override may add to them but
+    # not change them, or a plan shared by several models would silently turn one preset into another.
+    changed = sorted(k for k, v in overrides.items() if k in kwargs and v != kwargs[k])
+    if changed:
+        raise UsemaError(
+            f"model {name!r} fixes {', '.join(f'{k}={kwargs[k]!r}' for k in changed)}; an override may not change "
+            "it (choose the preset that has the setting you want, e.g. usema-window for attention='window')"
+        )
     kwargs.update(overrides)
     _ensure_builders()
     if builder_name not in _BUILDERS:

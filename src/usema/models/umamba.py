@@ -7,6 +7,7 @@ the comparison isolates the mixer.
 
 from __future__ import annotations
 
+from usema.errors import UsemaError
 from usema.models.usema import DEFAULT_STAGES, USEMA
 
 LAYOUTS = ("bottleneck", "encoder")
@@ -25,6 +26,9 @@ def build_umamba(spatial_dims: int, in_channels: int, num_classes: int, deep_sup
 
     `strides`, `n_stages` and the other keyword arguments are USEMA's (the plan's overrides pass through).
     """
+    for fixed in ("sema_per_stage", "mixer"):
+        if fixed in kwargs:
+            raise UsemaError(f"U-Mamba places its Mamba layers by its layout ({layout!r}); {fixed} cannot be set")
     n = len(strides) if strides is not None else (n_stages or DEFAULT_STAGES[spatial_dims])
     return USEMA(
         spatial_dims, in_channels, num_classes, strides=strides, n_stages=n_stages,

@@ -60,33 +60,63 @@ def _unpartition(x: torch.Tensor, padded: Sequence[int], window: Sequence[int]) 
     return x.permute(order).reshape(x.shape[0], *padded, x.shape[-1])
 
 
+def _padding(spatial_shape: Sequence[int], window: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The grid padded up to whole windows, and the matching F.pad list (head_dim, then the last axis first)."""
+    padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window, strict=True)]
+    pad = [0, 0]
+    for s, p in zip(reversed(spatial_shape), reversed(padded), strict=True):
+        pad += [0, p - s]
+    return padded, pad
+
+
+def window_token_mask(
+    spatial_shape: Sequence[int], window: Sequence[int], device: torch.device | None = None
+) -> torch.Tensor | None:
+    """(num_windows, window_tokens) bool, True where a window position holds a real (unpadded) token; None
+    where the grid is a whole number of windows."""
+    padded, pad = _padding(spatial_shape, window)
+    if not any(pad):
+        return None
+    valid = torch.zeros(padded, dtype=torch.bool, device=device)
+    valid[tuple(slice(0, s) for s in spatial_shape)] = True
+    return _partition(valid.unsqueeze(0).unsqueeze(-1), padded, window)[0, :, :, 0]
+
+
+def to_windows(t: torch.Tensor, spatial_shape: Sequence[int], window: Sequence[int]) -> torch.Tensor:
+    """(batch, heads, N, d) tokens -> (batch * heads, num_windows, window_tokens, d), zero-padded at the end."""
+    padded, pad = _padding(spatial_shape, window)
+    t = t.reshape(t.shape[0] * t.shape[1], *spatial_shape, t.shape[-1])
+    if any(pad):
+        t = F.pad(t, pad)
+    return _partition(t, padded, window)
+
+
+def window_softmax_weights(
+    q: torch.Tensor, k: torch.Tensor, spatial_shape: Sequence[int], window_size: int | Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The window softmax weights of SEMA's first term, for analysis: (batch * heads, num_windows,
+    window_tokens, window_tokens) with padded keys at weight 0, and the token mask of `window_token_mask`."""
+    window = effective_window(spatial_shape, window_size)
+    mask = window_token_mask(spatial_shape, window, q.device)
+    logits = torch.matmul(to_windows(q, spatial_shape, window), to_windows(k, spatial_shape, window).transpose(-1, -2))
+    logits = logits * (q.shape[-1] ** -0.5)
+    if mask is not None:
+        logits = logits.masked_fill(~mask[:, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1), mask
+
+
 def _window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spatial_shape: Sequence[int], window: Sequence[int]
 ) -> torch.Tensor:
     batch, heads, n, d = q.shape
-    padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window, strict=True)]
-    pad = [0, 0]  # F.pad lists the last axis first: head_dim, then the spatial axes from the last one
-    for s, p in zip(reversed(spatial_shape), reversed(padded), strict=True):
-        pad += [0, p - s]
-    needs_pad = any(pad)
-
-    def to_windows(t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(batch * heads, *spatial_shape, t.shape[-1])
-        if needs_pad:
-            t = F.pad(t, pad)
-        return _partition(t, padded, window)
-
-    qw, kw, vw = to_windows(q), to_windows(k), to_windows(v)
-    mask = None
-    if needs_pad:
-        valid = torch.zeros(padded, dtype=torch.bool, device=q.device)
-        valid[tuple(slice(0, s) for s in spatial_shape)] = True
-        # (num_windows, window_tokens): True where the key is a real token
-        mask = _partition(valid.unsqueeze(0).unsqueeze(-1), padded, window)[0, :, :, 0]
+    padded, _ = _padding(spatial_shape, window)
+    qw, kw, vw = (to_windows(t, spatial_shape, window) for t in (q, k, v))
+    mask = window_token_mask(spatial_shape, window, q.device)
+    needs_pad = mask is not None
 
     if mask is None or q.device.type == "cuda":
         # The fused kernels are the fastest path on CUDA, and on CPU too where no key is masked: with torch
-        # 2.13 on a 2-core AVX512 CPU, SDPA over 7x7 windows ran 1.4x faster (forward+backward at 224^2
+        # 2.13 on the project's 2-core CPU, SDPA over 7x7 windows ran 1.4x faster (forward+backward at 224^2
         # tokens) than the matmul-softmax-matmul below (`usema bench attention`, mode window-sdpa).
         attn_mask = None if mask is None else mask[:, None, :]
         out = F.scaled_dot_product_attention(qw, kw, vw, attn_mask=attn_mask)

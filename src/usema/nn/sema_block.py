@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.layers import Conv, DropPath
@@ -80,6 +80,9 @@ class SEMABlock(nn.Module):
         hidden = int(channels * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.GELU(), nn.Linear(hidden, channels))
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # Called as probe(block, q, k, spatial_shape) with the queries and keys that enter the attention
+        # (after RoPE) when set; `usema analyze dispersion` reads the attention weights through it.
+        self.attention_probe: Callable[..., None] | None = None
         self.apply(_init_weights)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
@@ -103,6 +106,8 @@ class SEMABlock(nn.Module):
             if self.use_rope:
                 angles = rope_angles(spatial_shape, q.shape[-1], device=x.device)
                 q, k = apply_rope(q, angles), apply_rope(k, angles)
+        if self.attention_probe is not None:
+            self.attention_probe(self, q, k, spatial_shape)
         a = sema_attention(q, k, v, spatial_shape, self.window_size, self.mode)
         a = a.transpose(1, 2).reshape(shortcut.shape)
         if self.lepe is not None:

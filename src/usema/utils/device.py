@@ -1,11 +1,15 @@
 """Where to run and in which precision: one rule shared by training and inference.
 
 Precision rules ("auto"):
-- CPU: fp32. bf16 autocast is available on request (`precision="bf16"`); fp16 is refused on CPU.
+- CPU: fp32. bf16 autocast is available on request (`precision="bf16"`), with a warning where the CPU lacks
+  oneDNN's bfloat16 kernels (AVX512/AMX): there PyTorch falls back to reference convolutions, many times slower
+  than fp32 (benchmarks/efficiency has the bf16 rows of an AVX2 CPU). fp16 is refused on CPU.
 - CUDA: bf16 where the GPU supports it (no loss scaling needed), else fp16 (the caller then needs a GradScaler).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -48,7 +52,23 @@ def resolve_precision(precision: str | None, device: torch.device) -> torch.dtyp
     if name == "bf16":
         if is_cuda and not torch.cuda.is_bf16_supported():
             raise UsemaError("precision bf16 asked for, but this GPU does not support bfloat16 (use fp16)")
+        if not is_cuda and not cpu_has_fast_bf16():
+            warnings.warn(
+                "bf16 autocast on a CPU without oneDNN bfloat16 kernels (needs AVX512 or AMX; this one has "
+                f"{torch.backends.cpu.get_cpu_capability()}): convolutions fall back to slow reference code, "
+                "many times slower than fp32",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return torch.bfloat16
     if not is_cuda:
         raise UsemaError("precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     return torch.float16
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (without them bf16 convolutions are reference code)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private op: absent from some builds
+        return False
