@@ -44,6 +44,15 @@ def preset_kwargs(name: str, spatial_dims: int) -> tuple[str, dict[str, Any]]:
     return preset["builder"], kwargs
 
 
+@cache
+def _distinguishing_keys(builder_name: str) -> frozenset[str]:
+    """Keys set by the presets of `builder_name` where it has several: what makes each of them itself."""
+    siblings = [p for p in load_presets().values() if p["builder"] == builder_name]
+    if len(siblings) < 2:
+        return frozenset()
+    return frozenset(k for p in siblings for k in (*p.get("kwargs", {}), *p.get("kwargs_2d", {}), *p.get("kwargs_3d", {})))
+
+
 def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[int]) -> dict[str, Any]:
     """The network settings a plan gives model `name`: its overrides, plus the patch size for presets whose
     networks fix their input size at construction (UNETR)."""
@@ -59,9 +68,12 @@ def build_model(
 ) -> nn.Module:
     """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
     builder_name, kwargs = preset_kwargs(name, spatial_dims)
-    # A preset's own settings are what it is (usema-nosema has no SEMA blocks): an override may add to them but
-    # not change them, or a plan shared by several models would silently turn one preset into another.
-    changed = sorted(k for k, v in overrides.items() if k in kwargs and v != kwargs[k])
+    # The settings that tell presets of one builder apart (attention, sema_per_stage, layout, residual) are what
+    # a preset is: an override may not change them, or a plan shared by several models would silently turn
+    # usema-nosema into usema. Other settings (widths) stay open to overrides.
+    changed = sorted(
+        k for k, v in overrides.items() if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
+    )
     if changed:
         raise UsemaError(
             f"model {name!r} fixes {', '.join(f'{k}={kwargs[k]!r}' for k in changed)}; an override may not change "
