@@ -113,9 +113,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--plan", nargs="*", default=[], metavar="KEY=JSON",
                    help="plan settings shared by every model, e.g. patch_size=[32,32] batch_size=8")
+    p.add_argument("--model-overrides", nargs="*", default=[], metavar="MODEL=JSON",
+                   help="network settings for one model only, e.g. usema='{\"sema_per_stage\": [0, 1, 1, 1]}' "
+                        "(listed per model in the results)")
     p.add_argument("--also-infer", nargs="+", default=[], choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
                    help="also predict and score the held-out fold in these precisions (extra columns)")
     p.add_argument("--tta", action="store_true", help="score with mirroring test-time augmentation")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (e.g. 1 to run two benchmarks side by side on two cores)")
     _add_device(p)
     p.set_defaults(func=_cmd_bench_accuracy)
 
@@ -217,19 +222,33 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from usema.bench.accuracy import run_accuracy_benchmark
     from usema.errors import UsemaError
 
-    overrides = {}
-    for item in args.plan:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsemaError(f"--plan {item!r}: expected KEY=JSON")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise UsemaError(f"--plan {item!r}: the value is not JSON ({err})") from err
+    def key_json(items: list[str], flag: str, want: str) -> dict:
+        parsed = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise UsemaError(f"{flag} {item!r}: expected {want}=JSON")
+            try:
+                parsed[key] = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise UsemaError(f"{flag} {item!r}: the value is not JSON ({err})") from err
+        return parsed
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsemaError(f"--threads must be at least 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    per_model = key_json(args.model_overrides, "--model-overrides", "MODEL")
+    for model, value in per_model.items():
+        if not isinstance(value, dict):
+            raise UsemaError(f"--model-overrides {model}: expected a JSON object of network settings, got {value!r}")
     run_accuracy_benchmark(
         args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, output=args.output,
         runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
-        plan_overrides=overrides, also_infer=args.also_infer, tta=args.tta,
+        plan_overrides=key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
+        model_overrides=per_model,
     )
     return 0
 

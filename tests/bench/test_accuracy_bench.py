@@ -1,6 +1,7 @@
 """`usema bench accuracy` on tiny settings: one row per model and seed, resumable model by model."""
 
 import csv
+import json
 
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
@@ -12,7 +13,8 @@ def test_two_models_train_score_and_resume(tmp_path):
             "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
             "--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
             'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
-            "--also-infer", "bf16"]
+            "--model-overrides", 'usema={"head_dim": 16}', "--also-infer", "bf16",
+            "--threads", "1"]
     assert main(args) == 0
     csv_path = tmp_path / "results" / "accuracy_phantoms.csv"
     with csv_path.open() as handle:
@@ -28,8 +30,25 @@ def test_two_models_train_score_and_resume(tmp_path):
     assert float(rows[1]["params_m"]) > float(rows[0]["params_m"])  # the SEMA blocks add parameters
     report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
     assert "Command: `usema bench accuracy" in report and "| usema-nosema |" in report
+    assert "cores (1 used by torch)" in report
+    # the per-model setting reached usema's run only, and the report lists every model's network settings
+    usema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "plans.json").read_text())
+    nosema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema-nosema" / "seed_0" / "plans.json").read_text())
+    assert usema_plans["model"]["overrides"]["head_dim"] == 16 and nosema_plans["model"]["overrides"]["head_dim"] == 8
+    assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16}' in report
 
     # a second call finds both rows done and trains nothing again
     before = csv_path.read_text()
     assert main(args) == 0
     assert csv_path.read_text() == before
+
+
+def test_model_overrides_must_name_a_model_of_the_run(tmp_path, capsys):
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",
+            str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu"]
+    assert main([*args, "--model-overrides", 'usema={"head_dim": 16}']) == 2
+    assert "--model-overrides names usema, which this run does not train" in capsys.readouterr().err
+    assert main([*args, "--model-overrides", "usema-nosema=[1, 2]"]) == 2
+    assert "--model-overrides usema-nosema: expected a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()

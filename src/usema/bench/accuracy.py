@@ -98,9 +98,10 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
 
 
 def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float,
-            device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
+            device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False,
+            network_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
-    short."""
+    short. `network_overrides` are this model's own network settings, on top of the shared plan's."""
     from usema.models import build_model
     from usema.training.api import train
     from usema.training.splits import load_or_create_splits
@@ -109,6 +110,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not (run_dir / PLANS_NAME).is_file():
         plans = json.loads(json.dumps(base_plans))
         plans["model"]["name"] = model
+        plans["model"]["overrides"].update(network_overrides or {})
         save_plans(plans, run_dir)
     spent = _train_seconds(fold_dir)
     remaining = budget_minutes - spent / 60.0
@@ -166,12 +168,17 @@ def run_accuracy_benchmark(
     plan_overrides: dict[str, Any] | None = None,
     also_infer: Sequence[str] = (),
     tta: bool = False,
+    model_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`. `also_infer`
     lists extra inference precisions, each scored from the same checkpoint into extra columns; `tta` scores
-    with mirroring test-time augmentation (every model alike)."""
+    with mirroring test-time augmentation (every model alike). `model_overrides` maps a model to network settings
+    of its own (e.g. where SEMA blocks go), merged over the shared plan's and listed in the Markdown."""
     from usema.utils.device import resolve_device
 
+    unknown = sorted(set(model_overrides or {}) - set(models))
+    if unknown:
+        raise UsemaError(f"--model-overrides names {', '.join(unknown)}, which this run does not train")
     name, data, label_mode, instance = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
     base = runs / PLANS_NAME
@@ -193,15 +200,27 @@ def run_accuracy_benchmark(
                 print(f"{model} seed {seed}: already in {csv_path}, skipped")
                 continue
             row = run_one(data, runs / model / f"seed_{seed}", base_plans, model, seed, budget_minutes, device,
-                          instance, also_infer, tta)
+                          instance, also_infer, tta, (model_overrides or {}).get(model))
             rows.append(row)
-            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device), tta)
+            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device), tta, runs)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
     return rows
 
 
+def _network_settings(runs: Path, rows: list[dict]) -> list[str]:
+    """One line per model: the network settings its run's plans gave it beyond the shared strides."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        plans_files = sorted((runs / model).glob(f"seed_*/{PLANS_NAME}"))
+        if plans_files:
+            settings = {k: v for k, v in load_plans(plans_files[0].parent)["model"]["overrides"].items()
+                        if k != "strides"}
+            lines.append(f"- `{model}`: {json.dumps(settings) if settings else 'preset settings'}")
+    return lines
+
+
 def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: float, plans: dict, device,
-           tta: bool) -> None:
+           tta: bool, runs: Path) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -216,6 +235,7 @@ def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: f
              f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20); "
              "scored on the held-out fold from the last checkpoint"
              + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."), "",
+             "Network settings beyond each preset and the plan's strides:", "", *_network_settings(runs, rows), "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []

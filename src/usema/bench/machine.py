@@ -78,7 +78,8 @@ def provenance_markdown(prov: dict) -> str:
     if "description" in machine:  # provenance read back from an earlier report
         return f"Command: `{prov['command']}`  \nMachine: {machine['description']}  \nDate: {prov['date']}\n"
     cpu = machine["cpu"] + (f" ({machine['cpu_capability']})" if machine.get("cpu_capability") else "")
-    parts = [f"{cpu}, {machine['cores']} cores, {machine['memory_gb']} GiB"]
+    threads = f" ({machine['torch_threads']} used by torch)" if machine.get("torch_threads") else ""
+    parts = [f"{cpu}, {machine['cores']} cores{threads}, {machine['memory_gb']} GiB"]
     if "gpu" in machine:
         parts.append(machine["gpu"])
     parts.append(f"Python {machine['python']}, torch {machine['torch']}")
