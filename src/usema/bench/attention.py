@@ -35,6 +35,7 @@ from usema.nn.attention import (
     full_attention_materialized,
     sema_attention,
     to_windows,
+    window_padding,
     window_token_mask,
 )
 from usema.utils.atomic import atomic_write_text
@@ -51,7 +52,7 @@ def window_sdpa(q, k, v, spatial_shape, window_size):
     """Naive window attention: pad, partition, one scaled_dot_product_attention call that always passes the
     padding mask (all True where nothing is padded), un-partition."""
     window = effective_window(spatial_shape, window_size)
-    padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window)]
+    padded, _ = window_padding(spatial_shape, window)
     b, h, n, d = q.shape
     parts = [to_windows(t, spatial_shape, window) for t in (q, k, v)]
     mask = window_token_mask(spatial_shape, window, q.device)

@@ -60,7 +60,7 @@ def _unpartition(x: torch.Tensor, padded: Sequence[int], window: Sequence[int]) 
     return x.permute(order).reshape(x.shape[0], *padded, x.shape[-1])
 
 
-def _padding(spatial_shape: Sequence[int], window: Sequence[int]) -> tuple[list[int], list[int]]:
+def window_padding(spatial_shape: Sequence[int], window: Sequence[int]) -> tuple[list[int], list[int]]:
     """The grid padded up to whole windows, and the matching F.pad list (head_dim, then the last axis first)."""
     padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window, strict=True)]
     pad = [0, 0]
@@ -74,7 +74,7 @@ def window_token_mask(
 ) -> torch.Tensor | None:
     """(num_windows, window_tokens) bool, True where a window position holds a real (unpadded) token; None
     where the grid is a whole number of windows."""
-    padded, pad = _padding(spatial_shape, window)
+    padded, pad = window_padding(spatial_shape, window)
     if not any(pad):
         return None
     valid = torch.zeros(padded, dtype=torch.bool, device=device)
@@ -84,7 +84,7 @@ def window_token_mask(
 
 def to_windows(t: torch.Tensor, spatial_shape: Sequence[int], window: Sequence[int]) -> torch.Tensor:
     """(batch, heads, N, d) tokens -> (batch * heads, num_windows, window_tokens, d), zero-padded at the end."""
-    padded, pad = _padding(spatial_shape, window)
+    padded, pad = window_padding(spatial_shape, window)
     t = t.reshape(t.shape[0] * t.shape[1], *spatial_shape, t.shape[-1])
     if any(pad):
         t = F.pad(t, pad)
@@ -109,7 +109,7 @@ def _window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spatial_shape: Sequence[int], window: Sequence[int]
 ) -> torch.Tensor:
     batch, heads, n, d = q.shape
-    padded, _ = _padding(spatial_shape, window)
+    padded, _ = window_padding(spatial_shape, window)
     qw, kw, vw = (to_windows(t, spatial_shape, window) for t in (q, k, v))
     mask = window_token_mask(spatial_shape, window, q.device)
     needs_pad = mask is not None
