@@ -28,6 +28,9 @@ DATASETS = {
     "dsb2018": ("dsb2018", "instance", True),
 }
 FOLDS, FOLD = 5, 0  # fold 0 of 5: the fixed 80/20 split
+# The split is drawn once for every model and seed, as nnU-Net does: a training seed changes the initialisation
+# and the sampling, never which cases are held out, so rows of different seeds score the same cases.
+SPLIT_SEED = 0
 SUMMARY_METRICS = ("dice", "nsd", "hd95", "f1")
 
 
@@ -112,6 +115,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         plans["model"]["name"] = model
         plans["model"]["overrides"].update(network_overrides or {})
         save_plans(plans, run_dir)
+    load_or_create_splits(run_dir, base_plans["dataset"]["cases"], FOLDS, SPLIT_SEED)
     spent = _train_seconds(fold_dir)
     remaining = budget_minutes - spent / 60.0
     done_marker = fold_dir / "bench_done.json"
@@ -123,7 +127,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
             atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
     plans = load_plans(run_dir)
     spec = load_dataset(data, plans["dataset"]["label_mode"])
-    held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, seed)[FOLD]["val"]
+    held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, SPLIT_SEED)[FOLD]["val"]
     cases = [spec.case(c) for c in held_out]
     scores, predict_seconds = _score(run_dir, cases, spec, instance, device, None, tta)
     log_rows = _read_rows(fold_dir / "train_log.csv")
@@ -232,7 +236,8 @@ def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: f
     lines = [f"# Accuracy on {name}", "", provenance_markdown(prov), "",
              f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
              f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
-             f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20); "
+             f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20, split seed "
+             f"{SPLIT_SEED} for every model and seed); "
              "scored on the held-out fold from the last checkpoint"
              + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."), "",
              "Network settings beyond each preset and the plan's strides:", "", *_network_settings(runs, rows), "",
