@@ -52,3 +52,34 @@ def test_model_overrides_must_name_a_model_of_the_run(tmp_path, capsys):
     assert main([*args, "--model-overrides", "usema-nosema=[1, 2]"]) == 2
     assert "--model-overrides usema-nosema: expected a JSON object" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(tmp_path):
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=10, shape=(24, 24), seed=1)
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--budget", "0.02",
+            "--runs-dir", str(runs), "-o", str(results), "--device", "cpu", "--threads", "1",
+            "--plan", "patch_size=[16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
+            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1}']
+    assert main(args) == 0
+    report = (results / "accuracy_phantoms.md").read_text()
+    assert report.count("Command: `usema bench accuracy") == 1 and "Mean over seeds" not in report
+    # results from before the history file existed: the report's one command is credited with every row
+    (results / "accuracy_phantoms.json").unlink()
+    assert main([*args, "--seeds", "1", "2"]) == 0
+    history = json.loads((results / "accuracy_phantoms.json").read_text())["invocations"]
+    assert [inv["rows"] for inv in history] == [[["usema-nosema", 0]], [["usema-nosema", 1], ["usema-nosema", 2]]]
+    assert "--seeds 1 2" in history[1]["command"] and "--seeds" not in history[0]["command"]
+    report = (results / "accuracy_phantoms.md").read_text()
+    assert "Made by 2 invocations" in report and "Rows usema-nosema seed 1, usema-nosema seed 2:" in report
+    assert report.count("Command: `usema bench accuracy") == 2
+    # the training seed changes the initialisation, never the held-out cases
+    splits = [json.loads((runs / "phantoms" / "usema-nosema" / f"seed_{s}" / "splits.json").read_text())
+              for s in (0, 1, 2)]
+    assert splits[0]["splits"] == splits[1]["splits"] == splits[2]["splits"]
+    with (results / "accuracy_phantoms.csv").open() as handle:
+        dice = [float(r["mean_dice"]) for r in csv.DictReader(handle)]
+    assert len(dice) == 3
+    mean = sum(dice) / 3
+    sd = (sum((d - mean) ** 2 for d in dice) / 2) ** 0.5
+    assert "| usema-nosema | 0 1 2 |" in report and f"{mean:.3f} ± {sd:.3f}" in report

@@ -8,7 +8,6 @@ end of its decayed schedule). One row per model and seed; the run resumes model 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import time
@@ -16,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from usema.bench.machine import provenance, provenance_markdown
+from usema.bench.accuracy_report import load_history, record_row, write_report
+from usema.bench.machine import provenance
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
 from usema.errors import UsemaError
@@ -59,10 +59,19 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _train_seconds(fold_dir: Path) -> float:
-    log = fold_dir / "train_log.csv"
-    rows = _read_rows(log)
-    return sum(float(r["seconds"]) for r in rows) if rows else 0.0
+def _progress(fold_dir: Path) -> tuple[int, float]:
+    """(optimizer steps, training seconds) of the run so far, from its latest checkpoint: an epoch cut short by
+    the budget or a kill counts its part. Checkpoints older than the seconds field: the logged epochs' seconds."""
+    from usema.training.checkpoint import load_checkpoint
+
+    checkpoint = fold_dir / "checkpoint_latest.pt"
+    if not checkpoint.is_file():
+        return 0, 0.0
+    payload = load_checkpoint(checkpoint)
+    seconds = payload.get("trained_seconds")
+    if seconds is None:
+        seconds = sum(float(r["seconds"]) for r in _read_rows(fold_dir / "train_log.csv"))
+    return int(payload["scheduler_state"]["last_epoch"]), float(seconds)
 
 
 def _link_references(cases, folder: Path) -> Path:
@@ -72,13 +81,6 @@ def _link_references(cases, folder: Path) -> Path:
         if not link.exists():
             os.symlink(case.label.resolve(), link)
     return folder
-
-
-def _steps_taken(fold_dir: Path) -> int:
-    """Optimizer steps of the run so far, from its scheduler (an epoch cut short by the budget counts its part)."""
-    from usema.training.checkpoint import load_checkpoint
-
-    return int(load_checkpoint(fold_dir / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"])
 
 
 def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: str | None,
@@ -116,13 +118,13 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         plans["model"]["overrides"].update(network_overrides or {})
         save_plans(plans, run_dir)
     load_or_create_splits(run_dir, base_plans["dataset"]["cases"], FOLDS, SPLIT_SEED)
-    spent = _train_seconds(fold_dir)
-    remaining = budget_minutes - spent / 60.0
+    _, spent = _progress(fold_dir)
     done_marker = fold_dir / "bench_done.json"
     started = (fold_dir / "checkpoint_latest.pt").is_file()
-    if not done_marker.is_file() and (remaining > 0 or not started):
+    if not done_marker.is_file() and (spent < 60.0 * budget_minutes or not started):
+        # the budget is the whole run's: a resumed run trains what is left of it
         summary = train(data, run_dir, model=model, fold=FOLD, folds=FOLDS, seed=seed, device=device,
-                        resume=started, max_minutes=max(remaining, 0.0))
+                        resume=started, max_minutes=budget_minutes)
         if not summary.get("interrupted"):
             atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
     plans = load_plans(run_dir)
@@ -131,6 +133,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     cases = [spec.case(c) for c in held_out]
     scores, predict_seconds = _score(run_dir, cases, spec, instance, device, None, tta)
     log_rows = _read_rows(fold_dir / "train_log.csv")
+    steps, seconds = _progress(fold_dir)
     info = plans["dataset"]
     network = build_model(model, info["spatial_dims"], info["num_channels"], info["num_classes"],
                           **plans["model"].get("overrides", {}))
@@ -139,8 +142,8 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         "seed": seed,
         "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
         "epochs": len(log_rows),
-        "iterations": _steps_taken(fold_dir),
-        "train_minutes": _train_seconds(fold_dir) / 60.0,
+        "iterations": steps,
+        "train_minutes": seconds / 60.0,
         "val_cases": len(cases),
         "predict_seconds": predict_seconds,
     }
@@ -198,6 +201,7 @@ def run_accuracy_benchmark(
     csv_path, md_path = output / f"accuracy_{name}.csv", output / f"accuracy_{name}.md"
     rows = list(_read_rows(csv_path))
     done = {(r["model"], int(r["seed"])) for r in rows}
+    history = load_history(output / f"accuracy_{name}.json", md_path, rows)
     for model in models:
         for seed in seeds:
             if (model, seed) in done:
@@ -206,50 +210,16 @@ def run_accuracy_benchmark(
             row = run_one(data, runs / model / f"seed_{seed}", base_plans, model, seed, budget_minutes, device,
                           instance, also_infer, tta, (model_overrides or {}).get(model))
             rows.append(row)
-            _write(rows, csv_path, md_path, name, budget_minutes, base_plans, resolve_device(device), tta, runs)
+            record_row(history, provenance(resolve_device(device)), model, seed)
+            write_report(rows, history, csv_path, md_path, name, _protocol(budget_minutes, base_plans, tta), runs)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
     return rows
 
 
-def _network_settings(runs: Path, rows: list[dict]) -> list[str]:
-    """One line per model: the network settings its run's plans gave it beyond the shared strides."""
-    lines = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        plans_files = sorted((runs / model).glob(f"seed_*/{PLANS_NAME}"))
-        if plans_files:
-            settings = {k: v for k, v in load_plans(plans_files[0].parent)["model"]["overrides"].items()
-                        if k != "strides"}
-            lines.append(f"- `{model}`: {json.dumps(settings) if settings else 'preset settings'}")
-    return lines
-
-
-def _write(rows: list[dict], csv_path: Path, md_path: Path, name: str, budget: float, plans: dict, device,
-           tta: bool, runs: Path) -> None:
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(csv_path, buffer.getvalue())
-    prov = provenance(device)
-    lines = [f"# Accuracy on {name}", "", provenance_markdown(prov), "",
-             f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
-             f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
-             f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20, split seed "
-             f"{SPLIT_SEED} for every model and seed); "
-             "scored on the held-out fold from the last checkpoint"
-             + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."), "",
-             "Network settings beyond each preset and the plan's strides:", "", *_network_settings(runs, rows), "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = []
-        for key in columns:
-            value = row.get(key, "")
-            try:
-                value = float(value)
-                cells.append(f"{value:.3f}" if not value.is_integer() or key.startswith(("mean", "dice")) else f"{value:g}")
-            except (TypeError, ValueError):
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    atomic_write_text(md_path, "\n".join(lines) + "\n")
+def _protocol(budget: float, plans: dict, tta: bool) -> str:
+    """The sentence of the report that states what every row shares."""
+    return (f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
+            f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
+            f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20, split seed "
+            f"{SPLIT_SEED} for every model and seed); scored on the held-out fold from the last checkpoint"
+            + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from usema.bench.machine import provenance, provenance_markdown
+from usema.bench.machine import provenance, provenance_from_markdown, provenance_markdown
 from usema.bench.measure import (
     default_memory_limit_gb,
     keep_freed_memory,
@@ -198,9 +198,7 @@ def render_attention_report(output: str | Path) -> Path:
 def _provenance_from_markdown(text: str) -> dict:
     import re
 
-    command = re.search(r"^Command: `(.*)`", text, re.MULTILINE).group(1)
-    machine = re.search(r"^Machine: (.*?)\s*$", text, re.MULTILINE).group(1)
-    date = re.search(r"^Date: (.*?)\s*$", text, re.MULTILINE).group(1)
+    prov = provenance_from_markdown(text)
     settings_line = re.search(r"^(channels=.*)$", text, re.MULTILINE).group(1)
     settings = {}
     for item in settings_line.split(", "):
@@ -209,7 +207,7 @@ def _provenance_from_markdown(text: str) -> dict:
             settings[key] = json.loads(value)
         except ValueError:
             settings[key] = value
-    return {"command": command, "date": date, "settings": settings, "machine": {"description": machine}}
+    return {**prov, "settings": settings}
 
 
 def _format_row(row: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -84,3 +85,16 @@ def provenance_markdown(prov: dict) -> str:
         parts.append(machine["gpu"])
     parts.append(f"Python {machine['python']}, torch {machine['torch']}")
     return f"Command: `{prov['command']}`  \nMachine: {'; '.join(parts)}  \nDate: {prov['date']}\n"
+
+
+def provenance_from_markdown(text: str) -> dict:
+    """The command, machine and date of a report written by `provenance_markdown` (for results made before
+    their provenance was also kept as JSON)."""
+    found = {}
+    for key, pattern in (("command", r"^Command: `(.*)`"), ("machine", r"^Machine: (.*?)\s*$"),
+                         ("date", r"^Date: (.*?)\s*$")):
+        match = re.search(pattern, text, re.MULTILINE)
+        if match is None:
+            raise ValueError(f"no {key.capitalize()}: line in the report")
+        found[key] = match.group(1)
+    return {"command": found["command"], "date": found["date"], "machine": {"description": found["machine"]}}
