@@ -3,6 +3,9 @@
 import csv
 import json
 import math
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ CHECKPOINT_KEYS = {
     "scheduler_state",
     "scaler_state",
     "best_dice",
+    "trained_seconds",
     "rng",
 }
 
@@ -219,3 +223,36 @@ def test_a_budget_cuts_the_running_epoch_short_and_still_validates_it(tiny_run):
     assert len(rows) == 1 and float(rows[0]["lr"]) == 0.0  # the budget also ended the learning-rate decay
     assert 0.0 <= float(rows[0]["val_dice"]) <= 1.0
     assert float(rows[0]["seconds"]) < 60  # one iteration, not fifty
+
+
+def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_budget(tiny_run, monkeypatch):
+    from usema.training.loop import Trainer
+
+    data, run = tiny_run
+    take_step = Trainer._train_step
+
+    def step_slowly_then_ask_to_stop(self, images, labels):
+        loss = take_step(self, images, labels)
+        time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGINT)  # what a user's Ctrl-C does: the loop saves and returns
+        return loss
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_step", step_slowly_then_ask_to_stop)
+        first = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, max_minutes=10)
+    assert first["interrupted"] and first["last_epoch"] == 0
+    latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
+    spent = latest["trained_seconds"]
+    assert spent >= 1.0 and latest["partial_epoch"]["iterations"] == 1
+    assert latest["partial_epoch"]["seconds"] >= 1.0
+    assert _rows(run / "fold_0" / "train_log.csv") == []  # no epoch finished: only the checkpoint knows
+    # resumed with a budget that the first part already spent: one more step, then the cut epoch is closed
+    resumed = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, resume=True,
+                    max_minutes=spent / 60.0)
+    assert resumed["out_of_time"] and resumed["last_epoch"] == 1
+    latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
+    assert latest["scheduler_state"]["last_epoch"] == 2
+    rows = _rows(run / "fold_0" / "train_log.csv")
+    assert len(rows) == 1 and float(rows[0]["lr"]) == 0.0
+    # the epoch's row and the run's count both include the seconds before the stop
+    assert spent <= float(rows[0]["seconds"]) <= latest["trained_seconds"]

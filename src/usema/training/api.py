@@ -121,8 +121,10 @@ def train(
 
     RUN/plans.json is made if missing, else read as the user left it; the arguments given override its
     training settings. Under torchrun (env RANK/WORLD_SIZE) every process trains a share of each batch with
-    DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes)
-    stops after the epoch that crosses the budget; SIGINT/SIGTERM save checkpoint_latest and stop cleanly.
+    DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes) is
+    the training time of the whole run, resumes included (the checkpoint keeps the time spent): the epoch that
+    crosses it is cut short, validated and logged, and the learning rate has decayed to 0 there.
+    SIGINT/SIGTERM save checkpoint_latest and stop cleanly.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
     """
@@ -146,7 +148,6 @@ def train(
         plans = apply_overrides(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision)
         autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
         budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
-        deadline = started + 60.0 * float(budget) if budget is not None else None
 
         split = splits[fold]
         limit = plans["training"].get("val_max_cases")
@@ -162,7 +163,7 @@ def train(
             build_network,
             seed=seed,
             autocast_dtype=autocast_dtype,
-            deadline=deadline,
+            budget_seconds=60.0 * float(budget) if budget is not None else None,
         )
         latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
         resume_from = None

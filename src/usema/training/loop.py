@@ -169,13 +169,17 @@ class Trainer:
         build_network: Any,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
-        deadline: float | None = None,
+        budget_seconds: float | None = None,
     ):
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
         self.fold_dir = Path(run_dir) / f"fold_{fold}"
         self.settings = TrainingSettings.from_plans(plans)
         self.autocast_dtype = autocast_dtype
-        self.deadline = deadline
+        # The budget is of training time over the whole run, resumes included: the checkpoint carries the
+        # seconds trained so far, so a resumed run gets what is left and its learning rate keeps decaying.
+        self.budget_seconds = budget_seconds
+        self.trained_before = 0.0  # seconds trained up to the checkpoint this process started from
+        self.clock_start = time.monotonic()
         self.device = ctx.device
         info = plans["dataset"]
         self.num_classes = int(info["num_classes"])
@@ -205,11 +209,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.network.parameters(), self.settings)
         self.total_steps = self.settings.epochs * self.settings.iters_per_epoch
         time_fraction = None
-        if deadline is not None and not ctx.enabled:  # under DDP every rank must see the same rate: steps only
-            started = time.monotonic()
-
+        if budget_seconds is not None and not ctx.enabled:  # under DDP every rank must see the same rate
             def time_fraction() -> float:
-                return (time.monotonic() - started) / max(deadline - started, 1e-9)
+                return self.trained_seconds() / max(budget_seconds, 1e-9)
 
         self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, time_fraction)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
@@ -247,6 +249,7 @@ class Trainer:
             "scaler_state": self.scaler.state_dict(),
             "best_dice": self.best_dice,
             "best_epoch": self.best_epoch,
+            "trained_seconds": self.trained_seconds(),
             "seed": self.seed,
             "world_size": self.ctx.world_size,
             "rng": rng_states,
@@ -288,6 +291,9 @@ class Trainer:
         self.partial = payload.get("partial_epoch")
         self.best_dice = float(payload.get("best_dice", -1.0))
         self.best_epoch = int(payload.get("best_epoch", 0))
+        # checkpoints from before the field existed: the logged epochs' seconds (see run())
+        self.trained_before = float(payload.get("trained_seconds", float("nan")))
+        self.clock_start = time.monotonic()
         states = payload.get("rng") or []
         if len(states) == self.ctx.world_size:
             restore_rng_state(states[self.ctx.rank])
@@ -339,6 +345,8 @@ class Trainer:
             if self.ctx.is_main
             else None
         )
+        if math.isnan(self.trained_before):
+            self.trained_before = sum(row["seconds"] for row in log.rows) if log is not None else 0.0
         started_at_epoch = self.epoch
         interrupted = out_of_time = False
         self.model.train()
@@ -382,9 +390,15 @@ class Trainer:
             "log": self.fold_dir / "train_log.csv",
         }
 
+    def trained_seconds(self) -> float:
+        """Wall-clock seconds of training (validation included) over the whole run, resumes included."""
+        return self.trained_before + (time.monotonic() - self.clock_start)
+
     def _past_deadline(self) -> bool:
-        """Whether the wall-clock budget is spent (agreed by every process)."""
-        return self.deadline is not None and any_process(self.ctx, time.monotonic() > self.deadline)
+        """Whether the training-time budget is spent (agreed by every process)."""
+        return self.budget_seconds is not None and any_process(
+            self.ctx, self.trained_seconds() > self.budget_seconds
+        )
 
     def _run_epoch(self, stop: StopRequest) -> dict[str, float] | None:
         """One epoch (from where a cut-short one stopped); None when a stop request cut it short (saved)."""
@@ -393,6 +407,8 @@ class Trainer:
         iterations = self.settings.iters_per_epoch
         done = int(self.partial["iterations"]) if self.partial else 0
         loss_sum = float(self.partial["loss_sum"]) if self.partial else 0.0
+        # an epoch resumed part-way counts the seconds of its first part too
+        start_time -= float(self.partial.get("seconds", 0.0)) if self.partial else 0.0
         batches = EpochBatches(
             self.sampler, self.batch_size, iterations, self.seed, self.ctx.rank, epoch, done
         )
@@ -413,12 +429,13 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / done:.4f}")
                 if done < iterations and any_process(self.ctx, stop.requested):
-                    self.partial = {"iterations": done, "loss_sum": loss_sum}
+                    self.partial = {"iterations": done, "loss_sum": loss_sum,
+                                    "seconds": time.monotonic() - start_time}
                     self.save()
                     return None
                 if done < iterations and self._past_deadline():
                     break  # the budget ends this epoch early; it is validated and logged like a full one
-        self.partial = {"iterations": done, "loss_sum": loss_sum}
+        self.partial = {"iterations": done, "loss_sum": loss_sum, "seconds": time.monotonic() - start_time}
         dice = self._validate(stop)
         if dice is None:  # stopped during validation: the training part of the epoch is kept
             self.save()
