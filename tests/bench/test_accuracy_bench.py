@@ -2,6 +2,7 @@
 
 import csv
 import json
+import statistics
 
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
@@ -80,6 +81,5 @@ def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(
     with (results / "accuracy_phantoms.csv").open() as handle:
         dice = [float(r["mean_dice"]) for r in csv.DictReader(handle)]
     assert len(dice) == 3
-    mean = sum(dice) / 3
-    sd = (sum((d - mean) ** 2 for d in dice) / 2) ** 0.5
+    mean, sd = statistics.mean(dice), statistics.stdev(dice)
     assert "| usema-nosema | 0 1 2 |" in report and f"{mean:.3f} ± {sd:.3f}" in report

@@ -246,13 +246,19 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     assert spent >= 1.0 and latest["partial_epoch"]["iterations"] == 1
     assert latest["partial_epoch"]["seconds"] >= 1.0
     assert _rows(run / "fold_0" / "train_log.csv") == []  # no epoch finished: only the checkpoint knows
-    # resumed with a budget that the first part already spent: one more step, then the cut epoch is closed
+    # resumed with a budget that the first part already spent: no further step; the cut epoch is closed
     resumed = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, resume=True,
                     max_minutes=spent / 60.0)
     assert resumed["out_of_time"] and resumed["last_epoch"] == 1
     latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    assert latest["scheduler_state"]["last_epoch"] == 2
+    assert latest["scheduler_state"]["last_epoch"] == 1 and latest["partial_epoch"] is None
     rows = _rows(run / "fold_0" / "train_log.csv")
-    assert len(rows) == 1 and float(rows[0]["lr"]) == 0.0
+    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_dice"]) <= 1.0
     # the epoch's row and the run's count both include the seconds before the stop
     assert spent <= float(rows[0]["seconds"]) <= latest["trained_seconds"]
+    # resumed again with the same budget: nothing left to train or close
+    again = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, resume=True,
+                  max_minutes=spent / 60.0)
+    assert again["out_of_time"] and again["epochs_run"] == 0
+    assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"] == 1
+    assert len(_rows(run / "fold_0" / "train_log.csv")) == 1

@@ -109,7 +109,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     short. `network_overrides` are this model's own network settings, on top of the shared plan's."""
     from usema.models import build_model
     from usema.training.api import train
-    from usema.training.splits import load_or_create_splits
+    from usema.training.splits import SPLITS_NAME, load_or_create_splits
 
     fold_dir = run_dir / f"fold_{FOLD}"
     if not (run_dir / PLANS_NAME).is_file():
@@ -118,11 +118,14 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         plans["model"]["overrides"].update(network_overrides or {})
         save_plans(plans, run_dir)
     load_or_create_splits(run_dir, base_plans["dataset"]["cases"], FOLDS, SPLIT_SEED)
-    _, spent = _progress(fold_dir)
+    split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")
+    if split_seed != SPLIT_SEED:
+        raise UsemaError(f"{run_dir / SPLITS_NAME}: split drawn with seed {split_seed}, not the benchmark's "
+                         f"{SPLIT_SEED}; delete {run_dir} and its row in the CSV to run it again")
     done_marker = fold_dir / "bench_done.json"
     started = (fold_dir / "checkpoint_latest.pt").is_file()
-    if not done_marker.is_file() and (spent < 60.0 * budget_minutes or not started):
-        # the budget is the whole run's: a resumed run trains what is left of it
+    if not done_marker.is_file():
+        # the budget is the whole run's: a resumed run trains what is left of it, or only closes its last epoch
         summary = train(data, run_dir, model=model, fold=FOLD, folds=FOLDS, seed=seed, device=device,
                         resume=started, max_minutes=budget_minutes)
         if not summary.get("interrupted"):

@@ -25,7 +25,10 @@ def load_history(path: Path, md_path: Path, rows: list[dict]) -> dict[str, Any]:
     if path.is_file():
         history = json.loads(path.read_text())
     elif rows and md_path.is_file():
-        prov = provenance_from_markdown(md_path.read_text())
+        try:
+            prov = provenance_from_markdown(md_path.read_text())
+        except ValueError:  # a report without its provenance lines: say so rather than guess
+            prov = {"command": "not recorded", "date": "not recorded", "machine": {"description": "not recorded"}}
         history = {"invocations": [{**prov, "rows": [[r["model"], int(r["seed"])] for r in rows]}]}
     else:
         history = {"invocations": []}
@@ -50,8 +53,10 @@ def record_row(history: dict[str, Any], prov: dict, model: str, seed: int) -> No
     atomic_write_text(Path(history["path"]), json.dumps(saved, indent=1) + "\n")
 
 
-def _provenance_lines(history: dict[str, Any]) -> list[str]:
-    invocations = [inv for inv in history["invocations"] if inv["rows"]]
+def _provenance_lines(history: dict[str, Any], rows: list[dict]) -> list[str]:
+    present = [[r["model"], int(r["seed"])] for r in rows]  # rows deleted from the CSV leave the report too
+    invocations = [{**inv, "rows": [k for k in inv["rows"] if k in present]} for inv in history["invocations"]]
+    invocations = [inv for inv in invocations if inv["rows"]]
     if len(invocations) == 1:
         return [provenance_markdown(invocations[0])]
     lines = [f"Made by {len(invocations)} invocations; each added the rows named above it.", ""]
@@ -123,7 +128,7 @@ def write_report(rows: list[dict], history: dict[str, Any], csv_path: Path, md_p
     stored = [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
     writer.writerows(stored)
     atomic_write_text(csv_path, buffer.getvalue())
-    lines = [f"# Accuracy on {name}", "", *_provenance_lines(history), "", protocol, "",
+    lines = [f"# Accuracy on {name}", "", *_provenance_lines(history, rows), "", protocol, "",
              "Network settings beyond each preset and the plan's strides:", "", *_network_settings(runs, rows), "",
              *_table(columns, rows)]
     summary = seed_summary(stored)  # from the CSV's values, so anyone can recompute it from the CSV

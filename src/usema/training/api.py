@@ -123,7 +123,8 @@ def train(
     training settings. Under torchrun (env RANK/WORLD_SIZE) every process trains a share of each batch with
     DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes) is
     the training time of the whole run, resumes included (the checkpoint keeps the time spent): the epoch that
-    crosses it is cut short, validated and logged, and the learning rate has decayed to 0 there.
+    crosses it is cut short, validated and logged, and (outside DDP, where the rate follows time as well as
+    steps) the learning rate has decayed to 0 there. A run resumed with its budget spent trains no more.
     SIGINT/SIGTERM save checkpoint_latest and stop cleanly.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.

@@ -349,11 +349,20 @@ class Trainer:
             self.trained_before = sum(row["seconds"] for row in log.rows) if log is not None else 0.0
         started_at_epoch = self.epoch
         interrupted = out_of_time = False
+        # a run resumed with its budget already spent trains no further step: it only closes (validates and
+        # logs) an epoch that a stop cut short, and otherwise ends at once
+        spent = resume_from is not None and self._past_deadline()
+        if spent and self.ctx.is_main:
+            print(f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
+                  file=sys.stderr)
         self.model.train()
         try:
             with StopRequest(announce=self.ctx.is_main) as stop:
                 while self.epoch < self.settings.epochs:
-                    row = self._run_epoch(stop)
+                    if spent and self.partial is None:
+                        out_of_time = True
+                        break
+                    row = self._run_epoch(stop, train=not spent)
                     if row is None:
                         interrupted = True
                         break
@@ -400,8 +409,9 @@ class Trainer:
             self.ctx, self.trained_seconds() > self.budget_seconds
         )
 
-    def _run_epoch(self, stop: StopRequest) -> dict[str, float] | None:
-        """One epoch (from where a cut-short one stopped); None when a stop request cut it short (saved)."""
+    def _run_epoch(self, stop: StopRequest, train: bool = True) -> dict[str, float] | None:
+        """One epoch (from where a cut-short one stopped; with `train` False only its validation); None when a
+        stop request cut it short (saved)."""
         epoch = self.epoch + 1
         start_time = time.monotonic()
         iterations = self.settings.iters_per_epoch
@@ -423,7 +433,7 @@ class Trainer:
             file=sys.stderr,
         )
         with bar:
-            for images, labels in loader:
+            for images, labels in loader if train else ():
                 loss_sum += self._train_step(images, labels)
                 done += 1
                 bar.update(1)
