@@ -13,8 +13,9 @@ from usema.errors import UsemaError
 from usema.training import loop
 from usema.training.api import train
 from usema.training.checkpoint import load_checkpoint
-from usema.training.loop import TrainingSettings, build_optimizer, build_scheduler, plan_signature
+from usema.training.loop import plan_signature
 from usema.training.losses import DiceCEDeepSupervisionLoss, deep_supervision_weights
+from usema.training.optimization import TrainingSettings, build_optimizer, build_scheduler
 
 
 def test_deep_supervision_weights_halve_and_drop_the_lowest_level():
@@ -116,7 +117,7 @@ def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, mon
 def test_time_budget_decays_the_learning_rate_before_the_steps_do():
     import torch
 
-    from usema.training.loop import build_scheduler
+    from usema.training.optimization import build_scheduler
 
     spent = {"fraction": 0.0}
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

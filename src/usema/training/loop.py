@@ -14,8 +14,6 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
-from usema.errors import CheckpointError, UsemaError
+from usema.errors import CheckpointError
 from usema.models.registry import overrides_for_plan
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
@@ -38,104 +36,12 @@ from usema.training.checkpoint import (
 from usema.training.data import EpochBatches, epoch_loader
 from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
 from usema.training.losses import DiceCEDeepSupervisionLoss
+from usema.training.optimization import TrainingSettings, build_optimizer, build_scheduler
 from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
-POLY_EXPONENT = 0.9
-
-
-@dataclass
-class TrainingSettings:
-    """The plan's "training" section after the caller's overrides. `val_max_cases` (absent or null: all)
-    caps the held-out cases validated every epoch, for speed."""
-
-    optimizer: str
-    lr: float
-    weight_decay: float
-    momentum: float
-    nesterov: bool
-    schedule: str
-    epochs: int
-    iters_per_epoch: int
-    deep_supervision: bool
-    oversample_foreground: float
-    num_workers: int
-    val_max_cases: int | None
-
-    @classmethod
-    def from_plans(cls, plans: dict[str, Any]) -> TrainingSettings:
-        """Read the (already overridden) plan's training settings, with nnU-Net's defaults for absent keys."""
-        t = plans["training"]
-        val_max = t.get("val_max_cases")
-        return cls(
-            optimizer=t["optimizer"],
-            lr=float(t["lr"]),
-            weight_decay=float(t.get("weight_decay", 3e-5)),
-            momentum=float(t.get("momentum", 0.99)),
-            nesterov=bool(t.get("nesterov", True)),
-            schedule=t.get("schedule", "poly"),
-            epochs=int(t["epochs"]),
-            iters_per_epoch=int(t["iters_per_epoch"]),
-            deep_supervision=bool(t.get("deep_supervision", True)),
-            oversample_foreground=float(t.get("oversample_foreground", 0.33)),
-            num_workers=int(t.get("num_workers", 0)),
-            val_max_cases=int(val_max) if val_max else None,
-        )
-
-
-def build_optimizer(parameters: Any, settings: TrainingSettings) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (nnU-Net) or AdamW, as the settings say."""
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            parameters,
-            lr=settings.lr,
-            momentum=settings.momentum,
-            nesterov=settings.nesterov,
-            weight_decay=settings.weight_decay,
-        )
-    if settings.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
-    raise UsemaError(
-        f"unknown optimizer {settings.optimizer!r} (plans training.optimizer): choose sgd or adamw"
-    )
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    schedule: str,
-    total_steps: int,
-    time_fraction: Callable[[], float] | None = None,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration decay to 0 over `total_steps`: poly (1 - t)^0.9 or cosine.
-
-    Closed-form factors (not torch's chained PolynomialLR) so that resuming with more epochs simply
-    stretches the remaining decay. `time_fraction`, if given, returns the share of a wall-clock budget spent:
-    t is then whichever of steps and time is further along, so that a run stopped by its budget has still
-    decayed its learning rate (short CPU budgets otherwise end at a high rate).
-    """
-    total = max(1, total_steps)
-
-    def progress(step: int) -> float:
-        t = step / total
-        if time_fraction is not None:
-            t = max(t, time_fraction())
-        return min(t, 1.0)
-
-    if schedule == "poly":
-
-        def factor(step: int) -> float:
-            return (1.0 - progress(step)) ** POLY_EXPONENT
-    elif schedule == "cosine":
-
-        def factor(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * progress(step)))
-    else:
-        raise UsemaError(f"unknown schedule {schedule!r} (plans training.schedule): choose poly or cosine")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
