@@ -14,6 +14,7 @@ from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, Unet
 from torch import nn
 
 from usema.nn.attention import as_tuple
+from usema.nn.cpu_guards import guard_strided_pointwise_convs
 from usema.nn.mamba import MambaLayer
 from usema.nn.padding import crop_outputs, pad_to_multiple, total_stride
 from usema.nn.sema_block import SEMABlock
@@ -122,6 +123,9 @@ class USEMA(nn.Module):
                 spatial_dims, features[stage], features[stage - 1], 3, 1, stride, NORM, ACT, trans_bias=True
             ))
             self.heads.append(UnetOutBlock(spatial_dims, features[stage - 1], num_classes))
+        # The SEMA blocks hand on channels-last maps, which the next stage's strided 1x1 shortcut conv must not
+        # see on AVX512 CPUs (a heap-corrupting PyTorch bug; usema/nn/cpu_guards.py).
+        guard_strided_pointwise_convs(self)
 
     @property
     def total_stride(self) -> tuple[int, ...]:
