@@ -92,3 +92,41 @@ def test_bad_configurations_are_refused():
 
     with pytest.raises(UsemaError, match="unknown model"):
         build_model("not-a-model", 2, 1, 2)
+
+
+def test_placements_by_name_fit_any_stage_count():
+    from usema.models.usema import blocks_per_placement
+
+    assert blocks_per_placement("all", 4) == [1, 1, 1, 1]
+    assert blocks_per_placement("bottleneck", 6) == [0, 0, 0, 0, 0, 1]
+    assert blocks_per_placement("deepest-2", 4) == [0, 0, 1, 1]
+    assert blocks_per_placement("from-1", 5) == [0, 1, 1, 1, 1]
+    assert blocks_per_placement([0, 2, 1], 3) == [0, 2, 1]
+    for bad in ("deepest-5", "from-4", "middle", "deepest-x"):
+        with pytest.raises(ValueError, match="placement"):
+            blocks_per_placement(bad, 4)
+    model = build_model("usema", 3, 1, 2, sema_per_stage="deepest-2", n_stages=4, **{k: v for k, v in SMALL.items() if k != "n_stages"})
+    assert [sum(isinstance(m, SEMABlock) for m in stage) for stage in model.encoder] == [0, 0, 1, 1]
+
+
+def test_stage_windows_and_the_attention_plan():
+    model = build_model("usema", 3, 1, 2, strides=[1, 2, 2, 2], features=(8, 16, 32, 32), head_dim=8,
+                        stage_windows=[None, [5, 7, 5], [5, 7, 5], 7])
+    plan = model.attention_plan((40, 56, 40))
+    assert plan == [
+        "stage 0: 8x12x8 windows of 5x5x5 on the 40x56x40 map + mean (last windows padded, keys masked)",
+        "stage 1: 4x4x4 windows of 5x7x5 on the 20x28x20 map + mean",
+        "stage 2: 2x2x2 windows of 5x7x5 on the 10x14x10 map + mean",
+        "stage 3: one window covers the 5x7x5 map: exact softmax over all 175 tokens + mean",  # 7^3 shrunk
+    ]
+
+
+def test_network_padding_is_handed_to_sema_as_not_data():
+    model = build_model("usema", 3, 1, 2, strides=[1, 2, 2], features=(8, 16, 16), head_dim=8)
+    seen = []
+    for block in (m for m in model.modules() if isinstance(m, SEMABlock)):
+        block.register_forward_pre_hook(lambda module, args: seen.append((tuple(args[0].shape[2:]), args[1])))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 9, 13, 4))
+    # padded to 12x16x4 (total stride 4); the data covers 9x13x4, 5x7x2, 3x4x1
+    assert seen == [((12, 16, 4), (9, 13, 4)), ((6, 8, 2), (5, 7, 2)), ((3, 4, 1), (3, 4, 1))]

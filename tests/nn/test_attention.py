@@ -112,3 +112,38 @@ def test_rejects_bad_arguments(bad):
     q = torch.randn(1, 1, bad["n"], 4)
     with pytest.raises(ValueError):
         sema_attention(q, q, q, bad["spatial_shape"], 3, bad["mode"])
+
+
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+@pytest.mark.parametrize("spatial_shape,valid_shape,window", [
+    ((8, 12), (5, 9), (3, 4)),  # network padding, then window padding on what is left
+    ((16, 8, 8), (13, 6, 8), (5, 5, 5)),
+    ((10,), (7,), (7,)),
+])
+def test_padding_outside_valid_shape_stays_out_of_keys_and_mean(mode, spatial_shape, valid_shape, window):
+    torch.manual_seed(4)
+    n, valid_n = math.prod(spatial_shape), math.prod(valid_shape)
+    q, k, v = (torch.randn(2, 2, n, 4, dtype=torch.float64) for _ in range(3))
+    got = sema_attention(q, k, v, spatial_shape, window, mode, valid_shape=valid_shape)
+
+    def crop(t):  # the same tokens on the unpadded grid
+        grid = t.reshape(2, 2, *spatial_shape, 4)[(slice(None), slice(None), *(slice(0, s) for s in valid_shape))]
+        return grid.reshape(2, 2, valid_n, 4)
+
+    expected = reference_attention(crop(q), crop(k), crop(v), valid_shape, window, mode)
+    tol = 1e-5 if mode == "linear" else 1e-9
+    torch.testing.assert_close(crop(got), expected, rtol=tol, atol=tol)
+    outside = torch.ones(spatial_shape, dtype=torch.bool)
+    outside[tuple(slice(0, s) for s in valid_shape)] = False
+    assert torch.count_nonzero(got.reshape(2, 2, *spatial_shape, 4)[:, :, outside]) == 0
+
+
+def test_masked_cpu_kernel_matches_sdpa_in_bf16_and_fp32():
+    torch.manual_seed(5)
+    shape, window = (9, 10), (7, 7)  # 4 windows, three of them padded
+    q, k, v = (torch.randn(1, 2, 90, 16) for _ in range(3))
+    expected = reference_attention(q.double(), k.double(), v.double(), shape, window, "sema").float()
+    torch.testing.assert_close(sema_attention(q, k, v, shape, window, "sema"), expected, rtol=1e-5, atol=1e-5)
+    low = sema_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), shape, window, "sema")
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), expected, rtol=0.05, atol=0.05)

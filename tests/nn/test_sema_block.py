@@ -55,3 +55,32 @@ def test_initialisation():
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="unknown attention mode"):
         SEMABlock(32, 2, mode="banana")
+
+
+def test_attention_scope_says_when_a_window_covers_the_map():
+    block = SEMABlock(32, 3, window_size=(5, 7, 5), head_dim=16)
+    assert block.attention_scope((20, 28, 20)) == "4x4x4 windows of 5x7x5 on the 20x28x20 map + mean"
+    assert block.attention_scope((5, 7, 5)).startswith("one window covers the 5x7x5 map: exact softmax over all 175")
+    assert block.attention_scope((6, 7, 5)).endswith("(last windows padded, keys masked)")
+    assert SEMABlock(32, 2, mode="linear", head_dim=16).attention_scope((9, 9)) == "linear attention over the whole 9x9 map"
+
+
+def test_checkpoints_with_separate_gate_and_input_projections_load_fused():
+    torch.manual_seed(6)
+    block = SEMABlock(16, 2, head_dim=8)
+    state = block.state_dict()
+    gate_w, main_w = state.pop("gate_in_proj.weight").chunk(2)
+    gate_b, main_b = state.pop("gate_in_proj.bias").chunk(2)
+    state.update({"gate_proj.weight": gate_w, "in_proj.weight": main_w, "gate_proj.bias": gate_b,
+                  "in_proj.bias": main_b})
+    fresh = SEMABlock(16, 2, head_dim=8)
+    fresh.load_state_dict(state)
+    x = torch.randn(1, 16, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), block(x))
+
+
+def test_odd_channels_per_head_are_refused_with_rope():
+    with pytest.raises(ValueError, match="even"):
+        SEMABlock(24, 2, head_dim=3)
+    SEMABlock(24, 2, head_dim=3, use_rope=False)

@@ -7,6 +7,7 @@ layout is ours.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +34,28 @@ def _per_stage(value, n_stages: int, name: str) -> list:
     return values
 
 
+PLACEMENTS = ("all", "bottleneck", "deepest-K", "from-S")
+
+
+def blocks_per_placement(placement: int | str | Sequence[int], n_stages: int) -> list[int]:
+    """Token-mixer blocks per encoder stage for a placement: a count for every stage, a list (one count per
+    stage), or a name that does not depend on the stage count: "all", "bottleneck" (the deepest stage),
+    "deepest-K" (the K deepest stages), "from-S" (stage S and every deeper one)."""
+    if not isinstance(placement, str):
+        return [int(v) for v in _per_stage(placement, n_stages, "sema_per_stage")]
+    name, _, number = placement.partition("-")
+    if placement == "all":
+        return [1] * n_stages
+    if placement == "bottleneck":
+        return [0] * (n_stages - 1) + [1]
+    if name in ("deepest", "from") and number.isdigit():
+        first = n_stages - int(number) if name == "deepest" else int(number)
+        if 0 <= first < n_stages:
+            return [0] * first + [1] * (n_stages - first)
+    raise ValueError(f"placement {placement!r} does not fit {n_stages} stages; use a list, a count, or one of "
+                     f"{', '.join(PLACEMENTS)} with 1 <= K <= {n_stages} and 0 <= S < {n_stages}")
+
+
 class USEMA(nn.Module):
     """Hybrid conv + SEMA UNet for inputs of any size (padded to the total stride, cropped back).
 
@@ -44,11 +67,15 @@ class USEMA(nn.Module):
         features: widths per stage; default `base_features` doubling per stage, capped at `max_features`
             (320 in 3D, 512 in 2D).
         blocks_per_stage: residual conv blocks per encoder stage (int or list).
-        sema_per_stage: token-mixer blocks after the conv blocks of each encoder stage (int or list; 0 = none).
+        sema_per_stage: token-mixer blocks after the conv blocks of each encoder stage: a count for every
+            stage, a list, or a placement by name ("all", "bottleneck", "deepest-K", "from-S";
+            `blocks_per_placement`).
         mixer: the token mixer in those slots: "sema" (SEMA blocks) or "mamba" (U-Mamba's Mamba layer).
         attention: the SEMA block's attention mode ("sema", "window", "mean", "full", "linear").
         window_size, head_dim, mlp_ratio, use_rope, use_lepe, drop_path: passed to every SEMA block
             (drop_path grows linearly from 0 to this value over the blocks).
+        stage_windows: a window per stage (int, per-axis list, or None for `window_size`), as the planner
+            chooses them so that each stage's map in training is a whole number of windows.
         deep_supervision: return a list of logits at every decoder resolution, highest first.
     """
 
@@ -73,6 +100,7 @@ class USEMA(nn.Module):
         use_lepe: bool = True,
         drop_path: float = 0.0,
         deep_supervision: bool = False,
+        stage_windows: Sequence[int | Sequence[int] | None] | None = None,
     ):
         super().__init__()
         if spatial_dims not in (1, 2, 3):
@@ -91,7 +119,8 @@ class USEMA(nn.Module):
             features = [min(base_features * 2**i, cap) for i in range(n_stages)]
         features = _per_stage(features, n_stages, "features")
         blocks = _per_stage(blocks_per_stage, n_stages, "blocks_per_stage")
-        semas = _per_stage(sema_per_stage, n_stages, "sema_per_stage")
+        semas = blocks_per_placement(sema_per_stage, n_stages)
+        windows = _per_stage(stage_windows, n_stages, "stage_windows") if stage_windows is not None else [None] * n_stages
         self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
         self.features = features
 
@@ -110,7 +139,8 @@ class USEMA(nn.Module):
                     layers.append(MambaLayer(channels))
                 else:
                     layers.append(SEMABlock(
-                        channels, spatial_dims, mode=attention, window_size=window_size, head_dim=head_dim,
+                        channels, spatial_dims, mode=attention, head_dim=head_dim,
+                        window_size=windows[stage] if windows[stage] is not None else window_size,
                         use_rope=use_rope, use_lepe=use_lepe, mlp_ratio=mlp_ratio, drop_path=rates.pop(0),
                     ))
             self.encoder.append(nn.Sequential(*layers))
@@ -132,13 +162,32 @@ class USEMA(nn.Module):
         """Per-axis product of the stage strides: inputs are padded to a multiple of this."""
         return total_stride(self.strides)
 
+    def stage_sizes(self, size: Sequence[int]) -> list[tuple[int, ...]]:
+        """The part of each stage's map that holds data, for an input of `size` (ceil division by the strides)."""
+        sizes, current = [], tuple(int(s) for s in size)
+        for stride in self.strides:
+            current = tuple(math.ceil(c / s) for c, s in zip(current, stride, strict=True))
+            sizes.append(current)
+        return sizes
+
+    def attention_plan(self, patch_size: Sequence[int]) -> list[str]:
+        """One line per SEMA stage: what its attention computes on a `patch_size` input."""
+        lines = []
+        for stage, (layers, size) in enumerate(zip(self.encoder, self.stage_sizes(patch_size), strict=True)):
+            for layer in layers:
+                if isinstance(layer, SEMABlock):
+                    lines.append(f"stage {stage}: {layer.attention_scope(size)}")
+        return lines
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         size = tuple(x.shape[2:])
         x = pad_to_multiple(x, self.total_stride)
 
         skips = []
-        for stage in self.encoder:
-            x = stage(x)
+        for stage, valid in zip(self.encoder, self.stage_sizes(size), strict=True):
+            for layer in stage:
+                # the padding to the total stride is not data: SEMA keeps it out of its keys and its mean
+                x = layer(x, valid) if isinstance(layer, SEMABlock) else layer(x)
             skips.append(x)
         x = skips.pop()
         outputs = []

@@ -29,12 +29,52 @@ def rope_angles(spatial_shape: Sequence[int], head_dim: int, base: float = 10000
     return torch.cat(angles, dim=1)
 
 
+def window_rope_table(window: Sequence[int], head_dim: int, scale: float = 1.0,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """(2, T, head_dim // 2, 2) rotations (cos, sin) for the T tokens of one window, row-major: [0] for
+    queries, multiplied by the logit `scale`, [1] for keys.
+
+    Inside a window, RoPE scores depend only on the offset between query and key, so positions counted from
+    the window's corner give the same scores as positions on the whole map: one small table serves every
+    window, and folding the scale into the queries' rotation saves a pass over the logits.
+    """
+    unit = rotation_pairs(rope_angles(window, head_dim, device=device))
+    return torch.stack([unit * scale, unit])
+
+
+def rotation_pairs(angles: torch.Tensor) -> torch.Tensor:
+    """(..., pairs) angles -> (..., pairs, 2) (cos, sin): a complex rotation stored as real numbers, which
+    export can trace (ONNX has no complex tensors)."""
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_pair_rotation(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate the adjacent feature pairs (2j, 2j + 1) of x (..., T, d) by `rotation` (T, d // 2, 2) (cos, sin).
+
+    One complex multiplication where it can run; the same product written with real tensors while tracing
+    for export.
+    """
+    if _tracing():
+        even, odd = x[..., 0::2], x[..., 1::2]
+        cos, sin = rotation[..., 0].to(x.dtype), rotation[..., 1].to(x.dtype)
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    real = x if x.dtype in (torch.float32, torch.float64) else x.float()  # no complex bf16 or fp16 here
+    pairs = torch.view_as_complex(real.unflatten(-1, (-1, 2)).contiguous())
+    product = pairs * torch.view_as_complex(rotation.to(real.dtype).contiguous())
+    return torch.view_as_real(product).flatten(-2).to(x.dtype)
+
+
+def _tracing() -> bool:
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(is_exporting and is_exporting())
+
+
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate (..., N, head_dim) features by `angles` (N, head_dim // 2); pairs are (i, i + head_dim // 2)."""
     half = angles.shape[-1]
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half : 2 * half]
-    rotated = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    pairs = torch.stack([x[..., :half], x[..., half : 2 * half]], dim=-1).flatten(-2)
+    rotated = apply_pair_rotation(pairs, rotation_pairs(angles))
+    rotated = rotated.unflatten(-1, (half, 2)).transpose(-1, -2).flatten(-2)
     if x.shape[-1] > 2 * half:  # odd head_dim: the last feature is left as it is
         rotated = torch.cat([rotated, x[..., 2 * half :]], dim=-1)
     return rotated
