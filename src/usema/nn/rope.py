@@ -11,8 +11,8 @@ def rope_angles(spatial_shape: Sequence[int], head_dim: int, base: float = 10000
                 device: torch.device | None = None) -> torch.Tensor:
     """Rotation angles (N, head_dim // 2) for a row-major token grid.
 
-    The head_dim // 2 rotation pairs are shared out evenly over the spatial axes; axis a rotates its pairs by
-    position_a * base^(-j / pairs_per_axis). Pairs left over when they do not divide evenly stay unrotated.
+    The head_dim // 2 rotation pairs (features 2j, 2j + 1) are shared out evenly over the spatial axes; axis a
+    rotates its pairs by position_a * base^(-j / pairs_per_axis). Pairs left over when they do not divide evenly stay unrotated.
     """
     ndim = len(spatial_shape)
     pairs = head_dim // 2
@@ -31,14 +31,14 @@ def rope_angles(spatial_shape: Sequence[int], head_dim: int, base: float = 10000
 
 def window_rope_table(window: Sequence[int], head_dim: int, scale: float = 1.0,
                       device: torch.device | None = None) -> torch.Tensor:
-    """(2, T, head_dim // 2, 2) rotations (cos, sin) for the T tokens of one window, row-major: [0] for
-    queries, multiplied by the logit `scale`, [1] for keys.
+    """(2, T, 1, head_dim // 2, 2) rotations (cos, sin) for the T tokens of one window, row-major, to
+    broadcast over heads: [0] for queries, multiplied by the logit `scale`, [1] for keys.
 
     Inside a window, RoPE scores depend only on the offset between query and key, so positions counted from
     the window's corner give the same scores as positions on the whole map: one small table serves every
     window, and folding the scale into the queries' rotation saves a pass over the logits.
     """
-    unit = rotation_pairs(rope_angles(window, head_dim, device=device))
+    unit = rotation_pairs(rope_angles(window, head_dim, device=device))[:, None]
     return torch.stack([unit * scale, unit])
 
 
@@ -49,7 +49,8 @@ def rotation_pairs(angles: torch.Tensor) -> torch.Tensor:
 
 
 def apply_pair_rotation(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """Rotate the adjacent feature pairs (2j, 2j + 1) of x (..., T, d) by `rotation` (T, d // 2, 2) (cos, sin).
+    """Rotate the adjacent feature pairs (2j, 2j + 1) of x (..., d) by `rotation` (..., d // 2, 2) (cos, sin),
+    which broadcasts against x's pairs.
 
     One complex multiplication where it can run; the same product written with real tensors while tracing
     for export.
@@ -70,11 +71,10 @@ def _tracing() -> bool:
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate (..., N, head_dim) features by `angles` (N, head_dim // 2); pairs are (i, i + head_dim // 2)."""
-    half = angles.shape[-1]
-    pairs = torch.stack([x[..., :half], x[..., half : 2 * half]], dim=-1).flatten(-2)
-    rotated = apply_pair_rotation(pairs, rotation_pairs(angles))
-    rotated = rotated.unflatten(-1, (half, 2)).transpose(-1, -2).flatten(-2)
-    if x.shape[-1] > 2 * half:  # odd head_dim: the last feature is left as it is
-        rotated = torch.cat([rotated, x[..., 2 * half :]], dim=-1)
+    """Rotate (..., N, head_dim) features by `angles` (N, head_dim // 2); pair j is features (2j, 2j + 1)."""
+    pairs = 2 * angles.shape[-1]
+    rotated = apply_pair_rotation(x[..., :pairs], rotation_pairs(angles))
+    if x.shape[-1] > pairs:  # odd head_dim: the last feature is left as it is
+        rotated = torch.cat([rotated, x[..., pairs:]], dim=-1)
     return rotated
+

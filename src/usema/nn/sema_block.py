@@ -115,10 +115,9 @@ class SEMABlock(nn.Module):
     def _attention(self, u_tokens: torch.Tensor, spatial_shape: tuple[int, ...],
                    valid_shape: tuple[int, ...]) -> torch.Tensor:
         batch, channels = u_tokens.shape[0], self.channels
-        head_dim = channels // self.num_heads
 
-        def grid(t: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, *valid, H, d), a view
-            return crop_to(t.reshape(batch, *spatial_shape, self.num_heads, head_dim), valid_shape)
+        def grid(t: torch.Tensor) -> torch.Tensor:  # (B, N, C) -> (B, *valid, C), a view
+            return crop_to(t.reshape(batch, *spatial_shape, t.shape[-1]), valid_shape)
 
         q = k = rope = None
         if self.qk_proj is not None:
@@ -128,8 +127,9 @@ class SEMABlock(nn.Module):
                 self._call_probe(qk, spatial_shape)
         window = attention_window(self.mode, valid_shape, self.window_size)
         if self.use_rope and q is not None:
+            head_dim = channels // self.num_heads
             rope = window_rope_table(window, head_dim, scale=head_dim**-0.5, device=u_tokens.device)
-        out = grid_attention(q, k, grid(u_tokens), valid_shape, window, self.mode, rope)
+        out = grid_attention(q, k, grid(u_tokens), valid_shape, window, self.mode, self.num_heads, rope)
         if valid_shape != spatial_shape:
             out = pad_to_grid(out, spatial_shape)
         return out.reshape(batch, -1, channels)
@@ -161,11 +161,17 @@ class SEMABlock(nn.Module):
         return _to_grid(t, spatial_shape)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints from before the fused projection hold gate_proj and in_proj: fuse them on load.
-        for name in ("weight", "bias"):
-            gate, main = state_dict.pop(f"{prefix}gate_proj.{name}", None), state_dict.pop(f"{prefix}in_proj.{name}", None)
-            if gate is not None and main is not None:
+        # Checkpoints of the first layout (before December 2026) hold separate gate_proj and in_proj, and
+        # RoPE paired the features (i, i + d/2) of each head where pairs are now adjacent (2j, 2j + 1): fuse
+        # the projections and reorder the q/k projection's outputs, which gives the same function.
+        if f"{prefix}gate_proj.weight" in state_dict:
+            for name in ("weight", "bias"):
+                gate, main = state_dict.pop(f"{prefix}gate_proj.{name}"), state_dict.pop(f"{prefix}in_proj.{name}")
                 state_dict[f"{prefix}gate_in_proj.{name}"] = torch.cat([gate, main])
+                qk = state_dict.get(f"{prefix}qk_proj.{name}")
+                if qk is not None and self.use_rope:
+                    pairs = qk.unflatten(0, (2, self.num_heads, 2, -1)).transpose(2, 3)
+                    state_dict[f"{prefix}qk_proj.{name}"] = pairs.reshape(qk.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
