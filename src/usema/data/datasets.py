@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from usema.data.channels import channel_names_for, convert_channels, is_convertible
 from usema.data.instances import INSTANCE_CLASSES, instances_to_classes
 from usema.data.io import ImageGeometry, probe_image, read_image, read_label, strip_suffix, suffix_of
 from usema.errors import DataError
@@ -26,8 +27,6 @@ from usema.errors import DataError
 LABEL_MODES = ("semantic", "binary", "instance")
 FORMATS = ("msd", "nnunet", "folder2d")
 BINARY_CLASSES = {0: "background", 1: "foreground"}
-# ITU-R BT.601 luma weights: how an RGB image becomes one gray channel.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -53,9 +52,8 @@ class DatasetSpec:
     label_mode: str
     cases: list[Case]
     manifest: Path | None = None  # dataset.json, where there is one
-    announced_channel_mix: bool = field(
-        default=False, repr=False
-    )  # mixed channel counts were warned about once
+    # a converted channel count was warned about: a dataset says so once, not once per image
+    announced_channel_mix: bool = field(default=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -354,13 +352,12 @@ def _finish(
     if channel_names is None:
         counts = Counter(channels for _, channels, _ in probed)
         majority = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        channel_names = (
-            ["gray"]
-            if majority == 1
-            else ["R", "G", "B"]
-            if majority == 3
-            else [f"channel_{i}" for i in range(majority)]
-        )
+        channel_names = channel_names_for(majority)
+        for path, channels, geo in probed:
+            if channels != majority and not is_convertible(channels, majority, geo):
+                raise DataError(
+                    path, f"has {channels} channel(s) but most images of the dataset have {majority}"
+                )
         if len(counts) > 1:
             others = len(probed) - counts[majority]
             warnings.warn(
@@ -372,7 +369,8 @@ def _finish(
     else:
         first = cases[0].images
         found = len(first) if len(first) > 1 else probed[0][1]
-        if found != len(channel_names):
+        convertible = len(first) == 1 and is_convertible(found, len(channel_names), probed[0][2])
+        if found != len(channel_names) and not convertible:
             raise DataError(
                 first[0],
                 f"has {found} channel(s) but the dataset declares {len(channel_names)} "
@@ -385,28 +383,6 @@ def _finish(
 
 
 # ----------------------------------------------------------------------------------------------- one case
-def convert_channels(
-    image: np.ndarray, num_channels: int, source: str | Path, warn: bool = True
-) -> np.ndarray:
-    """Convert (C, *S) to `num_channels`: gray -> RGB repeats, RGB -> gray takes luma; others raise
-    DataError."""
-    have = image.shape[0]
-    if have == num_channels:
-        return image
-    if have == 3 and num_channels == 1:
-        converted = np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
-    elif have == 1:
-        converted = np.repeat(image, num_channels, axis=0)
-    else:
-        raise DataError(
-            source,
-            f"has {have} channels; {num_channels} are needed and only gray <-> RGB conversion is defined",
-        )
-    if warn:
-        warnings.warn(f"{source}: {have} channel(s) converted to {num_channels}", stacklevel=2)
-    return converted
-
-
 def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
     """Read and check one case: image (C, *S) float32 with the dataset's channel count, label (*S) int64 in
     training classes (or None), geometry. Raises DataError naming the file on any mismatch."""
@@ -415,7 +391,11 @@ def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | N
         raise DataError(
             case.images[0], f"is {geometry.spatial_dims}D but the dataset is {spec.spatial_dims}D"
         )
-    image = convert_channels(image, spec.num_channels, case.images[0], warn=not spec.announced_channel_mix)
+    converted = image.shape[0] != spec.num_channels
+    image = convert_channels(
+        image, spec.num_channels, geometry, case.images[0], warn=not spec.announced_channel_mix
+    )
+    spec.announced_channel_mix |= converted
     if case.label is None:
         return image, None, geometry
     raw, label_geometry = read_label(case.label)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from usema.data.channels import channel_names_for
 from usema.data.datasets import DatasetSpec, lexical_absolute, load_dataset
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
@@ -221,17 +222,10 @@ def default_memory_budget_gb(device: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ planning
-def channel_names_for(count: int) -> list[str]:
-    """Names for `count` undeclared channels (gray, RGB, or numbered)."""
-    return (
-        ["gray"] if count == 1 else ["R", "G", "B"] if count == 3 else [f"channel_{i}" for i in range(count)]
-    )
-
-
 def _with_channels(spec: DatasetSpec, count: int, names: list[str] | None = None) -> DatasetSpec:
     if count != spec.num_channels:
         spec.channel_names = list(names) if names and len(names) == count else channel_names_for(count)
-        spec.announced_channel_mix = False  # every converted case warns
+        spec.announced_channel_mix = False  # the first converted case warns
     return spec
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from usema.data.datasets import convert_channels
+from usema.data.channels import convert_channels
 from usema.data.io import read_image, write_segmentation
 from usema.errors import DataError, UsemaError
 from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
@@ -64,7 +64,7 @@ def predict(
             raise DataError(case.images[0], f"is {geometry.spatial_dims}D but the model is {spatial_dims}D")
         # Gray <-> RGB as in training; a folder of mixed images would warn for every one, so warn once.
         converted = image.shape[0] != num_channels
-        image = convert_channels(image, num_channels, case.images[0], warn=not conversion_announced)
+        image = convert_channels(image, num_channels, geometry, case.images[0], warn=not conversion_announced)
         conversion_announced |= converted
         segmentation = predictor.segment(image, geometry, tta=tta)
         written.append(write_segmentation(segmentation, geometry, targets[index]))
