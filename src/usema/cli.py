@@ -51,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions already in the output folder")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="inference precision (default: the training precision where the device supports it)")
     _add_device(p)
@@ -173,7 +174,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from usema.inference.api import predict
 
     predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
-            device=args.device, precision=args.precision)
+            device=args.device, precision=args.precision, overwrite=args.overwrite)
     return 0
 
 

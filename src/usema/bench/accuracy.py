@@ -92,8 +92,9 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
     started = time.monotonic()
     predictions = run_dir / f"predictions{suffix}"
+    # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
     predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
-            fold=FOLD, precision=precision, tta=tta)
+            fold=FOLD, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
     references = _link_references(cases, run_dir / "reference_labels")
     labels = None if instance else spec.labels

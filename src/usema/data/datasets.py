@@ -25,6 +25,8 @@ from usema.data.io import ImageGeometry, probe_image, read_image, read_label, st
 from usema.errors import DataError
 
 LABEL_MODES = ("semantic", "binary", "instance")
+# Where datasets keep their images and labels (MSD and nnU-Net v2 train/test, 2D folders).
+DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "images", "labels")
 FORMATS = ("msd", "nnunet", "folder2d")
 BINARY_CLASSES = {0: "background", 1: "foreground"}
 
@@ -90,6 +92,22 @@ class DatasetSpec:
 def lexical_absolute(path: str | Path) -> Path:
     """`path` made absolute and normalised without resolving symbolic links."""
     return Path(os.path.normpath(Path(path).absolute()))
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` is `folder` or lies inside it, links resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def dataset_holding(folder: str | Path) -> Path | None:
+    """The dataset that `folder` is (it holds dataset.json, or images/ and labels/), or whose images or labels
+    folder it is; None for any other folder."""
+    folder = Path(folder)
+    for root in (folder, folder.parent) if folder.name in DATASET_SUBFOLDERS else (folder,):
+        if (root / "dataset.json").is_file() or ((root / "images").is_dir() and (root / "labels").is_dir()):
+            return root
+    return None
 
 
 def modality_of(channel_names: Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from usema.data.datasets import is_within
 from usema.data.io import SUPPORTED_SUFFIXES, read_label, strip_suffix, suffix_of
 from usema.errors import DataError, UsemaError
 from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
@@ -84,16 +85,12 @@ def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
     return [(case, predictions[case], path) for case, path in references.items()]
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def default_output_dir(pred: Path, gt: Path) -> Path:
     """PRED/../evaluation, or a sibling named after PRED when that would fall inside the reference folder."""
     pred_folder = (pred if pred.is_dir() else pred.parent).resolve()
     gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
     for candidate in (pred_folder.parent / "evaluation", pred_folder.parent / f"{pred_folder.name}_evaluation"):
-        if not _is_within(candidate, gt_folder):
+        if not is_within(candidate, gt_folder):
             return candidate
     # The predictions live inside the reference folder: put the results beside the reference folder.
     return gt_folder.parent / f"{pred_folder.name}_evaluation"

@@ -33,13 +33,15 @@ def predict(
     device: str = "auto",
     fold: int = 0,
     precision: str | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Segment every image of `inputs` (files or folders) with RUN/fold_K's `checkpoint` ("best" or "latest").
 
     Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and geometry
     (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings; `overlay` also writes
     OUTPUT/overlays/<case id>.png. `precision` (auto, fp32, bf16, fp16) replaces the training precision. The output
-    folder may not be, or lie inside, an input folder.
+    folder may not be, or lie inside, an input folder or a dataset (see `check_output_location`); files already
+    there are replaced only with `overwrite`.
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -51,7 +53,7 @@ def predict(
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
-    check_output_location(output, inputs, targets + overlays)
+    check_output_location(output, inputs, targets + overlays, overwrite, plans["dataset"]["path"])
     output.mkdir(parents=True, exist_ok=True)
 
     num_channels = int(plans["dataset"]["num_channels"])
