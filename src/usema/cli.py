@@ -40,7 +40,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["poly", "cosine"], default=None)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the fold's run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over a fold (or run) that holds an earlier run")
     _add_device(p)
     p.set_defaults(func=_cmd_train)
 
@@ -159,14 +160,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from usema.training.api import train
+    from usema.training.api import stop_if_interrupted, train
 
-    train(
+    summary = train(
         args.data, args.output, model=args.model, label_mode=args.labels, fold=args.fold, folds=args.folds,
         groups_csv=args.groups, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         optimizer=args.optimizer, schedule=args.schedule, device=args.device, precision=args.precision,
-        seed=args.seed, resume=args.resume,
+        seed=args.seed, resume=args.resume, overwrite=args.overwrite,
     )
+    stop_if_interrupted(summary)
     return 0
 
 
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
     from usema.bench.machine import set_cli_argv
-    from usema.errors import UsemaError
+    from usema.errors import Interrupted, UsemaError
 
     set_cli_argv(argv)
 
@@ -286,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         # A user error (bad file, bad plan, wrong checkpoint): one clear line, no traceback.
         print(f"usema {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        # Saved and stopped: a non-zero code, so that a following `&& usema predict` does not run.
+        print(f"usema {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -243,7 +243,8 @@ class Trainer:
         return dice_per_class(all_reduce_sum(self.ctx, counts))
 
     def run(self, resume_from: Path | None = None) -> dict[str, Any]:
-        """Train the remaining epochs; SIGINT/SIGTERM save checkpoint_latest and return early."""
+        """Train the remaining epochs; SIGINT/SIGTERM save checkpoint_latest and return early ("interrupted",
+        with the signal in "stop_signal")."""
         if resume_from is not None:
             self.restore(resume_from)
         log = (
@@ -255,6 +256,7 @@ class Trainer:
             self.trained_before = sum(row["seconds"] for row in log.rows) if log is not None else 0.0
         started_at_epoch = self.epoch
         interrupted = out_of_time = False
+        stop_signal = None
         # a run resumed with its budget already spent trains no further step: it only closes (validates and
         # logs) an epoch that a stop cut short, and otherwise ends at once
         spent = resume_from is not None and self._past_deadline()
@@ -287,6 +289,7 @@ class Trainer:
                     if self._past_deadline():
                         out_of_time = self.epoch < self.settings.epochs
                         break
+                stop_signal = stop.signal_number
         finally:
             if log is not None:
                 log.close()
@@ -299,6 +302,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "val_dice": self.last_dice,
             "interrupted": interrupted,
+            "stop_signal": stop_signal,  # SIGINT or SIGTERM received here (None: none, or another process's)
             "out_of_time": out_of_time,
             "checkpoint_latest": self.fold_dir / CHECKPOINT_NAMES["latest"],
             "checkpoint_best": self.fold_dir / CHECKPOINT_NAMES["best"],
