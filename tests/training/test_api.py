@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from usema.errors import CheckpointError, Interrupted, UsemaError
+from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
 from usema.training.api import apply_overrides, stop_if_interrupted, train
 from usema.training.checkpoint import load_checkpoint
 from usema.utils.lock import folder_lock
@@ -325,3 +325,16 @@ def test_an_interrupted_run_is_reported_as_such():
     with pytest.raises(Interrupted, match="--resume continues") as stopped:
         stop_if_interrupted({"interrupted": True, "stop_signal": signal.SIGTERM, "checkpoint_latest": "x.pt"})
     assert stopped.value.exit_code == 143
+
+
+def test_a_typo_in_the_plans_network_settings_names_the_file_the_key_and_the_settings(tiny_run):
+    data, run = tiny_run
+    plans = json.loads((run / "plans.json").read_text())
+    plans["model"]["overrides"]["blocks_per_stag"] = 1
+    (run / "plans.json").write_text(json.dumps(plans))
+    message = (
+        r"plans\.json: model 'usema-nosema' has no network setting 'blocks_per_stag'; .* blocks_per_stage,"
+    )
+    with pytest.raises(DataError, match=message):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    assert not (run / "fold_0").exists()

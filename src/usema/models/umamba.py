@@ -8,6 +8,7 @@ the comparison isolates the mixer.
 from __future__ import annotations
 
 from usema.errors import UsemaError
+from usema.models.registry import passes_settings_to
 from usema.models.usema import DEFAULT_STAGES, USEMA
 
 LAYOUTS = ("bottleneck", "encoder")
@@ -20,6 +21,7 @@ def mamba_per_stage(layout: str, n_stages: int) -> list[int]:
     return [0] * (n_stages - 1) + [1] if layout == "bottleneck" else [1] * n_stages
 
 
+@passes_settings_to(lambda: USEMA)
 def build_umamba(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False,
                  layout: str = "bottleneck", strides=None, n_stages: int | None = None, **kwargs) -> USEMA:
     """Registry builder for `umamba-bot` / `umamba-enc`: USEMA with Mamba layers placed by `layout`.

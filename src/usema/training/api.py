@@ -15,7 +15,8 @@ from torch import nn
 from usema.data.datasets import lexical_absolute
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
 from usema.data.preprocessing import preprocess_dataset
-from usema.errors import Interrupted, UsemaError
+from usema.errors import DataError, Interrupted, UsemaError
+from usema.models.registry import check_settings, overrides_for_plan
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.distributed import barrier, init_distributed, shutdown
@@ -138,6 +139,17 @@ def _switch_model(plans: dict[str, Any], run_dir: Path, model: str | None, overw
     save_plans(plans, run_dir)
 
 
+def _check_network_settings(plans: dict[str, Any], where: Path) -> None:
+    """DataError naming plans.json when its model is unknown or its network settings (model.overrides) hold a
+    setting that the model does not take: a typo names the key and lists the model's settings."""
+    name = plans["model"]["name"]
+    overrides = overrides_for_plan(name, plans["model"].get("overrides", {}), plans["patch_size"])
+    try:
+        check_settings(name, len(plans["patch_size"]), overrides)
+    except UsemaError as err:
+        raise DataError(where, str(err)) from err
+
+
 def stop_if_interrupted(summary: dict[str, Any]) -> None:
     """Raise Interrupted when `train` returned early because of SIGINT or SIGTERM (its checkpoint is saved)."""
     if summary.get("interrupted"):
@@ -194,6 +206,7 @@ def train(
             cleanup.enter_context(folder_lock(run_dir))  # the one writer, until training ends
             plans = _plans_for_run(data, run_dir, model, label_mode, chosen_device.type)
             _switch_model(plans, run_dir, model, overwrite)
+            _check_network_settings(plans, run_dir / PLANS_NAME)
             _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
             # the split first: a fold count that does not fit the run fails before the preprocessing time
             load_or_create_splits(run_dir, plans["dataset"]["cases"], folds, seed, groups_csv)
