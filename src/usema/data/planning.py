@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
 from usema.errors import DataError, UsemaError
+from usema.utils.memory import physical_memory_bytes
 
 PLANS_NAME = "plans.json"
 DEFAULT_MEMORY_BUDGET_GB = 5.0
@@ -212,13 +212,8 @@ def normalization_for(channel_names: list[str], intensity: list[dict[str, float]
 
 def default_memory_budget_gb(device: str) -> float:
     """5 GiB (device independent, so plans are reproducible), at most half the machine's memory on CPU."""
-    if device == "cpu":
-        try:
-            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-            return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2)
-        except (ValueError, OSError, AttributeError):
-            pass
-    return DEFAULT_MEMORY_BUDGET_GB
+    ram = physical_memory_bytes() if device == "cpu" else None
+    return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2 / 2**30) if ram else DEFAULT_MEMORY_BUDGET_GB
 
 
 # ------------------------------------------------------------------------------------------------ planning
