@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from usema.errors import DataError
+from usema.errors import DataError, UsemaError
 from usema.inference import predictor as predictor_module
 from usema.inference.api import OVERLAY_DIR, predict
 from usema.models import build_model
@@ -378,3 +378,18 @@ def test_existing_predictions_are_replaced_only_with_overwrite(tmp_path, thresho
 
     predict(run, [image], tmp_path / "out", device="cpu", overwrite=True)
     np.testing.assert_array_equal(np.asarray(nib.load(earlier).dataobj), bright_half > 0)
+
+
+def test_a_full_disk_while_writing_a_prediction_names_the_file(tmp_path, threshold_model, monkeypatch):
+    import errno
+
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    image = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", no_space)
+    with pytest.raises(UsemaError, match=r"out/x\.nii\.gz: cannot write it, no space left on device"):
+        predict(run, [image], tmp_path / "out", device="cpu")

@@ -338,3 +338,27 @@ def test_a_typo_in_the_plans_network_settings_names_the_file_the_key_and_the_set
     with pytest.raises(DataError, match=message):
         train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
     assert not (run / "fold_0").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_checkpoint_survives(
+    tiny_run, monkeypatch
+):
+    import errno
+
+    from usema.training import checkpoint
+
+    data, run = tiny_run
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    latest = run / "fold_0" / "checkpoint_latest.pt"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    with pytest.raises(UsemaError, match=rf"{latest}: cannot write it, no space left on device"):
+        train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    monkeypatch.undo()
+    assert load_checkpoint(latest)["epoch"] == 1
+    resumed = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert resumed["last_epoch"] == 2
+    assert [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1", "2"]
