@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from usema.data.channels import channel_names_for
-from usema.data.datasets import DatasetSpec, lexical_absolute, load_dataset
+from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
@@ -34,6 +34,9 @@ BASE_FEATURES = 32
 MAX_FEATURES = {2: 512, 3: 320}
 MAX_STAGES = {2: 6, 3: 5}
 MIN_FEATURE_MAP = 4
+# The smallest image (voxels along every axis, at the planned spacing) that planning accepts: see
+# _refuse_tiny_images.
+MIN_IMAGE_VOXELS = 2
 MIN_BATCH = 2
 # On a CPU, a compact USEMA trained faster per sample at batch 4 than at nnU-Net's larger batches (per sample:
 # 0.61 s at batch 4 against 0.93 s at batch 9 on 40x56x40 volumes, 0.59 s against 0.82 s at batch 10 on 256^2
@@ -266,12 +269,22 @@ def plan_dataset(
         cases = cases[: int(overrides["max_cases"])]
     if not cases:
         raise DataError(spec.manifest or spec.root, "empty dataset: no cases selected")
+    unlabelled = [case for case in cases if case.label is None]
+    if unlabelled:
+        first = unlabelled[0]
+        raise DataError(
+            spec.manifest or spec.root,
+            f"the training case {first.case_id!r} ({first.images[0].name}) has no label"
+            + (f", nor have {len(unlabelled) - 1} more" if len(unlabelled) > 1 else "")
+            + "; every case planned for training needs one",
+        )
 
     fingerprint = compute_fingerprint(spec, cases, seed=int(overrides.get("seed") or 0))
     spacing = [
         float(s) for s in (overrides.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))
     ]
     resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
+    _refuse_tiny_images(cases, resampled, spacing)
     budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
     network = plan_network(
         np.median(resampled, axis=0).tolist(),
@@ -317,6 +330,25 @@ def plan_dataset(
     }
     save_plans(plans, run_dir)
     return plans
+
+
+def _refuse_tiny_images(cases: list[Case], resampled: np.ndarray, spacing: list[float]) -> None:
+    """DataError naming the images with fewer than MIN_IMAGE_VOXELS voxels along an axis at the planned spacing.
+
+    The network convolves and normalises along every axis: an image one voxel thick carries no context along
+    that axis, and a dataset of such images gives a patch whose feature maps hold one value per channel, which
+    instance normalisation cannot normalise (training would crash after planning).
+    """
+    shapes = np.maximum(np.round(resampled), 1).astype(int)
+    small = [(case, shape) for case, shape in zip(cases, shapes, strict=True) if shape.min() < MIN_IMAGE_VOXELS]
+    if small:
+        (case, shape), more = small[0], len(small) - 1
+        raise DataError(
+            case.images[0],
+            f"is {'x'.join(map(str, shape))} voxels at the planned spacing {spacing}: too small to train on (at "
+            f"least {MIN_IMAGE_VOXELS} voxels along every axis)"
+            + (f"; so are {more} more, e.g. {small[1][0].images[0].name}" if more else ""),
+        )
 
 
 def _is_plans_file(path: Path) -> bool:
