@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,11 @@ def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = No
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # weights_only raises this for a refused object and for a damaged file alike: tell them apart
+        if not _pickle_is_intact(path):
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
+            ) from err
         raise CheckpointError(
             f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
         ) from err
@@ -59,6 +67,29 @@ def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = No
                     f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}"
                 )
     return payload
+
+
+def _pickle_is_intact(path: Path) -> bool:
+    """Whether the checkpoint's pickle is well formed, its opcodes parsed and none run: a torch zip archive's
+    data.pkl (zipfile checks its CRC), else the first pickle of torch's legacy format, which opens with the
+    PROTO opcode. A well-formed pickle that weights_only refused holds code to run; anything else is damage."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+                stream = io.BytesIO(archive.read(name))
+        else:
+            with open(path, "rb") as handle:
+                stream = io.BytesIO(
+                    handle.read(1 << 20)
+                )  # the legacy format's first pickle is a short header
+            if stream.getvalue()[:1] != pickle.PROTO:
+                return False
+        for _ in pickletools.genops(stream):
+            pass
+        return True
+    except Exception:  # StopIteration, BadZipFile, ValueError...: whatever fails to parse is damage
+        return False
 
 
 def capture_rng_state() -> dict[str, Any]:
