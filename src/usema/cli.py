@@ -64,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None)
     p.add_argument("--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class")
     p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
+    p.add_argument("--chill", action="store_true",
+                   help="score the predicted cases only (default: every reference case needs a prediction)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
@@ -183,7 +185,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from usema.evaluation.api import evaluate
 
-    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance)
+    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance,
+             chill=args.chill)
     return 0
 
 

@@ -21,7 +21,15 @@ import numpy as np
 
 from usema.data.channels import channel_names_for, convert_channels, is_convertible
 from usema.data.instances import INSTANCE_CLASSES, instances_to_classes
-from usema.data.io import ImageGeometry, probe_image, read_image, read_label, strip_suffix, suffix_of
+from usema.data.io import (
+    ImageGeometry,
+    label_values,
+    probe_image,
+    read_image,
+    read_label,
+    strip_suffix,
+    suffix_of,
+)
 from usema.errors import DataError
 
 LABEL_MODES = ("semantic", "binary", "instance")
@@ -223,15 +231,8 @@ def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str)
     declared_names = list(_int_keyed(modality, manifest, "modality").values()) if modality else None
     labels_meta = meta.get("labels")
     declared = _int_keyed(labels_meta, manifest, "labels") if labels_meta else None
-    return _finish(
-        root,
-        "msd",
-        manifest,
-        cases,
-        declared_names,
-        _training_labels(declared, label_mode, manifest),
-        label_mode,
-    )
+    labels = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode)
 
 
 def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
@@ -257,15 +258,8 @@ def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: s
         cases = _scan_nnunet(root, manifest, ending, len(channel_names))
     if not cases:
         raise DataError(root / "imagesTr", f"empty dataset: no *_0000{ending} images")
-    return _finish(
-        root,
-        "nnunet",
-        manifest,
-        cases,
-        channel_names,
-        _training_labels(declared, label_mode, manifest),
-        label_mode,
-    )
+    labels = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode)
 
 
 def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> list[Case]:
@@ -430,8 +424,7 @@ def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) 
         return (raw > 0).astype(np.int64)
     if spec.label_mode == "instance":
         return instances_to_classes(raw)
-    present = np.flatnonzero(np.bincount(raw.ravel())) if raw.max(initial=0) < 1 << 24 else np.unique(raw)
-    undeclared = sorted(set(present.tolist()) - set(spec.labels))
+    undeclared = sorted(set(label_values(raw).tolist()) - set(spec.labels))
     if undeclared:
         raise DataError(
             source,
