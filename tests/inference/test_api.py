@@ -393,3 +393,14 @@ def test_a_full_disk_while_writing_a_prediction_names_the_file(tmp_path, thresho
     monkeypatch.setattr(nib, "save", no_space)
     with pytest.raises(UsemaError, match=r"out/x\.nii\.gz: cannot write it, no space left on device"):
         predict(run, [image], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()  # made for the write, removed with the failure
+
+
+def test_a_failed_predict_leaves_no_output_folder(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    two_volumes = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5, 2)), np.eye(4))
+
+    with pytest.raises(DataError, match=r"x\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
+        predict(run, [two_volumes], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from usema.errors import DataError, UsemaError
 from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
 from usema.inference.predictor import load_predictor
+from usema.utils.atomic import removed_if_left_empty
 
 OVERLAY_DIR = "overlays"
 
@@ -54,22 +55,27 @@ def predict(
     targets = [output / case.output_name for case in cases]
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
     check_output_location(output, inputs, targets + overlays, overwrite, plans["dataset"]["path"])
-    output.mkdir(parents=True, exist_ok=True)
 
     num_channels = int(plans["dataset"]["num_channels"])
     spatial_dims = predictor.spatial_dims
     conversion_announced = False
     written: list[Path] = []
-    for index, case in enumerate(tqdm(cases, desc="predict", unit="case", disable=None)):
-        image, geometry = read_image(list(case.images))
-        if geometry.spatial_dims != spatial_dims:
-            raise DataError(case.images[0], f"is {geometry.spatial_dims}D but the model is {spatial_dims}D")
-        # Gray <-> RGB as in training; a folder of mixed images would warn for every one, so warn once.
-        converted = image.shape[0] != num_channels
-        image = convert_channels(image, num_channels, geometry, case.images[0], warn=not conversion_announced)
-        conversion_announced |= converted
-        segmentation = predictor.segment(image, geometry, tta=tta)
-        written.append(write_segmentation(segmentation, geometry, targets[index]))
-        if overlay:
-            write_overlay(image, segmentation, geometry, overlays[index])
+    # the output folder is made by the first write; a run that fails before it leaves none behind
+    with removed_if_left_empty(output):
+        for index, case in enumerate(tqdm(cases, desc="predict", unit="case", disable=None)):
+            image, geometry = read_image(list(case.images))
+            if geometry.spatial_dims != spatial_dims:
+                raise DataError(
+                    case.images[0], f"is {geometry.spatial_dims}D but the model is {spatial_dims}D"
+                )
+            # Gray <-> RGB of photographs as in training; a folder of mixed images would warn for each: warn once.
+            converted = image.shape[0] != num_channels
+            image = convert_channels(
+                image, num_channels, geometry, case.images[0], warn=not conversion_announced
+            )
+            conversion_announced |= converted
+            segmentation = predictor.segment(image, geometry, tta=tta)
+            written.append(write_segmentation(segmentation, geometry, targets[index]))
+            if overlay:
+                write_overlay(image, segmentation, geometry, overlays[index])
     return written

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from usema.errors import CheckpointError
+from usema.models.registry import overrides_for_plan
 from usema.utils.atomic import atomic_path
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
@@ -35,11 +36,28 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_of_plan(plans: dict[str, Any]) -> dict[str, Any]:
+    """The model a plan trains, as a checkpoint's "model" entry describes it (less "deep_supervision", which is a
+    training setting): name, spatial_dims, in_channels, num_classes and the network settings."""
+    patch_size = [int(s) for s in plans["patch_size"]]
+    name = plans["model"]["name"]
+    return {
+        "name": name,
+        "spatial_dims": len(patch_size),
+        "in_channels": int(plans["dataset"]["num_channels"]),
+        "num_classes": int(plans["dataset"]["num_classes"]),
+        "overrides": overrides_for_plan(name, plans["model"].get("overrides", {}), patch_size),
+    }
+
+
+def load_checkpoint(
+    path: str | Path, expected_model: dict[str, Any] | None = None, expected_by: str | Path | None = None
+) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: arbitrary pickled objects are refused, never executed).
 
-    `expected_model`, if given, is the {"name", "spatial_dims", "in_channels", "num_classes"} description of the
-    model the caller will load the weights into; a checkpoint of another model raises CheckpointError.
+    `expected_model`, if given, is the description (`model_of_plan`) of the model the caller will load the
+    weights into, as `expected_by` (e.g. the run's plans.json) says; a checkpoint of another model raises
+    CheckpointError naming the first entry that differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,8 +81,9 @@ def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = No
         stored = payload["model"]
         for key, value in expected_model.items():
             if stored.get(key) != value:
+                by = f" by {expected_by}" if expected_by is not None else ""
                 raise CheckpointError(
-                    f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}"
+                    f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}{by}"
                 )
     return payload
 

@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
-from usema.models.registry import overrides_for_plan
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
     load_checkpoint,
+    model_of_plan,
     restore_rng_state,
     save_checkpoint,
 )
@@ -91,16 +91,7 @@ class Trainer:
         self.num_classes = int(info["num_classes"])
         self.class_names = [str(info["labels"].get(str(k), k)) for k in range(1, self.num_classes)]
         self.patch_size = [int(s) for s in plans["patch_size"]]
-        self.model_description = {
-            "name": plans["model"]["name"],
-            "spatial_dims": len(self.patch_size),
-            "in_channels": int(info["num_channels"]),
-            "num_classes": self.num_classes,
-            "overrides": overrides_for_plan(
-                plans["model"]["name"], plans["model"].get("overrides", {}), self.patch_size
-            ),
-            "deep_supervision": self.settings.deep_supervision,
-        }
+        self.model_description = {**model_of_plan(plans), "deep_supervision": self.settings.deep_supervision}
         seed_everything(seed + ctx.rank)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels

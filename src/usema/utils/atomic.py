@@ -63,3 +63,19 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(folder: str | Path) -> Iterator[Path]:
+    """Run the block that writes into `folder`; if it fails, a folder that it created and left without a file
+    (empty subfolders aside) is removed, so that a failed run leaves nothing behind."""
+    folder = Path(folder)
+    existed = folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if not existed and folder.is_dir():
+            for root, _, _ in sorted(os.walk(folder), key=lambda entry: -len(entry[0])):  # deepest first
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # refuses a folder that holds anything
+        raise
