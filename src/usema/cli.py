@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -276,6 +277,11 @@ def _cmd_analyze_dispersion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, `usema: warning: ...`, without the Python source line that raised it."""
+    print(f"usema: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `usema` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -286,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     set_cli_argv(argv)
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the caller's way of showing warnings afterwards
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except UsemaError as err:
         # A user error (bad file, bad plan, wrong checkpoint): one clear line, no traceback.
         print(f"usema {args.command}: error: {err}", file=sys.stderr)

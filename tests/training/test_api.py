@@ -131,7 +131,8 @@ def test_resume_refuses_a_checkpoint_of_another_model_optimizer_or_plan(tiny_run
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True, optimizer="sgd")
     plans["patch_size"] = [16, 16, 12]
     (run / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(CheckpointError, match="another plan"):
+    message = r"another plan: patch_size was \[16, 16, 16\], plans\.json now has \[16, 16, 12\]"
+    with pytest.raises(CheckpointError, match=message):
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
 
 
@@ -362,3 +363,12 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_checkpo
     resumed = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     assert resumed["last_epoch"] == 2
     assert [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1", "2"]
+
+
+def test_a_fold_count_the_dataset_cannot_fill_is_refused_before_preprocessing(tmp_path):
+    from usema.data.phantoms import make_phantom_dataset
+
+    data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=3, shape=(24, 24), seed=0)
+    with pytest.raises(UsemaError, match="5 folds need at least 5 cases"):
+        train(data, tmp_path / "run", epochs=1, iters_per_epoch=1, device="cpu", folds=5)
+    assert not (tmp_path / "run" / "preprocessed").exists()

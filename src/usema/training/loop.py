@@ -8,7 +8,6 @@ by a signal in the middle of an epoch records how far it got and continues from 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import sys
@@ -42,6 +41,18 @@ from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
+
+
+class _Absent:
+    """A key that one of two compared plans lacks."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -49,12 +60,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_signature(plans: dict[str, Any]) -> str:
-    """What must agree for a checkpoint to continue under `plans`: everything but the training settings (which
-    the caller may change on resume, e.g. more epochs) and the dataset's location."""
-    relevant = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
-    relevant["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
-    return json.dumps(relevant, sort_keys=True)
+def plan_difference(trained: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first setting in which two plans differ where a checkpoint of one cannot continue under the other, as
+    "KEY was OLD, plans.json now has NEW"; None when they agree. Training settings (the caller may change them on
+    resume, e.g. more epochs) and the dataset's location do not count."""
+
+    def relevant(plans: dict[str, Any]) -> dict[str, Any]:
+        kept = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
+        kept["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
+        return kept
+
+    def first_difference(old: Any, new: Any, key: str) -> str | None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new), key=str):
+                inner = f"{key}.{name}" if key else str(name)
+                found = first_difference(old.get(name, _ABSENT), new.get(name, _ABSENT), inner)
+                if found:
+                    return found
+            return None
+        return None if old == new else f"{key} was {old!r}, plans.json now has {new!r}"
+
+    return first_difference(relevant(trained), relevant(current), "")
 
 
 class Trainer:
@@ -165,10 +191,9 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
         payload = load_checkpoint(path, expected_model=self.model_description)
-        if "plans" not in payload or plan_signature(payload["plans"]) != plan_signature(self.plans):
-            raise CheckpointError(
-                f"{path}: checkpoint was trained with another plan (plans.json changed since)"
-            )
+        difference = plan_difference(payload["plans"], self.plans) if "plans" in payload else "it holds none"
+        if difference:
+            raise CheckpointError(f"{path}: checkpoint was trained with another plan: {difference}")
         if payload.get("fold") != self.fold:
             raise CheckpointError(
                 f"{path}: checkpoint is of fold {payload.get('fold')}, not fold {self.fold}"
