@@ -249,17 +249,15 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     assert latest["partial_epoch"]["iterations"] == 1 and spent >= first_part >= 1.0
     assert _rows(run / "fold_0" / "train_log.csv") == []  # no epoch finished: only the checkpoint knows
     # resumed with a budget that the first part already spent: no further step; the cut epoch is closed
-    resumed = train(
-        data,
-        run,
-        epochs=2,
-        iters_per_epoch=6,
-        device="cpu",
-        folds=2,
-        seed=3,
-        resume=True,
-        max_minutes=spent / 60.0,
-    )
+    with_spent_budget = {
+        "epochs": 2,
+        "iters_per_epoch": 6,
+        "device": "cpu",
+        "folds": 2,
+        "seed": 3,
+        "resume": True,
+    }
+    resumed = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert resumed["out_of_time"] and resumed["last_epoch"] == 1
     latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
     assert latest["scheduler_state"]["last_epoch"] == 1 and latest["partial_epoch"] is None
@@ -269,17 +267,7 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     assert first_part <= float(rows[0]["seconds"]) <= latest["trained_seconds"]
     assert latest["trained_seconds"] > spent
     # resumed again with the same budget: nothing left to train or close
-    again = train(
-        data,
-        run,
-        epochs=2,
-        iters_per_epoch=6,
-        device="cpu",
-        folds=2,
-        seed=3,
-        resume=True,
-        max_minutes=spent / 60.0,
-    )
+    again = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert again["out_of_time"] and again["epochs_run"] == 0
     assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"] == 1
     assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
