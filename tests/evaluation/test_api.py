@@ -125,7 +125,10 @@ def test_png_semantic_classes_default_to_values_in_the_reference(tmp_path):
     pred[0, 7] = 2  # a label the reference never uses: not a class
     _write_png(ref, tmp_path / "gt" / "x.png")
     _write_png(pred, tmp_path / "pred" / "x.png")
-    summary = evaluate(tmp_path / "pred", tmp_path / "gt")
+    with pytest.warns(
+        UserWarning, match=r"label values \[2\] that the reference labels \[1, 3\] do not declare"
+    ):
+        summary = evaluate(tmp_path / "pred", tmp_path / "gt")
     assert list(summary["classes"]) == ["1", "3"]
     assert summary["classes"]["1"]["dice"]["mean"] == 1.0
     assert summary["classes"]["3"]["dice"]["mean"] == 0.0

@@ -191,7 +191,9 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
         payload = load_checkpoint(path, expected_model=self.model_description)
-        difference = plan_difference(payload["plans"], self.plans) if "plans" in payload else "it holds none"
+        if "plans" not in payload:
+            raise CheckpointError(f"{path}: the checkpoint holds no plan to check against plans.json")
+        difference = plan_difference(payload["plans"], self.plans)
         if difference:
             raise CheckpointError(f"{path}: checkpoint was trained with another plan: {difference}")
         if payload.get("fold") != self.fold:
