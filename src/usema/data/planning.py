@@ -314,8 +314,8 @@ def plan_dataset(
         "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
         "patch_size": network["patch_size"],
         "batch_size": int(
-            overrides.get("batch_size") or (min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu"
-                                            else network["batch_size"])
+            overrides.get("batch_size")
+            or (min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu" else network["batch_size"])
         ),
         "model": {
             "name": model,
@@ -340,7 +340,9 @@ def _refuse_tiny_images(cases: list[Case], resampled: np.ndarray, spacing: list[
     instance normalisation cannot normalise (training would crash after planning).
     """
     shapes = np.maximum(np.round(resampled), 1).astype(int)
-    small = [(case, shape) for case, shape in zip(cases, shapes, strict=True) if shape.min() < MIN_IMAGE_VOXELS]
+    small = [
+        (case, shape) for case, shape in zip(cases, shapes, strict=True) if shape.min() < MIN_IMAGE_VOXELS
+    ]
     if small:
         (case, shape), more = small[0], len(small) - 1
         raise DataError(

@@ -66,7 +66,10 @@ def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Pat
     if not pred.exists():
         raise DataError(pred, "predictions not found")
     if gt.is_file() != pred.is_file():
-        raise DataError(pred, f"give two folders or two files (reference {gt} is {'a file' if gt.is_file() else 'a folder'})")
+        raise DataError(
+            pred,
+            f"give two folders or two files (reference {gt} is {'a file' if gt.is_file() else 'a folder'})",
+        )
     if gt.is_file():
         return [(strip_suffix(gt.name), pred, gt)]
 
@@ -104,7 +107,10 @@ def default_output_dir(pred: Path, gt: Path) -> Path:
     """PRED/../evaluation, or a sibling named after PRED when that would fall inside the reference folder."""
     pred_folder = (pred if pred.is_dir() else pred.parent).resolve()
     gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
-    for candidate in (pred_folder.parent / "evaluation", pred_folder.parent / f"{pred_folder.name}_evaluation"):
+    for candidate in (
+        pred_folder.parent / "evaluation",
+        pred_folder.parent / f"{pred_folder.name}_evaluation",
+    ):
         if not is_within(candidate, gt_folder):
             return candidate
     # The predictions live inside the reference folder: put the results beside the reference folder.
@@ -160,7 +166,9 @@ def _read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, 
     gt, gt_geometry = read_label(gt_path)
     pred, pred_geometry = read_label(pred_path)
     if pred.shape != gt.shape:
-        raise DataError(pred_path, f"shape {pred.shape} differs from the reference {gt_path} shape {gt.shape}")
+        raise DataError(
+            pred_path, f"shape {pred.shape} differs from the reference {gt_path} shape {gt.shape}"
+        )
     difference = pred_geometry.agrees_with(gt_geometry)
     if difference:
         # Same voxel grid size but another spacing or position: score it, but say so; distances use the reference's.
@@ -201,7 +209,9 @@ def evaluate(
     else:
         class_names = _reference_classes(pairs)
     if not class_names:
-        raise DataError(gt, "no foreground class to score (all references are empty and no labels were given)")
+        raise DataError(
+            gt, "no foreground class to score (all references are empty and no labels were given)"
+        )
     metrics = METRIC_NAMES + (INSTANCE_METRICS if instance else ())
 
     rows: list[dict[str, Any]] = []

@@ -136,7 +136,11 @@ def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.d
 
 
 def load_predictor(
-    run_dir: str | Path, checkpoint: str = "best", fold: int = 0, device: str = "auto", precision: str | None = None
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    fold: int = 0,
+    device: str = "auto",
+    precision: str | None = None,
 ) -> Predictor:
     """Load RUN/fold_K's checkpoint into an eval-mode network on `device`, with the plans it was trained with.
     `precision` (auto, fp32, bf16, fp16) replaces the training precision for inference.
@@ -156,7 +160,9 @@ def load_predictor(
     if run_plans.is_file():
         # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
         # from an earlier run) is refused rather than used in its place
-        payload = load_checkpoint(path, expected_model=model_of_plan(load_plans(run_dir)), expected_by=run_plans)
+        payload = load_checkpoint(
+            path, expected_model=model_of_plan(load_plans(run_dir)), expected_by=run_plans
+        )
     else:
         payload = load_checkpoint(path)
     entry = payload["model"]
@@ -182,7 +188,9 @@ def load_predictor(
         plans=plans,
         device=torch_device,
         autocast_dtype=(
-            resolve_precision(precision, torch_device) if precision else _inference_precision(plans, torch_device)
+            resolve_precision(precision, torch_device)
+            if precision
+            else _inference_precision(plans, torch_device)
         ),
         checkpoint=path,
     )

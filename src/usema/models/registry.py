@@ -79,7 +79,9 @@ def _distinguishing_keys(builder_name: str) -> frozenset[str]:
     siblings = [p for p in load_presets().values() if p["builder"] == builder_name]
     if len(siblings) < 2:
         return frozenset()
-    return frozenset(k for p in siblings for k in (*p.get("kwargs", {}), *p.get("kwargs_2d", {}), *p.get("kwargs_3d", {})))
+    return frozenset(
+        k for p in siblings for k in (*p.get("kwargs", {}), *p.get("kwargs_2d", {}), *p.get("kwargs_3d", {}))
+    )
 
 
 def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[int]) -> dict[str, Any]:
@@ -99,7 +101,9 @@ def check_settings(name: str, spatial_dims: int, overrides: dict[str, Any]) -> B
     # a preset is: an override may not change them, or a plan shared by several models would silently turn
     # usema-nosema into usema. Other settings (widths) stay open to overrides.
     changed = sorted(
-        k for k, v in overrides.items() if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
+        k
+        for k, v in overrides.items()
+        if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
     )
     if changed:
         raise UsemaError(
@@ -121,15 +125,22 @@ def check_settings(name: str, spatial_dims: int, overrides: dict[str, Any]) -> B
 
 
 def build_model(
-    name: str, spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False,
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    deep_supervision: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
     builder = check_settings(name, spatial_dims, overrides)
     kwargs = {**preset_kwargs(name, spatial_dims)[1], **overrides}
     return builder(
-        spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-        deep_supervision=deep_supervision, **kwargs,
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        deep_supervision=deep_supervision,
+        **kwargs,
     )
 
 

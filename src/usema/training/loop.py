@@ -133,10 +133,13 @@ class Trainer:
         self.total_steps = self.settings.epochs * self.settings.iters_per_epoch
         time_fraction = None
         if budget_seconds is not None and not ctx.enabled:  # under DDP every rank must see the same rate
+
             def time_fraction() -> float:
                 return self.trained_seconds() / max(budget_seconds, 1e-9)
 
-        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, time_fraction)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.settings.schedule, self.total_steps, time_fraction
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
         self.loss = DiceCEDeepSupervisionLoss()
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
@@ -279,8 +282,10 @@ class Trainer:
         # logs) an epoch that a stop cut short, and otherwise ends at once
         spent = resume_from is not None and self._past_deadline()
         if spent and self.ctx.is_main:
-            print(f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
-                  file=sys.stderr)
+            print(
+                f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
+                file=sys.stderr,
+            )
         self.model.train()
         try:
             with StopRequest(announce=self.ctx.is_main) as stop:
@@ -367,8 +372,11 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / done:.4f}")
                 if done < iterations and any_process(self.ctx, stop.requested):
-                    self.partial = {"iterations": done, "loss_sum": loss_sum,
-                                    "seconds": time.monotonic() - start_time}
+                    self.partial = {
+                        "iterations": done,
+                        "loss_sum": loss_sum,
+                        "seconds": time.monotonic() - start_time,
+                    }
                     self.save()
                     return None
                 if done < iterations and self._past_deadline():

@@ -20,7 +20,7 @@ def _suffix(name: str) -> str:
     lower = name.lower()
     for double in (".nii.gz", ".ome.tif", ".ome.tiff"):
         if lower.endswith(double):
-            return name[-len(double):]
+            return name[-len(double) :]
     return Path(name).suffix
 
 
@@ -47,10 +47,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     with reporting_full_disk(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{_suffix(path.name)}", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{_suffix(path.name)}", dir=path.parent
+        )
         os.close(fd)
         tmp = Path(tmp_name)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give results the permissions of a plain open()
+        os.chmod(
+            tmp, 0o666 & ~_UMASK
+        )  # mkstemp makes 0600 files; give results the permissions of a plain open()
         try:
             yield tmp
             os.replace(tmp, path)
