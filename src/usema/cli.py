@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -40,7 +41,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=["poly", "cosine"], default=None)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the fold's run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start over a fold (or run) that holds an earlier run")
     _add_device(p)
     p.set_defaults(func=_cmd_train)
 
@@ -51,6 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"])
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions already in the output folder")
     p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
                    help="inference precision (default: the training precision where the device supports it)")
     _add_device(p)
@@ -62,6 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None)
     p.add_argument("--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class")
     p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
+    p.add_argument("--chill", action="store_true",
+                   help="score the predicted cases only (default: every reference case needs a prediction)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
@@ -158,14 +163,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from usema.training.api import train
+    from usema.training.api import stop_if_interrupted, train
 
-    train(
+    summary = train(
         args.data, args.output, model=args.model, label_mode=args.labels, fold=args.fold, folds=args.folds,
         groups_csv=args.groups, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
         optimizer=args.optimizer, schedule=args.schedule, device=args.device, precision=args.precision,
-        seed=args.seed, resume=args.resume,
+        seed=args.seed, resume=args.resume, overwrite=args.overwrite,
     )
+    stop_if_interrupted(summary)
     return 0
 
 
@@ -173,14 +179,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from usema.inference.api import predict
 
     predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
-            device=args.device, precision=args.precision)
+            device=args.device, precision=args.precision, overwrite=args.overwrite)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from usema.evaluation.api import evaluate
 
-    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance)
+    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance,
+             chill=args.chill)
     return 0
 
 
@@ -270,21 +277,32 @@ def _cmd_analyze_dispersion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, `usema: warning: ...`, without the Python source line that raised it."""
+    print(f"usema: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `usema` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
     from usema.bench.machine import set_cli_argv
-    from usema.errors import UsemaError
+    from usema.errors import Interrupted, UsemaError
 
     set_cli_argv(argv)
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the caller's way of showing warnings afterwards
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except UsemaError as err:
         # A user error (bad file, bad plan, wrong checkpoint): one clear line, no traceback.
         print(f"usema {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        # Saved and stopped: a non-zero code, so that a following `&& usema predict` does not run.
+        print(f"usema {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

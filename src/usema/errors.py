@@ -20,3 +20,17 @@ class DataError(UsemaError, ValueError):
 
 class CheckpointError(UsemaError):
     """A checkpoint that is missing, unsafe, or belongs to another model or plan."""
+
+
+class Interrupted(Exception):
+    """Work stopped by SIGINT or SIGTERM after saving what it had; the CLI exits with 128 + the signal number
+    (130, 143), so that `usema train ... && usema predict ...` does not go on with a half-trained model."""
+
+    def __init__(self, message: str, signal_number: int | None):
+        self.signal_number = signal_number
+        super().__init__(message)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for death by the signal; 1 when the signal is not known (another process got it)."""
+        return 128 + self.signal_number if self.signal_number else 1

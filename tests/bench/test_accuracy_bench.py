@@ -83,3 +83,18 @@ def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(
     assert len(dice) == 3
     mean, sd = statistics.mean(dice), statistics.stdev(dice)
     assert "| usema-nosema | 0 1 2 |" in report and f"{mean:.3f} ± {sd:.3f}" in report
+
+
+def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_row(tmp_path, monkeypatch):
+    import usema.training.api as training_api
+
+    def stopped_train(data, run_dir, **kwargs):
+        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "fold_0" / "x.pt"}
+
+    monkeypatch.setattr(training_api, "train", stopped_train)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=5, shape=(24, 24), seed=1)
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",
+            str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu"]
+    assert main(args) == 130
+    assert not (tmp_path / "results" / "accuracy_phantoms.csv").exists()
+    assert not list((tmp_path / "runs").rglob("bench_done.json"))

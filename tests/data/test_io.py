@@ -230,3 +230,46 @@ def test_itk_files_keep_spacing_origin_and_axis_order(tmp_path):
     back = sitk.ReadImage(str(path))
     assert back.GetSpacing() == (0.5, 0.75, 2.0) and back.GetOrigin() == (10.0, -4.0, 3.0)
     np.testing.assert_array_equal(read_label(path)[0], seg)
+
+
+def _forge_nifti_shape(path, shape):
+    """Rewrite the header of the NIfTI file at `path` to declare `shape`, keeping its (small) data."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    header = nib.Nifti1Header.from_fileobj(__import__("io").BytesIO(raw))
+    header.set_data_shape(shape)
+    with opener(path, "wb") as handle:
+        handle.write(header.binaryblock + raw[len(header.binaryblock) :])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "data_shape", "declared", "problem"),
+    [
+        ("huge.nii", (64, 64, 128), (800, 800, 800), r"the file holds 1048928 bytes"),  # a 1 MB file
+        ("huge.nii.gz", (8, 8, 8), (200, 200, 200), "more than a gzip file of"),
+    ],
+)
+def test_a_header_declaring_more_than_the_file_holds_is_refused_before_reading(
+    tmp_path, name, data_shape, declared, problem
+):
+    import tracemalloc
+
+    path = _forge_nifti_shape(_save_nifti(tmp_path / name, np.ones(data_shape, np.int16)), declared)
+    shape_text = "x".join(map(str, declared))
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            DataError, match=rf"{name}: the header declares {shape_text} voxels of int16 .*{problem}"
+        ):
+            read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # nothing near the declared size was allocated
+
+
+def test_a_well_compressed_but_honest_nifti_is_read(tmp_path):
+    path = _save_nifti(tmp_path / "empty_label.nii.gz", np.zeros((96, 96, 96), np.uint8))
+    assert read_label(path)[0].shape == (96, 96, 96)

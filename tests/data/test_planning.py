@@ -270,3 +270,32 @@ def test_cpu_plans_cap_the_batch_unless_it_is_given(tmp_path, monkeypatch):
     data = _ct_dataset(tmp_path / "ct")
     assert plan_dataset(data, tmp_path / "run", device="cpu")["batch_size"] == planning.CPU_MAX_BATCH == 4
     assert plan_dataset(data, tmp_path / "run2", device="cpu", batch_size=9)["batch_size"] == 9
+
+
+def test_images_too_small_to_train_on_are_refused_at_planning_naming_them(tmp_path):
+    root = _ct_dataset(tmp_path / "ct")
+    for i in range(2):
+        nib.save(
+            nib.Nifti1Image(np.full((1, 1, 1), 40.0, np.float32), np.eye(4)),
+            root / "imagesTr" / f"ct_{i}.nii.gz",
+        )
+        nib.save(
+            nib.Nifti1Image(np.ones((1, 1, 1), np.uint8), np.eye(4)), root / "labelsTr" / f"ct_{i}.nii.gz"
+        )
+    message = (
+        r"ct_0\.nii\.gz: is 1x1x1 voxels at the planned spacing .* too small to train on .*; so are 1 more"
+    )
+    with pytest.raises(DataError, match=message):
+        plan_dataset(root, tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run" / "plans.json").exists()
+
+
+def test_a_training_entry_without_label_is_refused_at_planning_naming_dataset_json_and_the_case(tmp_path):
+    root = _ct_dataset(tmp_path / "ct")
+    meta = json.loads((root / "dataset.json").read_text())
+    del meta["training"][1]["label"]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DataError, match=r"dataset\.json: the training case 'ct_1' \(ct_1\.nii\.gz\) has no label"
+    ):
+        plan_dataset(root, tmp_path / "run", device="cpu")

@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -80,9 +81,13 @@ def test_nifti_folders_give_per_case_scores_and_summary(nifti_cases, tmp_path, c
 def test_tolerance_per_class_names_from_labels_and_explicit_output(nifti_cases, tmp_path):
     pred, gt = nifti_cases
     out = tmp_path / "scores"
-    summary = evaluate(pred, gt, output=out, tolerance_mm=[2.0, 5.0], labels={"0": "bg", "1": "body", "2": "tail"})
+    summary = evaluate(
+        pred, gt, output=out, tolerance_mm=[2.0, 5.0], labels={"0": "bg", "1": "body", "2": "tail"}
+    )
     rows = _read_rows(out / "per_case.csv")
-    assert float(rows[("case_a", "1")]["nsd"]) == pytest.approx(40 / 56)  # 24 + 4 + 12 surface voxels within 2 mm
+    assert float(rows[("case_a", "1")]["nsd"]) == pytest.approx(
+        40 / 56
+    )  # 24 + 4 + 12 surface voxels within 2 mm
     assert rows[("case_a", "1")]["name"] == "body"
     assert summary["tolerance_mm"] == {"1": 2.0, "2": 5.0}
     assert summary["classes"]["2"]["name"] == "tail"
@@ -120,7 +125,10 @@ def test_png_semantic_classes_default_to_values_in_the_reference(tmp_path):
     pred[0, 7] = 2  # a label the reference never uses: not a class
     _write_png(ref, tmp_path / "gt" / "x.png")
     _write_png(pred, tmp_path / "pred" / "x.png")
-    summary = evaluate(tmp_path / "pred", tmp_path / "gt")
+    with pytest.warns(
+        UserWarning, match=r"label values \[2\] that the reference labels \[1, 3\] do not declare"
+    ):
+        summary = evaluate(tmp_path / "pred", tmp_path / "gt")
     assert list(summary["classes"]) == ["1", "3"]
     assert summary["classes"]["1"]["dice"]["mean"] == 1.0
     assert summary["classes"]["3"]["dice"]["mean"] == 0.0
@@ -175,9 +183,15 @@ def test_default_output_is_never_inside_the_reference(tmp_path):
         (tmp_path / folder).mkdir(parents=True)
     assert default_output_dir(tmp_path / "p", tmp_path / "q") == (tmp_path / "evaluation").resolve()
     # predictions inside the reference folder: the results go beside the reference folder
-    assert default_output_dir(tmp_path / "gt" / "pred", tmp_path / "gt") == (tmp_path / "pred_evaluation").resolve()
+    assert (
+        default_output_dir(tmp_path / "gt" / "pred", tmp_path / "gt")
+        == (tmp_path / "pred_evaluation").resolve()
+    )
     # "evaluation" is the reference folder itself: use a name after the predictions instead
-    assert default_output_dir(tmp_path / "preds", tmp_path / "evaluation") == (tmp_path / "preds_evaluation").resolve()
+    assert (
+        default_output_dir(tmp_path / "preds", tmp_path / "evaluation")
+        == (tmp_path / "preds_evaluation").resolve()
+    )
 
 
 def test_cli_reports_a_missing_prediction_as_one_line(nifti_cases, capsys):
@@ -191,7 +205,9 @@ def test_cli_reports_a_missing_prediction_as_one_line(nifti_cases, capsys):
 
 
 @pytest.mark.shared_data
-def test_real_hippocampus_and_nuclei_labels_score_perfectly_against_themselves(hippocampus_dir, dsb2018_dir, tmp_path):
+def test_real_hippocampus_and_nuclei_labels_score_perfectly_against_themselves(
+    hippocampus_dir, dsb2018_dir, tmp_path
+):
     label = hippocampus_dir / "labelsTr" / "hippocampus_001.nii.gz"
     summary = evaluate(label, label, output=tmp_path / "hippo")
     assert summary["mean"] == {"dice": 1.0, "nsd": 1.0, "hd95": 0.0}
@@ -203,3 +219,48 @@ def test_real_hippocampus_and_nuclei_labels_score_perfectly_against_themselves(h
     summary = evaluate(nuclei, nuclei, output=tmp_path / "dsb", instance=True)
     assert summary["instance"]["tp"] == int(first["num_instances"])
     assert summary["instance"]["f1_pooled"] == 1.0
+
+
+def test_a_strict_evaluation_lists_the_missing_cases_and_chill_scores_the_predicted_ones(
+    nifti_cases, tmp_path
+):
+    pred, gt = nifti_cases
+    _write_nifti(np.zeros(SHAPE, np.uint8), gt / "case_c.nii.gz")
+    (pred / "case_b.nii.gz").unlink()
+    message = (
+        r"no prediction for case 'case_b' in .*pred, nor for 1 more: case_c; --chill scores the predicted"
+    )
+    with pytest.raises(DataError, match=message):
+        evaluate(pred, gt)
+    with pytest.warns(UserWarning, match="2 of 3 reference cases have no prediction"):
+        summary = evaluate(pred, gt, output=tmp_path / "chill", chill=True)
+    assert summary["num_cases"] == 1
+    assert sorted(_read_rows(tmp_path / "chill" / "per_case.csv")) == [("case_a", "1")]
+    (pred / "case_a.nii.gz").unlink()
+    with pytest.raises(DataError, match="no prediction for case 'case_a'"):
+        evaluate(pred, gt, chill=True)  # nothing predicted: nothing to score
+
+
+def test_predicted_labels_that_the_reference_does_not_declare_are_warned_about(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    stray = np.zeros(SHAPE, np.uint8)
+    stray[0, 0, 0] = 7
+    _write_nifti(stray, pred / "case_a.nii.gz")
+    with pytest.warns(
+        UserWarning, match=r"label values \[7\] that the reference labels \[1, 2\] do not declare"
+    ):
+        evaluate(pred, gt, output=tmp_path / "found")
+    # declared labels (dataset.json's) are the classes: a class absent from these references is not stray
+    _write_nifti(np.full(SHAPE, 3, np.uint8), pred / "case_a.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate(pred, gt, output=tmp_path / "declared", labels={0: "bg", 1: "a", 2: "b", 3: "c"})
+
+
+def test_cli_chill(nifti_cases, tmp_path, capsys):
+    from usema.cli import main
+
+    pred, gt = nifti_cases
+    (pred / "case_a.nii.gz").unlink()
+    assert main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "s"), "--chill"]) == 0
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["num_cases"] == 1

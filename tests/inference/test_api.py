@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from usema.errors import DataError
+from usema.errors import DataError, UsemaError
 from usema.inference import predictor as predictor_module
 from usema.inference.api import OVERLAY_DIR, predict
 from usema.models import build_model
@@ -329,3 +329,78 @@ def test_real_hippocampus_and_dsb_images_keep_their_geometry(
         assert ids.size == image.size == (320, 256)
         assert np.array(ids).max() >= 1  # bright regions became instances
     assert (tmp_path / "out2d" / OVERLAY_DIR / rgb_pred.name).is_file()
+
+
+def _hippocampus_like(root: Path) -> Path:
+    """An MSD dataset folder with one image and its ground-truth label of the same name."""
+    write_nifti(root / "imagesTr" / "hip_1.nii.gz", np.full((6, 7, 5), 50.0), np.eye(4))
+    write_nifti(root / "labelsTr" / "hip_1.nii.gz", np.full((6, 7, 5), 2.0), np.eye(4))
+    (root / "dataset.json").write_text('{"training": [], "labels": {"0": "background"}}')
+    return root
+
+
+def test_predictions_never_go_into_a_dataset_labels_folder(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    hip = _hippocampus_like(tmp_path / "hip")
+
+    for flags in ({}, {"overwrite": True}):  # not even when asked to overwrite
+        with pytest.raises(DataError, match=r"labelsTr: is a folder of the dataset .*hip"):
+            predict(run, [hip / "imagesTr"], hip / "labelsTr", device="cpu", **flags)
+    assert np.all(np.asarray(nib.load(hip / "labelsTr" / "hip_1.nii.gz").dataobj) == 2)  # ground truth intact
+    with pytest.raises(DataError, match="is a folder of the dataset"):
+        predict(run, [hip / "imagesTr"], hip, device="cpu")  # the folder holding dataset.json
+
+
+def test_predictions_never_go_inside_the_dataset_the_run_was_planned_from(tmp_path, threshold_model):
+    data = tmp_path / "data"
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    plans["dataset"]["path"] = str(data)
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    image = write_nifti(tmp_path / "new" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
+
+    with pytest.raises(DataError, match=f"is a folder of the dataset {data}"):
+        predict(run, [image], data / "predictions", device="cpu")
+    assert not data.exists()
+
+
+def test_existing_predictions_are_replaced_only_with_overwrite(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    bright_half = np.zeros((6, 7, 5))
+    bright_half[3:] = 50.0
+    image = write_nifti(tmp_path / "in" / "x.nii.gz", bright_half, np.eye(4))
+    earlier = write_nifti(tmp_path / "out" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
+
+    with pytest.raises(DataError, match=r"x\.nii\.gz: exists already; --overwrite replaces"):
+        predict(run, [image], tmp_path / "out", device="cpu")
+    assert np.all(np.asarray(nib.load(earlier).dataobj) == 0)
+
+    predict(run, [image], tmp_path / "out", device="cpu", overwrite=True)
+    np.testing.assert_array_equal(np.asarray(nib.load(earlier).dataobj), bright_half > 0)
+
+
+def test_a_full_disk_while_writing_a_prediction_names_the_file(tmp_path, threshold_model, monkeypatch):
+    import errno
+
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    image = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", no_space)
+    with pytest.raises(UsemaError, match=r"out/x\.nii\.gz: cannot write it, no space left on device"):
+        predict(run, [image], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()  # made for the write, removed with the failure
+
+
+def test_a_failed_predict_leaves_no_output_folder(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    two_volumes = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5, 2)), np.eye(4))
+
+    with pytest.raises(DataError, match=r"x\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
+        predict(run, [two_volumes], tmp_path / "out", device="cpu")
+    assert not (tmp_path / "out").exists()

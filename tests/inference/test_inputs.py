@@ -89,3 +89,18 @@ def test_output_checks(tmp_path):
     (existing,) = touch(tmp_path / "files", "taken.png")
     with pytest.raises(DataError, match="existing file"):
         check_output_location(existing, [tmp_path / "in"], [])
+
+
+def test_dataset_folders_are_refused_as_output(tmp_path):
+    touch(tmp_path / "in", "a.png")
+    touch(tmp_path / "nuclei" / "images", "a.png")
+    touch(tmp_path / "nuclei" / "labels", "a.png")
+    for output in (tmp_path / "nuclei" / "labels", tmp_path / "nuclei" / "images", tmp_path / "nuclei"):
+        with pytest.raises(DataError, match="is a folder of the dataset"):
+            check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True)
+    # a folder named labels elsewhere is not a dataset's
+    check_output_location(
+        tmp_path / "mine" / "labels", [tmp_path / "in"], [tmp_path / "mine" / "labels" / "a.png"]
+    )
+    with pytest.raises(DataError, match="is a folder of the dataset"):
+        check_output_location(tmp_path / "d" / "out", [tmp_path / "in"], [], planned_from=tmp_path / "d")

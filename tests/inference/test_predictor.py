@@ -192,3 +192,22 @@ def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_model
 def test_fp16_training_precision_falls_back_on_cpu(tmp_path, toy_models):
     save_run(tmp_path, Heads().state_dict(), plans_for(2, [8, 8], precision="fp16"), deep_supervision=False)
     assert load_predictor(tmp_path, fold=1, device="cpu").autocast_dtype is None
+
+
+def test_a_checkpoint_of_another_model_than_the_runs_plan_is_refused(tmp_path, toy_models):
+    save_run(tmp_path, Heads().state_dict(), plans_for(2, [8, 8]), deep_supervision=False)
+    plans = plans_for(2, [8, 8])
+    plans["model"]["name"] = "usema"  # the run was planned (and retrained) for another model
+    save_plans(plans, tmp_path)
+    with pytest.raises(
+        CheckpointError,
+        match=r"checkpoint is for another model: name='toy', expected 'usema' by .*plans\.json",
+    ):
+        load_predictor(tmp_path, fold=1, device="cpu")
+    plans["model"] = {"name": "toy", "overrides": {"width": 16}}  # same model, other network settings
+    save_plans(plans, tmp_path)
+    with pytest.raises(CheckpointError, match=r"overrides=\{\}, expected \{'width': 16\}"):
+        load_predictor(tmp_path, fold=1, device="cpu")
+    plans["model"]["overrides"] = {}
+    save_plans(plans, tmp_path)
+    assert load_predictor(tmp_path, fold=1, device="cpu").plans["model"]["name"] == "toy"

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from usema.errors import CheckpointError, UsemaError
-from usema.training.api import apply_overrides, train
+from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
+from usema.training.api import apply_overrides, stop_if_interrupted, train
 from usema.training.checkpoint import load_checkpoint
+from usema.utils.lock import folder_lock
 
 CHECKPOINT_KEYS = {
     "model_state",
@@ -130,7 +131,8 @@ def test_resume_refuses_a_checkpoint_of_another_model_optimizer_or_plan(tiny_run
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True, optimizer="sgd")
     plans["patch_size"] = [16, 16, 12]
     (run / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(CheckpointError, match="another plan"):
+    message = r"another plan: patch_size was \[16, 16, 16\], plans\.json now has \[16, 16, 12\]"
+    with pytest.raises(CheckpointError, match=message):
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
 
 
@@ -247,8 +249,15 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     assert latest["partial_epoch"]["iterations"] == 1 and spent >= first_part >= 1.0
     assert _rows(run / "fold_0" / "train_log.csv") == []  # no epoch finished: only the checkpoint knows
     # resumed with a budget that the first part already spent: no further step; the cut epoch is closed
-    resumed = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, resume=True,
-                    max_minutes=spent / 60.0)
+    with_spent_budget = {
+        "epochs": 2,
+        "iters_per_epoch": 6,
+        "device": "cpu",
+        "folds": 2,
+        "seed": 3,
+        "resume": True,
+    }
+    resumed = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert resumed["out_of_time"] and resumed["last_epoch"] == 1
     latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
     assert latest["scheduler_state"]["last_epoch"] == 1 and latest["partial_epoch"] is None
@@ -258,8 +267,96 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     assert first_part <= float(rows[0]["seconds"]) <= latest["trained_seconds"]
     assert latest["trained_seconds"] > spent
     # resumed again with the same budget: nothing left to train or close
-    again = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, resume=True,
-                  max_minutes=spent / 60.0)
+    again = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert again["out_of_time"] and again["epochs_run"] == 0
     assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"] == 1
     assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_folder_and_pid(tiny_run):
+    data, run = tiny_run
+    with folder_lock(run), pytest.raises(UsemaError, match=rf"{run} is in use .*\(pid {os.getpid()}\)"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    assert not (run / "fold_0").exists()
+
+
+def test_a_finished_run_is_continued_or_replaced_only_when_asked(tiny_run):
+    data, run = tiny_run
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    latest = run / "fold_0" / "checkpoint_latest.pt"
+    before = latest.read_bytes()
+    with pytest.raises(
+        UsemaError, match=r"fold_0 holds an earlier run \(model usema-nosema, epoch 1 of 1\): --resume"
+    ):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    assert latest.read_bytes() == before and len(_rows(run / "fold_0" / "train_log.csv")) == 1
+    resumed = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
+    again = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, overwrite=True)
+    assert again["last_epoch"] == 1 and [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1"]
+    assert load_checkpoint(run / "fold_0" / "checkpoint_best.pt")["epoch"] == 1  # no best of the replaced run
+
+
+def test_another_model_into_a_trained_run_is_refused_and_the_plan_names_the_model_trained(tiny_run):
+    data, run = tiny_run
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    with pytest.raises(UsemaError, match=r"is a run of model usema-nosema \(fold_0 trained\)"):
+        train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, fold=1)
+    assert json.loads((run / "plans.json").read_text())["model"]["name"] == "usema-nosema"
+    assert not (run / "fold_1").exists()
+    train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, overwrite=True)
+    assert json.loads((run / "plans.json").read_text())["model"]["name"] == "nnunet"
+    assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["model"]["name"] == "nnunet"
+
+
+def test_an_interrupted_run_is_reported_as_such():
+    stop_if_interrupted({"interrupted": False})
+    with pytest.raises(Interrupted, match="--resume continues") as stopped:
+        stop_if_interrupted({"interrupted": True, "stop_signal": signal.SIGTERM, "checkpoint_latest": "x.pt"})
+    assert stopped.value.exit_code == 143
+
+
+def test_a_typo_in_the_plans_network_settings_names_the_file_the_key_and_the_settings(tiny_run):
+    data, run = tiny_run
+    plans = json.loads((run / "plans.json").read_text())
+    plans["model"]["overrides"]["blocks_per_stag"] = 1
+    (run / "plans.json").write_text(json.dumps(plans))
+    message = (
+        r"plans\.json: model 'usema-nosema' has no network setting 'blocks_per_stag'; .* blocks_per_stage,"
+    )
+    with pytest.raises(DataError, match=message):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    assert not (run / "fold_0").exists()
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_checkpoint_survives(
+    tiny_run, monkeypatch
+):
+    import errno
+
+    from usema.training import checkpoint
+
+    data, run = tiny_run
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    latest = run / "fold_0" / "checkpoint_latest.pt"
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", no_space)
+    with pytest.raises(UsemaError, match=rf"{latest}: cannot write it, no space left on device"):
+        train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    monkeypatch.undo()
+    assert load_checkpoint(latest)["epoch"] == 1
+    resumed = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert resumed["last_epoch"] == 2
+    assert [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1", "2"]
+
+
+def test_a_fold_count_the_dataset_cannot_fill_is_refused_before_preprocessing(tmp_path):
+    from usema.data.phantoms import make_phantom_dataset
+
+    data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=3, shape=(24, 24), seed=0)
+    with pytest.raises(UsemaError, match="5 folds need at least 5 cases"):
+        train(data, tmp_path / "run", epochs=1, iters_per_epoch=1, device="cpu", folds=5)
+    assert not (tmp_path / "run" / "preprocessed").exists()

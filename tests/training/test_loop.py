@@ -13,7 +13,7 @@ from usema.errors import UsemaError
 from usema.training import loop
 from usema.training.api import train
 from usema.training.checkpoint import load_checkpoint
-from usema.training.loop import plan_signature
+from usema.training.loop import plan_difference
 from usema.training.losses import DiceCEDeepSupervisionLoss, deep_supervision_weights
 from usema.training.optimization import TrainingSettings, build_optimizer, build_scheduler
 
@@ -73,11 +73,17 @@ def test_optimizers_follow_the_settings():
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 3e-3
 
 
-def test_plan_signature_ignores_training_settings_and_dataset_location():
+def test_plan_difference_names_the_key_and_ignores_training_settings_and_dataset_location():
     plans = {"dataset": {"path": "/a", "num_classes": 3}, "patch_size": [16, 16], "training": {"epochs": 5}}
     moved = {"dataset": {"path": "/b", "num_classes": 3}, "patch_size": [16, 16], "training": {"epochs": 50}}
-    assert plan_signature(plans) == plan_signature(moved)
-    assert plan_signature(plans) != plan_signature({**plans, "patch_size": [32, 16]})
+    assert plan_difference(plans, moved) is None
+    changed = {**plans, "patch_size": [32, 16]}
+    assert plan_difference(plans, changed) == "patch_size was [16, 16], plans.json now has [32, 16]"
+    more = {**plans, "dataset": {**plans["dataset"], "num_classes": 4}, "model": {"overrides": {"x": 1}}}
+    assert plan_difference(plans, more) == "dataset.num_classes was 3, plans.json now has 4"
+    assert plan_difference(more, {**more, "model": {"overrides": {}}}) == (
+        "model.overrides.x was 1, plans.json now has (absent)"
+    )
 
 
 def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, monkeypatch):

@@ -1,7 +1,12 @@
 """train_log.csv rows, progress.png, and the log kept up to the checkpoint on resume."""
 
 import csv
+import errno
 
+import pytest
+
+from usema.errors import UsemaError
+from usema.training import progress
 from usema.training.progress import TrainingLog
 
 
@@ -77,3 +82,28 @@ def test_numbers_go_to_tensorboard_when_it_is_installed(tmp_path, monkeypatch):
         ("val_dice", 0.5, 2) in scalars and ("dice_tumour", 0.6, 2) in scalars and ("lr", 0.01, 2) in scalars
     )
     assert scalars[-1] == "closed"
+
+
+def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
+    log = TrainingLog(tmp_path, ["a"])
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(progress.os, "fsync", no_space)
+    row = {"epoch": 1, "train_loss": 0.5, "val_dice": 0.5, "dice_a": 0.5, "lr": 0.1, "seconds": 1.0}
+    with pytest.raises(UsemaError, match=r"train_log\.csv: cannot write it, no space left on device"):
+        log.append(row)
+
+
+def test_a_row_cut_short_is_left_out_and_the_rows_before_it_kept(tmp_path):
+    log = TrainingLog(tmp_path, ["a"])
+    for epoch in (1, 2):
+        log.append(
+            {"epoch": epoch, "train_loss": 0.5, "val_dice": 0.5, "dice_a": 0.5, "lr": 0.1, "seconds": 1.0}
+        )
+    log.close()
+    with (tmp_path / "train_log.csv").open("a") as handle:
+        handle.write("3,0.4")  # the disk filled up in the middle of epoch 3's row
+    resumed = TrainingLog(tmp_path, ["a"], resume_after_epoch=3)
+    assert [row["epoch"] for row in resumed.rows] == [1.0, 2.0]

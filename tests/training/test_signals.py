@@ -26,7 +26,8 @@ def test_first_signal_sets_the_flag_second_interrupts_and_handlers_come_back():
     assert signal.getsignal(signal.SIGINT) is previous
 
 
-def test_sigterm_mid_training_saves_a_checkpoint_and_exits_cleanly(tiny_run):
+@pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_training_saves_a_checkpoint_and_exits_with_the_signal_code(tiny_run, signum, exit_code):
     data, run = tiny_run
     command = [
         sys.executable,
@@ -55,14 +56,15 @@ def test_sigterm_mid_training_saves_a_checkpoint_and_exits_cleanly(tiny_run):
                 break
             time.sleep(0.2)
         assert process.poll() is None, process.communicate()[1][-2000:]
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 0, stderr[-2000:]
-    assert "SIGTERM received" in stderr
+    assert process.returncode == exit_code, stderr[-2000:]  # `usema train && usema predict` stops here
+    assert f"{signum.name} received" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("usema train: stopped by a signal;")
     checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
     assert 1 <= checkpoint["epoch"] < 1000
     assert checkpoint["model_state"] and checkpoint["optimizer_state"]["state"]

@@ -155,7 +155,7 @@ def analyze_dispersion(
 ) -> list[dict[str, Any]]:
     """Attention dispersion of each run's network, untrained and trained, on centre crops of growing size of the
     images in `inputs`; writes dispersion.csv (per head), dispersion.md (head means) and dispersion.png."""
-    from usema.data.datasets import convert_channels
+    from usema.data.channels import convert_channels
     from usema.data.io import read_image
     from usema.data.preprocessing import preprocess_image
     from usema.inference.inputs import collect_cases
@@ -170,7 +170,8 @@ def analyze_dispersion(
         images = []
         for case in collect_cases(inputs, plans):
             image, geometry = read_image(case.images)
-            image = convert_channels(image, int(plans["dataset"]["num_channels"]), case.images[0], warn=False)
+            image = convert_channels(image, int(plans["dataset"]["num_channels"]), geometry, case.images[0],
+                                     warn=False)
             image = preprocess_image(image, geometry, plans)
             if centre_crop(image, crop_sizes[-1]) is not None:  # every image is seen at every size
                 images.append((case.case_id, image))

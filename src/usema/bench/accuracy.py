@@ -92,8 +92,9 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
     started = time.monotonic()
     predictions = run_dir / f"predictions{suffix}"
+    # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
     predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
-            fold=FOLD, precision=precision, tta=tta)
+            fold=FOLD, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
     references = _link_references(cases, run_dir / "reference_labels")
     labels = None if instance else spec.labels
@@ -108,7 +109,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
     short. `network_overrides` are this model's own network settings, on top of the shared plan's."""
     from usema.models import build_model
-    from usema.training.api import train
+    from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import SPLITS_NAME, load_or_create_splits
 
     fold_dir = run_dir / f"fold_{FOLD}"
@@ -128,8 +129,9 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         # the budget is the whole run's: a resumed run trains what is left of it, or only closes its last epoch
         summary = train(data, run_dir, model=model, fold=FOLD, folds=FOLDS, seed=seed, device=device,
                         resume=started, max_minutes=budget_minutes)
-        if not summary.get("interrupted"):
-            atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
+        # stopped by a signal: no row for a half-trained model; the next run resumes it
+        stop_if_interrupted(summary)
+        atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
     plans = load_plans(run_dir)
     spec = load_dataset(data, plans["dataset"]["label_mode"])
     held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, SPLIT_SEED)[FOLD]["val"]

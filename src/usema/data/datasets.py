@@ -19,15 +19,24 @@ from typing import Any
 
 import numpy as np
 
+from usema.data.channels import channel_names_for, convert_channels, is_convertible
 from usema.data.instances import INSTANCE_CLASSES, instances_to_classes
-from usema.data.io import ImageGeometry, probe_image, read_image, read_label, strip_suffix, suffix_of
+from usema.data.io import (
+    ImageGeometry,
+    label_values,
+    probe_image,
+    read_image,
+    read_label,
+    strip_suffix,
+    suffix_of,
+)
 from usema.errors import DataError
 
 LABEL_MODES = ("semantic", "binary", "instance")
+# Where datasets keep their images and labels (MSD and nnU-Net v2 train/test, 2D folders).
+DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "images", "labels")
 FORMATS = ("msd", "nnunet", "folder2d")
 BINARY_CLASSES = {0: "background", 1: "foreground"}
-# ITU-R BT.601 luma weights: how an RGB image becomes one gray channel.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -53,9 +62,8 @@ class DatasetSpec:
     label_mode: str
     cases: list[Case]
     manifest: Path | None = None  # dataset.json, where there is one
-    announced_channel_mix: bool = field(
-        default=False, repr=False
-    )  # mixed channel counts were warned about once
+    # a converted channel count was warned about: a dataset says so once, not once per image
+    announced_channel_mix: bool = field(default=False, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +100,22 @@ class DatasetSpec:
 def lexical_absolute(path: str | Path) -> Path:
     """`path` made absolute and normalised without resolving symbolic links."""
     return Path(os.path.normpath(Path(path).absolute()))
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` is `folder` or lies inside it, links resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def dataset_holding(folder: str | Path) -> Path | None:
+    """The dataset that `folder` is (it holds dataset.json, or images/ and labels/), or whose images or labels
+    folder it is; None for any other folder."""
+    folder = Path(folder)
+    for root in (folder, folder.parent) if folder.name in DATASET_SUBFOLDERS else (folder,):
+        if (root / "dataset.json").is_file() or ((root / "images").is_dir() and (root / "labels").is_dir()):
+            return root
+    return None
 
 
 def modality_of(channel_names: Iterable[str]) -> str:
@@ -207,15 +231,8 @@ def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str)
     declared_names = list(_int_keyed(modality, manifest, "modality").values()) if modality else None
     labels_meta = meta.get("labels")
     declared = _int_keyed(labels_meta, manifest, "labels") if labels_meta else None
-    return _finish(
-        root,
-        "msd",
-        manifest,
-        cases,
-        declared_names,
-        _training_labels(declared, label_mode, manifest),
-        label_mode,
-    )
+    labels = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode)
 
 
 def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
@@ -241,15 +258,8 @@ def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: s
         cases = _scan_nnunet(root, manifest, ending, len(channel_names))
     if not cases:
         raise DataError(root / "imagesTr", f"empty dataset: no *_0000{ending} images")
-    return _finish(
-        root,
-        "nnunet",
-        manifest,
-        cases,
-        channel_names,
-        _training_labels(declared, label_mode, manifest),
-        label_mode,
-    )
+    labels = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode)
 
 
 def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> list[Case]:
@@ -354,13 +364,12 @@ def _finish(
     if channel_names is None:
         counts = Counter(channels for _, channels, _ in probed)
         majority = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
-        channel_names = (
-            ["gray"]
-            if majority == 1
-            else ["R", "G", "B"]
-            if majority == 3
-            else [f"channel_{i}" for i in range(majority)]
-        )
+        channel_names = channel_names_for(majority)
+        for path, channels, geo in probed:
+            if channels != majority and not is_convertible(channels, majority, geo):
+                raise DataError(
+                    path, f"has {channels} channel(s) but most images of the dataset have {majority}"
+                )
         if len(counts) > 1:
             others = len(probed) - counts[majority]
             warnings.warn(
@@ -372,7 +381,8 @@ def _finish(
     else:
         first = cases[0].images
         found = len(first) if len(first) > 1 else probed[0][1]
-        if found != len(channel_names):
+        convertible = len(first) == 1 and is_convertible(found, len(channel_names), probed[0][2])
+        if found != len(channel_names) and not convertible:
             raise DataError(
                 first[0],
                 f"has {found} channel(s) but the dataset declares {len(channel_names)} "
@@ -385,28 +395,6 @@ def _finish(
 
 
 # ----------------------------------------------------------------------------------------------- one case
-def convert_channels(
-    image: np.ndarray, num_channels: int, source: str | Path, warn: bool = True
-) -> np.ndarray:
-    """Convert (C, *S) to `num_channels`: gray -> RGB repeats, RGB -> gray takes luma; others raise
-    DataError."""
-    have = image.shape[0]
-    if have == num_channels:
-        return image
-    if have == 3 and num_channels == 1:
-        converted = np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
-    elif have == 1:
-        converted = np.repeat(image, num_channels, axis=0)
-    else:
-        raise DataError(
-            source,
-            f"has {have} channels; {num_channels} are needed and only gray <-> RGB conversion is defined",
-        )
-    if warn:
-        warnings.warn(f"{source}: {have} channel(s) converted to {num_channels}", stacklevel=2)
-    return converted
-
-
 def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | None, ImageGeometry]:
     """Read and check one case: image (C, *S) float32 with the dataset's channel count, label (*S) int64 in
     training classes (or None), geometry. Raises DataError naming the file on any mismatch."""
@@ -415,7 +403,11 @@ def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | N
         raise DataError(
             case.images[0], f"is {geometry.spatial_dims}D but the dataset is {spec.spatial_dims}D"
         )
-    image = convert_channels(image, spec.num_channels, case.images[0], warn=not spec.announced_channel_mix)
+    converted = image.shape[0] != spec.num_channels
+    image = convert_channels(
+        image, spec.num_channels, geometry, case.images[0], warn=not spec.announced_channel_mix
+    )
+    spec.announced_channel_mix |= converted
     if case.label is None:
         return image, None, geometry
     raw, label_geometry = read_label(case.label)
@@ -432,8 +424,7 @@ def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) 
         return (raw > 0).astype(np.int64)
     if spec.label_mode == "instance":
         return instances_to_classes(raw)
-    present = np.flatnonzero(np.bincount(raw.ravel())) if raw.max(initial=0) < 1 << 24 else np.unique(raw)
-    undeclared = sorted(set(present.tolist()) - set(spec.labels))
+    undeclared = sorted(set(label_values(raw).tolist()) - set(spec.labels))
     if undeclared:
         raise DataError(
             source,

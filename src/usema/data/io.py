@@ -8,6 +8,7 @@ DataError that names the file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from usema.errors import DataError
 from usema.utils.atomic import atomic_path  # re-exported: the one atomic writer of the package
+from usema.utils.memory import physical_memory_bytes
 
 # Longest first, so that ".nii.gz" wins over ".gz"-less ".nii" and friends.
 FORMAT_OF_SUFFIX = {
@@ -37,6 +39,9 @@ SUPPORTED_SUFFIXES = tuple(sorted(FORMAT_OF_SUFFIX, key=len, reverse=True))
 # The suffix of a segmentation written in each format (JPEG inputs get PNG segmentations: JPEG is lossy).
 SEGMENTATION_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "itk": ".mha"}
 _PILLOW_FORMATS = ("png", "jpeg", "bmp")
+# Deflate expands a stream at most about 1032-fold (a long run of one byte value; gzip of zeros measures 1029),
+# so a .nii.gz whose header declares more than this many times the file's size declares data it cannot hold.
+MAX_GZIP_EXPANSION = 1100
 
 
 @dataclass
@@ -138,11 +143,32 @@ def _unreadable(path: Path, exc: BaseException) -> DataError:
 
 
 # ---------------------------------------------------------------------------------------------- raw readers
+def _check_declared_size(path: Path, header: Any) -> None:
+    """Refuse a NIfTI header that declares more voxel data than the file can hold, before any is read (a forged
+    or corrupt header would otherwise make the reader allocate what it declares): an uncompressed file must hold
+    offset + shape x dtype bytes; a gzipped one at most MAX_GZIP_EXPANSION times its size; and the image, read
+    as float32, must fit in this machine's memory."""
+    shape = [int(s) for s in header.get_data_shape()]
+    dtype = header.get_data_dtype()
+    declared = math.prod(shape) * dtype.itemsize
+    size = path.stat().st_size
+    what = f"the header declares {'x'.join(map(str, shape))} voxels of {dtype} ({declared / 2**20:.1f} MiB)"
+    if path.name.lower().endswith(".gz"):
+        if declared > MAX_GZIP_EXPANSION * size:
+            raise DataError(path, f"{what}, more than a gzip file of {size} bytes can hold: a corrupt header")
+    elif int(header.get_data_offset()) + declared > size:
+        raise DataError(path, f"{what}, but the file holds {size} bytes: truncated, or a corrupt header")
+    memory = physical_memory_bytes()
+    if memory is not None and math.prod(shape) * max(dtype.itemsize, 4) > memory:
+        raise DataError(path, f"{what}: more than this machine's {memory / 2**30:.1f} GiB of memory")
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
     """(array with spatial axes first, geometry, has trailing channel axis)."""
     import nibabel as nib
 
     img = nib.load(str(path))
+    _check_declared_size(path, img.header)
     data = np.asanyarray(img.dataobj)
     while data.ndim > 4 and data.shape[3] == 1:  # (x, y, z, 1, c): NIfTI's vector-image layout
         data = data.reshape(data.shape[:3] + data.shape[4:])
@@ -295,6 +321,15 @@ def read_label(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
     if labels.size and labels.min() < 0:
         raise DataError(path, f"label values must be >= 0; found {int(labels.min())}")
     return labels, geometry
+
+
+def label_values(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of a non-negative integer label map, sorted (a bincount where the values are small:
+    much faster than np.unique on a volume)."""
+    labels = np.asarray(labels)
+    if labels.size and labels.max() < 1 << 24:
+        return np.flatnonzero(np.bincount(labels.ravel()))
+    return np.unique(labels)
 
 
 def probe_image(path: str | Path) -> tuple[int, ImageGeometry]:

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import DatasetSpec, lexical_absolute, load_dataset
+from usema.data.channels import channel_names_for
+from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
 from usema.errors import DataError, UsemaError
+from usema.utils.memory import physical_memory_bytes
 
 PLANS_NAME = "plans.json"
 DEFAULT_MEMORY_BUDGET_GB = 5.0
@@ -33,6 +34,9 @@ BASE_FEATURES = 32
 MAX_FEATURES = {2: 512, 3: 320}
 MAX_STAGES = {2: 6, 3: 5}
 MIN_FEATURE_MAP = 4
+# The smallest image (voxels along every axis, at the planned spacing) that planning accepts: see
+# _refuse_tiny_images.
+MIN_IMAGE_VOXELS = 2
 MIN_BATCH = 2
 # On a CPU, a compact USEMA trained faster per sample at batch 4 than at nnU-Net's larger batches (per sample:
 # 0.61 s at batch 4 against 0.93 s at batch 9 on 40x56x40 volumes, 0.59 s against 0.82 s at batch 10 on 256^2
@@ -211,27 +215,15 @@ def normalization_for(channel_names: list[str], intensity: list[dict[str, float]
 
 def default_memory_budget_gb(device: str) -> float:
     """5 GiB (device independent, so plans are reproducible), at most half the machine's memory on CPU."""
-    if device == "cpu":
-        try:
-            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-            return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2)
-        except (ValueError, OSError, AttributeError):
-            pass
-    return DEFAULT_MEMORY_BUDGET_GB
+    ram = physical_memory_bytes() if device == "cpu" else None
+    return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2 / 2**30) if ram else DEFAULT_MEMORY_BUDGET_GB
 
 
 # ------------------------------------------------------------------------------------------------ planning
-def channel_names_for(count: int) -> list[str]:
-    """Names for `count` undeclared channels (gray, RGB, or numbered)."""
-    return (
-        ["gray"] if count == 1 else ["R", "G", "B"] if count == 3 else [f"channel_{i}" for i in range(count)]
-    )
-
-
 def _with_channels(spec: DatasetSpec, count: int, names: list[str] | None = None) -> DatasetSpec:
     if count != spec.num_channels:
         spec.channel_names = list(names) if names and len(names) == count else channel_names_for(count)
-        spec.announced_channel_mix = False  # every converted case warns
+        spec.announced_channel_mix = False  # the first converted case warns
     return spec
 
 
@@ -277,12 +269,22 @@ def plan_dataset(
         cases = cases[: int(overrides["max_cases"])]
     if not cases:
         raise DataError(spec.manifest or spec.root, "empty dataset: no cases selected")
+    unlabelled = [case for case in cases if case.label is None]
+    if unlabelled:
+        first = unlabelled[0]
+        raise DataError(
+            spec.manifest or spec.root,
+            f"the training case {first.case_id!r} ({first.images[0].name}) has no label"
+            + (f", nor have {len(unlabelled) - 1} more" if len(unlabelled) > 1 else "")
+            + "; every case planned for training needs one",
+        )
 
     fingerprint = compute_fingerprint(spec, cases, seed=int(overrides.get("seed") or 0))
     spacing = [
         float(s) for s in (overrides.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))
     ]
     resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
+    _refuse_tiny_images(cases, resampled, spacing)
     budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
     network = plan_network(
         np.median(resampled, axis=0).tolist(),
@@ -312,8 +314,8 @@ def plan_dataset(
         "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
         "patch_size": network["patch_size"],
         "batch_size": int(
-            overrides.get("batch_size") or (min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu"
-                                            else network["batch_size"])
+            overrides.get("batch_size")
+            or (min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu" else network["batch_size"])
         ),
         "model": {
             "name": model,
@@ -328,6 +330,27 @@ def plan_dataset(
     }
     save_plans(plans, run_dir)
     return plans
+
+
+def _refuse_tiny_images(cases: list[Case], resampled: np.ndarray, spacing: list[float]) -> None:
+    """DataError naming the images with fewer than MIN_IMAGE_VOXELS voxels along an axis at the planned spacing.
+
+    The network convolves and normalises along every axis: an image one voxel thick carries no context along
+    that axis, and a dataset of such images gives a patch whose feature maps hold one value per channel, which
+    instance normalisation cannot normalise (training would crash after planning).
+    """
+    shapes = np.maximum(np.round(resampled), 1).astype(int)
+    small = [
+        (case, shape) for case, shape in zip(cases, shapes, strict=True) if shape.min() < MIN_IMAGE_VOXELS
+    ]
+    if small:
+        (case, shape), more = small[0], len(small) - 1
+        raise DataError(
+            case.images[0],
+            f"is {'x'.join(map(str, shape))} voxels at the planned spacing {spacing}: too small to train on (at "
+            f"least {MIN_IMAGE_VOXELS} voxels along every axis)"
+            + (f"; so are {more} more, e.g. {small[1][0].images[0].name}" if more else ""),
+        )
 
 
 def _is_plans_file(path: Path) -> bool:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from usema.data.datasets import convert_channels, load_case
+from usema.data.channels import convert_channels
+from usema.data.datasets import load_case
 from usema.data.io import ImageGeometry, atomic_path
 from usema.data.planning import PLANS_NAME, dataset_from_plans
 from usema.data.plans_schema import validate_plans
@@ -86,7 +87,7 @@ def preprocess_image(image: np.ndarray, geometry: ImageGeometry, plans: dict[str
     """(C, *S) input image -> (C, *S_target) float32: channel count as planned, normalised, then resampled
     (normalising first, as nnU-Net, keeps CT clipping on the original intensities)."""
     image = convert_channels(
-        np.asarray(image, dtype=np.float32), int(plans["dataset"]["num_channels"]), "input image"
+        np.asarray(image, dtype=np.float32), int(plans["dataset"]["num_channels"]), geometry, "input image"
     )
     image = normalize(image, plans["normalization"])
     return _resize(image, target_shape(geometry, plans), _image_mode(geometry.spatial_dims)).astype(

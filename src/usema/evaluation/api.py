@@ -1,8 +1,10 @@
 """`usema evaluate`: score a folder (or file) of predicted segmentations against the reference, case by case.
 
 Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one is
-an error, never a silent skip, because skipping it would inflate the scores. Predictions without a reference are
-ignored with a warning (a prediction folder may hold test cases or overlays).
+an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill) scores
+the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
+prediction folder may hold test cases or overlays), and so are predicted label values that the reference does not
+declare.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.io import SUPPORTED_SUFFIXES, read_label, strip_suffix, suffix_of
+from usema.data.datasets import is_within
+from usema.data.io import SUPPORTED_SUFFIXES, label_values, read_label, strip_suffix, suffix_of
 from usema.errors import DataError, UsemaError
 from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
 from usema.evaluation.metrics import METRIC_NAMES, binary_scores, default_tolerance
@@ -31,6 +34,8 @@ from usema.evaluation.report import (
 INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
 # More classes than this in a "semantic" reference usually means instance ids were given without --instance.
 MANY_CLASSES = 50
+# The missing cases a strict evaluation names in its error.
+MISSING_LISTED = 20
 
 
 def _is_label_file(path: Path) -> bool:
@@ -50,17 +55,21 @@ def _files_by_case(folder: Path) -> dict[str, Path]:
     return cases
 
 
-def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Path, Path]]:
     """(case id, prediction file, reference file) for every reference case, in case order.
 
-    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError.
+    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError that
+    lists the missing cases; with `chill` it is left out with a warning (at least one case must be predicted).
     """
     if not gt.exists():
         raise DataError(gt, "reference not found")
     if not pred.exists():
         raise DataError(pred, "predictions not found")
     if gt.is_file() != pred.is_file():
-        raise DataError(pred, f"give two folders or two files (reference {gt} is {'a file' if gt.is_file() else 'a folder'})")
+        raise DataError(
+            pred,
+            f"give two folders or two files (reference {gt} is {'a file' if gt.is_file() else 'a folder'})",
+        )
     if gt.is_file():
         return [(strip_suffix(gt.name), pred, gt)]
 
@@ -69,10 +78,20 @@ def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
         raise DataError(gt, f"no segmentation files ({', '.join(SUPPORTED_SUFFIXES)}) in this folder")
     predictions = _files_by_case(pred)
     missing = [case for case in references if case not in predictions]
-    if missing:
-        more = f" ({len(missing) - 1} more cases also missing)" if len(missing) > 1 else ""
+    if missing and (not chill or len(missing) == len(references)):
+        others = missing[1:MISSING_LISTED]
+        more = f", nor for {len(missing) - 1} more: {', '.join(others)}" if others else ""
+        more += f" and {len(missing) - MISSING_LISTED} others" if len(missing) > MISSING_LISTED else ""
         raise DataError(
-            references[missing[0]], f"no prediction for case '{missing[0]}' in {pred}{more}"
+            references[missing[0]],
+            f"no prediction for case '{missing[0]}' in {pred}{more}"
+            + ("" if chill else "; --chill scores the predicted cases only"),
+        )
+    if missing:
+        warnings.warn(
+            f"{len(missing)} of {len(references)} reference cases have no prediction in {pred} and are not scored "
+            f"(chill), e.g. {missing[0]}",
+            stacklevel=3,
         )
     unscored = sorted(set(predictions) - set(references))
     if unscored:
@@ -81,19 +100,18 @@ def pair_cases(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
             f"(e.g. {predictions[unscored[0]].name})",
             stacklevel=3,
         )
-    return [(case, predictions[case], path) for case, path in references.items()]
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
+    return [(case, predictions[case], path) for case, path in references.items() if case in predictions]
 
 
 def default_output_dir(pred: Path, gt: Path) -> Path:
     """PRED/../evaluation, or a sibling named after PRED when that would fall inside the reference folder."""
     pred_folder = (pred if pred.is_dir() else pred.parent).resolve()
     gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
-    for candidate in (pred_folder.parent / "evaluation", pred_folder.parent / f"{pred_folder.name}_evaluation"):
-        if not _is_within(candidate, gt_folder):
+    for candidate in (
+        pred_folder.parent / "evaluation",
+        pred_folder.parent / f"{pred_folder.name}_evaluation",
+    ):
+        if not is_within(candidate, gt_folder):
             return candidate
     # The predictions live inside the reference folder: put the results beside the reference folder.
     return gt_folder.parent / f"{pred_folder.name}_evaluation"
@@ -112,7 +130,7 @@ def _reference_classes(pairs: Sequence[tuple[str, Path, Path]]) -> dict[int, str
     """The foreground label values seen in any reference file, named by their value."""
     values: set[int] = set()
     for _, _, gt_path in pairs:
-        values.update(int(v) for v in np.unique(read_label(gt_path)[0]))
+        values.update(label_values(read_label(gt_path)[0]).tolist())
     classes = {v: str(v) for v in sorted(values) if v > 0}
     if len(classes) > MANY_CLASSES:
         warnings.warn(
@@ -148,7 +166,9 @@ def _read_pair(pred_path: Path, gt_path: Path) -> tuple[np.ndarray, np.ndarray, 
     gt, gt_geometry = read_label(gt_path)
     pred, pred_geometry = read_label(pred_path)
     if pred.shape != gt.shape:
-        raise DataError(pred_path, f"shape {pred.shape} differs from the reference {gt_path} shape {gt.shape}")
+        raise DataError(
+            pred_path, f"shape {pred.shape} differs from the reference {gt_path} shape {gt.shape}"
+        )
     difference = pred_geometry.agrees_with(gt_geometry)
     if difference:
         # Same voxel grid size but another spacing or position: score it, but say so; distances use the reference's.
@@ -163,17 +183,19 @@ def evaluate(
     tolerance_mm: float | Sequence[float] | None = None,
     instance: bool = False,
     labels: Mapping[Any, str] | None = None,
+    chill: bool = False,
 ) -> dict[str, Any]:
     """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the summary.
 
     Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm in
     3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label > 0)
     gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
-    ({id: name}, e.g. the plan's) or the label values > 0 seen in the references. Output defaults to
-    PRED/../evaluation (never inside the reference folder).
+    ({id: name}, e.g. the plan's or dataset.json's) or the label values > 0 seen in the references; predicted
+    values outside them are warned about. Output defaults to PRED/../evaluation (never inside the reference
+    folder). `chill` scores the predicted cases only, where every reference case needs a prediction otherwise.
     """
     pred, gt = Path(pred), Path(gt)
-    pairs = pair_cases(pred, gt)
+    pairs = pair_cases(pred, gt, chill)
     output = Path(output) if output is not None else default_output_dir(pred, gt)
     inputs = {p.resolve() for _, pred_path, gt_path in pairs for p in (pred_path, gt_path)}
     for name in (PER_CASE_NAME, SUMMARY_NAME):
@@ -187,14 +209,20 @@ def evaluate(
     else:
         class_names = _reference_classes(pairs)
     if not class_names:
-        raise DataError(gt, "no foreground class to score (all references are empty and no labels were given)")
+        raise DataError(
+            gt, "no foreground class to score (all references are empty and no labels were given)"
+        )
     metrics = METRIC_NAMES + (INSTANCE_METRICS if instance else ())
 
     rows: list[dict[str, Any]] = []
     tolerances: dict[int, float] | None = None
     spatial_dims: int | None = None
+    undeclared: dict[int, str] = {}  # predicted label value outside the classes -> the first case holding it
     for case, pred_path, gt_path in pairs:
         prediction, reference, spacing = _read_pair(pred_path, gt_path)
+        if not instance:
+            for value in set(label_values(prediction).tolist()) - set(class_names) - {0}:
+                undeclared.setdefault(value, case)
         if spatial_dims is None:
             spatial_dims = reference.ndim
             tolerances = resolve_tolerances(tolerance_mm, list(class_names), spatial_dims)
@@ -211,6 +239,12 @@ def evaluate(
             rows.append({"case": case, "class": label, "name": name, **scores})
 
     assert tolerances is not None
+    if undeclared:
+        warnings.warn(
+            f"predictions hold label values {sorted(undeclared)} that the reference labels {sorted(class_names)} "
+            f"do not declare (e.g. case {undeclared[min(undeclared)]}); they are not scored",
+            stacklevel=2,
+        )
     details: dict[str, Any] = {
         "pred": str(pred),
         "gt": str(gt),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import (
     FORMAT_OF_SUFFIX,
     SEGMENTATION_SUFFIX,
@@ -107,22 +108,30 @@ def collect_cases(inputs: Sequence[str | Path], plans: dict) -> list[InferenceCa
     return cases
 
 
-def check_output_location(output: Path, inputs: Sequence[str | Path], planned: Sequence[Path]) -> None:
-    """Refuse an output folder that would put predictions over inputs or among them.
+def check_output_location(
+    output: Path,
+    inputs: Sequence[str | Path],
+    planned: Sequence[Path],
+    overwrite: bool = False,
+    planned_from: str | Path | None = None,
+) -> None:
+    """Refuse an output folder that would put predictions over inputs, into a dataset, or over earlier files.
 
     The output folder may not be an input folder or lie inside one (its predictions would mix with, and could
-    replace, the images, and a later run would read them back as inputs); no planned output file may be an input
-    file; no two cases may share an output name.
+    replace, the images, and a later run would read them back as inputs); it may not be a dataset's folder (one
+    holding dataset.json, or its images or labels folder: predictions there would replace or pose as ground
+    truth) nor lie inside `planned_from`, the dataset the run was planned from; no planned output file may be an
+    input file; no two cases may share an output name; a planned file that exists already is replaced only with
+    `overwrite`.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise DataError(output, "the output must be a folder, and this is an existing file")
-    resolved_output = output.resolve()
     input_files: set[Path] = set()
     for raw in inputs:
         path = Path(raw).resolve()
         if path.is_dir():
-            if resolved_output == path or path in resolved_output.parents:
+            if is_within(output, path):
                 raise DataError(
                     output,
                     f"the output folder is the input folder {raw} or inside it; choose a folder outside the inputs "
@@ -131,6 +140,13 @@ def check_output_location(output: Path, inputs: Sequence[str | Path], planned: S
             input_files.update(p.resolve() for p in _list_folder(path))
         else:
             input_files.add(path)
+    dataset = dataset_holding(output)
+    if dataset is not None or (planned_from is not None and is_within(output, planned_from)):
+        raise DataError(
+            output,
+            f"is a folder of the dataset {dataset or planned_from}; predictions are never written into a dataset, "
+            "choose an output folder outside it",
+        )
     seen: set[Path] = set()
     for target in planned:
         resolved = Path(target).resolve()
@@ -141,3 +157,7 @@ def check_output_location(output: Path, inputs: Sequence[str | Path], planned: S
         if resolved in seen:
             raise DataError(target, "two input cases would write this same output; rename one of them")
         seen.add(resolved)
+    existing = [target for target in planned if Path(target).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
+        raise DataError(existing[0], f"exists already{more}; --overwrite replaces earlier predictions")

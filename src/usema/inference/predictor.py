@@ -15,12 +15,12 @@ from torch import nn
 
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry
-from usema.data.planning import load_plans
+from usema.data.planning import PLANS_NAME, load_plans
 from usema.data.plans_schema import validate_plans
 from usema.data.preprocessing import preprocess_image, restore_geometry
 from usema.errors import CheckpointError, UsemaError
 from usema.models import build_model
-from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
+from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint, model_of_plan
 from usema.utils.device import resolve_device, resolve_precision
 
 # Half-overlapping windows blended with a Gaussian (centre-weighted) map: window borders, where the network sees
@@ -136,13 +136,18 @@ def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.d
 
 
 def load_predictor(
-    run_dir: str | Path, checkpoint: str = "best", fold: int = 0, device: str = "auto", precision: str | None = None
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    fold: int = 0,
+    device: str = "auto",
+    precision: str | None = None,
 ) -> Predictor:
     """Load RUN/fold_K's checkpoint into an eval-mode network on `device`, with the plans it was trained with.
     `precision` (auto, fp32, bf16, fp16) replaces the training precision for inference.
 
-    The plans stored in the checkpoint win; RUN/plans.json is the fallback for checkpoints without them, and must
-    then agree with the checkpoint on channels and classes.
+    The checkpoint must be of the model RUN/plans.json describes (name, network settings, channels, classes);
+    the plans stored in the checkpoint then say how to prepare the input (RUN/plans.json for checkpoints without
+    them).
     """
     path = checkpoint_path(run_dir, checkpoint, fold)
     if not path.is_file():
@@ -151,7 +156,15 @@ def load_predictor(
             f"{path}: checkpoint not found; "
             + (f"this run has {', '.join(found)}" if found else "train this fold first (usema train)")
         )
-    payload = load_checkpoint(path)
+    run_plans = Path(run_dir) / PLANS_NAME
+    if run_plans.is_file():
+        # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
+        # from an earlier run) is refused rather than used in its place
+        payload = load_checkpoint(
+            path, expected_model=model_of_plan(load_plans(run_dir)), expected_by=run_plans
+        )
+    else:
+        payload = load_checkpoint(path)
     entry = payload["model"]
     if payload.get("plans"):
         plans = payload["plans"]
@@ -175,7 +188,9 @@ def load_predictor(
         plans=plans,
         device=torch_device,
         autocast_dtype=(
-            resolve_precision(precision, torch_device) if precision else _inference_precision(plans, torch_device)
+            resolve_precision(precision, torch_device)
+            if precision
+            else _inference_precision(plans, torch_device)
         ),
         checkpoint=path,
     )

@@ -6,40 +6,33 @@ transformers) is imported only when that baseline is built.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 from torch import nn
 
-
-def _nnunet(**kwargs) -> nn.Module:
-    from usema.models.nnunet import NNUNet
-
-    return NNUNet(**kwargs)
+from usema.models.registry import passes_settings_to
 
 
-def _unetr(**kwargs) -> nn.Module:
-    from usema.models.monai_nets import UNETRNet
+def _lazy(module: str, name: str) -> Callable[..., nn.Module]:
+    """A builder that imports `module` only when a model is built (or its settings are asked for) and calls its
+    `name` with the settings."""
 
-    return UNETRNet(**kwargs)
+    def load() -> Callable[..., nn.Module]:
+        return getattr(importlib.import_module(module), name)
 
+    @passes_settings_to(load)
+    def build(**kwargs) -> nn.Module:
+        return load()(**kwargs)
 
-def _swinunetr(**kwargs) -> nn.Module:
-    from usema.models.monai_nets import SwinUNETRNet
-
-    return SwinUNETRNet(**kwargs)
-
-
-def _umamba(**kwargs) -> nn.Module:
-    from usema.models.umamba import build_umamba
-
-    return build_umamba(**kwargs)
+    return build
 
 
 BASELINE_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "nnunet": _nnunet,
-    "unetr": _unetr,
-    "swinunetr": _swinunetr,
-    "umamba": _umamba,
+    "nnunet": _lazy("usema.models.nnunet", "NNUNet"),
+    "unetr": _lazy("usema.models.monai_nets", "UNETRNet"),
+    "swinunetr": _lazy("usema.models.monai_nets", "SwinUNETRNet"),
+    "umamba": _lazy("usema.models.umamba", "build_umamba"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from functools import cache
@@ -16,9 +17,37 @@ Builder = Callable[..., nn.Module]
 _BUILDERS: dict[str, Builder] = {}
 
 
+# Every builder takes these; they come from the plan's dataset, never from its network settings.
+_BUILDER_ARGUMENTS = frozenset({"spatial_dims", "in_channels", "num_classes", "deep_supervision"})
+
+
 def register_builder(name: str, builder: Builder) -> None:
     """Make `builder(spatial_dims, in_channels, num_classes, deep_supervision, **kwargs)` available to presets."""
     _BUILDERS[name] = builder
+
+
+def passes_settings_to(load_target: Callable[[], Callable[..., Any]]) -> Callable[[Builder], Builder]:
+    """Mark a builder whose **kwargs go on to `load_target()` (a loader, so that heavy imports wait until the
+    model is built): the settings it takes are then the target's as well as its own."""
+
+    def mark(builder: Builder) -> Builder:
+        builder.passes_settings_to = load_target
+        return builder
+
+    return mark
+
+
+def accepted_settings(builder: Callable[..., Any]) -> frozenset[str] | None:
+    """The network settings (keyword arguments) `builder` takes, from its signature; None when it takes any."""
+    parameters = inspect.signature(builder).parameters.values()
+    named = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        load_target = getattr(builder, "passes_settings_to", None)
+        forwarded = accepted_settings(load_target()) if load_target is not None else None
+        if forwarded is None:
+            return None
+        named |= forwarded
+    return frozenset(named - _BUILDER_ARGUMENTS)
 
 
 @cache
@@ -50,7 +79,9 @@ def _distinguishing_keys(builder_name: str) -> frozenset[str]:
     siblings = [p for p in load_presets().values() if p["builder"] == builder_name]
     if len(siblings) < 2:
         return frozenset()
-    return frozenset(k for p in siblings for k in (*p.get("kwargs", {}), *p.get("kwargs_2d", {}), *p.get("kwargs_3d", {})))
+    return frozenset(
+        k for p in siblings for k in (*p.get("kwargs", {}), *p.get("kwargs_2d", {}), *p.get("kwargs_3d", {}))
+    )
 
 
 def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[int]) -> dict[str, Any]:
@@ -62,30 +93,54 @@ def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[in
     return overrides
 
 
-def build_model(
-    name: str, spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False,
-    **overrides: Any,
-) -> nn.Module:
-    """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
+def check_settings(name: str, spatial_dims: int, overrides: dict[str, Any]) -> Builder:
+    """The builder of preset `name`, once `overrides` are known to be settings it takes and that do not change
+    what makes the preset itself; UsemaError naming the setting, the model and what it takes otherwise."""
     builder_name, kwargs = preset_kwargs(name, spatial_dims)
     # The settings that tell presets of one builder apart (attention, sema_per_stage, layout, residual) are what
     # a preset is: an override may not change them, or a plan shared by several models would silently turn
     # usema-nosema into usema. Other settings (widths) stay open to overrides.
     changed = sorted(
-        k for k, v in overrides.items() if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
+        k
+        for k, v in overrides.items()
+        if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
     )
     if changed:
         raise UsemaError(
             f"model {name!r} fixes {', '.join(f'{k}={kwargs[k]!r}' for k in changed)}; an override may not change "
             "it (choose the preset that has the setting you want, e.g. usema-window for attention='window')"
         )
-    kwargs.update(overrides)
     _ensure_builders()
     if builder_name not in _BUILDERS:
         raise UsemaError(f"model {name!r} needs builder {builder_name!r}, which is not available here")
-    return _BUILDERS[builder_name](
-        spatial_dims=spatial_dims, in_channels=in_channels, num_classes=num_classes,
-        deep_supervision=deep_supervision, **kwargs,
+    builder = _BUILDERS[builder_name]
+    accepted = accepted_settings(builder)
+    unknown = sorted(set(overrides) - accepted) if accepted is not None else []
+    if unknown:
+        raise UsemaError(
+            f"model {name!r} has no network setting {', '.join(map(repr, unknown))}; "
+            f"the settings it takes: {', '.join(sorted(accepted))}"
+        )
+    return builder
+
+
+def build_model(
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    deep_supervision: bool = False,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
+    builder = check_settings(name, spatial_dims, overrides)
+    kwargs = {**preset_kwargs(name, spatial_dims)[1], **overrides}
+    return builder(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        deep_supervision=deep_supervision,
+        **kwargs,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
@@ -12,15 +13,17 @@ from typing import Any
 from torch import nn
 
 from usema.data.datasets import lexical_absolute
-from usema.data.planning import PLANS_NAME, load_plans, plan_dataset
+from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
 from usema.data.preprocessing import preprocess_dataset
-from usema.errors import UsemaError
-from usema.training.checkpoint import CHECKPOINT_NAMES
+from usema.errors import DataError, Interrupted, UsemaError
+from usema.models.registry import check_settings, overrides_for_plan
+from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.distributed import barrier, init_distributed, shutdown
 from usema.training.loop import Trainer
 from usema.training.splits import load_or_create_splits
 from usema.utils.device import resolve_device, resolve_precision
+from usema.utils.lock import folder_lock
 
 # Learning rate of each optimiser when the caller switches optimiser (the plan's lr belongs to its own).
 DEFAULT_LR = {"sgd": 1e-2, "adamw": 3e-3}
@@ -98,6 +101,64 @@ def _plans_for_run(data: Path, run_dir: Path, model: str | None, label_mode: str
     return plans
 
 
+def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fold over a run already there, unless the caller resumes it or asks to overwrite it;
+    with `overwrite` (and no resume) the earlier run's checkpoints are removed, so that the fold never holds a
+    best checkpoint of one run beside the latest of another."""
+    latest = fold_dir / CHECKPOINT_NAMES["latest"]
+    if resume or not latest.is_file():
+        return
+    if not overwrite:
+        try:
+            stored = load_checkpoint(latest)
+            what = (
+                f"model {stored['model']['name']}, epoch {stored['epoch']} of "
+                f"{stored['plans']['training']['epochs']}"
+            )
+        except (UsemaError, KeyError, TypeError):
+            what = "a checkpoint that does not load"
+        raise UsemaError(
+            f"{fold_dir} holds an earlier run ({what}): --resume continues it, --overwrite starts it over"
+        )
+    for name in CHECKPOINT_NAMES.values():
+        (fold_dir / name).unlink(missing_ok=True)
+
+
+def _switch_model(plans: dict[str, Any], run_dir: Path, model: str | None, overwrite: bool) -> None:
+    """Make RUN/plans.json name `model` when the caller trains another model than it names; refused while any
+    fold holds checkpoints of the planned model, unless the caller asks to overwrite."""
+    if model is None or model == plans["model"]["name"]:
+        return
+    trained = sorted(p.parent.name for p in run_dir.glob(f"fold_*/{CHECKPOINT_NAMES['latest']}"))
+    if trained and not overwrite:
+        raise UsemaError(
+            f"{run_dir} is a run of model {plans['model']['name']} ({', '.join(trained)} trained): train "
+            f"{model} in a new run folder, or give --overwrite to replace it"
+        )
+    plans["model"]["name"] = model
+    save_plans(plans, run_dir)
+
+
+def _check_network_settings(plans: dict[str, Any], where: Path) -> None:
+    """DataError naming plans.json when its model is unknown or its network settings (model.overrides) hold a
+    setting that the model does not take: a typo names the key and lists the model's settings."""
+    name = plans["model"]["name"]
+    overrides = overrides_for_plan(name, plans["model"].get("overrides", {}), plans["patch_size"])
+    try:
+        check_settings(name, len(plans["patch_size"]), overrides)
+    except UsemaError as err:
+        raise DataError(where, str(err)) from err
+
+
+def stop_if_interrupted(summary: dict[str, Any]) -> None:
+    """Raise Interrupted when `train` returned early because of SIGINT or SIGTERM (its checkpoint is saved)."""
+    if summary.get("interrupted"):
+        raise Interrupted(
+            f"stopped by a signal; {summary['checkpoint_latest']} is saved and --resume continues from it",
+            summary.get("stop_signal"),
+        )
+
+
 def train(
     data: str | Path,
     run_dir: str | Path,
@@ -115,6 +176,7 @@ def train(
     seed: int = 0,
     resume: bool = False,
     max_minutes: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
@@ -125,7 +187,10 @@ def train(
     the training time of the whole run, resumes included (the checkpoint keeps the time spent): the epoch that
     crosses it is cut short, validated and logged, and (outside DDP, where the rate follows time as well as
     steps) the learning rate has decayed to 0 there. A run resumed with its budget spent trains no more.
-    SIGINT/SIGTERM save checkpoint_latest and stop cleanly.
+    SIGINT/SIGTERM save checkpoint_latest and return early (summary "interrupted"; `stop_if_interrupted`).
+    One process at a time may write to RUN (a lock file holds its pid). A fold that holds an earlier run is
+    continued with `resume` or started over with `overwrite`, else refused; so is a model other than the one
+    RUN/plans.json names while any fold holds checkpoints.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
     """
@@ -135,12 +200,17 @@ def train(
         raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
     chosen_device = resolve_device(device)
     ctx = init_distributed(chosen_device)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutdown, ctx)
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            cleanup.enter_context(folder_lock(run_dir))  # the one writer, until training ends
             plans = _plans_for_run(data, run_dir, model, label_mode, chosen_device.type)
-            preprocess_dataset(plans, run_dir)
+            _switch_model(plans, run_dir, model, overwrite)
+            _check_network_settings(plans, run_dir / PLANS_NAME)
+            _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
+            # the split first: a fold count that does not fit the run fails before the preprocessing time
             load_or_create_splits(run_dir, plans["dataset"]["cases"], folds, seed, groups_csv)
+            preprocess_dataset(plans, run_dir)
         barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
         plans = load_plans(run_dir)
         splits = load_or_create_splits(
@@ -172,14 +242,7 @@ def train(
             resume_from = latest
         elif resume and ctx.is_main:
             print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)
-        elif latest.is_file() and ctx.is_main:
-            print(
-                f"{latest.parent} already holds checkpoints: starting over (--resume continues instead)",
-                file=sys.stderr,
-            )
         summary = trainer.run(resume_from=resume_from)
-    finally:
-        shutdown(ctx)
     summary.update(
         {
             "run_dir": run_dir,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 
 from usema.errors import CheckpointError
+from usema.models.registry import overrides_for_plan
 from usema.utils.atomic import atomic_path
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
@@ -32,11 +36,28 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = None) -> dict[str, Any]:
+def model_of_plan(plans: dict[str, Any]) -> dict[str, Any]:
+    """The model a plan trains, as a checkpoint's "model" entry describes it (less "deep_supervision", which is a
+    training setting): name, spatial_dims, in_channels, num_classes and the network settings."""
+    patch_size = [int(s) for s in plans["patch_size"]]
+    name = plans["model"]["name"]
+    return {
+        "name": name,
+        "spatial_dims": len(patch_size),
+        "in_channels": int(plans["dataset"]["num_channels"]),
+        "num_classes": int(plans["dataset"]["num_classes"]),
+        "overrides": overrides_for_plan(name, plans["model"].get("overrides", {}), patch_size),
+    }
+
+
+def load_checkpoint(
+    path: str | Path, expected_model: dict[str, Any] | None = None, expected_by: str | Path | None = None
+) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: arbitrary pickled objects are refused, never executed).
 
-    `expected_model`, if given, is the {"name", "spatial_dims", "in_channels", "num_classes"} description of the
-    model the caller will load the weights into; a checkpoint of another model raises CheckpointError.
+    `expected_model`, if given, is the description (`model_of_plan`) of the model the caller will load the
+    weights into, as `expected_by` (e.g. the run's plans.json) says; a checkpoint of another model raises
+    CheckpointError naming the first entry that differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -44,6 +65,11 @@ def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = No
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # weights_only raises this for a refused object and for a damaged file alike: tell them apart
+        if not _pickle_is_intact(path):
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
+            ) from err
         raise CheckpointError(
             f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
         ) from err
@@ -55,10 +81,34 @@ def load_checkpoint(path: str | Path, expected_model: dict[str, Any] | None = No
         stored = payload["model"]
         for key, value in expected_model.items():
             if stored.get(key) != value:
+                by = f" by {expected_by}" if expected_by is not None else ""
                 raise CheckpointError(
-                    f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}"
+                    f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}{by}"
                 )
     return payload
+
+
+def _pickle_is_intact(path: Path) -> bool:
+    """Whether the checkpoint's pickle is well formed, its opcodes parsed and none run: a torch zip archive's
+    data.pkl (zipfile checks its CRC), else the first pickle of torch's legacy format, which opens with the
+    PROTO opcode. A well-formed pickle that weights_only refused holds code to run; anything else is damage."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+                stream = io.BytesIO(archive.read(name))
+        else:
+            with open(path, "rb") as handle:
+                stream = io.BytesIO(
+                    handle.read(1 << 20)
+                )  # the legacy format's first pickle is a short header
+            if stream.getvalue()[:1] != pickle.PROTO:
+                return False
+        for _ in pickletools.genops(stream):
+            pass
+        return True
+    except Exception:  # StopIteration, BadZipFile, ValueError...: whatever fails to parse is damage
+        return False
 
 
 def capture_rng_state() -> dict[str, Any]:

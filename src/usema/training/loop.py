@@ -8,7 +8,6 @@ by a signal in the middle of an epoch records how far it got and continues from 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import sys
@@ -25,11 +24,11 @@ from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
-from usema.models.registry import overrides_for_plan
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
     load_checkpoint,
+    model_of_plan,
     restore_rng_state,
     save_checkpoint,
 )
@@ -42,6 +41,18 @@ from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
+
+
+class _Absent:
+    """A key that one of two compared plans lacks."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices)."""
     random.seed(seed)
@@ -49,12 +60,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_signature(plans: dict[str, Any]) -> str:
-    """What must agree for a checkpoint to continue under `plans`: everything but the training settings (which
-    the caller may change on resume, e.g. more epochs) and the dataset's location."""
-    relevant = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
-    relevant["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
-    return json.dumps(relevant, sort_keys=True)
+def plan_difference(trained: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first setting in which two plans differ where a checkpoint of one cannot continue under the other, as
+    "KEY was OLD, plans.json now has NEW"; None when they agree. Training settings (the caller may change them on
+    resume, e.g. more epochs) and the dataset's location do not count."""
+
+    def relevant(plans: dict[str, Any]) -> dict[str, Any]:
+        kept = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
+        kept["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
+        return kept
+
+    def first_difference(old: Any, new: Any, key: str) -> str | None:
+        if isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new), key=str):
+                inner = f"{key}.{name}" if key else str(name)
+                found = first_difference(old.get(name, _ABSENT), new.get(name, _ABSENT), inner)
+                if found:
+                    return found
+            return None
+        return None if old == new else f"{key} was {old!r}, plans.json now has {new!r}"
+
+    return first_difference(relevant(trained), relevant(current), "")
 
 
 class Trainer:
@@ -91,16 +117,7 @@ class Trainer:
         self.num_classes = int(info["num_classes"])
         self.class_names = [str(info["labels"].get(str(k), k)) for k in range(1, self.num_classes)]
         self.patch_size = [int(s) for s in plans["patch_size"]]
-        self.model_description = {
-            "name": plans["model"]["name"],
-            "spatial_dims": len(self.patch_size),
-            "in_channels": int(info["num_channels"]),
-            "num_classes": self.num_classes,
-            "overrides": overrides_for_plan(
-                plans["model"]["name"], plans["model"].get("overrides", {}), self.patch_size
-            ),
-            "deep_supervision": self.settings.deep_supervision,
-        }
+        self.model_description = {**model_of_plan(plans), "deep_supervision": self.settings.deep_supervision}
         seed_everything(seed + ctx.rank)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
@@ -116,10 +133,13 @@ class Trainer:
         self.total_steps = self.settings.epochs * self.settings.iters_per_epoch
         time_fraction = None
         if budget_seconds is not None and not ctx.enabled:  # under DDP every rank must see the same rate
+
             def time_fraction() -> float:
                 return self.trained_seconds() / max(budget_seconds, 1e-9)
 
-        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, time_fraction)
+        self.scheduler = build_scheduler(
+            self.optimizer, self.settings.schedule, self.total_steps, time_fraction
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
         self.loss = DiceCEDeepSupervisionLoss()
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
@@ -174,10 +194,11 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
         payload = load_checkpoint(path, expected_model=self.model_description)
-        if "plans" not in payload or plan_signature(payload["plans"]) != plan_signature(self.plans):
-            raise CheckpointError(
-                f"{path}: checkpoint was trained with another plan (plans.json changed since)"
-            )
+        if "plans" not in payload:
+            raise CheckpointError(f"{path}: the checkpoint holds no plan to check against plans.json")
+        difference = plan_difference(payload["plans"], self.plans)
+        if difference:
+            raise CheckpointError(f"{path}: checkpoint was trained with another plan: {difference}")
         if payload.get("fold") != self.fold:
             raise CheckpointError(
                 f"{path}: checkpoint is of fold {payload.get('fold')}, not fold {self.fold}"
@@ -243,7 +264,8 @@ class Trainer:
         return dice_per_class(all_reduce_sum(self.ctx, counts))
 
     def run(self, resume_from: Path | None = None) -> dict[str, Any]:
-        """Train the remaining epochs; SIGINT/SIGTERM save checkpoint_latest and return early."""
+        """Train the remaining epochs; SIGINT/SIGTERM save checkpoint_latest and return early ("interrupted",
+        with the signal in "stop_signal")."""
         if resume_from is not None:
             self.restore(resume_from)
         log = (
@@ -255,12 +277,15 @@ class Trainer:
             self.trained_before = sum(row["seconds"] for row in log.rows) if log is not None else 0.0
         started_at_epoch = self.epoch
         interrupted = out_of_time = False
+        stop_signal = None
         # a run resumed with its budget already spent trains no further step: it only closes (validates and
         # logs) an epoch that a stop cut short, and otherwise ends at once
         spent = resume_from is not None and self._past_deadline()
         if spent and self.ctx.is_main:
-            print(f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
-                  file=sys.stderr)
+            print(
+                f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
+                file=sys.stderr,
+            )
         self.model.train()
         try:
             with StopRequest(announce=self.ctx.is_main) as stop:
@@ -287,6 +312,7 @@ class Trainer:
                     if self._past_deadline():
                         out_of_time = self.epoch < self.settings.epochs
                         break
+                stop_signal = stop.signal_number
         finally:
             if log is not None:
                 log.close()
@@ -299,6 +325,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "val_dice": self.last_dice,
             "interrupted": interrupted,
+            "stop_signal": stop_signal,  # SIGINT or SIGTERM received here (None: none, or another process's)
             "out_of_time": out_of_time,
             "checkpoint_latest": self.fold_dir / CHECKPOINT_NAMES["latest"],
             "checkpoint_best": self.fold_dir / CHECKPOINT_NAMES["best"],
@@ -345,8 +372,11 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_sum / done:.4f}")
                 if done < iterations and any_process(self.ctx, stop.requested):
-                    self.partial = {"iterations": done, "loss_sum": loss_sum,
-                                    "seconds": time.monotonic() - start_time}
+                    self.partial = {
+                        "iterations": done,
+                        "loss_sum": loss_sum,
+                        "seconds": time.monotonic() - start_time,
+                    }
                     self.save()
                     return None
                 if done < iterations and self._past_deadline():

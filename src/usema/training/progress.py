@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.utils.atomic import atomic_path
+from usema.utils.atomic import atomic_path, reporting_full_disk
 
 LOG_NAME = "train_log.csv"
 PLOT_NAME = "progress.png"
@@ -46,10 +47,12 @@ class TrainingLog:
             reader = csv.DictReader(handle)
             if reader.fieldnames != self.columns:
                 return []
-            try:
-                return [{key: float(value) for key, value in row.items()} for row in reader]
-            except (TypeError, ValueError):  # a damaged log: start it again rather than fail the run
-                return []
+            rows = []
+            for row in reader:
+                # a row cut short (a kill or a full disk while it was written) is left out, not the whole log
+                with contextlib.suppress(TypeError, ValueError):
+                    rows.append({key: float(value) for key, value in row.items()})
+            return rows
 
     def _rewrite(self) -> None:
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as handle:
@@ -62,7 +65,7 @@ class TrainingLog:
         """Record one epoch: appended and flushed to the CSV, then the plot and TensorBoard are updated."""
         row = {column: float(row[column]) for column in self.columns}
         self.rows.append(row)
-        with self.path.open("a", newline="") as handle:
+        with reporting_full_disk(self.path), self.path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=self.columns).writerow(_formatted(row))
             handle.flush()
             os.fsync(handle.fileno())

@@ -20,6 +20,7 @@ class StopRequest:
 
     def __init__(self, announce: bool = True):
         self.requested = False
+        self.signal_number: int | None = None  # the signal that asked to stop
         self.announce = announce
         self._previous: dict[int, Any] = {}
 
@@ -37,7 +38,7 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal_number = True, signum
         if self.announce:
             name = signal.Signals(signum).name
             print(

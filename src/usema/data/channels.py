@@ -1,0 +1,58 @@
+"""Channel counts: what an image must have, and the one conversion allowed, gray <-> RGB of a colour photograph.
+
+A volume's channels are modalities, echoes or time points: averaging them with colour weights, or copying one
+into the place of another, makes an input the network was never meant to see. Only a 2D colour photograph
+(PNG, JPEG, TIFF, BMP; Pillow and tifffile already drop the alpha channel of RGBA) is converted; any other
+count that differs from the declared one is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from usema.data.io import ImageGeometry
+from usema.errors import DataError
+
+PHOTO_FORMATS = ("png", "jpeg", "tiff", "bmp")
+# ITU-R BT.601 luma weights: how an RGB photograph becomes one gray channel.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def channel_names_for(count: int) -> list[str]:
+    """Names for `count` undeclared channels (gray, RGB, or numbered)."""
+    return (
+        ["gray"] if count == 1 else ["R", "G", "B"] if count == 3 else [f"channel_{i}" for i in range(count)]
+    )
+
+
+def is_convertible(have: int, want: int, geometry: ImageGeometry) -> bool:
+    """Whether an image of `have` channels may be converted to `want`: a 2D photograph, gray <-> RGB."""
+    return geometry.format in PHOTO_FORMATS and geometry.spatial_dims == 2 and {have, want} == {1, 3}
+
+
+def convert_channels(
+    image: np.ndarray, num_channels: int, geometry: ImageGeometry, source: str | Path, warn: bool = True
+) -> np.ndarray:
+    """(C, *S) with `num_channels` channels: unchanged when C agrees, a photograph's RGB -> gray (luma) or
+    gray -> RGB (repeated), with a warning when `warn`; any other mismatch raises DataError naming `source`."""
+    have = image.shape[0]
+    if have == num_channels:
+        return image
+    if not is_convertible(have, num_channels, geometry):
+        raise DataError(
+            source,
+            f"has {have} channel(s) but {num_channels} are declared; only 2D colour photographs (PNG, JPEG, TIFF, "
+            "BMP) are converted, between RGB and gray",
+        )
+    if have == 3:
+        converted = np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
+    else:
+        converted = np.repeat(image, num_channels, axis=0)
+    if warn:
+        warnings.warn(
+            f"{source}: {have} channel(s) converted to {num_channels} (colour photograph)", stacklevel=2
+        )
+    return converted

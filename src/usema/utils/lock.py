@@ -1,0 +1,59 @@
+"""One writer per run folder: an exclusive lock on a file in the folder that holds the writer's process id.
+
+The lock is an fcntl (flock) lock, which the kernel drops when its process ends, however it ends: the file a
+killed run leaves behind is a stale lock that the next writer takes over. usema runs on POSIX systems (Linux,
+macOS), where fcntl exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from usema.errors import UsemaError
+
+LOCK_NAME = ".usema.lock"
+
+
+def _holder(fd: int) -> str:
+    """The process id written in the lock file, or "unknown" (the holder may not have written it yet)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 32).decode(errors="replace").strip()
+    return text if text.isdigit() else "unknown"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold the exclusive lock of `folder` (FOLDER/.usema.lock, holding this process's id) while the block runs.
+
+    Raises UsemaError naming the folder and the holder's process id when another process holds it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise UsemaError(
+                f"{folder} is in use by another usema process (pid {holder}); wait for it to end or stop it"
+            ) from None
+        # The previous holder removes the file on release: if it did so between our open and our lock, the file
+        # we locked is gone and the next writer would lock a new one. Lock the file that is there.
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # still locked here: no other process can be holding this file
+        os.close(fd)

@@ -1,0 +1,52 @@
+"""Checkpoints read with weights_only: a damaged file is called corrupt, a file holding code is refused as such."""
+
+import os
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from usema.errors import CheckpointError
+from usema.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+class RunsCode:
+    """What a malicious checkpoint holds: unpickling it would call os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("echo never run",))
+
+
+def _valid(path):
+    return save_checkpoint({"model_state": {"w": torch.ones(3)}, "model": {"name": "usema"}}, path)
+
+
+def test_random_bytes_are_reported_as_corruption_not_as_code(tmp_path):
+    path = tmp_path / "checkpoint_latest.pt"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match=r"checkpoint_latest\.pt: corrupt checkpoint") as err:
+        load_checkpoint(path)
+    assert "arbitrary code" not in str(err.value)
+
+
+def test_a_damaged_pickle_inside_a_torch_archive_is_corruption(tmp_path):
+    path = _valid(tmp_path / "damaged.pt")
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_length + extra_length  # data.pkl is stored uncompressed here
+    raw[start + 2 : start + 12] = b"\xff" * 10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_holding_code_is_refused_as_such_and_never_run(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state": RunsCode(), "model": {}}, path)
+    with pytest.raises(CheckpointError, match="would need arbitrary code to load"):
+        load_checkpoint(path)
+    assert load_checkpoint(_valid(tmp_path / "good.pt"))["model"] == {"name": "usema"}

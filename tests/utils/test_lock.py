@@ -1,0 +1,49 @@
+"""The run-folder lock: one writer at a time, the holder named by pid, a dead holder's lock taken over."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from usema.errors import UsemaError
+from usema.utils.lock import LOCK_NAME, folder_lock
+
+HOLD = """
+import sys, time
+from usema.utils.lock import folder_lock
+with folder_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_holder_is_refused_naming_the_folder_and_the_pid(tmp_path):
+    with folder_lock(tmp_path / "run") as path:
+        assert path.read_text() == f"{os.getpid()}\n"
+        refused = pytest.raises(UsemaError, match=rf"{tmp_path / 'run'} is in use .* \(pid {os.getpid()}\)")
+        with refused, folder_lock(tmp_path / "run"):
+            pass
+    assert not path.exists()  # released: the file goes with the lock
+    with folder_lock(tmp_path / "run"):  # and the folder can be locked again
+        pass
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UsemaError, match=rf"\(pid {holder.pid}\)"), folder_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / LOCK_NAME).read_text() == f"{holder.pid}\n"  # a stale lock file is left behind
+    started = time.monotonic()
+    with folder_lock(tmp_path) as path:
+        assert path.read_text() == f"{os.getpid()}\n"
+    assert time.monotonic() - started < 5
