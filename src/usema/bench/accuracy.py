@@ -19,6 +19,7 @@ from usema.bench.accuracy_report import load_history, record_row, write_report
 from usema.bench.machine import provenance
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
+from usema.data.window_planning import window_settings
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
 
@@ -116,7 +117,13 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not (run_dir / PLANS_NAME).is_file():
         plans = json.loads(json.dumps(base_plans))
         plans["model"]["name"] = model
-        plans["model"]["overrides"].update(network_overrides or {})
+        # the shared plan's windows are those of the model it was planned for: each model gets its own
+        settings = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
+        settings.update(network_overrides or {})
+        if "stage_windows" not in settings:
+            settings.update(window_settings(model, plans["dataset"]["spatial_dims"], plans["patch_size"],
+                                            settings["strides"], settings))
+        plans["model"]["overrides"] = settings
         save_plans(plans, run_dir)
     load_or_create_splits(run_dir, base_plans["dataset"]["cases"], FOLDS, SPLIT_SEED)
     split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")

@@ -30,12 +30,11 @@ from usema.bench.measure import (
 from usema.nn.attention import (
     ATTENTION_MODES,
     DEFAULT_WINDOW,
-    _unpartition,
     effective_window,
+    from_window_layout,
     full_attention_materialized,
     sema_attention,
-    to_windows,
-    window_padding,
+    to_window_layout,
     window_token_mask,
 )
 from usema.utils.atomic import atomic_write_text
@@ -52,14 +51,17 @@ def window_sdpa(q, k, v, spatial_shape, window_size):
     """Naive window attention: pad, partition, one scaled_dot_product_attention call that always passes the
     padding mask (all True where nothing is padded), un-partition."""
     window = effective_window(spatial_shape, window_size)
-    padded, _ = window_padding(spatial_shape, window)
     b, h, n, d = q.shape
-    parts = [to_windows(t, spatial_shape, window) for t in (q, k, v)]
+
+    def windows(t):  # (B, H, N, d) -> (B * H, num_windows, window_tokens, d), zero-padded
+        return to_window_layout(t.reshape(b * h, *spatial_shape, d), spatial_shape, window).unflatten(0, (b * h, -1))
+
+    parts = [windows(t) for t in (q, k, v)]
     mask = window_token_mask(spatial_shape, window, q.device)
     if mask is None:
         mask = torch.ones(parts[0].shape[1:3], dtype=torch.bool, device=q.device)
-    out = _unpartition(F.scaled_dot_product_attention(*parts, attn_mask=mask[:, None, :]), padded, window)
-    return out[(slice(None), *(slice(0, s) for s in spatial_shape))].reshape(b, h, n, d)
+    out = F.scaled_dot_product_attention(*parts, attn_mask=mask[:, None, :])
+    return from_window_layout(out.flatten(0, 1), b * h, spatial_shape, window).reshape(b, h, n, d)
 
 
 def run_mode(q, k, v, spatial_shape, mode):

@@ -24,6 +24,7 @@ from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_datase
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
+from usema.data.window_planning import sema_stages_of, target_window, tiling_patch, window_settings
 from usema.errors import DataError, UsemaError
 from usema.utils.memory import physical_memory_bytes
 
@@ -286,13 +287,24 @@ def plan_dataset(
     resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
     _refuse_tiny_images(cases, resampled, spacing)
     budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
+    dataset_voxels, budget_bytes = float(resampled.prod(axis=1).sum()), budget_gb * 2**30
     network = plan_network(
-        np.median(resampled, axis=0).tolist(),
-        spacing,
-        float(resampled.prod(axis=1).sum()),
-        budget_gb * 2**30,
-        overrides.get("patch_size"),
+        np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, overrides.get("patch_size")
     )
+    network_settings = dict(overrides.get("model_overrides") or {})
+    if overrides.get("patch_size") is None:
+        tiled = tiling_patch(
+            network["patch_size"],
+            lambda patch: stage_strides([float(p) for p in patch], spacing),
+            sema_stages_of(model, spec.spatial_dims, network_settings),
+            target_window(model, spec.spatial_dims, network_settings),
+        )
+        if tiled != network["patch_size"]:
+            network = plan_network(tiled, spacing, dataset_voxels, budget_bytes, tiled)
+    if "stage_windows" not in network_settings:
+        network_settings.update(
+            window_settings(model, spec.spatial_dims, network["patch_size"], network["strides"], network_settings)
+        )
     training = training_settings(device, overrides.get("time_budget_minutes"))
     training.update({k: v for k, v in training_overrides.items() if v is not None})
     plans = {
@@ -319,7 +331,7 @@ def plan_dataset(
         ),
         "model": {
             "name": model,
-            "overrides": {"strides": network["strides"], **(overrides.get("model_overrides") or {})},
+            "overrides": {"strides": network["strides"], **network_settings},
         },
         "training": training,
         "planned_for": {

@@ -1,0 +1,45 @@
+"""SEMA windows that tile each SEMA stage's map of the planned patch."""
+
+import pytest
+
+from usema.data.phantoms import make_phantom_dataset
+from usema.data.planning import plan_dataset
+from usema.data.window_planning import axis_window, sema_windows, stage_map_sizes, tiling_patch
+
+
+@pytest.mark.parametrize("size,target,expected", [
+    (40, 5, 5), (56, 5, 4), (28, 5, 4), (20, 5, 5), (7, 5, 7), (5, 5, 5), (3, 5, 3),
+    (256, 7, 8), (12, 7, 6), (10, 7, 10), (34, 7, None), (26, 7, 13),
+])
+def test_axis_window_divides_the_map_near_the_target(size, target, expected):
+    assert axis_window(size, target) == expected
+
+
+def test_windows_per_stage_and_the_stages_nothing_tiles():
+    strides = [[1, 1], [2, 2], [2, 2]]
+    assert stage_map_sizes([68, 64], strides) == [[68, 64], [34, 32], [17, 16]]
+    windows, untiled = sema_windows([68, 64], strides, sema_stages=[1, 2], target=7)
+    assert windows == [None, None, None] and untiled == [1, 2]  # 34 and 17 have no divisor in 4..14
+    windows, untiled = sema_windows([64, 64], strides, sema_stages=[1, 2], target=7)
+    assert windows == [None, [8, 8], [8, 8]] and untiled == []
+
+
+def test_the_patch_moves_to_the_nearest_length_that_tiles():
+    strides = [[1, 1], [2, 2], [2, 2]]
+    patch = tiling_patch([68, 64], lambda p: strides, lambda n: [1, 2], 7)
+    assert patch == [64, 64]  # 68 -> 64 (one total stride shorter) tiles 32 and 16 with 8
+    assert tiling_patch([64, 64], lambda p: strides, lambda n: [1, 2], 7) == [64, 64]
+    assert tiling_patch([68, 64], lambda p: strides, lambda n: [], 7) == [68, 64]  # no SEMA, no change
+
+
+def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=4, shape=(28, 36, 28), seed=0)
+    plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu",
+                         model_overrides={"sema_per_stage": "all"})
+    settings = plans["model"]["overrides"]
+    sizes = stage_map_sizes(plans["patch_size"], settings["strides"])
+    assert len(settings["stage_windows"]) == len(sizes)
+    for size, window in zip(sizes, settings["stage_windows"], strict=True):
+        assert all(s % w == 0 for s, w in zip(size, window, strict=True)), (size, window)
+    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
+    assert "stage_windows" not in control["model"]["overrides"]
