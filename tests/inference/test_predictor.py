@@ -11,6 +11,7 @@ from usema.errors import CheckpointError
 from usema.inference import predictor as predictor_module
 from usema.inference.predictor import Predictor, load_predictor
 from usema.training.checkpoint import save_checkpoint
+from usema.utils.device import resolve_precision
 
 
 def plans_for(spatial_dims, patch_size, num_classes=2, batch_size=1, label_mode="semantic", precision="auto"):
@@ -163,7 +164,8 @@ def test_deep_supervision_heads_are_dropped_and_the_rest_loaded(tmp_path, toy_mo
     assert toy_models[0] is False  # the network used for inference is built without deep supervision
     assert not predictor.model.training and not hasattr(predictor.model, "aux")
     torch.testing.assert_close(predictor.model.body.weight, trained.body.weight)
-    assert predictor.plans["patch_size"] == [8, 8] and predictor.autocast_dtype is None
+    assert predictor.plans["patch_size"] == [8, 8]
+    assert predictor.autocast_dtype is resolve_precision("auto", torch.device("cpu"))  # the plan's "auto"
 
 
 def test_weights_of_unknown_layers_are_refused(tmp_path, toy_models):
@@ -191,7 +193,9 @@ def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_model
 
 def test_fp16_training_precision_falls_back_on_cpu(tmp_path, toy_models):
     save_run(tmp_path, Heads().state_dict(), plans_for(2, [8, 8], precision="fp16"), deep_supervision=False)
-    assert load_predictor(tmp_path, fold=1, device="cpu").autocast_dtype is None
+    cpu_default = resolve_precision("auto", torch.device("cpu"))  # bf16 on CPUs with native bf16, else fp32
+    assert cpu_default in (None, torch.bfloat16)
+    assert load_predictor(tmp_path, fold=1, device="cpu").autocast_dtype is cpu_default
 
 
 def test_a_checkpoint_of_another_model_than_the_runs_plan_is_refused(tmp_path, toy_models):

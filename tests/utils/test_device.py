@@ -1,5 +1,7 @@
 """Device and precision choice shared by training and inference."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,9 +27,12 @@ def test_unknown_or_unavailable_devices_are_user_errors():
             resolve_device("cuda")
 
 
-def test_cpu_precision_rules():
+def test_cpu_precision_rules(monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
     assert resolve_precision("auto", CPU) is None
     assert resolve_precision(None, CPU) is None
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", CPU) is torch.bfloat16  # native bf16 instructions: bf16 by default
     assert resolve_precision("fp32", CPU) is None
     with pytest.raises(UsemaError, match="fp16 needs a CUDA device"):
         resolve_precision("fp16", CPU)
@@ -39,7 +44,7 @@ def test_cpu_bf16_warns_only_without_onednn_bf16_kernels(monkeypatch):
     import warnings
 
     monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
-    with pytest.warns(RuntimeWarning, match="without oneDNN bfloat16 kernels"):
+    with pytest.warns(RuntimeWarning, match="without native bfloat16 instructions"):
         assert resolve_precision("bf16", CPU) is torch.bfloat16
     monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: True)
     with warnings.catch_warnings():
@@ -47,8 +52,9 @@ def test_cpu_bf16_warns_only_without_onednn_bf16_kernels(monkeypatch):
         assert resolve_precision("bf16", CPU) is torch.bfloat16
 
 
-def test_fast_bf16_check_agrees_with_onednn():
-    assert device_module.cpu_has_fast_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+def test_fast_bf16_check_reads_the_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert device_module.cpu_has_fast_bf16() is ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -303,7 +303,8 @@ def plan_dataset(
             network = plan_network(tiled, spacing, dataset_voxels, budget_bytes, tiled)
     if "stage_windows" not in network_settings:
         network_settings.update(
-            window_settings(model, spec.spatial_dims, network["patch_size"], network["strides"], network_settings)
+            window_settings(model, spec.spatial_dims, network["patch_size"],
+                            network_settings.get("strides", network["strides"]), network_settings)
         )
     training = training_settings(device, overrides.get("time_budget_minutes"))
     training.update({k: v for k, v in training_overrides.items() if v is not None})
