@@ -71,7 +71,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
     p.add_argument("-o", "--output", type=Path, default=Path("demo_run"))
-    p.add_argument("--minutes", type=float, default=2.0)
     p.add_argument("--report", type=Path, default=None, help="also write a Markdown summary with provenance here")
     _add_device(p)
     p.set_defaults(func=_cmd_demo)
@@ -194,7 +193,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from usema.demo import run_demo
 
-    run_demo(args.output, minutes=args.minutes, device=args.device, report=args.report)
+    run_demo(args.output, device=args.device, report=args.report)
     return 0
 
 

@@ -1,7 +1,8 @@
 """`usema demo`: the whole pipeline on generated phantoms, no download needed.
 
-Generates a small 3D phantom dataset, plans it for a compact USEMA, trains for a couple of minutes, predicts
-the held-out fold, evaluates it and says where everything is.
+Generates a small 3D phantom dataset, plans it for a compact USEMA, trains it for a fixed number of steps (so
+that the result does not depend on the machine or its load), predicts the held-out fold, evaluates it and says
+where everything is.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from usema.data.phantoms import make_phantom_dataset
 from usema.data.planning import PLANS_NAME, plan_dataset
 from usema.evaluation.api import evaluate
 from usema.inference.api import predict
-from usema.training.api import train
+from usema.training.api import stop_if_interrupted, train
 from usema.training.splits import load_or_create_splits
 
-# A compact USEMA that learns the phantoms in about two minutes on two CPU cores: the same network as the
-# preset (residual conv stages, a SEMA block in every encoder stage), narrower and with one conv block a stage.
+# A compact USEMA: the preset's network (residual conv stages, SEMA blocks where the preset places them),
+# narrower and with one conv block a stage. A fixed number of steps, not a wall-clock budget, so that every
+# machine trains the same recipe.
 DEMO_MODEL = {"base_features": 16, "max_features": 128, "blocks_per_stage": 1, "head_dim": 16}
-DEMO_TRAINING = {"optimizer": "adamw", "lr": 3e-3, "iters_per_epoch": 20, "epochs": 1000, "patch_size": [32, 32, 32],
+DEMO_TRAINING = {"optimizer": "adamw", "lr": 3e-3, "iters_per_epoch": 50, "epochs": 6, "patch_size": [32, 32, 32],
                  "batch_size": 4}
 
 
@@ -37,9 +39,10 @@ def _link_labels(label_files: list[Path], folder: Path) -> Path:
     return folder
 
 
-def run_demo(output: str | Path = "demo_run", minutes: float = 2.0, device: str = "auto", seed: int = 0,
+def run_demo(output: str | Path = "demo_run", device: str = "auto", seed: int = 0,
              report: str | Path | None = None) -> dict[str, Any]:
-    """Run the demo into `output`; returns the evaluation summary. Reruns reuse what is already there.
+    """Run the demo into `output`; returns the evaluation summary. A rerun continues the training where it
+    stopped (or finds it finished) and predicts again.
 
     `report`, if given, receives a Markdown summary (scores, wall time, command and machine).
     """
@@ -51,15 +54,18 @@ def run_demo(output: str | Path = "demo_run", minutes: float = 2.0, device: str 
         training = dict(DEMO_TRAINING)
         plan_dataset(data, run, model="usema", device=device, model_overrides=DEMO_MODEL,
                      patch_size=training.pop("patch_size"), batch_size=training.pop("batch_size"), **training)
-    print(f"training a compact USEMA on {data} for about {minutes:g} minutes", flush=True)
-    summary = train(data, run, fold=0, folds=5, device=device, seed=seed, max_minutes=minutes)
+    steps = DEMO_TRAINING["epochs"] * DEMO_TRAINING["iters_per_epoch"]
+    print(f"training a compact USEMA on {data} for {steps} steps", flush=True)
+    resume = (run / "fold_0" / "checkpoint_latest.pt").is_file()
+    summary = train(data, run, fold=0, folds=5, device=device, seed=seed, resume=resume)
+    stop_if_interrupted(summary)
 
     spec = load_dataset(data)
     held_out = load_or_create_splits(run, [c.case_id for c in spec.cases], 5, seed)[0]["val"]
     cases = [spec.case(case_id) for case_id in held_out]
     predictions = output / "predictions"
     predict(run, [image for case in cases for image in case.images], predictions, checkpoint="best",
-            overlay=True, device=device)
+            overlay=True, device=device, overwrite=True)
     references = _link_labels([case.label for case in cases], output / "reference_labels")
     scores = evaluate(predictions, references, output=output / "evaluation", labels=spec.labels)
 
