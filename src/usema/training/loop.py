@@ -122,6 +122,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
         self.network = build_network(self.model_description).to(self.device)
+        if ctx.is_main and hasattr(self.network, "attention_plan"):
+            for line in self.network.attention_plan(self.patch_size):
+                print(f"attention on the {'x'.join(map(str, self.patch_size))} patch, {line}", file=sys.stderr)
         self.model: nn.Module = self.network
         if ctx.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
