@@ -96,8 +96,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/efficiency"))
     p.add_argument("--models", nargs="+", default=None, help="default: every preset")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3], choices=[2, 3])
-    p.add_argument("--sizes-2d", type=int, nargs="+", default=None, help="default: 128 256 512 1024")
-    p.add_argument("--sizes-3d", type=int, nargs="+", default=None, help="default: 32 64 96 128")
+    p.add_argument("--sizes-2d", nargs="+", default=None, metavar="SIZE",
+                   help="sides (256) or shapes (256x384); default: 128 256 512 1024")
+    p.add_argument("--sizes-3d", nargs="+", default=None, metavar="SIZE",
+                   help="sides (96) or shapes (40x56x40); default: 32 64 96 128")
+    p.add_argument("--network", default=None, metavar="JSON",
+                   help="network settings for every model, e.g. the compact CPU widths "
+                        "'{\"base_features\": 16, \"max_features\": 128, \"blocks_per_stage\": 1, \"head_dim\": 16}'")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=3)
@@ -144,6 +149,39 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=_cmd_analyze_dispersion)
     return parser
+
+
+def _json_value(text: str, flag: str) -> object:
+    import json
+
+    from usema.errors import UsemaError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UsemaError(f"{flag} {text!r}: not JSON ({err})") from err
+
+
+def _json_object(text: str, flag: str) -> dict:
+    from usema.errors import UsemaError
+
+    value = _json_value(text, flag)
+    if not isinstance(value, dict):
+        raise UsemaError(f"{flag}: expected a JSON object of settings, got {value!r}")
+    return value
+
+
+def _key_json(items: list[str], flag: str, want: str) -> dict:
+    """KEY=JSON items as a dict."""
+    from usema.errors import UsemaError
+
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsemaError(f"{flag} {item!r}: expected {want}=JSON")
+        parsed[key] = _json_value(value, f"{flag} {key}")
+    return parsed
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -218,27 +256,15 @@ def _cmd_bench_efficiency(args: argparse.Namespace) -> int:
         args.output, models=args.models, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d,
         batch_sizes=args.batch_sizes, precisions=args.precisions, repeats=args.repeats,
         time_limit_s=args.time_limit, memory_limit_gb=args.memory_limit_gb, device=args.device,
+        network=_json_object(args.network, "--network") if args.network else None,
     )
     return 0
 
 
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    import json
 
     from usema.bench.accuracy import run_accuracy_benchmark
     from usema.errors import UsemaError
-
-    def key_json(items: list[str], flag: str, want: str) -> dict:
-        parsed = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UsemaError(f"{flag} {item!r}: expected {want}=JSON")
-            try:
-                parsed[key] = json.loads(value)
-            except json.JSONDecodeError as err:
-                raise UsemaError(f"{flag} {item!r}: the value is not JSON ({err})") from err
-        return parsed
 
     if args.threads is not None:
         if args.threads < 1:
@@ -246,14 +272,14 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    per_model = key_json(args.model_overrides, "--model-overrides", "MODEL")
+    per_model = _key_json(args.model_overrides, "--model-overrides", "MODEL")
     for model, value in per_model.items():
         if not isinstance(value, dict):
             raise UsemaError(f"--model-overrides {model}: expected a JSON object of network settings, got {value!r}")
     run_accuracy_benchmark(
         args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, output=args.output,
         runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
-        plan_overrides=key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
+        plan_overrides=_key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
         model_overrides=per_model,
     )
     return 0

@@ -22,9 +22,12 @@ def test_tiny_run_writes_csv_plot_and_report(tmp_path):
         assert row["tokens"] == row["size"] ** row["dims"]
         assert row["forward_ms"] > 0 and row["forward_backward_ms"] > 0
         assert row["peak_mb"] >= 0
+        assert 0 < row["roofline_ms"] < row["forward_backward_ms"]  # nothing beats the matmul rate
+    # full attention's products (checked below): QK^T and AV forward, four products back, 2 FLOPs a multiply-add
     # the n x n matrix of 21^2 tokens, kept for backward, is visible in the peak memory
     big = next(r for r in rows if r["mode"] == "full-materialized" and r["size"] == 21)
     assert big["peak_mb"] > 441**2 * 2 * 4 / 2**20
+    assert big["gflop"] * 1e9 == pytest.approx(6 * 2 * 441**2 * 32 * 2, rel=0.01)
     assert (out / "attention.png").stat().st_size > 10_000
     report = (out / "attention.md").read_text()
     assert "Command: `usema bench attention" in report and "Machine:" in report and "| 3D | 10x10x10 |" in report
@@ -48,10 +51,11 @@ def test_naive_window_baseline_computes_the_same_attention():
 
 
 def test_targets_are_computed_from_rows():
-    def row(mode, size, ms, mb):
-        return dict(dims=2, mode=mode, size=size, status="ok", forward_backward_ms=ms, peak_mb=mb)
+    def row(mode, size, ms, mb, roofline=None):
+        return dict(dims=2, mode=mode, size=size, status="ok", forward_backward_ms=ms, peak_mb=mb,
+                    roofline_ms=roofline)
 
-    rows = [row("sema", 224, 100.0, 50.0), row("sema", 448, 400.0, 200.0), row("window", 224, 90.0, 45.0),
+    rows = [row("sema", 224, 100.0, 50.0, roofline=40.0), row("sema", 448, 400.0, 200.0), row("window", 224, 90.0, 45.0),
             row("full", 224, 10_000.0, 60.0), row("window-sdpa", 224, 150.0, 40.0)]
     targets = {t["target"].split(" <=")[0].split(" >=")[0]: t for t in attention_targets(rows)}
     assert targets["SEMA time 448^2 / 224^2 (linear growth)"]["value"] == pytest.approx(4.0)
@@ -60,6 +64,8 @@ def test_targets_are_computed_from_rows():
     assert targets["full / SEMA peak memory at 224^2"]["met"] is False
     assert targets["full-materialized / SEMA peak memory at 224^2"]["value"] is None
     assert targets["window-sdpa / SEMA time at 224^2"]["met"] is False
+    roofline = targets["SEMA time / its matmul roofline at 224^2"]
+    assert roofline["value"] == pytest.approx(2.5) and roofline["met"] is True
 
 
 def test_memory_target_is_a_lower_bound_when_the_baseline_runs_out_of_memory():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from usema.bench.efficiency import efficiency_targets, read_efficiency_csv, run_efficiency_benchmark
+from usema.bench.efficiency import planned_network, run_efficiency_benchmark
+from usema.bench.efficiency_report import efficiency_targets, read_efficiency_csv
 
 pytest.importorskip("dynamic_network_architectures", reason="the nnU-Net baseline needs it")
 
@@ -40,23 +41,35 @@ def test_oom_and_timeouts_are_recorded_and_larger_inputs_skipped(tmp_path):
 
 
 def test_targets_from_rows():
-    def row(model, d, size, status="ok", ms=None):
-        return dict(model=model, dims=d, size=size, batch=1, precision="fp32", status=status, train_step_ms=ms)
+    def row(model, d, size, status="ok", ms=None, batch=1):
+        return dict(model=model, dims=d, size=size, batch=batch, precision="fp32", status=status, train_step_ms=ms)
 
-    rows = [row("usema", 2, 512, ms=100.0), row("unetr", 2, 512, ms=350.0), row("swinunetr", 2, 512, ms=150.0),
-            row("usema", 3, 96, ms=100.0), row("unetr", 3, 96, "oom"),
-            row("usema", 2, 1024, ms=400.0), row("usema-full", 2, 512, ms=900.0),
-            row("usema-full", 2, 1024, "timeout")]
+    rows = [row("usema", 2, 512, ms=110.0), row("usema-nosema", 2, 512, ms=100.0), row("unetr", 2, 512, ms=350.0),
+            row("swinunetr", 2, 512, ms=90.0), row("usema", 3, 96, ms=130.0), row("usema-nosema", 3, 96, ms=100.0),
+            row("swinunetr", 3, 96, "oom"), row("usema", 2, 1024, ms=400.0)]
     targets = {t["target"]: t for t in efficiency_targets(rows)}
-    unetr_512 = targets["USEMA training step >= 2x faster than unetr at 512x512 (fp32, batch 1)"]
-    assert unetr_512["value"] == pytest.approx(3.5) and unetr_512["met"] is True
-    swin_512 = targets["USEMA training step >= 2x faster than swinunetr at 512x512 (fp32, batch 1)"]
-    assert swin_512["value"] == pytest.approx(1.5) and swin_512["met"] is False
-    assert targets["USEMA training step >= 2x faster than unetr at 96x96x96 (fp32, batch 1)"]["met"] is True
-    assert targets["USEMA training step >= 2x faster than unetr at 1024x1024 (fp32, batch 1)"]["met"] is None
-    full_2d = targets["usema-full runs out of memory or time where usema runs (2D, fp32, batch 1)"]
-    assert full_2d["met"] is True and "1024x1024" in full_2d["detail"] and "512x512" not in full_2d["detail"]
-    assert targets["usema-full runs out of memory or time where usema runs (3D, fp32, batch 1)"]["met"] is None
+    control_2d = targets["USEMA training step <= 1.2x usema-nosema at 1 x 512x512 (fp32)"]
+    assert control_2d["value"] == pytest.approx(1.1) and control_2d["met"] is True
+    assert targets["USEMA training step <= 1.2x usema-nosema at 1 x 96x96x96 (fp32)"]["met"] is False
+    unetr_512 = targets["USEMA training step faster than unetr at 512x512 (fp32, batch 1)"]
+    assert unetr_512["value"] == pytest.approx(110 / 350) and unetr_512["met"] is True
+    assert targets["USEMA training step faster than swinunetr at 512x512 (fp32, batch 1)"]["met"] is False
+    swin_96 = targets["USEMA training step faster than swinunetr at 96x96x96 (fp32, batch 1)"]
+    assert swin_96["met"] is True and "oom" in swin_96["detail"]  # running where the baseline cannot counts
+    assert targets["USEMA training step faster than unetr at 1024x1024 (fp32, batch 1)"]["met"] is None
+
+    compact = [row("usema", 3, "40x56x40", ms=1.1, batch=4), row("usema-nosema", 3, "40x56x40", ms=1.0, batch=4)]
+    compact_targets = {t["target"]: t for t in efficiency_targets(compact, compact=True)}
+    assert compact_targets["USEMA training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["met"] is True
+
+
+def test_networks_are_built_as_plans_build_them():
+    settings = planned_network("usema", 3, (40, 56, 40), {"base_features": 16, "sema_per_stage": "all"})
+    assert settings["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    assert settings["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
+    assert settings["base_features"] == 16
+    assert "stage_windows" not in planned_network("usema-nosema", 3, (40, 56, 40), {})
+    assert planned_network("unetr", 2, (64, 64), {})["patch_size"] == [64, 64]
 
 
 def test_refuses_unknown_settings_before_measuring(tmp_path):
