@@ -71,6 +71,18 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("nnunet-plans", help="turn nnU-Net v2 residual-encoder plans into plans that build USEMA")
+    p.add_argument("plans", type=Path, help="an nnU-Net plans file, e.g. nnUNetResEncUNetMPlans.json")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="the new plans file (default: PLANS_NAME.json beside the input); its stem is the plans name")
+    p.add_argument("--plans-name", default=None, help="default: the output's stem, else the input's name + _USEMA")
+    p.add_argument("--placement", default="all",
+                   help="SEMA blocks per encoder stage: all, none, deepest:K, or counts such as 0,0,1,1,1,1")
+    p.add_argument("--attention", default="sema", help="the SEMA blocks' attention mode (default: sema)")
+    p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
+    p.add_argument("--head-dim", type=int, default=32)
+    p.set_defaults(func=_cmd_nnunet_plans)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("attention", help="time and memory of every attention mode over growing token grids")
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/attention"))
@@ -188,6 +200,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from usema.demo import run_demo
 
     run_demo(args.output, minutes=args.minutes, device=args.device, report=args.report)
+    return 0
+
+
+def _cmd_nnunet_plans(args: argparse.Namespace) -> int:
+    from usema.integrations.nnunet import convert_plans
+
+    path = convert_plans(args.plans, args.output, plans_name=args.plans_name, placement=args.placement,
+                         attention=args.attention, window_size=args.window_size, head_dim=args.head_dim)
+    print(f"wrote {path} (nnU-Net: -p {path.stem})")
     return 0
 
 
