@@ -11,6 +11,14 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
 
 
+def _placement(text: str) -> str | int | list[int]:
+    """A placement as typed: counts ("0", "0,0,1,1") become numbers, a name stays a name."""
+    counts = [part.strip() for part in text.split(",")]
+    if all(count.isdigit() for count in counts):
+        return int(counts[0]) if len(counts) == 1 else [int(count) for count in counts]
+    return text.strip()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usema", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,8 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="the new plans file (default: PLANS_NAME.json beside the input); its stem is the plans name")
     p.add_argument("--plans-name", default=None, help="default: the output's stem, else the input's name + _USEMA")
-    p.add_argument("--placement", default="all",
-                   help="SEMA blocks per encoder stage: all, none, deepest:K, or counts such as 0,0,1,1,1,1")
+    p.add_argument("--placement", type=_placement, default="all",
+                   help="SEMA blocks per encoder stage: all, bottleneck, deepest-K, from-S, a count for every stage "
+                        "(0: the conv-only control) or one count per stage, e.g. 0,0,1,1,1,1 (default: all)")
     p.add_argument("--attention", default="sema", help="the SEMA blocks' attention mode (default: sema)")
     p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
     p.add_argument("--head-dim", type=int, default=32)

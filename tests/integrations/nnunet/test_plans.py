@@ -5,13 +5,12 @@ import json
 import pytest
 
 from usema.cli import main
-from usema.errors import UsemaError
-from usema.integrations.nnunet import convert_plans, sema_per_stage
+from usema.integrations.nnunet import convert_plans
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
 
 
 def test_only_the_networks_change_and_the_plans_get_their_own_name(resenc_plans_file, resenc_plans):
-    written = convert_plans(resenc_plans_file, placement="deepest:2", attention="window", window_size=3, head_dim=8)
+    written = convert_plans(resenc_plans_file, placement="deepest-2", attention="window", window_size=3, head_dim=8)
     assert written == resenc_plans_file.parent / "nnUNetResEncUNetMPlans_USEMA.json"
     converted = json.loads(written.read_text())
     assert converted["plans_name"] == "nnUNetResEncUNetMPlans_USEMA"
@@ -33,24 +32,19 @@ def test_only_the_networks_change_and_the_plans_get_their_own_name(resenc_plans_
 
 
 @pytest.mark.parametrize("placement,expected", [
-    ("all", [1, 1, 1, 1]), ("none", [0, 0, 0, 0]), ("deepest:2", [0, 0, 1, 1]), ("deepest:0", [0, 0, 0, 0]),
-    ("0,1,2,0", [0, 1, 2, 0]), (" 1, 1,0,0 ", [1, 1, 0, 0]),
+    ("all", [1, 1, 1]), ("0", [0, 0, 0]), ("2", [2, 2, 2]), ("bottleneck", [0, 0, 1]), ("deepest-2", [0, 1, 1]),
+    ("from-2", [0, 0, 1]), ("0,1,1", [0, 1, 1]), (" 1, 0,2", [1, 0, 2]),
 ])
-def test_placements(placement, expected):
-    assert sema_per_stage(placement, 4) == expected
-
-
-@pytest.mark.parametrize("placement,message", [
-    ("deepest:5", "between 0 and the 4 stages"), ("1,2", "gives 2 counts for 4 stages"),
-    ("0,0,-1,1", "gives 4 counts"), ("bottom", "expected one of all, none"), ("deepest:x", "expected one of"),
-])
-def test_bad_placements_are_refused(placement, message):
-    with pytest.raises(UsemaError, match=message):
-        sema_per_stage(placement, 4)
+def test_placements_as_typed_reach_every_configuration(resenc_plans_file, placement, expected, capsys):
+    assert main(["nnunet-plans", str(resenc_plans_file), "--placement", placement]) == 0
+    converted = json.loads(resenc_plans_file.with_name("nnUNetResEncUNetMPlans_USEMA.json").read_text())
+    placed = {name: config["architecture"]["arch_kwargs"]["sema_per_stage"]
+              for name, config in converted["configurations"].items() if "architecture" in config}
+    assert placed == {"2d": expected, "3d_fullres": expected, "3d_lowres": expected}
 
 
 def test_the_plans_name_follows_the_output_file(resenc_plans_file, tmp_path):
-    written = convert_plans(resenc_plans_file, tmp_path / "out" / "MyUSEMAPlans.json", placement="none")
+    written = convert_plans(resenc_plans_file, tmp_path / "out" / "MyUSEMAPlans.json", placement=0)
     assert json.loads(written.read_text())["plans_name"] == "MyUSEMAPlans"
     named = convert_plans(resenc_plans_file, plans_name="Other")
     assert named == resenc_plans_file.parent / "Other.json"
@@ -109,12 +103,16 @@ def test_the_input_is_never_overwritten_and_names_must_agree(resenc_plans_file, 
     assert cli_error(capsys, resenc_plans_file, "-o", mismatch, "--plans-name", "B") == \
         f"{mismatch}: nnU-Net reads plans 'B' from B.json: name the output so"
     assert "unknown attention mode 'soft'" in cli_error(capsys, resenc_plans_file, "--attention", "soft")
+    assert cli_error(capsys, resenc_plans_file, "--placement", "1,1") == f"{resenc_plans_file}: configuration " \
+        "'2d': sema_per_stage has 2 entries, expected one per stage (3)"
+    assert "configuration '2d': placement 'deepest-4' does not fit 3 stages" in cli_error(
+        capsys, resenc_plans_file, "--placement", "deepest-4")
     assert resenc_plans_file.read_bytes() == before
     assert sorted(p.name for p in resenc_plans_file.parent.iterdir()) == [resenc_plans_file.name]
 
 
 def test_the_command_says_what_to_pass_to_nnunet(resenc_plans_file, capsys):
-    assert main(["nnunet-plans", str(resenc_plans_file), "--placement", "deepest:1"]) == 0
+    assert main(["nnunet-plans", str(resenc_plans_file), "--placement", "deepest-1"]) == 0
     out = capsys.readouterr().out
     assert out == f"wrote {resenc_plans_file.parent / 'nnUNetResEncUNetMPlans_USEMA.json'} " \
                   "(nnU-Net: -p nnUNetResEncUNetMPlans_USEMA)\n"

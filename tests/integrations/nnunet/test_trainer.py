@@ -30,7 +30,7 @@ def sema_counts(net) -> list[int]:
 
 
 def test_both_call_forms_build_the_same_usema(resenc_plans_file):
-    plans, config = configuration(convert_plans(resenc_plans_file, placement="deepest:2", head_dim=8))
+    plans, config = configuration(convert_plans(resenc_plans_file, placement="deepest-2", head_dim=8))
     build = nnUNetTrainerUSEMA.build_network_architecture
     assert "plans_manager" in inspect.signature(build).parameters  # nnU-Net 2.7+ then calls the new form
     pieces = (config.network_arch_class_name, config.network_arch_init_kwargs,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from usema.integrations.nnunet.plans import convert_plans, sema_per_stage, usema_architecture
+from usema.integrations.nnunet.plans import convert_plans, usema_architecture
 
-__all__ = ["convert_plans", "ext_trainer_folder", "sema_per_stage", "usema_architecture"]
+__all__ = ["convert_plans", "ext_trainer_folder", "usema_architecture"]
 
 
 def ext_trainer_folder() -> Path:

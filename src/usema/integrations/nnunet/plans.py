@@ -16,34 +16,13 @@ from typing import Any
 
 from usema.errors import DataError, UsemaError
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, usema_arguments
+from usema.models.usema import blocks_per_placement
 from usema.nn.attention import ATTENTION_MODES
 from usema.utils.atomic import atomic_path
 
 RESENC_CLASS = "ResidualEncoderUNet"
 PLANS_SUFFIX = "_USEMA"
-PLACEMENTS = ("all", "none", "deepest:K", "comma-separated counts per stage")
-
-
-def sema_per_stage(placement: str, n_stages: int) -> list[int]:
-    """SEMA blocks per encoder stage for `placement`: "all" (one after every stage, USEMA's layout), "none" (the
-    conv-only control), "deepest:K" (one in each of the K deepest stages) or counts per stage, e.g. "0,0,1,1,1"."""
-    placement = placement.strip()
-    if placement == "all":
-        return [1] * n_stages
-    if placement == "none":
-        return [0] * n_stages
-    try:
-        if placement.startswith("deepest:"):
-            deepest = int(placement.removeprefix("deepest:"))
-            if not 0 <= deepest <= n_stages:
-                raise UsemaError(f"placement {placement!r}: K must be between 0 and the {n_stages} stages")
-            return [0] * (n_stages - deepest) + [1] * deepest
-        counts = [int(c) for c in placement.split(",")]
-    except ValueError:
-        raise UsemaError(f"placement {placement!r}: expected one of {', '.join(PLACEMENTS)}") from None
-    if len(counts) != n_stages or min(counts) < 0:
-        raise UsemaError(f"placement {placement!r} gives {len(counts)} counts for {n_stages} stages")
-    return counts
+Placement = str | int | Sequence[int]  # see usema.models.usema.blocks_per_placement
 
 
 def _imported(arch_kwargs: dict[str, Any], requires_import: Sequence[str]) -> dict[str, Any]:
@@ -57,9 +36,10 @@ def _imported(arch_kwargs: dict[str, Any], requires_import: Sequence[str]) -> di
     return imported
 
 
-def usema_architecture(architecture: dict[str, Any], placement: str = "all", attention: str = "sema",
+def usema_architecture(architecture: dict[str, Any], placement: Placement = "all", attention: str = "sema",
                        window_size: int | None = None, head_dim: int = 32) -> dict[str, Any]:
-    """A configuration's `architecture` entry (nnU-Net's ResidualEncoderUNet) turned into USEMA's.
+    """A configuration's `architecture` entry (nnU-Net's ResidualEncoderUNet) turned into USEMA's, with SEMA
+    blocks per stage as `placement` gives them (see usema.models.usema.blocks_per_placement).
 
     Raises UsemaError for another network class or arguments USEMA cannot honour (see `usema_arguments`).
     """
@@ -74,8 +54,11 @@ def usema_architecture(architecture: dict[str, Any], placement: str = "all", att
     arch_kwargs = dict(architecture.get("arch_kwargs") or {})
     requires_import = list(architecture.get("_kw_requires_import") or [])
     usema_arguments(_imported(arch_kwargs, requires_import))  # refuse now what USEMA could not build later
-    arch_kwargs.update(sema_per_stage=sema_per_stage(placement, int(arch_kwargs["n_stages"])), attention=attention,
-                       window_size=window_size, head_dim=head_dim)
+    try:
+        semas = blocks_per_placement(placement, int(arch_kwargs["n_stages"]))
+    except ValueError as err:
+        raise UsemaError(str(err)) from None
+    arch_kwargs.update(sema_per_stage=semas, attention=attention, window_size=window_size, head_dim=head_dim)
     return {**architecture, "network_class_name": NETWORK_CLASS_NAME, "arch_kwargs": arch_kwargs,
             "_kw_requires_import": requires_import}
 
@@ -93,7 +76,7 @@ def _read_plans(path: Path) -> dict[str, Any]:
 
 
 def convert_plans(source: str | Path, output: str | Path | None = None, *, plans_name: str | None = None,
-                  placement: str = "all", attention: str = "sema", window_size: int | None = None,
+                  placement: Placement = "all", attention: str = "sema", window_size: int | None = None,
                   head_dim: int = 32) -> Path:
     """Write the USEMA version of the nnU-Net residual-encoder plans `source`; returns the path written.
 
@@ -101,7 +84,7 @@ def convert_plans(source: str | Path, output: str | Path | None = None, *, plans
     the file agree: `plans_name` defaults to the stem of `output`, and `output` to `<plans_name>.json` beside
     `source`, with `plans_name` defaulting to the source's plans name + "_USEMA". The source is never overwritten.
     Every configuration with its own `architecture` is converted (others inherit theirs); `placement`,
-    `attention`, `window_size` and `head_dim` are SEMA's settings (see `sema_per_stage`).
+    `attention`, `window_size` and `head_dim` are SEMA's settings (see `usema_architecture`).
     """
     source = Path(source)
     plans = _read_plans(source)
