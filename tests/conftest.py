@@ -24,7 +24,7 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def hippocampus_dir() -> Path:
     return shared_dataset("hippocampus")
 

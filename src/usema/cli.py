@@ -12,6 +12,14 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
 
 
+def _placement(text: str) -> str | int | list[int]:
+    """A placement as typed: counts ("0", "0,0,1,1") become numbers, a name stays a name."""
+    counts = [part.strip() for part in text.split(",")]
+    if all(count.isdigit() for count in counts):
+        return int(counts[0]) if len(counts) == 1 else [int(count) for count in counts]
+    return text.strip()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="usema", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +82,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None, help="also write a Markdown summary with provenance here")
     _add_device(p)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("nnunet-plans", help="turn nnU-Net v2 residual-encoder plans into plans that build USEMA")
+    p.add_argument("plans", type=Path, help="an nnU-Net plans file, e.g. nnUNetResEncUNetMPlans.json")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="the new plans file (default: PLANS_NAME.json beside the input); its stem is the plans name")
+    p.add_argument("--plans-name", default=None, help="default: the output's stem, else the input's name + _USEMA")
+    p.add_argument("--placement", type=_placement, default="all",
+                   help="SEMA blocks per encoder stage: all, bottleneck, deepest-K, from-S, a count for every stage "
+                        "(0: the conv-only control) or one count per stage, e.g. 0,0,1,1,1,1 (default: all)")
+    p.add_argument("--attention", default="sema", help="the SEMA blocks' attention mode (default: sema)")
+    p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
+    p.add_argument("--head-dim", type=int, default=32)
+    p.set_defaults(func=_cmd_nnunet_plans)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = bench.add_parser("attention", help="time and memory of every attention mode over growing token grids")
@@ -232,6 +253,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from usema.demo import run_demo
 
     run_demo(args.output, device=args.device, report=args.report)
+    return 0
+
+
+def _cmd_nnunet_plans(args: argparse.Namespace) -> int:
+    from usema.integrations.nnunet import convert_plans
+
+    path = convert_plans(args.plans, args.output, plans_name=args.plans_name, placement=args.placement,
+                         attention=args.attention, window_size=args.window_size, head_dim=args.head_dim)
+    print(f"wrote {path} (nnU-Net: -p {path.stem})")
     return 0
 
 

@@ -130,3 +130,22 @@ def test_network_padding_is_handed_to_sema_as_not_data():
         model(torch.randn(1, 1, 9, 13, 4))
     # padded to 12x16x4 (total stride 4); the data covers 9x13x4, 5x7x2, 3x4x1
     assert seen == [((12, 16, 4), (9, 13, 4)), ((6, 8, 2), (5, 7, 2)), ((3, 4, 1), (3, 4, 1))]
+
+
+def test_kernel_sizes_decoder_convs_and_the_deep_supervision_switch():
+    model = USEMA(3, 1, 2, strides=[1, (1, 2, 2), 2], features=(8, 16, 16), kernel_size=[(1, 3, 3), 3, 3],
+                  decoder_convs=[3, 1], blocks_per_stage=1, head_dim=8, deep_supervision=True)
+    assert model.encoder[0][0].conv1.conv.weight.shape[2:] == (1, 3, 3)
+    assert [len(up.conv_block) for up in model.decoder] == [3, 1]
+    assert model.decoder[1].conv_block[0].conv.weight.shape[2:] == (1, 3, 3)
+    x = torch.randn(1, 1, 6, 10, 10)
+    assert [tuple(o.shape[2:]) for o in model(x)] == [(6, 10, 10), (6, 5, 5)]
+    model.deep_supervision = False
+    assert model.decoder.deep_supervision is False and model(x).shape == (1, 2, 6, 10, 10)
+    # the default decoder is MONAI's two-conv up block, so existing checkpoints keep their parameter names
+    default = USEMA(2, 1, 2, n_stages=3, base_features=8, head_dim=8)
+    assert "decoder.0.conv_block.conv2.conv.weight" in default.state_dict()
+    with pytest.raises(ValueError, match="kernel sizes must be odd"):
+        USEMA(2, 1, 2, n_stages=3, kernel_size=2)
+    with pytest.raises(ValueError, match="decoder_convs must be at least 1"):
+        USEMA(2, 1, 2, n_stages=3, decoder_convs=0)

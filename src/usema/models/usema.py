@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.networks.blocks import Convolution
 from monai.networks.blocks.dynunet_block import UnetOutBlock, UnetResBlock, UnetUpBlock
 from torch import nn
 
@@ -67,6 +68,10 @@ class USEMA(nn.Module):
         features: widths per stage; default `base_features` doubling per stage, capped at `max_features`
             (320 in 3D, 512 in 2D).
         blocks_per_stage: residual conv blocks per encoder stage (int or list).
+        kernel_size: conv kernel, int or one per stage (int or per-axis tuple; nnU-Net plans 1 along the coarse
+            axes of anisotropic data); each decoder stage uses the kernel of the stage it returns to.
+        decoder_convs: convs after each upsampling, deepest decoder stage first (int or list): 2 is MONAI's up
+            block, nnU-Net's residual-encoder UNets have 1.
         sema_per_stage: token-mixer blocks after the conv blocks of each encoder stage: a count for every
             stage, a list, or a placement by name ("all", "bottleneck", "deepest-K", "from-S";
             `blocks_per_placement`).
@@ -76,7 +81,8 @@ class USEMA(nn.Module):
             (drop_path grows linearly from 0 to this value over the blocks).
         stage_windows: a window per stage (int, per-axis list, or None for `window_size`), as the planner
             chooses them so that each stage's map in training is a whole number of windows.
-        deep_supervision: return a list of logits at every decoder resolution, highest first.
+        deep_supervision: return a list of logits at every decoder resolution, highest first (switchable later:
+            nnU-Net sets `network.decoder.deep_supervision`, which is where the flag lives).
     """
 
     def __init__(
@@ -90,6 +96,8 @@ class USEMA(nn.Module):
         base_features: int = 32,
         max_features: int | None = None,
         blocks_per_stage: int | Sequence[int] = 2,
+        kernel_size: int | Sequence[int | Sequence[int]] = 3,
+        decoder_convs: int | Sequence[int] = 2,
         sema_per_stage: int | Sequence[int] = 1,
         mixer: str = "sema",
         attention: str = "sema",
@@ -121,7 +129,11 @@ class USEMA(nn.Module):
         blocks = _per_stage(blocks_per_stage, n_stages, "blocks_per_stage")
         semas = blocks_per_placement(sema_per_stage, n_stages)
         windows = _per_stage(stage_windows, n_stages, "stage_windows") if stage_windows is not None else [None] * n_stages
-        self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
+        kernels = [as_tuple(k, spatial_dims, "kernel_size") for k in _per_stage(kernel_size, n_stages, "kernel_size")]
+        if any(k % 2 == 0 for kernel in kernels for k in kernel):
+            raise ValueError(f"kernel sizes must be odd (the convs keep the size), got {kernels}")
+        up_convs = _per_stage(decoder_convs, n_stages - 1, "decoder_convs")
+        self.spatial_dims = spatial_dims
         self.features = features
 
         total_sema = sum(semas)
@@ -132,7 +144,7 @@ class USEMA(nn.Module):
             layers: list[nn.Module] = []
             for b in range(max(1, blocks[stage])):
                 stride = self.strides[stage] if b == 0 else 1
-                layers.append(UnetResBlock(spatial_dims, channels, features[stage], 3, stride, NORM, ACT))
+                layers.append(UnetResBlock(spatial_dims, channels, features[stage], kernels[stage], stride, NORM, ACT))
                 channels = features[stage]
             for _ in range(semas[stage]):
                 if mixer == "mamba":
@@ -146,16 +158,25 @@ class USEMA(nn.Module):
             self.encoder.append(nn.Sequential(*layers))
 
         self.decoder = nn.ModuleList()
+        self.decoder.deep_supervision = deep_supervision
         self.heads = nn.ModuleList()
-        for stage in range(n_stages - 1, 0, -1):
-            stride = self.strides[stage]
-            self.decoder.append(UnetUpBlock(
-                spatial_dims, features[stage], features[stage - 1], 3, 1, stride, NORM, ACT, trans_bias=True
+        for stage, convs in zip(range(n_stages - 1, 0, -1), up_convs, strict=True):
+            self.decoder.append(_up_block(
+                spatial_dims, features[stage], features[stage - 1], kernels[stage - 1], self.strides[stage], convs
             ))
             self.heads.append(UnetOutBlock(spatial_dims, features[stage - 1], num_classes))
         # The SEMA blocks hand on channels-last maps, which the next stage's strided 1x1 shortcut conv must not
         # see on AVX512 CPUs (a heap-corrupting PyTorch bug; usema/nn/cpu_guards.py).
         guard_strided_pointwise_convs(self)
+
+    @property
+    def deep_supervision(self) -> bool:
+        """Whether forward returns the logits of every decoder resolution (a list) or the full-resolution ones."""
+        return self.decoder.deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool) -> None:
+        self.decoder.deep_supervision = enabled
 
     @property
     def total_stride(self) -> tuple[int, ...]:
@@ -199,3 +220,18 @@ class USEMA(nn.Module):
 
         cropped = crop_outputs(outputs, size, self.strides)
         return cropped if self.deep_supervision else cropped[0]
+
+
+def _up_block(spatial_dims: int, in_channels: int, out_channels: int, kernel: Sequence[int], stride: Sequence[int],
+              convs: int) -> UnetUpBlock:
+    """Transposed conv by `stride`, concatenation with the skip, then `convs` conv-norm-activation layers."""
+    if convs < 1:
+        raise ValueError(f"decoder_convs must be at least 1, got {convs}")
+    up = UnetUpBlock(spatial_dims, in_channels, out_channels, kernel, 1, stride, NORM, ACT, trans_bias=True)
+    if convs != 2:  # MONAI's block has two; another count (nnU-Net's ResEnc decoders have one) replaces them
+        up.conv_block = nn.Sequential(*(
+            Convolution(spatial_dims, out_channels * 2 if i == 0 else out_channels, out_channels,
+                        kernel_size=kernel, norm=NORM, act=ACT, bias=False)
+            for i in range(convs)
+        ))
+    return up

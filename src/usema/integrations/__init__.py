@@ -1,0 +1,1 @@
+"""USEMA inside other frameworks' pipelines (nnU-Net v2), without forking them."""
