@@ -124,6 +124,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--network", default=None, metavar="JSON",
                    help="network settings for every model, e.g. the compact CPU widths "
                         "'{\"base_features\": 16, \"max_features\": 128, \"blocks_per_stage\": 1, \"head_dim\": 16}'")
+    p.add_argument("--placements", nargs="+", default=None, metavar="PLACEMENT",
+                   help="time every SEMA preset once per placement of its SEMA blocks; rows usema@PLACEMENT")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=3)
@@ -137,6 +139,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=["usema"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budget", type=float, default=15.0, help="training minutes per model and seed")
+    p.add_argument("--steps", type=int, default=None,
+                   help="train every model for this many optimizer steps instead of --budget minutes")
+    p.add_argument("--placements", nargs="+", default=None, metavar="PLACEMENT",
+                   help="train every SEMA preset once per placement of its SEMA blocks (all, from-S, deepest-K, "
+                        "bottleneck); rows are named usema@PLACEMENT")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the known datasets")
     p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"))
@@ -286,13 +293,12 @@ def _cmd_bench_efficiency(args: argparse.Namespace) -> int:
         args.output, models=args.models, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d,
         batch_sizes=args.batch_sizes, precisions=args.precisions, repeats=args.repeats,
         time_limit_s=args.time_limit, memory_limit_gb=args.memory_limit_gb, device=args.device,
-        network=_json_object(args.network, "--network") if args.network else None,
+        network=_json_object(args.network, "--network") if args.network else None, placements=args.placements,
     )
     return 0
 
 
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
-
     from usema.bench.accuracy import run_accuracy_benchmark
     from usema.errors import UsemaError
 
@@ -307,7 +313,8 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
         if not isinstance(value, dict):
             raise UsemaError(f"--model-overrides {model}: expected a JSON object of network settings, got {value!r}")
     run_accuracy_benchmark(
-        args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, output=args.output,
+        args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, steps=args.steps,
+        placements=args.placements, output=args.output,
         runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
         plan_overrides=_key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
         model_overrides=per_model,

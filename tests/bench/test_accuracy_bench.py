@@ -100,3 +100,25 @@ def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_
     assert main(args) == 130
     assert not (tmp_path / "results" / "accuracy_phantoms.csv").exists()
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
+
+
+def test_equal_steps_and_one_row_per_placement(tmp_path):
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=4)
+    common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
+              "--device", "cpu", "--threads", "1", "--plan", "patch_size=[16,16,16]", "batch_size=2",
+              "iters_per_epoch=2", "val_max_cases=1",
+              'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}']
+    args = ["bench", "accuracy", "--models", "usema", "usema-nosema", "--steps", "4",
+            "--placements", "all", "bottleneck", *common]
+    assert main(args) == 0
+    with (tmp_path / "results" / "accuracy_phantoms.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model"] for r in rows] == ["usema@all", "usema@bottleneck", "usema-nosema"]
+    assert all(int(r["iterations"]) == 4 for r in rows)  # the same number of steps, whatever the time
+    runs = tmp_path / "runs" / "phantoms"
+    placed = json.loads((runs / "usema@bottleneck" / "seed_0" / "plans.json").read_text())
+    assert placed["model"]["name"] == "usema" and placed["model"]["overrides"]["sema_per_stage"] == "bottleneck"
+    report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
+    assert "4 optimizer steps per model" in report and "| usema@bottleneck | 0 |" in report
+    # a later invocation with another step count would mix protocols: refused
+    assert main(["bench", "accuracy", "--models", "usema", "--steps", "6", *common]) == 2

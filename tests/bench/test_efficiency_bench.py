@@ -48,9 +48,9 @@ def test_targets_from_rows():
             row("swinunetr", 2, 512, ms=90.0), row("usema", 3, 96, ms=130.0), row("usema-nosema", 3, 96, ms=100.0),
             row("swinunetr", 3, 96, "oom"), row("usema", 2, 1024, ms=400.0)]
     targets = {t["target"]: t for t in efficiency_targets(rows)}
-    control_2d = targets["USEMA training step <= 1.2x usema-nosema at 1 x 512x512 (fp32)"]
+    control_2d = targets["usema training step <= 1.2x usema-nosema at 1 x 512x512 (fp32)"]
     assert control_2d["value"] == pytest.approx(1.1) and control_2d["met"] is True
-    assert targets["USEMA training step <= 1.2x usema-nosema at 1 x 96x96x96 (fp32)"]["met"] is False
+    assert targets["usema training step <= 1.2x usema-nosema at 1 x 96x96x96 (fp32)"]["met"] is False
     unetr_512 = targets["USEMA training step faster than unetr at 512x512 (fp32, batch 1)"]
     assert unetr_512["value"] == pytest.approx(110 / 350) and unetr_512["met"] is True
     assert targets["USEMA training step faster than swinunetr at 512x512 (fp32, batch 1)"]["met"] is False
@@ -58,9 +58,11 @@ def test_targets_from_rows():
     assert swin_96["met"] is True and "oom" in swin_96["detail"]  # running where the baseline cannot counts
     assert targets["USEMA training step faster than unetr at 1024x1024 (fp32, batch 1)"]["met"] is None
 
-    compact = [row("usema", 3, "40x56x40", ms=1.1, batch=4), row("usema-nosema", 3, "40x56x40", ms=1.0, batch=4)]
+    compact = [row("usema@deepest-2", 3, "40x56x40", ms=1.1, batch=4), row("usema@all", 3, "40x56x40", ms=2.0, batch=4),
+               row("usema-nosema", 3, "40x56x40", ms=1.0, batch=4)]
     compact_targets = {t["target"]: t for t in efficiency_targets(compact, compact=True)}
-    assert compact_targets["USEMA training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["met"] is True
+    assert compact_targets["usema@deepest-2 training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["met"] is True
+    assert compact_targets["usema@all training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["value"] == 2.0
 
 
 def test_networks_are_built_as_plans_build_them():
@@ -69,6 +71,11 @@ def test_networks_are_built_as_plans_build_them():
     assert settings["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
     assert settings["base_features"] == 16
     assert "stage_windows" not in planned_network("usema-nosema", 3, (40, 56, 40), {})
+    from usema.bench.variants import expand_placements
+
+    assert expand_placements(["usema", "usema-nosema", "nnunet"], ["all", "deepest-2"]) == [
+        ("usema@all", "usema", {"sema_per_stage": "all"}), ("usema@deepest-2", "usema", {"sema_per_stage": "deepest-2"}),
+        ("usema-nosema", "usema-nosema", {}), ("nnunet", "nnunet", {})]
     assert planned_network("unetr", 2, (64, 64), {})["patch_size"] == [64, 64]
 
 

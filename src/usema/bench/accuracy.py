@@ -17,6 +17,7 @@ from typing import Any
 
 from usema.bench.accuracy_report import load_history, record_row, write_report
 from usema.bench.machine import provenance
+from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
 from usema.data.window_planning import window_settings
@@ -104,11 +105,12 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
     return scores, seconds
 
 
-def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float,
+def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float | None,
             device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False,
-            network_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+            network_overrides: dict[str, Any] | None = None, label: str | None = None) -> dict[str, Any]:
     """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
-    short. `network_overrides` are this model's own network settings, on top of the shared plan's."""
+    short. `network_overrides` are this model's own network settings, on top of the shared plan's; `label`
+    names the row (default: the model). Without a budget the plan's epochs end the training."""
     from usema.models import build_model
     from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import SPLITS_NAME, load_or_create_splits
@@ -150,7 +152,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     network = build_model(model, info["spatial_dims"], info["num_channels"], info["num_classes"],
                           **plans["model"].get("overrides", {}))
     row: dict[str, Any] = {
-        "model": model,
+        "model": label or model,
         "seed": seed,
         "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
         "epochs": len(log_rows),
@@ -188,49 +190,70 @@ def run_accuracy_benchmark(
     also_infer: Sequence[str] = (),
     tta: bool = False,
     model_overrides: dict[str, dict[str, Any]] | None = None,
+    steps: int | None = None,
+    placements: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`. `also_infer`
     lists extra inference precisions, each scored from the same checkpoint into extra columns; `tta` scores
     with mirroring test-time augmentation (every model alike). `model_overrides` maps a model to network settings
-    of its own (e.g. where SEMA blocks go), merged over the shared plan's and listed in the Markdown."""
+    of its own (e.g. where SEMA blocks go), merged over the shared plan's and listed in the Markdown.
+    `steps`: train every model for this many optimizer steps instead of `budget_minutes` (equal steps rather
+    than equal time). `placements`: train every SEMA preset once per placement of its SEMA blocks (rows
+    "usema@deepest-2")."""
     from usema.utils.device import resolve_device
 
     unknown = sorted(set(model_overrides or {}) - set(models))
     if unknown:
         raise UsemaError(f"--model-overrides names {', '.join(unknown)}, which this run does not train")
+    variants = expand_placements(models, placements)
     name, data, label_mode, instance = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
     base = runs / PLANS_NAME
     overrides = dict(plan_overrides or {})
-    if base.is_file():
+    existing = base.is_file()
+    if existing:
         base_plans = load_plans(runs)
     else:
-        # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
-        overrides.setdefault("epochs", 10_000)
+        if steps is None:
+            # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
+            overrides.setdefault("epochs", 10_000)
         base_plans = plan_dataset(data, runs, label_mode=label_mode, device=device, precision=precision,
                                   **overrides)
+    if steps is not None:
+        iters = int(base_plans["training"]["iters_per_epoch"])
+        if steps < 1 or steps % iters:
+            raise UsemaError(f"--steps {steps} is not a whole number of epochs of {iters} iterations")
+        planned = int(base_plans["training"]["epochs"]) * iters
+        if existing and planned != steps:
+            raise UsemaError(f"{base}: planned for {planned} steps, not {steps}; use another --runs-dir")
+        base_plans["training"]["epochs"] = steps // iters
+        save_plans(base_plans, runs)
+        budget_minutes = None
     output = Path(output)
     csv_path, md_path = output / f"accuracy_{name}.csv", output / f"accuracy_{name}.md"
     rows = list(_read_rows(csv_path))
     done = {(r["model"], int(r["seed"])) for r in rows}
     history = load_history(output / f"accuracy_{name}.json", md_path, rows)
-    for model in models:
+    for variant in variants:
         for seed in seeds:
-            if (model, seed) in done:
-                print(f"{model} seed {seed}: already in {csv_path}, skipped")
+            if (variant.label, seed) in done:
+                print(f"{variant.label} seed {seed}: already in {csv_path}, skipped")
                 continue
-            row = run_one(data, runs / model / f"seed_{seed}", base_plans, model, seed, budget_minutes, device,
-                          instance, also_infer, tta, (model_overrides or {}).get(model))
+            settings = {**(model_overrides or {}).get(variant.model, {}), **variant.settings}
+            row = run_one(data, runs / variant.label / f"seed_{seed}", base_plans, variant.model, seed,
+                          budget_minutes, device, instance, also_infer, tta, settings, label=variant.label)
             rows.append(row)
-            record_row(history, provenance(resolve_device(device)), model, seed)
+            record_row(history, provenance(resolve_device(device)), variant.label, seed)
             write_report(rows, history, csv_path, md_path, name, _protocol(budget_minutes, base_plans, tta), runs)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
     return rows
 
 
-def _protocol(budget: float, plans: dict, tta: bool) -> str:
+def _protocol(budget: float | None, plans: dict, tta: bool) -> str:
     """The sentence of the report that states what every row shares."""
-    return (f"Budget {budget:g} min of training per model; patch {plans['patch_size']}, batch "
+    steps = plans["training"]["epochs"] * plans["training"]["iters_per_epoch"]
+    length = f"Budget {budget:g} min of training per model" if budget is not None else f"{steps} optimizer steps per model"
+    return (f"{length}; patch {plans['patch_size']}, batch "
             f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
             f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20, split seed "
             f"{SPLIT_SEED} for every model and seed); scored on the held-out fold from the last checkpoint"

@@ -37,6 +37,7 @@ from usema.bench.measure import (
     run_isolated,
     sync,
 )
+from usema.bench.variants import expand_placements
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
 
@@ -159,33 +160,35 @@ def run_efficiency_benchmark(
     memory_limit_gb: float | None = None,
     device: str = "auto",
     network: dict[str, Any] | None = None,
+    placements: list[str] | None = None,
 ) -> list[dict]:
     """Run the benchmark; write efficiency.csv, efficiency.png and efficiency.md under `output`; return rows.
 
     Sizes are sides (96) or per-axis shapes (40x56x40). `network`: settings given to every model on top of
     the planned ones (e.g. the compact widths of the CPU runs); the report then holds the compact targets.
+    `placements`: time every SEMA preset once per placement of its SEMA blocks (rows "usema@deepest-2").
     """
     from usema.models.registry import list_models
     from usema.utils.device import resolve_device
 
     output = Path(output)
     dev = resolve_device(device)
-    models = list(models or list_models())
+    variants = expand_placements(list(models or list_models()), placements)
     network = dict(network or {})
-    for name, given, allowed in [("models", models, list_models()), ("precisions", precisions, PRECISIONS),
-                                 ("dims", dims, (2, 3))]:
+    for name, given, allowed in [("precisions", precisions, PRECISIONS), ("dims", dims, (2, 3))]:
         unknown = [str(v) for v in given if v not in allowed]
         if unknown:
             raise UsemaError(f"unknown {name} {', '.join(unknown)}; choose from {', '.join(map(str, allowed))}")
     shapes = {d: sorted((parse_size(s, d) for s in ({2: sizes_2d, 3: sizes_3d}[d] or DEFAULT_SIZES[d])),
                         key=math.prod) for d in dims}
-    settings = {(name, d, shape): planned_network(name, d, shape, network)
-                for d in dims for name in models for shape in shapes[d]}  # bad settings fail before measuring
+    settings = {(v.label, d, shape): planned_network(v.model, d, shape, {**network, **v.settings})
+                for d in dims for v in variants for shape in shapes[d]}  # bad settings fail before measuring
     if memory_limit_gb is None and dev.type == "cpu":
         memory_limit_gb = default_memory_limit_gb()
     rows = []
     for d in dims:
-        for name in models:
+        for variant in variants:
+            name = variant.label
             for precision in precisions:
                 failures: list[tuple[int, int, str]] = []  # (batch, voxels, status) of oom/timeout
                 for batch in sorted(batch_sizes):
@@ -198,7 +201,8 @@ def run_efficiency_benchmark(
                             b, v, status = earlier[0]
                             row.update(status="skipped", note=f"{status} at {v} voxels, batch {b}")
                         else:
-                            spec = dict(model=name, dims=d, shape=list(shape), batch=batch, precision=precision,
+                            spec = dict(model=variant.model, dims=d, shape=list(shape), batch=batch,
+                                        precision=precision,
                                         in_channels=in_channels, num_classes=num_classes, repeats=repeats,
                                         time_limit_s=time_limit_s, device=str(dev),
                                         network=settings[(name, d, shape)],

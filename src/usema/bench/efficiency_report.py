@@ -83,15 +83,18 @@ def efficiency_targets(rows: list[dict], compact: bool = False) -> list[dict]:
     targets = []
     for precision in [p for p in PRECISIONS if any(r["precision"] == p for r in rows)]:
         limit = CONTROL_RATIO["compact" if compact else "preset"]
-        pairs = sorted({(r["dims"], str(r["size"]), r["batch"]) for r in rows if r["model"] == "usema"},
-                       key=lambda k: (k[0], k[2], k[1]))
-        if not compact:
-            pairs = [(d, s, 1) for d, s in PRESET_CONTROL_SIZES]
-        for d, size, batch in pairs:
-            grid = _grid({"size": size, "dims": d})
-            name = f"USEMA training step <= {limit}x usema-nosema at {batch} x {grid} ({precision})"
-            targets.append(_ratio_target(name, index.get(("usema", d, size, batch, precision)),
-                                         index.get(("usema-nosema", d, size, batch, precision)), limit))
+        labels = list(dict.fromkeys(r["model"] for r in rows if r["model"] == "usema"
+                                    or r["model"].startswith("usema@")))  # the preset, or each placement
+        for label in labels:
+            pairs = sorted({(r["dims"], str(r["size"]), r["batch"]) for r in rows if r["model"] == label},
+                           key=lambda k: (k[0], k[2], k[1]))
+            if not compact:
+                pairs = [(d, s, 1) for d, s in PRESET_CONTROL_SIZES]
+            for d, size, batch in pairs:
+                grid = _grid({"size": size, "dims": d})
+                name = f"{label} training step <= {limit}x usema-nosema at {batch} x {grid} ({precision})"
+                targets.append(_ratio_target(name, index.get((label, d, size, batch, precision)),
+                                             index.get(("usema-nosema", d, size, batch, precision)), limit))
         for baseline, d, size in FASTER_THAN:
             grid = _grid({"size": size, "dims": d})
             name = f"USEMA training step faster than {baseline} at {grid} ({precision}, batch 1)"
