@@ -244,7 +244,8 @@ def run_accuracy_benchmark(
                           budget_minutes, device, instance, also_infer, tta, settings, label=variant.label)
             rows.append(row)
             record_row(history, provenance(resolve_device(device)), variant.label, seed)
-            write_report(rows, history, csv_path, md_path, name, _protocol(budget_minutes, base_plans, tta), runs)
+            write_report(rows, history, csv_path, md_path, name, _protocol(budget_minutes, base_plans, tta), runs,
+                         evaluation="evaluation_tta" if tta else "evaluation", fold=FOLD)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
     return rows
 

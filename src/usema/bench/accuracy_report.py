@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from usema.bench.accuracy_analysis import comparison_lines, curve_lines
 from usema.bench.machine import provenance_from_markdown, provenance_markdown
 from usema.data.planning import PLANS_NAME, load_plans
 from usema.utils.atomic import atomic_write_text
@@ -118,9 +119,11 @@ def seed_summary(rows: list[dict]) -> list[dict[str, str]]:
 
 
 def write_report(rows: list[dict], history: dict[str, Any], csv_path: Path, md_path: Path, name: str,
-                 protocol: str, runs: Path) -> None:
+                 protocol: str, runs: Path, evaluation: str = "evaluation", fold: int = 0) -> None:
     """Write the CSV (one row per model and seed) and the Markdown report: provenance of every row, the
-    protocol sentence, each model's network settings, the rows, and the means over seeds."""
+    protocol sentence, each model's network settings, the rows, the means over seeds, the paired per-case
+    comparisons (from each run's `evaluation` folder), and validation Dice against training time (a plot
+    beside the report)."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
@@ -135,4 +138,11 @@ def write_report(rows: list[dict], history: dict[str, Any], csv_path: Path, md_p
     if summary:
         lines += ["", "Mean over seeds ± sample standard deviation (a model with one seed shows its one run):", "",
                   *_table(list(summary[0]), summary)]
+    metrics = ("dice", "f1") if any("mean_f1" in row for row in rows) else ("dice",)
+    comparisons = comparison_lines(runs, rows, metrics, evaluation)
+    if comparisons:
+        lines += ["", *comparisons]
+    curves = curve_lines(runs, rows, fold, md_path.with_suffix(".png"))
+    if curves:
+        lines += ["", *curves]
     atomic_write_text(md_path, "\n".join(lines) + "\n")
