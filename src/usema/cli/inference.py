@@ -1,0 +1,54 @@
+"""The commands that use a trained run: `predict` and `evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from usema.cli.options import add_device
+
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register predict and evaluate."""
+    p = sub.add_parser("predict", help="predict files or folders with a trained run")
+    p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the folder that receives the predictions")
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"],
+                   help="each fold's best (highest validation Dice) or latest checkpoint (default: best)")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions already in the output folder")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="inference precision (default: the training precision where the device supports it)")
+    add_device(p, "predict")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("pred", type=Path, help="a folder (or file) of predicted segmentations")
+    p.add_argument("gt", type=Path, help="the folder (or file) of reference segmentations")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="folder of per_case.csv and summary.json (default: PRED/../evaluation)")
+    p.add_argument("--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class")
+    p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
+    p.add_argument("--chill", action="store_true",
+                   help="score the predicted cases only (default: every reference case needs a prediction)")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from usema.inference.api import predict
+
+    predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
+            device=args.device, precision=args.precision, overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from usema.evaluation.api import evaluate
+
+    evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance,
+             chill=args.chill)
+    return 0
