@@ -16,9 +16,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument("-o", "--output", type=Path, required=True, help="the folder that receives the predictions")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--fold", type=int, default=None, metavar="N", help="predict with fold N alone")
+    which.add_argument("--folds", nargs="+", default=None, metavar="N|all",
+                       help="predict with these folds as an ensemble (their softmax averaged, as nnU-Net), or "
+                            "'all' of the trained folds (default: all)")
     p.add_argument("--checkpoint", default="best", choices=["best", "latest"],
                    help="each fold's best (highest validation Dice) or latest checkpoint (default: best)")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation")
+    p.add_argument("--step-size", type=float, default=0.5,
+                   help="distance between sliding windows as a fraction of the patch, as nnU-Net's step size "
+                        "(default: 0.5, half-overlapping windows; smaller is slower and smoother)")
+    mirroring = p.add_mutually_exclusive_group()
+    mirroring.add_argument("--disable-tta", action="store_true",
+                           help="no mirroring test-time augmentation (2^d times faster; it is on by default)")
+    mirroring.add_argument("--tta", action="store_true",
+                           help="accepted for older scripts and does nothing: mirroring is on by default")
+    p.add_argument("--save-probabilities", action="store_true",
+                   help="also write OUT/CASE.npz (key 'probabilities': classes x spatial, on the image's grid) "
+                        "and OUT/CASE.pkl (the image's properties), as nnU-Net does")
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
     p.add_argument("--overwrite", action="store_true", help="replace predictions already in the output folder")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
@@ -41,8 +56,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from usema.inference.api import predict
 
-    predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=args.tta, overlay=args.overlay,
-            device=args.device, precision=args.precision, overwrite=args.overwrite)
+    predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=not args.disable_tta,
+            overlay=args.overlay, device=args.device, fold=args.fold, folds=args.folds, precision=args.precision,
+            overwrite=args.overwrite, step_size=args.step_size, save_probabilities=args.save_probabilities)
     return 0
 
 

@@ -39,6 +39,7 @@ from usema.training.optimization import TrainingSettings, build_optimizer, build
 from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
+from usema.utils.progress import on_terminal
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
 
@@ -364,7 +365,8 @@ class Trainer:
             initial=done,
             desc=f"fold {self.fold} epoch {epoch}/{self.settings.epochs}",
             unit="it",
-            disable=not self.ctx.is_main,
+            # off a terminal (a log file) the bar's redraws would pile up: the epoch's summary line is the progress
+            disable=not self.ctx.is_main or not on_terminal(),
             leave=False,
             file=sys.stderr,
         )
