@@ -50,3 +50,33 @@ def test_predict_refuses_tta_with_disable_tta_and_a_bad_step_size(two_fold_run, 
     assert main(["predict", str(run), image, "-o", str(tmp_path / "o"), "--step-size", "0", "--device", "cpu"]) == 2
     assert "step size 0.0 is outside (0, 1]" in capsys.readouterr().err
 
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    import usema
+
+    _, run = two_fold_run
+    assert main(["export", str(run), "-o", str(tmp_path / "model.onnx"), "--fold", "1"]) == 0
+    assert "input 'image' of shape [1, 1, 16, 16]" in capsys.readouterr().out
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).astype(np.float32)
+    (logits,) = session.run(["logits"], {"image": image})
+    network = usema.load(run, fold=1, device="cpu", precision="fp32").model
+    with torch.no_grad():
+        expected = network(torch.from_numpy(image)).numpy()
+    assert logits.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_refuses_other_formats_and_untrained_folds(two_fold_run, tmp_path, capsys):
+    _, run = two_fold_run
+    assert main(["export", str(run), "-o", str(tmp_path / "model.h5")]) == 2
+    assert "model.h5: export writes .onnx (ONNX) or .pt (TorchScript) files, not '.h5'" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(tmp_path / "model.pt"), "--fold", "2"]) == 2
+    assert f"{run / 'fold_2'}: fold 2 was never trained" in capsys.readouterr().err
+    assert not (tmp_path / "model.pt").exists()

@@ -1,4 +1,4 @@
-"""The commands that use a trained run: `predict` and `evaluate`."""
+"""The commands that use a trained run: `predict`, `export` and `evaluate`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register predict and evaluate."""
+    """Register predict, export and evaluate."""
     p = sub.add_parser("predict", help="predict files or folders with a trained run")
     p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
@@ -41,6 +41,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_device(p, "predict")
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("export", help="write one fold's network as ONNX or TorchScript, for use outside usema")
+    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="model.onnx (ONNX, input 'image', output 'logits') or model.pt (TorchScript)")
+    p.add_argument("--fold", type=int, default=0, help="the fold whose network is exported (default: 0)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "latest"],
+                   help="the fold's best or latest checkpoint (default: best)")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
     p.add_argument("pred", type=Path, help="a folder (or file) of predicted segmentations")
     p.add_argument("gt", type=Path, help="the folder (or file) of reference segmentations")
@@ -59,6 +68,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predict(args.run, args.inputs, args.output, checkpoint=args.checkpoint, tta=not args.disable_tta,
             overlay=args.overlay, device=args.device, fold=args.fold, folds=args.folds, precision=args.precision,
             overwrite=args.overwrite, step_size=args.step_size, save_probabilities=args.save_probabilities)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from usema.inference.export import export_run
+
+    path, shape = export_run(args.run, args.output, fold=args.fold, checkpoint=args.checkpoint)
+    print(f"wrote {path}: input 'image' of shape {list(shape)} (one patch, prepared as {args.run / 'plans.json'} "
+          "says: spacing and normalisation), output 'logits' per class")
     return 0
 
 
