@@ -59,6 +59,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
     p.add_argument("--chill", action="store_true",
                    help="score the predicted cases only (default: every reference case needs a prediction)")
+    p.add_argument("--ignore-label", type=int, default=None, metavar="VALUE",
+                   help="reference voxels of this value are scored nowhere (default: the 'ignore' label of the "
+                        "dataset.json beside or above GT, as nnU-Net)")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -84,5 +87,5 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from usema.evaluation.api import evaluate
 
     evaluate(args.pred, args.gt, output=args.output, tolerance_mm=args.tolerance_mm, instance=args.instance,
-             chill=args.chill)
+             chill=args.chill, ignore_label=args.ignore_label)
     return 0

@@ -321,6 +321,8 @@ def plan_dataset(
             "label_mode": spec.label_mode,
             "num_classes": spec.num_classes,
             "cases": [c.case_id for c in cases],
+            # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss and no score
+            **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
         },
         "fingerprint": fingerprint,
         "target_spacing": spacing,

@@ -5,6 +5,10 @@ an error, never a silent skip, because skipping it would inflate the scores; `ch
 the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
 prediction folder may hold test cases or overlays), and so are predicted label values that the reference does not
 declare.
+
+Voxels whose reference holds nnU-Net's ignore label (the `ignore_label` argument, else the "ignore" label of the
+dataset.json beside or above the reference folder) are left out of every class's score, as nnU-Net does: they
+count as neither prediction nor reference.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import is_within
+from usema.data.datasets import dataset_ignore_value, is_within
 from usema.data.io import SUPPORTED_SUFFIXES, label_values, read_label, strip_suffix, suffix_of
 from usema.errors import DataError, UsemaError
 from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
@@ -126,12 +130,12 @@ def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
     return dict(sorted((k, v) for k, v in names.items() if k > 0))
 
 
-def _reference_classes(pairs: Sequence[tuple[str, Path, Path]]) -> dict[int, str]:
-    """The foreground label values seen in any reference file, named by their value."""
+def _reference_classes(pairs: Sequence[tuple[str, Path, Path]], ignore_label: int | None) -> dict[int, str]:
+    """The foreground label values seen in any reference file (but the ignore label), named by their value."""
     values: set[int] = set()
     for _, _, gt_path in pairs:
         values.update(label_values(read_label(gt_path)[0]).tolist())
-    classes = {v: str(v) for v in sorted(values) if v > 0}
+    classes = {v: str(v) for v in sorted(values) if v > 0 and v != ignore_label}
     if len(classes) > MANY_CLASSES:
         warnings.warn(
             f"the reference holds {len(classes)} label values: if these are instance ids, use instance=True",
@@ -184,6 +188,7 @@ def evaluate(
     instance: bool = False,
     labels: Mapping[Any, str] | None = None,
     chill: bool = False,
+    ignore_label: int | None = None,
 ) -> dict[str, Any]:
     """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the summary.
 
@@ -193,8 +198,12 @@ def evaluate(
     ({id: name}, e.g. the plan's or dataset.json's) or the label values > 0 seen in the references; predicted
     values outside them are warned about. Output defaults to PRED/../evaluation (never inside the reference
     folder). `chill` scores the predicted cases only, where every reference case needs a prediction otherwise.
+    Reference voxels of `ignore_label` (default: the dataset's "ignore" label, see the module docstring) are
+    scored nowhere.
     """
     pred, gt = Path(pred), Path(gt)
+    if ignore_label is None:
+        ignore_label = dataset_ignore_value(gt if gt.is_dir() else gt.parent)
     pairs = pair_cases(pred, gt, chill)
     output = Path(output) if output is not None else default_output_dir(pred, gt)
     inputs = {p.resolve() for _, pred_path, gt_path in pairs for p in (pred_path, gt_path)}
@@ -205,9 +214,9 @@ def evaluate(
     if instance:
         class_names = {1: "foreground"}
     elif labels is not None:
-        class_names = _class_names(labels)
+        class_names = {k: v for k, v in _class_names(labels).items() if k != ignore_label}
     else:
-        class_names = _reference_classes(pairs)
+        class_names = _reference_classes(pairs, ignore_label)
     if not class_names:
         raise DataError(
             gt, "no foreground class to score (all references are empty and no labels were given)"
@@ -234,8 +243,9 @@ def evaluate(
             scores.update(instance_scores(prediction, reference))
             rows.append({"case": case, "class": 1, "name": "foreground", **scores})
             continue
+        scored = reference != ignore_label if ignore_label is not None else True
         for label, name in class_names.items():
-            scores = binary_scores(prediction == label, reference == label, spacing, tolerances[label])
+            scores = binary_scores((prediction == label) & scored, reference == label, spacing, tolerances[label])
             rows.append({"case": case, "class": label, "name": name, **scores})
 
     assert tolerances is not None
@@ -253,6 +263,8 @@ def evaluate(
         "tolerance_mm": {str(c): t for c, t in tolerances.items()},
         "empty_masks": "absent in both: dice 1, nsd 1, hd95 0; absent in one: dice 0, nsd 0, hd95 = image diagonal (mm)",
     }
+    if ignore_label is not None:
+        details["ignore_label"] = ignore_label
     summary = summarise(rows, metrics, class_names, **details)
     if instance:
         tp, fp, fn = (summary["classes"]["1"][k]["total"] for k in ("tp", "fp", "fn"))

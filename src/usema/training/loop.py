@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
+from usema.plan_values import ignore_label_of
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
@@ -145,7 +146,8 @@ class Trainer:
             self.optimizer, self.settings.schedule, self.total_steps, time_fraction
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
-        self.loss = DiceCEDeepSupervisionLoss()
+        self.ignore_label = ignore_label_of(plans)
+        self.loss = DiceCEDeepSupervisionLoss(self.ignore_label)
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
         # The plan's batch is global: split over the processes (at least one sample each), as nnU-Net.
         batch = int(plans["batch_size"])
@@ -262,6 +264,7 @@ class Trainer:
             self.autocast_dtype,
             int(self.plans["batch_size"]),
             should_stop=lambda: stop.requested,
+            ignore_label=self.ignore_label,
         )
         if any_process(self.ctx, counts is None):
             return None
