@@ -1,6 +1,6 @@
-"""Plan values that the command line, training, inference and evaluation read beyond the core keys, in one place
-(the typed plans object of issue 11 is their future home): the ignore label, the device a plan was made for,
-the edits it was made with, and the sizes that time estimates need."""
+"""Plan values that the command line, training, inference and evaluation read beyond the core keys, in one
+place (the typed plans object of issue 11 is their future home): the ignore label, the device a plan was made
+for, the edits it was made with, and the sizes that time estimates need."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ PLANNED_FOR = "planned_for"
 
 
 def ignore_label_of(plans: dict[str, Any]) -> int | None:
-    """The training-class value of nnU-Net's "ignore" label (= num_classes), or None when the dataset has none."""
+    """The training-class value of nnU-Net's "ignore" label (= num_classes); None without one."""
     value = plans["dataset"].get("ignore_label")
     return None if value is None else int(value)
 
 
 def planned_device(plans: dict[str, Any]) -> str | None:
-    """"cpu" or "cuda": the device the plan was made for (None for plans that do not say)."""
+    """The kind of device the plan was made for, "cpu" or "cuda" (None for plans that do not say)."""
     return plans.get(PLANNED_FOR, {}).get("device")
 
 

@@ -17,8 +17,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from usema.cli import inference, pipeline, research
 
     parser = argparse.ArgumentParser(prog="usema", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"usema {__version__}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "--version", action="version", version=f"usema {__version__}", help="print the version and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     pipeline.add_commands(sub)
     inference.add_commands(sub)

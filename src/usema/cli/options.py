@@ -1,4 +1,4 @@
-"""Options and values shared by several commands: the device, JSON settings, KEY=JSON plan edits, placements."""
+"""What several commands share: the device option, JSON settings, KEY=JSON plan edits, placements."""
 
 from __future__ import annotations
 
@@ -21,17 +21,27 @@ def device_name(text: str) -> str:
 
 def add_device(parser: argparse.ArgumentParser, what: str = "run", more: str = "") -> None:
     """The --device option: auto (CUDA when there is one), cpu, cuda or cuda:N; `more` adds to its help."""
-    parser.add_argument("--device", default="auto", type=device_name, metavar="auto|cpu|cuda|cuda:N",
-                        help=f"where to {what} (default: auto, CUDA when there is one){more}")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        type=device_name,
+        metavar="auto|cpu|cuda|cuda:N",
+        help=f"where to {what} (default: auto, CUDA when there is one){more}",
+    )
 
 
 def add_plan_edits(parser: argparse.ArgumentParser, example: str = "patch_size=[32,32] batch_size=8") -> None:
     """The --plan KEY=JSON option: settings that replace what the planner would choose."""
-    parser.add_argument("--plan", nargs="+", default=[], metavar="KEY=JSON",
-                        help=f"plan settings that replace the planner's choice, e.g. {example} "
-                             "'model_overrides={\"base_features\": 16}' (keys: patch_size, batch_size, "
-                             "target_spacing, model_overrides, case_ids, max_cases, and the training keys "
-                             "epochs, iters_per_epoch, optimizer, lr, val_max_cases, ...)")
+    parser.add_argument(
+        "--plan",
+        nargs="+",
+        default=[],
+        metavar="KEY=JSON",
+        help=f"plan settings that replace the planner's choice, e.g. {example} "
+        "'model_overrides={\"base_features\": 16}' (keys: patch_size, batch_size, "
+        "target_spacing, model_overrides, case_ids, max_cases, and the training keys "
+        "epochs, iters_per_epoch, optimizer, lr, val_max_cases, ...)",
+    )
 
 
 def placement(text: str) -> str | int | list[int]:

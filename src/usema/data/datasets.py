@@ -77,7 +77,7 @@ class DatasetSpec:
 
     @property
     def ignore_label(self) -> int | None:
-        """The training-class value of the ignore label's voxels (num_classes, one past the last class), or None."""
+        """The training-class value of the ignore label's voxels (num_classes, one past the last class)."""
         return None if self.ignore_value is None else self.num_classes
 
     @property
@@ -207,17 +207,20 @@ def _int_keyed(mapping: Any, manifest: Path, key: str) -> dict[int, str]:
         raise DataError(manifest, f"'{key}' keys must be integers: {exc}") from exc
 
 
-def _split_ignore(declared: dict[int, str] | None, label_mode: str, where: Path) -> tuple[dict[int, str] | None, int | None]:
-    """The declared labels without nnU-Net's "ignore" label, and its value (None without one). As in nnU-Net v2
-    the ignore label must have the highest value, one past the others; instance labels cannot have one."""
+def _split_ignore(
+    declared: dict[int, str] | None, label_mode: str, where: Path
+) -> tuple[dict[int, str] | None, int | None]:
+    """The declared labels without nnU-Net's "ignore" label, and its value (None without one). As in nnU-Net
+    v2 the ignore label must have the highest value, one past the others; instance labels cannot have one."""
     values = [value for value, name in (declared or {}).items() if name == IGNORE_NAME]
     if not values:
         return declared, None
     others = {value: name for value, name in declared.items() if name != IGNORE_NAME}
     if len(values) > 1 or values[0] != max(others, default=-1) + 1:
         raise DataError(
-            where, f"label {IGNORE_NAME!r} is {values if len(values) > 1 else values[0]}; the ignore label must have "
-            f"the highest value, one past the others ({max(others, default=-1) + 1}), as in nnU-Net v2"
+            where,
+            f"label {IGNORE_NAME!r} is {values if len(values) > 1 else values[0]}; the ignore label must have "
+            f"the highest value, one past the others ({max(others, default=-1) + 1}), as in nnU-Net v2",
         )
     if label_mode == "instance":
         raise DataError(where, f"an {IGNORE_NAME!r} label is not supported with instance labels")

@@ -1,14 +1,14 @@
 """`usema evaluate`: score a folder (or file) of predicted segmentations against the reference, case by case.
 
-Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one is
-an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill) scores
-the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
-prediction folder may hold test cases or overlays), and so are predicted label values that the reference does not
-declare.
+Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one
+is an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill)
+scores the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
+prediction folder may hold test cases or overlays), and so are predicted label values that the reference does
+not declare.
 
-Voxels whose reference holds nnU-Net's ignore label (the `ignore_label` argument, else the "ignore" label of the
-dataset.json beside or above the reference folder) are left out of every class's score, as nnU-Net does: they
-count as neither prediction nor reference.
+Voxels whose reference holds nnU-Net's ignore label (the `ignore_label` argument, else the "ignore" label of
+the dataset.json beside or above the reference folder) are left out of every class's score, as nnU-Net does:
+they count as neither prediction nor reference.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def _files_by_case(folder: Path) -> dict[str, Path]:
 def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Path, Path]]:
     """(case id, prediction file, reference file) for every reference case, in case order.
 
-    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError that
-    lists the missing cases; with `chill` it is left out with a warning (at least one case must be predicted).
+    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError
+    that lists the missing cases; with `chill` it is left out with a warning (at least one case must be
+    predicted).
     """
     if not gt.exists():
         raise DataError(gt, "reference not found")
@@ -190,11 +191,12 @@ def evaluate(
     chill: bool = False,
     ignore_label: int | None = None,
 ) -> dict[str, Any]:
-    """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the summary.
+    """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the
+    summary.
 
-    Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm in
-    3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label > 0)
-    gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
+    Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm
+    in 3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label
+    > 0) gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
     ({id: name}, e.g. the plan's or dataset.json's) or the label values > 0 seen in the references; predicted
     values outside them are warned about. Output defaults to PRED/../evaluation (never inside the reference
     folder). `chill` scores the predicted cases only, where every reference case needs a prediction otherwise.
@@ -245,7 +247,8 @@ def evaluate(
             continue
         scored = reference != ignore_label if ignore_label is not None else True
         for label, name in class_names.items():
-            scores = binary_scores((prediction == label) & scored, reference == label, spacing, tolerances[label])
+            predicted = (prediction == label) & scored
+            scores = binary_scores(predicted, reference == label, spacing, tolerances[label])
             rows.append({"case": case, "class": label, "name": name, **scores})
 
     assert tolerances is not None

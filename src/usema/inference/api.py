@@ -27,7 +27,8 @@ def overlay_path(output: Path, case: InferenceCase) -> Path:
 def describe(predictor: Predictor) -> str:
     """What predicts, in one line: the folds and checkpoint, mirroring, step size, device and precision."""
     folds = ", ".join(path.parent.name for path in predictor.checkpoints)
-    ensemble = f"an ensemble of {len(predictor.models)} folds ({folds})" if len(predictor.models) > 1 else folds
+    several = len(predictor.models) > 1
+    ensemble = f"an ensemble of {len(predictor.models)} folds ({folds})" if several else folds
     precision = str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "fp32"
     return (
         f"{ensemble}, {predictor.checkpoints[0].name}, "
@@ -52,17 +53,17 @@ def predict(
     save_probabilities: bool = False,
 ) -> list[Path]:
     """Segment every image of `inputs` (files or folders) with the `checkpoint` ("best" or "latest") of RUN's
-    `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is given; several folds
-    predict as an ensemble, their softmax averaged (see `load_predictor`).
+    `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is given; several
+    folds predict as an ensemble, their softmax averaged (see `load_predictor`).
 
-    Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and geometry
-    (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings (on by default, as nnU-Net);
-    `step_size` is the distance between sliding windows as a fraction of the patch; `save_probabilities` also
-    writes OUTPUT/<case id>.npz and .pkl as nnU-Net does (see `usema.inference.probabilities`); `overlay` also
-    writes OUTPUT/overlays/<case id>.png. `precision` (auto, fp32, bf16, fp16) replaces the training precision.
-    The output folder may not be, or lie inside, an input folder or a dataset (see `check_output_location`);
-    files already there are replaced only with `overwrite`. Progress goes to stderr: a bar on a terminal, a line
-    every twentieth of the cases elsewhere.
+    Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and
+    geometry (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings (on by default, as
+    nnU-Net); `step_size` is the distance between sliding windows as a fraction of the patch;
+    `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl as nnU-Net does (see
+    `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
+    fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
+    folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
+    Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -74,7 +75,8 @@ def predict(
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
-    extras = [path for case in cases for path in probability_paths(output, case.case_id)] if save_probabilities else []
+    extras = [path for case in cases for path in probability_paths(output, case.case_id)]
+    extras = extras if save_probabilities else []
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
     check_output_location(output, inputs, targets + extras + overlays, overwrite, plans["dataset"]["path"])
 

@@ -62,7 +62,9 @@ def resolve_folds(
             folder = Path(run_dir) / f"fold_{number}"
             others = sorted(p.name for p in folder.glob("checkpoint_*.pt"))
             if others:  # trained, but without this checkpoint (e.g. latest asked for, best copied alone)
-                raise CheckpointError(f"{folder / name}: checkpoint not found; {folder.name} holds {', '.join(others)}")
+                raise CheckpointError(
+                    f"{folder / name}: checkpoint not found; {folder.name} holds {', '.join(others)}"
+                )
             raise CheckpointError(f"{folder}: fold {number} was never trained (no {name}); {has}")
     return numbers
 

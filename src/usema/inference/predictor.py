@@ -1,5 +1,5 @@
-"""Trained networks ready to segment: one fold's checkpoint or an ensemble of folds, run by sliding window with
-mirroring test-time augmentation, as `usema predict` and `usema.load` use them."""
+"""Trained networks ready to segment: one fold's checkpoint or an ensemble of folds, run by sliding window
+with mirroring test-time augmentation, as `usema predict` and `usema.load` use them."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from usema.utils.device import resolve_device, resolve_precision
 # Windows a half patch apart (nnU-Net's step size 0.5) blended with a Gaussian (centre-weighted) map: window
 # borders, where the network sees the least context, count least.
 DEFAULT_STEP_SIZE = 0.5
-# Plan values that decide how an image is prepared for the network: the folds of an ensemble must agree on them.
+# Plan values that decide how an image is prepared for the network: the folds of an ensemble must agree.
 PREPARATION_KEYS = ("target_spacing", "normalization", "patch_size")
 
 
@@ -39,8 +39,8 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
 
     A network trained with deep supervision may carry extra low-resolution output heads that inference never
     uses (USEMA keeps its heads either way; other networks may add them only with deep supervision), so the
-    weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key that
-    is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
+    weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key
+    that is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
     """
     spec = (entry["name"], int(entry["spatial_dims"]), int(entry["in_channels"]), int(entry["num_classes"]))
     overrides = dict(entry.get("overrides") or {})
@@ -133,11 +133,12 @@ class Predictor:
     def probabilities_on_input_grid(self, image: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
         """Class probabilities (K, *geometry.shape) of an input image (C, *S) as read: preprocessed as in
         training, predicted, and brought back to the input's grid."""
-        return restore_geometry(self.probabilities(preprocess_image(image, geometry, self.plans)), geometry, self.plans)
+        prepared = preprocess_image(image, geometry, self.plans)
+        return restore_geometry(self.probabilities(prepared), geometry, self.plans)
 
     def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
-        """Label map (*S) int64 of class probabilities (K, *S): the argmax, which is the label value in semantic
-        and binary mode; in instance mode the classes are turned back into instance ids 1..N."""
+        """Label map (*S) int64 of class probabilities (K, *S): the argmax, which is the label value in
+        semantic and binary mode; in instance mode the classes are turned back into instance ids 1..N."""
         classes = probabilities.argmax(axis=0)
         if self.plans["dataset"]["label_mode"] == "instance":
             return classes_to_instances(classes)
@@ -163,9 +164,9 @@ class Predictor:
     def predict(
         self, image: str | Path | Sequence[str | Path] | np.ndarray, spacing: Sequence[float] | None = None
     ) -> np.ndarray:
-        """The label map of one image, in its own grid: a file (or one file per channel) read as `usema predict`
-        reads it, or an array (C, *S), or (*S) for one channel, whose voxel `spacing` defaults to the plan's
-        target spacing (an array at the resolution the network was trained at)."""
+        """The label map of one image, in its own grid: a file (or one file per channel) read as `usema
+        predict` reads it, or an array (C, *S), or (*S) for one channel, whose voxel `spacing` defaults to the
+        plan's target spacing (an array at the resolution the network was trained at)."""
         if not isinstance(image, np.ndarray):
             return self.segment(*self.read(image))
         array = np.asarray(image, dtype=np.float32)
@@ -173,8 +174,8 @@ class Predictor:
             array = array[None]
         if array.ndim != self.spatial_dims + 1:
             raise UsemaError(
-                f"an image array of shape {array.shape} for a {self.spatial_dims}D model: give (channels, *spatial) "
-                f"or ({self.spatial_dims} spatial axes) for one channel"
+                f"an image array of shape {array.shape} for a {self.spatial_dims}D model: give "
+                f"(channels, *spatial) or ({self.spatial_dims} spatial axes) for one channel"
             )
         spacing = list(spacing) if spacing is not None else list(self.plans["target_spacing"])
         if len(spacing) != self.spatial_dims:
@@ -186,8 +187,8 @@ def check_step_size(step_size: float) -> float:
     """`step_size` when it lies in (0, 1], else UsemaError (windows must overlap or touch, and move)."""
     if not 0.0 < float(step_size) <= 1.0:
         raise UsemaError(
-            f"step size {step_size} is outside (0, 1]: the distance between sliding windows as a fraction of the "
-            "patch (0.5: half-overlapping windows)"
+            f"step size {step_size} is outside (0, 1]: the distance between sliding windows as a fraction of "
+            "the patch (0.5: half-overlapping windows)"
         )
     return float(step_size)
 
@@ -207,8 +208,8 @@ def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """One fold's checkpoint as an eval-mode network on the CPU, with the plans it was trained with.
 
     The checkpoint must be of the model RUN/plans.json describes (name, network settings, channels, classes);
-    the plans stored in the checkpoint then say how to prepare the input (RUN/plans.json for checkpoints without
-    them).
+    the plans stored in the checkpoint then say how to prepare the input (RUN/plans.json for checkpoints
+    without them).
     """
     run_plans = run_dir / PLANS_NAME
     if run_plans.is_file():
@@ -248,11 +249,11 @@ def load_predictor(
     tta: bool = True,
     step_size: float = DEFAULT_STEP_SIZE,
 ) -> Predictor:
-    """Load RUN/fold_K's `checkpoint` ("best" or "latest") of `fold`, of each of `folds` (a list, or "all"), or of
-    every trained fold when neither is given, into eval-mode networks on `device`: several folds predict as an
-    ensemble (their softmax averaged). `precision` (auto, fp32, bf16, fp16) replaces the training precision;
-    `tta` and `step_size` are the Predictor's. A fold never trained, a checkpoint of another model than
-    RUN/plans.json's, or folds trained with other preprocessing raise one error naming the file.
+    """Load RUN/fold_K's `checkpoint` ("best" or "latest") of `fold`, of each of `folds` (a list, or "all"),
+    or of every trained fold when neither is given, into eval-mode networks on `device`: several folds predict
+    as an ensemble (their softmax averaged). `precision` (auto, fp32, bf16, fp16) replaces the training
+    precision; `tta` and `step_size` are the Predictor's. A fold never trained, a checkpoint of another model
+    than RUN/plans.json's, or folds trained with other preprocessing raise one error naming the file.
     """
     run_dir = Path(run_dir)
     check_step_size(step_size)
@@ -267,8 +268,8 @@ def load_predictor(
         for key in PREPARATION_KEYS:
             if fold_plans[key] != plans[key]:
                 raise CheckpointError(
-                    f"{path}: trained with {key} {fold_plans[key]} but {paths[0]} with {plans[key]}; the folds of "
-                    "an ensemble must prepare images alike (predict with one of them: --fold)"
+                    f"{path}: trained with {key} {fold_plans[key]} but {paths[0]} with {plans[key]}; "
+                    "the folds of an ensemble must prepare images alike (predict with one of them: --fold)"
                 )
         models.append(model.to(torch_device))
         paths.append(path)

@@ -32,7 +32,7 @@ def probability_paths(output: str | Path, case_id: str) -> tuple[Path, Path]:
 
 
 def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: dict[str, Any]) -> dict[str, Any]:
-    """The .pkl's dict: nnU-Net's property names where they apply, then usema's geometry (module docstring)."""
+    """The .pkl's dict: nnU-Net's property names where they apply, then usema's (module docstring)."""
     shape = [int(s) for s in geometry.shape]
     return {
         "spacing": [float(s) for s in geometry.spacing],
@@ -48,9 +48,13 @@ def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: dict[st
 
 
 def write_probabilities(
-    probabilities: np.ndarray, geometry: ImageGeometry, case: InferenceCase, plans: dict[str, Any], output: Path
+    probabilities: np.ndarray,
+    geometry: ImageGeometry,
+    case: InferenceCase,
+    plans: dict[str, Any],
+    output: Path,
 ) -> tuple[Path, Path]:
-    """Write OUT/<case>.npz (`probabilities`, compressed) and OUT/<case>.pkl atomically; returns both paths."""
+    """Write OUT/<case>.npz (`probabilities`, compressed) and OUT/<case>.pkl atomically; returns both."""
     npz, pkl = probability_paths(output, case.case_id)
     with atomic_path(npz) as tmp:
         np.savez_compressed(tmp, probabilities=np.asarray(probabilities, dtype=np.float32))

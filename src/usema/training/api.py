@@ -82,7 +82,8 @@ def apply_overrides(
 
 
 def split_plan_edits(edits: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """--plan edits as (training settings, which a run may change at any time; the rest, which make the plan)."""
+    """--plan edits as (training settings, which a run may change at any time; the others, which shape the
+    plan)."""
     edits = dict(edits or {})
     training = {key: value for key, value in edits.items() if key in TRAINING_KEYS}
     return training, {key: value for key, value in edits.items() if key not in training}
@@ -231,10 +232,10 @@ def train(
     RUN/plans.json names while any fold holds checkpoints.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
-    A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to a
-    CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names the
-    settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one their
-    training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
+    A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to
+    a CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
+    the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
+    their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
     data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
     names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint).
     """
@@ -269,7 +270,9 @@ def train(
         settings = split_plan_edits(plan_edits)[0]
         if num_workers is not None:
             settings["num_workers"] = num_workers
-        plans = apply_overrides(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, settings)
+        plans = apply_overrides(
+            plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, settings
+        )
         autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
         budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
 
@@ -291,7 +294,10 @@ def train(
                     print("\n".join(report), file=sys.stderr)
                 return network
         elif pretrained_weights is not None and ctx.is_main:
-            print(f"pretrained weights {pretrained_weights} not loaded: the fold resumes from {latest}", file=sys.stderr)
+            print(
+                f"pretrained weights {pretrained_weights} not loaded: the fold resumes from {latest}",
+                file=sys.stderr,
+            )
         trainer = Trainer(
             plans,
             run_dir,

@@ -75,8 +75,8 @@ def load_checkpoint(
 
 
 def read_checkpoint_file(path: str | Path) -> Any:
-    """Whatever a torch file holds, read with ``weights_only=True``; CheckpointError naming the file when it is
-    missing, damaged, or holds objects that would need code to run."""
+    """Whatever a torch file holds, read with ``weights_only=True``; CheckpointError naming the file when it
+    is missing, damaged, or holds objects that would need code to run."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -1,4 +1,4 @@
-"""How long a plan trains on a device: a few of the trainer's own steps and one validation case, timed here."""
+"""How long a plan trains on a device: a few of the trainer's own steps and one validation case, timed."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ class TrainingEstimate:
         steps = self.epochs * self.iters_per_epoch
         return (
             f"about {duration(self.total_seconds)} on this {DEVICE_WORDS[self.device]}: {steps} steps "
-            f"({self.epochs} epochs of {self.iters_per_epoch}) at {self.step_seconds:.2f} s and a validation of "
+            f"({self.epochs} epochs of {self.iters_per_epoch}) at {self.step_seconds:.2f} s "
+            "and a validation of "
             f"{self.validated_cases} cases at {self.validation_case_seconds:.2f} s each after every epoch "
             f"(timed here: {TIMED_STEPS} training steps and one validation case of the median image shape)"
         )
@@ -56,8 +57,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def estimate_training(plans: dict[str, Any], device: torch.device, folds: int = 5) -> TrainingEstimate:
-    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision in
-    the trainer's own step, on random data of the median image shape, and one validation of such a case.
+    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
+    in the trainer's own step, on random data of the median image shape, and one validation of such a case.
     Prints nothing but the network's attention lines; changes the global random state."""
     from usema.data.augmentation import TrainingCase
     from usema.training.api import build_network
@@ -76,19 +77,36 @@ def estimate_training(plans: dict[str, Any], device: torch.device, folds: int = 
     )
     autocast = resolve_precision(plans["training"].get("precision", "auto"), device)
     with tempfile.TemporaryDirectory() as nowhere:  # the trainer writes nothing before its first epoch
-        trainer = Trainer(plans, nowhere, 0, [case], [case], DistributedContext(device=device), build_network,
-                          autocast_dtype=autocast)
+        trainer = Trainer(
+            plans,
+            nowhere,
+            0,
+            [case],
+            [case],
+            DistributedContext(device=device),
+            build_network,
+            autocast_dtype=autocast,
+        )
         seconds = []
         for _ in range(1 + TIMED_STEPS):
             _synchronize(device)
-            started = time.perf_counter()  # the batch too: without loader workers it is drawn in the step's time
+            started = (
+                time.perf_counter()
+            )  # the batch too: without loader workers it is drawn in the step's time
             images, labels = trainer.sampler.batch(trainer.batch_size, rng)
             trainer._train_step(images, labels)  # the trainer's own step: forward, loss, backward, update
             _synchronize(device)
             seconds.append(time.perf_counter() - started)
         started = time.perf_counter()
-        confusion_counts(trainer.network, [case], trainer.patch_size, num_classes, device, autocast,
-                         int(plans["batch_size"]))
+        confusion_counts(
+            trainer.network,
+            [case],
+            trainer.patch_size,
+            num_classes,
+            device,
+            autocast,
+            int(plans["batch_size"]),
+        )
         _synchronize(device)
         validation = time.perf_counter() - started
     training = plans["training"]

@@ -368,7 +368,7 @@ class Trainer:
             initial=done,
             desc=f"fold {self.fold} epoch {epoch}/{self.settings.epochs}",
             unit="it",
-            # off a terminal (a log file) the bar's redraws would pile up: the epoch's summary line is the progress
+            # off a terminal (a log file) the bar's redraws would pile up: the epoch's line is the progress
             disable=not self.ctx.is_main or not on_terminal(),
             leave=False,
             file=sys.stderr,

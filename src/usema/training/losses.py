@@ -1,5 +1,5 @@
-"""The training loss: Dice + cross-entropy over every deep-supervision output, weighted as nnU-Net does, with the
-voxels of nnU-Net's ignore label left out of both terms."""
+"""The training loss: Dice + cross-entropy over every deep-supervision output, weighted as nnU-Net does, with
+the voxels of nnU-Net's ignore label left out of both terms."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SMOOTH = 1e-5
 
 
 def deep_supervision_weights(levels: int) -> list[float]:
-    """nnU-Net's weights: 1/2^i per level (highest resolution first), the lowest level 0, normalised to sum 1."""
+    """nnU-Net's weights: 1/2^i per level (highest resolution first), the lowest level 0, summing to 1."""
     weights = [0.5**i for i in range(levels)]
     if levels > 1:
         weights[-1] = 0.0
@@ -21,12 +21,12 @@ def deep_supervision_weights(levels: int) -> list[float]:
 
 
 class DiceCELoss(nn.Module):
-    """Soft Dice of the foreground classes plus cross-entropy, from logits (B, K, *S) and float labels (B, 1, *S).
+    """Soft Dice of the foreground classes plus cross-entropy, from logits (B, K, *S) and labels (B, 1, *S).
 
     The numbers of MONAI's DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True,
     smooth 1e-5): the Dice of each foreground class sums over the batch and the voxels, 1 - (2 |P G| + s) /
-    (|P| + |G| + s), averaged over the classes, and the cross-entropy is averaged over the voxels. Voxels whose
-    label is `ignore_label` count in neither (nnU-Net masks them out of both terms the same way).
+    (|P| + |G| + s), averaged over the classes, and the cross-entropy is averaged over the voxels. Voxels
+    whose label is `ignore_label` count in neither (nnU-Net masks them out of both terms the same way).
     """
 
     def __init__(self, ignore_label: int | None = None):

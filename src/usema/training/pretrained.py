@@ -38,7 +38,9 @@ def _state_dict_of(path: Path) -> dict[str, torch.Tensor]:
                 name = name.removeprefix(prefix)
             state[str(name)] = value
     if not state:
-        raise CheckpointError(f"{path}: holds no network weights (no tensors under {', '.join(_WEIGHT_ENTRIES)})")
+        raise CheckpointError(
+            f"{path}: holds no network weights (no tensors under {', '.join(_WEIGHT_ENTRIES)})"
+        )
     return state
 
 
@@ -49,7 +51,9 @@ def load_matching_weights(network: nn.Module, path: str | Path) -> list[str]:
     path = Path(path)
     state = _state_dict_of(path)
     own = network.state_dict()
-    matching = {name: tensor for name, tensor in state.items() if name in own and own[name].shape == tensor.shape}
+    matching = {
+        name: tensor for name, tensor in state.items() if name in own and own[name].shape == tensor.shape
+    }
     if not matching:
         raise CheckpointError(
             f"{path}: none of its {len(state)} tensors matches a tensor of the network by name and shape "
@@ -61,11 +65,16 @@ def load_matching_weights(network: nn.Module, path: str | Path) -> list[str]:
     unused = [name for name in state if name not in own]
     lines = [
         f"pretrained weights {path}: loaded {len(matching)} of the network's {len(own)} tensors; skipped "
-        f"{len(absent) + len(reshaped)} ({len(reshaped)} of another shape, {len(absent)} not in the checkpoint); "
+        f"{len(absent) + len(reshaped)} ({len(reshaped)} of another shape, "
+        f"{len(absent)} not in the checkpoint); "
         f"{len(unused)} of the checkpoint's tensors unused"
     ]
     if 0 < len(absent) + len(reshaped) <= LISTED_SKIPS:
-        lines += [f"  kept initialised: {name}: {list(state[name].shape)} in the checkpoint, {list(own[name].shape)} "
-                  "here" for name in reshaped]
+        lines += [
+            f"  kept initialised: {name}: {list(state[name].shape)} in the checkpoint, "
+            f"{list(own[name].shape)} "
+            "here"
+            for name in reshaped
+        ]
         lines += [f"  kept initialised: {name}: not in the checkpoint" for name in absent]
     return lines

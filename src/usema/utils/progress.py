@@ -1,8 +1,8 @@
 """Progress that shows wherever the output goes: a tqdm bar on a terminal, plain lines in a log file.
 
-tqdm draws its bar with carriage returns: on a terminal that is one line redrawn, in a file it is either nothing
-(tqdm's disable=None off a terminal) or thousands of fragments on one line. Off a terminal, `progress` prints a
-whole line every so many items instead, with the time spent and an estimate of the time left.
+tqdm draws its bar with carriage returns: on a terminal that is one line redrawn, in a file it is either
+nothing (tqdm's disable=None off a terminal) or thousands of fragments on one line. Off a terminal, `progress`
+prints a whole line every so many items instead, with the time spent and an estimate of the time left.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def duration(seconds: float) -> str:
 
 def progress(items: Sequence[Item], desc: str, unit: str, stream: TextIO | None = None) -> Iterator[Item]:
     """Yield `items`, showing progress on `stream` (default: stderr): a bar on a terminal, else a line such as
-    `predict: 40/200 cases, 1.5 min, about 6.0 min left` at the first item, every twentieth of them, and the last.
+    `predict: 40/200 cases, 1.5 min, about 6.0 min left` at the first item, every twentieth, and the last.
     """
     stream = stream or sys.stderr
     if on_terminal(stream):
