@@ -249,9 +249,9 @@ def plan_dataset(
     unknown = sorted(set(overrides) - set(_PLAN_OPTIONS))
     if unknown:
         raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
-    from usema.utils.device import resolve_device  # imports torch: only when planning
+    from usema.utils.device import device_kind  # imports torch: only when planning
 
-    device = resolve_device(overrides.get("device") or "auto").type
+    device = device_kind(overrides.get("device") or "auto")  # a plan for a GPU may be made without one
     spec = load_dataset(data, label_mode)
     run_dir = Path(run_dir)
     plans_path = run_dir / PLANS_NAME
@@ -321,6 +321,8 @@ def plan_dataset(
             "label_mode": spec.label_mode,
             "num_classes": spec.num_classes,
             "cases": [c.case_id for c in cases],
+            # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss and no score
+            **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
         },
         "fingerprint": fingerprint,
         "target_spacing": spacing,
