@@ -37,7 +37,7 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
     training = plans["training"]
     assert out[0] == f"wrote {tmp_path / 'run' / 'plans.json'}"
     assert out[1].startswith("planned for cpu: usema with base_features 16, max_features 128, blocks_per_stage 1, "
-                             f"head_dim 16, sema_per_stage from-1; patch {'x'.join(map(str, plans['patch_size']))}, "
+                             f"head_dim 16, sema_per_stage deepest-2; patch {'x'.join(map(str, plans['patch_size']))}, "
                              f"batch {plans['batch_size']}, adamw lr 0.003, {training['epochs']} epochs of 100 steps")
     assert out[2].startswith("why: on a CPU the preset's full widths")
     assert out[3].startswith("training: about ") and "on this CPU" in out[3] and "timed here" in out[3]

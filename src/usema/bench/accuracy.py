@@ -20,7 +20,7 @@ from usema.bench.machine import provenance
 from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.data.window_planning import window_settings
+from usema.data.window_planning import placement_settings, window_settings
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
 
@@ -119,9 +119,14 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not (run_dir / PLANS_NAME).is_file():
         plans = json.loads(json.dumps(base_plans))
         plans["model"]["name"] = model
-        # the shared plan's windows are those of the model it was planned for: each model gets its own
-        settings = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
+        # the shared plan's windows are those of the model it was planned for: each model gets its own, and
+        # its SEMA placement only where the model places SEMA blocks (usema-nosema fixes none)
+        dims = plans["dataset"]["spatial_dims"]
+        places = bool(placement_settings(model, dims, {}))
+        settings = {k: v for k, v in plans["model"]["overrides"].items()
+                    if k != "stage_windows" and (places or k != "sema_per_stage")}
         settings.update(network_overrides or {})
+        settings = {**placement_settings(model, dims, settings), **settings}
         if "stage_windows" not in settings:
             settings.update(window_settings(model, plans["dataset"]["spatial_dims"], plans["patch_size"],
                                             settings["strides"], settings))

@@ -24,7 +24,13 @@ from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_datase
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
-from usema.data.window_planning import sema_stages_of, target_window, tiling_patch, window_settings
+from usema.data.window_planning import (
+    placement_settings,
+    sema_stages_of,
+    target_window,
+    tiling_patch,
+    window_settings,
+)
 from usema.errors import DataError, UsemaError
 from usema.utils.memory import physical_memory_bytes
 
@@ -292,6 +298,7 @@ def plan_dataset(
         np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, overrides.get("patch_size")
     )
     network_settings = dict(overrides.get("model_overrides") or {})
+    network_settings = {**placement_settings(model, spec.spatial_dims, network_settings), **network_settings}
     if overrides.get("patch_size") is None:
         tiled = tiling_patch(
             network["patch_size"],

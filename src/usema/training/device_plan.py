@@ -4,7 +4,7 @@ On a GPU the planner's choices stand: the preset's widths, nnU-Net's patch and b
 budget, SGD for 1000 epochs of 250 steps. On a CPU that training takes days (a 2D dataset of 1,000 images of
 0.4 megapixels got the full-width network, patches of 0.33 megapixels and 2,500 steps: about 20 hours), so a
 CPU plan takes what the README's CPU runs use: the compact network (widths 16 doubling to at most 128, one
-residual block per stage, head_dim 16, SEMA blocks from stage 1 on), AdamW at 3e-3, a memory budget of 2 GiB,
+residual block per stage, head_dim 16, SEMA blocks where plans put them), AdamW at 3e-3, a memory budget of 2 GiB,
 which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40 voxels (2
 larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many epochs as
 fit 30 minutes, as timed here.
@@ -27,7 +27,6 @@ CPU_NETWORK = {
     "max_features": 128,
     "blocks_per_stage": 1,
     "head_dim": 16,
-    "sema_per_stage": "from-1",
 }
 CPU_MEMORY_BUDGET_GB = 2.0
 CPU_TRAINING_MINUTES = 30.0
@@ -118,6 +117,8 @@ def describe_plan(plans: dict[str, Any], estimate: TrainingEstimate | None) -> l
     network = plans["model"].get("overrides", {})
     compact = {k: v for k, v in CPU_NETWORK.items() if network.get(k) == v}
     widths = ", ".join(f"{k} {v}" for k, v in compact.items()) if compact else "the preset's widths"
+    if "sema_per_stage" in network:
+        widths += f", sema_per_stage {network['sema_per_stage']}"
     training = plans["training"]
     lines = [
         f"planned for {kind}: {plans['model']['name']} with {widths}; "

@@ -81,7 +81,7 @@ def test_converted_plans_reuse_nnunets_preprocessing(hippo):
     assert (hippo.preprocessed / config["data_identifier"]).is_dir()
     assert config["architecture"]["network_class_name"] == NETWORK_CLASS_NAME
     n_stages = before["architecture"]["arch_kwargs"]["n_stages"]
-    assert config["architecture"]["arch_kwargs"]["sema_per_stage"] == [1] * n_stages
+    assert config["architecture"]["arch_kwargs"]["sema_per_stage"] == [0] * (n_stages - 2) + [1, 1]
 
 
 def test_nnunets_trainer_switches_usemas_deep_supervision(hippo, one_thread):
