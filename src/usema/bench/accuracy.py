@@ -112,6 +112,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     short. `network_overrides` are this model's own network settings, on top of the shared plan's; `label`
     names the row (default: the model). Without a budget the plan's epochs end the training."""
     from usema.models import build_model
+    from usema.models.registry import settings_it_takes
     from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import SPLITS_NAME, load_or_create_splits
 
@@ -119,12 +120,12 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not (run_dir / PLANS_NAME).is_file():
         plans = json.loads(json.dumps(base_plans))
         plans["model"]["name"] = model
-        # the shared plan's windows are those of the model it was planned for: each model gets its own, and
-        # its SEMA placement only where the model places SEMA blocks (usema-nosema fixes none)
+        # the shared plan's windows are those of the model it was planned for: each model gets its own; of
+        # the plan's other settings it keeps those it takes (no SEMA placement for usema-nosema, no head_dim
+        # for nnU-Net's UNet)
         dims = plans["dataset"]["spatial_dims"]
-        places = bool(placement_settings(model, dims, {}))
-        settings = {k: v for k, v in plans["model"]["overrides"].items()
-                    if k != "stage_windows" and (places or k != "sema_per_stage")}
+        shared = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
+        settings = settings_it_takes(model, dims, shared)
         settings.update(network_overrides or {})
         settings = {**placement_settings(model, dims, settings), **settings}
         if "stage_windows" not in settings:

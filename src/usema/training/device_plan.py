@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from usema.data.planning import PLANS_NAME, plan_dataset, save_plans, training_settings
-from usema.errors import UsemaError
-from usema.models.registry import check_settings
+from usema.models.registry import check_settings, settings_it_takes
 from usema.plan_values import planned_device, record_planning
 from usema.training.estimate import DEVICE_WORDS, TrainingEstimate, estimate_training
 from usema.utils.device import device_kind, resolve_device
@@ -40,14 +39,7 @@ def compact_network(model: str) -> dict[str, Any]:
     """The settings of CPU_NETWORK that `model` takes and does not fix itself (usema-nosema keeps its zero
     SEMA blocks; UNETR takes none of them)."""
     check_settings(model, 3, {})  # an unknown model is named here
-    taken = {}
-    for key, value in CPU_NETWORK.items():
-        try:
-            check_settings(model, 3, {key: value})
-        except UsemaError:
-            continue
-        taken[key] = value
-    return taken
+    return settings_it_takes(model, 3, CPU_NETWORK)
 
 
 def _fit_to_cpu_budget(plans: dict[str, Any], estimate: TrainingEstimate) -> None:
