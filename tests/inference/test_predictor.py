@@ -226,7 +226,7 @@ class Constant(nn.Module):
         self.logits = torch.tensor(logits, dtype=torch.float32)
 
     def forward(self, x):
-        return self.logits.view(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:])
+        return self.logits.view(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:]).contiguous()
 
 
 def test_an_ensemble_averages_the_softmax_of_its_folds():

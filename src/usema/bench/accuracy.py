@@ -127,7 +127,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         shared = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
         settings = settings_it_takes(model, dims, shared)
         settings.update(network_overrides or {})
-        settings = {**placement_settings(model, dims, settings), **settings}
+        settings.update(placement_settings(model, dims, settings))
         if "stage_windows" not in settings:
             settings.update(window_settings(model, plans["dataset"]["spatial_dims"], plans["patch_size"],
                                             settings["strides"], settings))

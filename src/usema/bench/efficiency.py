@@ -72,7 +72,7 @@ def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[
     from usema.data.window_planning import placement_settings, window_settings
     from usema.models.registry import overrides_for_plan, preset_kwargs
 
-    settings = overrides_for_plan(name, {**placement_settings(name, dims, network), **network}, list(shape))
+    settings = overrides_for_plan(name, {**network, **placement_settings(name, dims, network)}, list(shape))
     if preset_kwargs(name, dims)[0] in PLANNED_BUILDERS:
         settings.setdefault("strides", stage_strides([float(s) for s in shape], [1.0] * dims))
         if "stage_windows" not in settings:

@@ -298,7 +298,7 @@ def plan_dataset(
         np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, overrides.get("patch_size")
     )
     network_settings = dict(overrides.get("model_overrides") or {})
-    network_settings = {**placement_settings(model, spec.spatial_dims, network_settings), **network_settings}
+    network_settings.update(placement_settings(model, spec.spatial_dims, network_settings))
     if overrides.get("patch_size") is None:
         tiled = tiling_patch(
             network["patch_size"],

@@ -103,11 +103,18 @@ def plan_for_device(
     return plans, timed
 
 
+def _compact_settings(plans: dict[str, Any]) -> dict[str, Any]:
+    """The compact settings the plan's model takes, where its network has every one of them (a CPU plan)."""
+    network = plans["model"].get("overrides", {})
+    compact = compact_network(plans["model"]["name"])
+    return compact if all(network.get(k) == v for k, v in compact.items()) else {}
+
+
 def describe_plan(plans: dict[str, Any], estimate: TrainingEstimate | None) -> list[str]:
     """What `usema plan` prints: the choices, why (on a CPU), and how long training will take."""
     kind = planned_device(plans) or "cpu"
     network = plans["model"].get("overrides", {})
-    compact = {k: v for k, v in CPU_NETWORK.items() if network.get(k) == v}
+    compact = _compact_settings(plans)
     widths = ", ".join(f"{k} {v}" for k, v in compact.items()) if compact else "the preset's widths"
     if "sema_per_stage" in network:
         widths += f", sema_per_stage {network['sema_per_stage']}"
@@ -144,8 +151,7 @@ def device_mismatch(plans: dict[str, Any], device: str, where: str | Path = PLAN
         return None
     training = plans["training"]
     other = training_settings(kind, training.get("time_budget_minutes"))
-    network = plans["model"].get("overrides", {})
-    compact = {k: v for k, v in CPU_NETWORK.items() if network.get(k) == v}
+    compact = _compact_settings(plans)
     differing = []
     if planned == "cpu" and compact:
         differing.append(
