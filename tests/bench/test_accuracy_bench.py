@@ -36,7 +36,7 @@ def test_two_models_train_score_and_resume(tmp_path):
     usema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "plans.json").read_text())
     nosema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema-nosema" / "seed_0" / "plans.json").read_text())
     assert usema_plans["model"]["overrides"]["head_dim"] == 16 and nosema_plans["model"]["overrides"]["head_dim"] == 8
-    assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, "stage_windows"' in report
+    assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, "sema_per_stage": "deepest-2", "stage_windows"' in report
     assert "stage_windows" in usema_plans["model"]["overrides"]  # the planner's windows, for usema only
     assert "stage_windows" not in nosema_plans["model"]["overrides"]
 

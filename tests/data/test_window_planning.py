@@ -43,3 +43,31 @@ def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
         assert all(s % w == 0 for s, w in zip(size, window, strict=True)), (size, window)
     control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
     assert "stage_windows" not in control["model"]["overrides"]
+
+
+def _sema_blocks(network):
+    from usema.nn.sema_block import SEMABlock
+
+    return [sum(isinstance(m, SEMABlock) for m in stage) for stage in network.encoder]
+
+
+def test_plans_name_the_default_placement_and_older_plans_keep_every_stage(tmp_path):
+    from usema.models.usema import DEFAULT_PLACEMENT
+    from usema.training.api import build_network
+    from usema.training.checkpoint import model_of_plan
+
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(64, 72), seed=0)
+    plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu", model_overrides={"base_features": 8})
+    settings = plans["model"]["overrides"]
+    assert settings["sema_per_stage"] == DEFAULT_PLACEMENT == "deepest-2"
+    n_stages = len(settings["strides"])
+    # windows only where the placement puts SEMA blocks
+    assert [w is not None for w in settings["stage_windows"]] == [False] * (n_stages - 2) + [True, True]
+    network = build_network({**model_of_plan(plans), "deep_supervision": False})
+    assert _sema_blocks(network) == [0] * (n_stages - 2) + [1, 1]
+    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
+    assert "sema_per_stage" not in control["model"]["overrides"]
+    # a plan made before placements were planned names none: its network keeps a SEMA block in every stage
+    legacy = {**plans, "model": {"name": "usema", "overrides": {"strides": settings["strides"], "base_features": 8}}}
+    network = build_network({**model_of_plan(legacy), "deep_supervision": False})
+    assert _sema_blocks(network) == [1] * n_stages

@@ -7,7 +7,7 @@ from torch import nn
 
 from usema.data.io import ImageGeometry
 from usema.data.planning import save_plans
-from usema.errors import CheckpointError
+from usema.errors import CheckpointError, UsemaError
 from usema.inference import predictor as predictor_module
 from usema.inference.predictor import Predictor, load_predictor
 from usema.training.checkpoint import save_checkpoint
@@ -55,9 +55,11 @@ class Ramp(nn.Module):
         return torch.cat([torch.zeros_like(ramp), ramp + x[:, :1]], dim=1)
 
 
-def make_predictor(model, plans):
+def make_predictor(model, plans, tta=False, step_size=0.5):
+    models = model if isinstance(model, list) else [model]
     return Predictor(
-        model=model.eval(), plans=plans, device=torch.device("cpu"), autocast_dtype=None, checkpoint=None
+        models=[m.eval() for m in models], plans=plans, device=torch.device("cpu"), autocast_dtype=None,
+        checkpoints=[], tta=tta, step_size=step_size,
     )
 
 
@@ -82,7 +84,8 @@ def test_tta_runs_every_mirroring_and_averages_them(spatial_dims):
 
     plain = predictor.probabilities(constant)
     calls_plain = model.calls
-    averaged = predictor.probabilities(constant, tta=True)
+    predictor.tta = True
+    averaged = predictor.probabilities(constant)
 
     assert calls_plain == 1 and model.calls - calls_plain == 2**spatial_dims
     assert averaged.shape == plain.shape
@@ -178,12 +181,10 @@ def test_weights_of_unknown_layers_are_refused(tmp_path, toy_models):
 
 
 def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_models):
-    with pytest.raises(CheckpointError, match="checkpoint_best.pt: checkpoint not found; train this fold"):
+    with pytest.raises(CheckpointError, match="fold_1: fold 1 was never trained .*; train a fold first"):
         load_predictor(tmp_path, fold=1, device="cpu")
     save_run(tmp_path, Heads().state_dict(), None, deep_supervision=False, with_plans=False)
-    with pytest.raises(
-        CheckpointError, match="checkpoint_latest.pt: .* this run has fold_1/checkpoint_best.pt"
-    ):
+    with pytest.raises(CheckpointError, match="checkpoint_latest.pt: checkpoint not found; fold_1 holds checkpoint_best.pt"):
         load_predictor(tmp_path, checkpoint="latest", fold=1, device="cpu")
 
     save_plans(plans_for(2, [8, 8], num_classes=4), tmp_path)  # RUN/plans.json of another label set
@@ -215,3 +216,64 @@ def test_a_checkpoint_of_another_model_than_the_runs_plan_is_refused(tmp_path, t
     plans["model"]["overrides"] = {}
     save_plans(plans, tmp_path)
     assert load_predictor(tmp_path, fold=1, device="cpu").plans["model"]["name"] == "toy"
+
+
+class Constant(nn.Module):
+    """The same logits everywhere, whatever the image."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.tensor(logits, dtype=torch.float32)
+
+    def forward(self, x):
+        return self.logits.view(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:]).contiguous()
+
+
+def test_an_ensemble_averages_the_softmax_of_its_folds():
+    first, second = Constant([2.0, 0.0]), Constant([0.0, 3.0])
+    predictor = make_predictor([first, second], plans_for(2, [4, 4]))
+
+    probabilities = predictor.probabilities(np.zeros((1, 6, 5), dtype=np.float32))
+
+    expected = (torch.softmax(first.logits, 0) + torch.softmax(second.logits, 0)).numpy() / 2
+    np.testing.assert_allclose(probabilities[:, 3, 2], expected, rtol=1e-6)  # 0.5 * (0.881 + 0.047) for class 0
+    assert probabilities.shape == (2, 6, 5)
+
+
+@pytest.mark.parametrize(("step_size", "windows"), [(1.0, 4), (0.5, 9), (0.25, 25)])
+def test_the_step_size_sets_how_far_apart_the_windows_are(step_size, windows):
+    model = Ramp()
+    predictor = make_predictor(model, plans_for(2, [8, 8]), step_size=step_size)  # one window per call
+
+    predictor.probabilities(np.zeros((1, 16, 16), dtype=np.float32))
+
+    assert model.calls == windows  # 16 = 8 + k * 8 * step_size: 2, 3 and 5 windows along each axis
+
+
+@pytest.mark.parametrize("step_size", [0.0, 1.5, -0.5])
+def test_a_step_size_outside_zero_to_one_is_refused(step_size):
+    with pytest.raises(UsemaError, match=f"step size {step_size} is outside"):
+        make_predictor(Ramp(), plans_for(2, [8, 8]), step_size=step_size)
+
+
+def test_predict_takes_an_array_at_the_plan_spacing_or_its_own():
+    plans = plans_for(2, [8, 8])
+    plans["target_spacing"] = [0.5, 0.5]
+
+    class Bright(nn.Module):
+        def forward(self, x):
+            return torch.cat([-x, x], dim=1)
+
+    predictor = make_predictor(Bright(), plans)
+    image = np.full((10, 12), -1.0, dtype=np.float32)
+    image[2:6, 3:9] = 1.0
+
+    at_plan_spacing = predictor.predict(image)  # (*S): one channel
+    coarser = predictor.predict(image[None], spacing=[1.0, 1.0])  # resampled to 0.5 and back
+
+    np.testing.assert_array_equal(at_plan_spacing, image > 0)
+    np.testing.assert_array_equal(coarser, image > 0)
+    with pytest.raises(UsemaError, match=r"shape \(2, 1, 10, 12\) for a 2D model"):
+        predictor.predict(image[None, None].repeat(2, axis=0))
+    with pytest.raises(UsemaError, match=r"spacing \[1.0\] has 1 values"):
+        predictor.predict(image, spacing=[1.0])

@@ -47,3 +47,15 @@ def test_stop_request_abandons_validation():
 def test_highest_resolution_takes_the_first_output():
     a, b = torch.zeros(1), torch.ones(1)
     assert highest_resolution([a, b]) is a and highest_resolution(b) is b
+
+
+def test_voxels_of_the_ignore_label_count_for_no_class():
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 3, size=(16, 16))
+    image = np.eye(3, dtype=np.float32)[label].transpose(2, 0, 1)
+    image[:, :, :8] = np.eye(3, dtype=np.float32)[2][:, None, None]  # the network sees class 2 on the left...
+    label[:, :8] = 3  # ...where the reference is not annotated
+    counts = confusion_counts(OneHotOracle(), [TrainingCase("c", image, label, {})], (8, 8), 3,
+                              torch.device("cpu"), ignore_label=3)
+    assert counts[:, 0].tolist() == [(label == 1).sum(), (label == 2).sum()]
+    assert counts[:, 1].sum() == 0 and counts[:, 3].sum() == 0  # the class 2 predicted there is no false positive

@@ -134,7 +134,7 @@ def _networks(run: Path, checkpoint: str, device: str, seed: int):
     from usema.models import build_model
     from usema.models.registry import overrides_for_plan
 
-    predictor = load_predictor(run, checkpoint=checkpoint, device=device)
+    predictor = load_predictor(run, checkpoint=checkpoint, fold=0, device=device)
     plans, info = predictor.plans, predictor.plans["dataset"]
     name = plans["model"]["name"]
     torch.manual_seed(seed)

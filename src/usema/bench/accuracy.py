@@ -20,7 +20,7 @@ from usema.bench.machine import provenance
 from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.data.window_planning import window_settings
+from usema.data.window_planning import placement_settings, window_settings
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
 
@@ -112,6 +112,7 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     short. `network_overrides` are this model's own network settings, on top of the shared plan's; `label`
     names the row (default: the model). Without a budget the plan's epochs end the training."""
     from usema.models import build_model
+    from usema.models.registry import settings_it_takes
     from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import SPLITS_NAME, load_or_create_splits
 
@@ -119,9 +120,14 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
     if not (run_dir / PLANS_NAME).is_file():
         plans = json.loads(json.dumps(base_plans))
         plans["model"]["name"] = model
-        # the shared plan's windows are those of the model it was planned for: each model gets its own
-        settings = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
+        # the shared plan's windows are those of the model it was planned for: each model gets its own; of
+        # the plan's other settings it keeps those it takes (no SEMA placement for usema-nosema, no head_dim
+        # for nnU-Net's UNet)
+        dims = plans["dataset"]["spatial_dims"]
+        shared = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
+        settings = settings_it_takes(model, dims, shared)
         settings.update(network_overrides or {})
+        settings.update(placement_settings(model, dims, settings))
         if "stage_windows" not in settings:
             settings.update(window_settings(model, plans["dataset"]["spatial_dims"], plans["patch_size"],
                                             settings["strides"], settings))

@@ -66,13 +66,13 @@ def grid_name(shape: tuple[int, ...]) -> str | int:
 
 def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[str, Any]) -> dict[str, Any]:
     """The network settings a plan gives model `name` for a `shape` patch (1 mm spacing): the planner's
-    strides for the conv UNets, its SEMA windows for USEMA, the patch size for networks fixed to it (UNETR),
+    strides for the conv UNets, its SEMA placement and windows for USEMA, the patch size for networks fixed to it (UNETR),
     and `network` on top."""
     from usema.data.planning import stage_strides
-    from usema.data.window_planning import window_settings
+    from usema.data.window_planning import placement_settings, window_settings
     from usema.models.registry import overrides_for_plan, preset_kwargs
 
-    settings = overrides_for_plan(name, dict(network), list(shape))
+    settings = overrides_for_plan(name, {**network, **placement_settings(name, dims, network)}, list(shape))
     if preset_kwargs(name, dims)[0] in PLANNED_BUILDERS:
         settings.setdefault("strides", stage_strides([float(s) for s in shape], [1.0] * dims))
         if "stage_windows" not in settings:

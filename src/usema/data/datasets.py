@@ -37,6 +37,9 @@ LABEL_MODES = ("semantic", "binary", "instance")
 DATASET_SUBFOLDERS = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "images", "labels")
 FORMATS = ("msd", "nnunet", "folder2d")
 BINARY_CLASSES = {0: "background", 1: "foreground"}
+# nnU-Net v2's label for voxels without a reference (left out of the loss and the scores); its value is the
+# highest of dataset.json's labels.
+IGNORE_NAME = "ignore"
 
 
 @dataclass
@@ -62,6 +65,8 @@ class DatasetSpec:
     label_mode: str
     cases: list[Case]
     manifest: Path | None = None  # dataset.json, where there is one
+    # the value of nnU-Net's "ignore" label in the label files, where dataset.json declares one
+    ignore_value: int | None = None
     # a converted channel count was warned about: a dataset says so once, not once per image
     announced_channel_mix: bool = field(default=False, repr=False)
 
@@ -69,6 +74,11 @@ class DatasetSpec:
     def num_classes(self) -> int:
         """Training classes including background (instance -> 3: background, interior, boundary)."""
         return max(self.labels) + 1
+
+    @property
+    def ignore_label(self) -> int | None:
+        """The training-class value of the ignore label's voxels (num_classes, one past the last class)."""
+        return None if self.ignore_value is None else self.num_classes
 
     @property
     def num_channels(self) -> int:
@@ -197,6 +207,42 @@ def _int_keyed(mapping: Any, manifest: Path, key: str) -> dict[int, str]:
         raise DataError(manifest, f"'{key}' keys must be integers: {exc}") from exc
 
 
+def _split_ignore(
+    declared: dict[int, str] | None, label_mode: str, where: Path
+) -> tuple[dict[int, str] | None, int | None]:
+    """The declared labels without nnU-Net's "ignore" label, and its value (None without one). As in nnU-Net
+    v2 the ignore label must have the highest value, one past the others; instance labels cannot have one."""
+    values = [value for value, name in (declared or {}).items() if name == IGNORE_NAME]
+    if not values:
+        return declared, None
+    others = {value: name for value, name in declared.items() if name != IGNORE_NAME}
+    if len(values) > 1 or values[0] != max(others, default=-1) + 1:
+        raise DataError(
+            where,
+            f"label {IGNORE_NAME!r} is {values if len(values) > 1 else values[0]}; the ignore label must have "
+            f"the highest value, one past the others ({max(others, default=-1) + 1}), as in nnU-Net v2",
+        )
+    if label_mode == "instance":
+        raise DataError(where, f"an {IGNORE_NAME!r} label is not supported with instance labels")
+    return others, values[0]
+
+
+def dataset_ignore_value(folder: str | Path) -> int | None:
+    """The "ignore" label's value of the dataset whose dataset.json lies in `folder` or its parent (a labelsTr
+    folder, say); None without such a dataset.json or label."""
+    folder = Path(folder)
+    for manifest in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if manifest.is_file():
+            labels = _read_json(manifest).get("labels") or {}
+            for key, value in labels.items():
+                if key == IGNORE_NAME and isinstance(value, int):  # nnU-Net v2: name -> value
+                    return value
+                if value == IGNORE_NAME and str(key).isdigit():  # MSD: value -> name
+                    return int(key)
+            return None
+    return None
+
+
 def _training_labels(declared: dict[int, str] | None, label_mode: str, where: Path) -> dict[int, str]:
     if label_mode == "binary":
         return dict(BINARY_CLASSES)
@@ -231,8 +277,9 @@ def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str)
     declared_names = list(_int_keyed(modality, manifest, "modality").values()) if modality else None
     labels_meta = meta.get("labels")
     declared = _int_keyed(labels_meta, manifest, "labels") if labels_meta else None
+    declared, ignore = _split_ignore(declared, label_mode, manifest)
     labels = _training_labels(declared, label_mode, manifest)
-    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode)
+    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode, ignore)
 
 
 def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
@@ -258,8 +305,9 @@ def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: s
         cases = _scan_nnunet(root, manifest, ending, len(channel_names))
     if not cases:
         raise DataError(root / "imagesTr", f"empty dataset: no *_0000{ending} images")
+    declared, ignore = _split_ignore(declared, label_mode, manifest)
     labels = _training_labels(declared, label_mode, manifest)
-    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode)
+    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode, ignore)
 
 
 def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> list[Case]:
@@ -348,6 +396,7 @@ def _finish(
     channel_names: list[str] | None,
     labels: dict[int, str],
     label_mode: str,
+    ignore_value: int | None = None,
 ) -> DatasetSpec:
     """Probe the images (header only where possible) for spatial dims and channel counts."""
     # Declared channels: the first case shows the layout; undeclared (2D folders): every image votes.
@@ -390,7 +439,8 @@ def _finish(
             )
     modality = modality_of(channel_names) if fmt != "folder2d" else "unknown"
     return DatasetSpec(
-        root, fmt, spatial_dims, channel_names, modality, labels, label_mode, cases, manifest, announced
+        root, fmt, spatial_dims, channel_names, modality, labels, label_mode, cases, manifest, ignore_value,
+        announced,
     )
 
 
@@ -421,10 +471,13 @@ def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) 
     """Map a label file's values to training classes for the dataset's label mode (semantic: checked as
     is)."""
     if spec.label_mode == "binary":
-        return (raw > 0).astype(np.int64)
+        classes = (raw > 0).astype(np.int64)
+        if spec.ignore_value is not None:
+            classes[raw == spec.ignore_value] = spec.ignore_label
+        return classes
     if spec.label_mode == "instance":
         return instances_to_classes(raw)
-    undeclared = sorted(set(label_values(raw).tolist()) - set(spec.labels))
+    undeclared = sorted(set(label_values(raw).tolist()) - set(spec.labels) - {spec.ignore_value})
     if undeclared:
         raise DataError(
             source,

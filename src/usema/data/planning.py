@@ -24,7 +24,13 @@ from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_datase
 from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
 from usema.data.plans_schema import PLANS_VERSION, validate_plans
-from usema.data.window_planning import sema_stages_of, target_window, tiling_patch, window_settings
+from usema.data.window_planning import (
+    placement_settings,
+    sema_stages_of,
+    target_window,
+    tiling_patch,
+    window_settings,
+)
 from usema.errors import DataError, UsemaError
 from usema.utils.memory import physical_memory_bytes
 
@@ -249,9 +255,9 @@ def plan_dataset(
     unknown = sorted(set(overrides) - set(_PLAN_OPTIONS))
     if unknown:
         raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
-    from usema.utils.device import resolve_device  # imports torch: only when planning
+    from usema.utils.device import device_kind  # imports torch: only when planning
 
-    device = resolve_device(overrides.get("device") or "auto").type
+    device = device_kind(overrides.get("device") or "auto")  # a plan for a GPU may be made without one
     spec = load_dataset(data, label_mode)
     run_dir = Path(run_dir)
     plans_path = run_dir / PLANS_NAME
@@ -292,6 +298,7 @@ def plan_dataset(
         np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, overrides.get("patch_size")
     )
     network_settings = dict(overrides.get("model_overrides") or {})
+    network_settings.update(placement_settings(model, spec.spatial_dims, network_settings))
     if overrides.get("patch_size") is None:
         tiled = tiling_patch(
             network["patch_size"],
@@ -321,6 +328,8 @@ def plan_dataset(
             "label_mode": spec.label_mode,
             "num_classes": spec.num_classes,
             "cases": [c.case_id for c in cases],
+            # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss and no score
+            **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
         },
         "fingerprint": fingerprint,
         "target_spacing": spacing,

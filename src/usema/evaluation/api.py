@@ -1,10 +1,14 @@
 """`usema evaluate`: score a folder (or file) of predicted segmentations against the reference, case by case.
 
-Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one is
-an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill) scores
-the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
-prediction folder may hold test cases or overlays), and so are predicted label values that the reference does not
-declare.
+Cases are matched by file stem (".nii.gz" aware). Every reference case must have a prediction: a missing one
+is an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill)
+scores the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
+prediction folder may hold test cases or overlays), and so are predicted label values that the reference does
+not declare.
+
+Voxels whose reference holds nnU-Net's ignore label (the `ignore_label` argument, else the "ignore" label of
+the dataset.json beside or above the reference folder) are left out of every class's score, as nnU-Net does:
+they count as neither prediction nor reference.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import is_within
+from usema.data.datasets import dataset_ignore_value, is_within
 from usema.data.io import SUPPORTED_SUFFIXES, label_values, read_label, strip_suffix, suffix_of
 from usema.errors import DataError, UsemaError
 from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
@@ -58,8 +62,9 @@ def _files_by_case(folder: Path) -> dict[str, Path]:
 def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Path, Path]]:
     """(case id, prediction file, reference file) for every reference case, in case order.
 
-    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError that
-    lists the missing cases; with `chill` it is left out with a warning (at least one case must be predicted).
+    `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError
+    that lists the missing cases; with `chill` it is left out with a warning (at least one case must be
+    predicted).
     """
     if not gt.exists():
         raise DataError(gt, "reference not found")
@@ -126,12 +131,12 @@ def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
     return dict(sorted((k, v) for k, v in names.items() if k > 0))
 
 
-def _reference_classes(pairs: Sequence[tuple[str, Path, Path]]) -> dict[int, str]:
-    """The foreground label values seen in any reference file, named by their value."""
+def _reference_classes(pairs: Sequence[tuple[str, Path, Path]], ignore_label: int | None) -> dict[int, str]:
+    """The foreground label values seen in any reference file (but the ignore label), named by their value."""
     values: set[int] = set()
     for _, _, gt_path in pairs:
         values.update(label_values(read_label(gt_path)[0]).tolist())
-    classes = {v: str(v) for v in sorted(values) if v > 0}
+    classes = {v: str(v) for v in sorted(values) if v > 0 and v != ignore_label}
     if len(classes) > MANY_CLASSES:
         warnings.warn(
             f"the reference holds {len(classes)} label values: if these are instance ids, use instance=True",
@@ -184,17 +189,23 @@ def evaluate(
     instance: bool = False,
     labels: Mapping[Any, str] | None = None,
     chill: bool = False,
+    ignore_label: int | None = None,
 ) -> dict[str, Any]:
-    """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the summary.
+    """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the
+    summary.
 
-    Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm in
-    3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label > 0)
-    gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
+    Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm
+    in 3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label
+    > 0) gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
     ({id: name}, e.g. the plan's or dataset.json's) or the label values > 0 seen in the references; predicted
     values outside them are warned about. Output defaults to PRED/../evaluation (never inside the reference
     folder). `chill` scores the predicted cases only, where every reference case needs a prediction otherwise.
+    Reference voxels of `ignore_label` (default: the dataset's "ignore" label, see the module docstring) are
+    scored nowhere.
     """
     pred, gt = Path(pred), Path(gt)
+    if ignore_label is None:
+        ignore_label = dataset_ignore_value(gt if gt.is_dir() else gt.parent)
     pairs = pair_cases(pred, gt, chill)
     output = Path(output) if output is not None else default_output_dir(pred, gt)
     inputs = {p.resolve() for _, pred_path, gt_path in pairs for p in (pred_path, gt_path)}
@@ -205,9 +216,9 @@ def evaluate(
     if instance:
         class_names = {1: "foreground"}
     elif labels is not None:
-        class_names = _class_names(labels)
+        class_names = {k: v for k, v in _class_names(labels).items() if k != ignore_label}
     else:
-        class_names = _reference_classes(pairs)
+        class_names = _reference_classes(pairs, ignore_label)
     if not class_names:
         raise DataError(
             gt, "no foreground class to score (all references are empty and no labels were given)"
@@ -234,8 +245,10 @@ def evaluate(
             scores.update(instance_scores(prediction, reference))
             rows.append({"case": case, "class": 1, "name": "foreground", **scores})
             continue
+        scored = reference != ignore_label if ignore_label is not None else True
         for label, name in class_names.items():
-            scores = binary_scores(prediction == label, reference == label, spacing, tolerances[label])
+            predicted = (prediction == label) & scored
+            scores = binary_scores(predicted, reference == label, spacing, tolerances[label])
             rows.append({"case": case, "class": label, "name": name, **scores})
 
     assert tolerances is not None
@@ -253,6 +266,8 @@ def evaluate(
         "tolerance_mm": {str(c): t for c, t in tolerances.items()},
         "empty_masks": "absent in both: dice 1, nsd 1, hd95 0; absent in one: dice 0, nsd 0, hd95 = image diagonal (mm)",
     }
+    if ignore_label is not None:
+        details["ignore_label"] = ignore_label
     summary = summarise(rows, metrics, class_names, **details)
     if instance:
         tp, fp, fn = (summary["classes"]["1"][k]["total"] for k in ("tp", "fp", "fn"))

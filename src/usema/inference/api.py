@@ -1,20 +1,20 @@
-"""`usema predict`: segment image files and folders with a trained run, writing each prediction in its input's
-format and geometry."""
+"""`usema predict`: segment image files and folders with a trained run (one fold or an ensemble of folds),
+writing each prediction in its input's format and geometry."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
-from usema.data.channels import convert_channels
-from usema.data.io import read_image, write_segmentation
-from usema.errors import DataError, UsemaError
+from usema.data.io import write_segmentation
+from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
-from usema.inference.predictor import load_predictor
+from usema.inference.predictor import DEFAULT_STEP_SIZE, Predictor, load_predictor
+from usema.inference.probabilities import probability_paths, write_probabilities
 from usema.utils.atomic import removed_if_left_empty
+from usema.utils.progress import progress
 
 OVERLAY_DIR = "overlays"
 
@@ -24,58 +24,73 @@ def overlay_path(output: Path, case: InferenceCase) -> Path:
     return Path(output) / OVERLAY_DIR / f"{case.case_id}.png"
 
 
+def describe(predictor: Predictor) -> str:
+    """What predicts, in one line: the folds and checkpoint, mirroring, step size, device and precision."""
+    folds = ", ".join(path.parent.name for path in predictor.checkpoints)
+    several = len(predictor.models) > 1
+    ensemble = f"an ensemble of {len(predictor.models)} folds ({folds})" if several else folds
+    precision = str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "fp32"
+    return (
+        f"{ensemble}, {predictor.checkpoints[0].name}, "
+        f"{'mirroring TTA' if predictor.tta else 'no TTA'}, step size {predictor.step_size:g}, "
+        f"{predictor.device} {precision}"
+    )
+
+
 def predict(
     run_dir: str | Path,
     inputs: Sequence[str | Path] | str | Path,
     output: str | Path,
     checkpoint: str = "best",
-    tta: bool = False,
+    tta: bool = True,
     overlay: bool = False,
     device: str = "auto",
-    fold: int = 0,
+    fold: int | None = None,
     precision: str | None = None,
     overwrite: bool = False,
+    folds: int | str | Sequence[int | str] | None = None,
+    step_size: float = DEFAULT_STEP_SIZE,
+    save_probabilities: bool = False,
 ) -> list[Path]:
-    """Segment every image of `inputs` (files or folders) with RUN/fold_K's `checkpoint` ("best" or "latest").
+    """Segment every image of `inputs` (files or folders) with the `checkpoint` ("best" or "latest") of RUN's
+    `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is given; several
+    folds predict as an ensemble, their softmax averaged (see `load_predictor`).
 
-    Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and geometry
-    (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings; `overlay` also writes
-    OUTPUT/overlays/<case id>.png. `precision` (auto, fp32, bf16, fp16) replaces the training precision. The output
-    folder may not be, or lie inside, an input folder or a dataset (see `check_output_location`); files already
-    there are replaced only with `overwrite`.
+    Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and
+    geometry (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings (on by default, as
+    nnU-Net); `step_size` is the distance between sliding windows as a fraction of the patch;
+    `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl as nnU-Net does (see
+    `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
+    fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
+    folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
+    Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise UsemaError("nothing to predict: give at least one input file or folder")
     output = Path(output)
-    predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, device=device, precision=precision)
+    predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, folds=folds, device=device,
+                               precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
+    extras = [path for case in cases for path in probability_paths(output, case.case_id)]
+    extras = extras if save_probabilities else []
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
-    check_output_location(output, inputs, targets + overlays, overwrite, plans["dataset"]["path"])
+    check_output_location(output, inputs, targets + extras + overlays, overwrite, plans["dataset"]["path"])
 
-    num_channels = int(plans["dataset"]["num_channels"])
-    spatial_dims = predictor.spatial_dims
-    conversion_announced = False
+    print(f"predicting {len(cases)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
     written: list[Path] = []
     # the output folder is made by the first write; a run that fails before it leaves none behind
     with removed_if_left_empty(output):
-        for index, case in enumerate(tqdm(cases, desc="predict", unit="case", disable=None)):
-            image, geometry = read_image(list(case.images))
-            if geometry.spatial_dims != spatial_dims:
-                raise DataError(
-                    case.images[0], f"is {geometry.spatial_dims}D but the model is {spatial_dims}D"
-                )
-            # Gray <-> RGB of photographs as in training; a folder of mixed images would warn for each: warn once.
-            converted = image.shape[0] != num_channels
-            image = convert_channels(
-                image, num_channels, geometry, case.images[0], warn=not conversion_announced
-            )
-            conversion_announced |= converted
-            segmentation = predictor.segment(image, geometry, tta=tta)
+        for index, case in enumerate(progress(cases, desc="predict", unit="case")):
+            image, geometry = predictor.read(case.images)
+            probabilities = predictor.probabilities_on_input_grid(image, geometry)
+            segmentation = predictor.labels_of(probabilities)
             written.append(write_segmentation(segmentation, geometry, targets[index]))
+            if save_probabilities:
+                write_probabilities(probabilities, geometry, case, plans, output)
             if overlay:
                 write_overlay(image, segmentation, geometry, overlays[index])
     return written

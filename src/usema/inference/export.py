@@ -79,3 +79,35 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
 
     _in_eval_mode(model, export)
     return path
+
+
+def export_run(
+    run_dir: str | Path, output: str | Path, fold: int = 0, checkpoint: str = "best", opset: int = 18
+) -> tuple[Path, tuple[int, ...]]:
+    """Export fold `fold`'s `checkpoint` of a trained run to `output`: ONNX for a .onnx name, TorchScript for
+    a .pt one.
+
+    The network is exported for inputs of one patch, (1, channels, *patch_size), as the sliding window feeds
+    it, in fp32 on the CPU; it takes images prepared as RUN/plans.json says (spacing, normalisation) and
+    returns logits (1, classes, *patch_size). Returns the path and the input shape.
+    """
+    from usema.errors import UsemaError
+    from usema.inference.predictor import load_predictor
+
+    output = Path(output)
+    writers = {
+        ".onnx": lambda model, example: export_onnx(model, example, output, opset=opset),
+        ".pt": lambda model, example: export_torchscript(model, example, output),
+    }
+    writer = writers.get(output.suffix.lower())
+    if writer is None:
+        raise UsemaError(
+            f"{output}: export writes .onnx (ONNX) or .pt (TorchScript) files, not {output.suffix!r}"
+        )
+    predictor = load_predictor(
+        run_dir, checkpoint=checkpoint, fold=fold, device="cpu", precision="fp32", tta=False
+    )
+    plans = predictor.plans
+    shape = (1, int(plans["dataset"]["num_channels"]), *(int(s) for s in plans["patch_size"]))
+    writer(predictor.model, torch.zeros(shape))
+    return output, shape

@@ -1,10 +1,12 @@
-"""A trained network ready to segment: loaded from a run's checkpoint, run by sliding window with optional TTA."""
+"""Trained networks ready to segment: one fold's checkpoint or an ensemble of folds, run by sliding window
+with mirroring test-time augmentation, as `usema predict` and `usema.load` use them."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +15,23 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
+from usema.data.channels import convert_channels
 from usema.data.instances import classes_to_instances
-from usema.data.io import ImageGeometry
+from usema.data.io import ImageGeometry, read_image
 from usema.data.planning import PLANS_NAME, load_plans
 from usema.data.plans_schema import validate_plans
 from usema.data.preprocessing import preprocess_image, restore_geometry
-from usema.errors import CheckpointError, UsemaError
+from usema.errors import CheckpointError, DataError, UsemaError
+from usema.inference.folds import checkpoint_path, resolve_folds
 from usema.models import build_model
-from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint, model_of_plan
+from usema.training.checkpoint import load_checkpoint, model_of_plan
 from usema.utils.device import resolve_device, resolve_precision
 
-# Half-overlapping windows blended with a Gaussian (centre-weighted) map: window borders, where the network sees
-# the least context, count least.
-WINDOW_OVERLAP = 0.5
-
-
-def checkpoint_path(run_dir: str | Path, checkpoint: str = "best", fold: int = 0) -> Path:
-    """RUN/fold_K/checkpoint_{best,latest}.pt, as training writes it."""
-    if checkpoint not in CHECKPOINT_NAMES:
-        raise UsemaError(f"unknown checkpoint {checkpoint!r}; choose one of {', '.join(CHECKPOINT_NAMES)}")
-    return Path(run_dir) / f"fold_{fold}" / CHECKPOINT_NAMES[checkpoint]
+# Windows a half patch apart (nnU-Net's step size 0.5) blended with a Gaussian (centre-weighted) map: window
+# borders, where the network sees the least context, count least.
+DEFAULT_STEP_SIZE = 0.5
+# Plan values that decide how an image is prepared for the network: the folds of an ensemble must agree.
+PREPARATION_KEYS = ("target_spacing", "normalization", "patch_size")
 
 
 def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: Path) -> nn.Module:
@@ -40,8 +39,8 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
 
     A network trained with deep supervision may carry extra low-resolution output heads that inference never
     uses (USEMA keeps its heads either way; other networks may add them only with deep supervision), so the
-    weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key that
-    is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
+    weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key
+    that is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
     """
     spec = (entry["name"], int(entry["spatial_dims"]), int(entry["in_channels"]), int(entry["num_classes"]))
     overrides = dict(entry.get("overrides") or {})
@@ -67,13 +66,30 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
 
 @dataclass
 class Predictor:
-    """A network in eval mode on its device, with the plans that say how to prepare its input."""
+    """Networks in eval mode on their device (one per fold; several make an ensemble), with the plans that say
+    how to prepare their input. `tta` averages over every mirroring of the spatial axes; `step_size` is the
+    distance between sliding windows as a fraction of the patch (nnU-Net's step size: 0.5 overlaps them by
+    half)."""
 
-    model: nn.Module
+    models: list[nn.Module]
     plans: dict[str, Any]
     device: torch.device
     autocast_dtype: torch.dtype | None
-    checkpoint: Path
+    checkpoints: list[Path]
+    tta: bool = True
+    step_size: float = DEFAULT_STEP_SIZE
+    # a folder of photographs that are converted (gray <-> RGB) warns once, not once per image
+    _announced_conversion: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_step_size(self.step_size)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network of a one-fold predictor."""
+        if len(self.models) != 1:
+            raise UsemaError(f"this predictor is an ensemble of {len(self.models)} folds; use .models")
+        return self.models[0]
 
     @property
     def spatial_dims(self) -> int:
@@ -85,43 +101,96 @@ class Predictor:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Softmax probabilities (K, *S) float32 of a preprocessed image (C, *S), by Gaussian sliding window.
 
-        With `tta`, the softmax is averaged over every mirroring of the spatial axes (2^d passes), each flipped
-        back before averaging.
+        The softmax is averaged over the folds' networks and, with `tta`, over every mirroring of the spatial
+        axes (2^d passes per network, each flipped back before averaging).
         """
         inferer = SlidingWindowInferer(
             roi_size=[int(s) for s in self.plans["patch_size"]],
             sw_batch_size=max(1, int(self.plans.get("batch_size", 1))),
-            overlap=WINDOW_OVERLAP,
+            overlap=1.0 - self.step_size,
             mode="gaussian",
         )
         spatial_axes = range(2, 2 + self.spatial_dims)
         flips = [()]
-        if tta:
+        if self.tta:
             flips = [
                 axes for n in range(len(spatial_axes) + 1) for axes in itertools.combinations(spatial_axes, n)
             ]
         batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(self.device)
         total = None
         with torch.inference_mode(), self._autocast():
-            for axes in flips:
-                logits = inferer(torch.flip(batch, axes) if axes else batch, self.model)
-                probabilities = torch.softmax(logits.float(), dim=1)
-                probabilities = torch.flip(probabilities, axes) if axes else probabilities
-                total = probabilities if total is None else total + probabilities
-        return (total[0] / len(flips)).float().cpu().numpy()
+            for model in self.models:
+                for axes in flips:
+                    logits = inferer(torch.flip(batch, axes) if axes else batch, model)
+                    probabilities = torch.softmax(logits.float(), dim=1)
+                    probabilities = torch.flip(probabilities, axes) if axes else probabilities
+                    total = probabilities if total is None else total + probabilities
+        return (total[0] / (len(flips) * len(self.models))).float().cpu().numpy()
 
-    def segment(self, image: np.ndarray, geometry: ImageGeometry, tta: bool = False) -> np.ndarray:
-        """Label map (*geometry.shape) int64 of an input image (C, *S) as read: preprocessed as in training,
-        predicted, probabilities restored to the input's grid, then argmax. Training classes are the label
-        values (semantic, binary); in instance mode the classes are turned back into instance ids 1..N."""
-        probabilities = self.probabilities(preprocess_image(image, geometry, self.plans), tta=tta)
-        classes = restore_geometry(probabilities, geometry, self.plans).argmax(axis=0)
+    def probabilities_on_input_grid(self, image: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+        """Class probabilities (K, *geometry.shape) of an input image (C, *S) as read: preprocessed as in
+        training, predicted, and brought back to the input's grid."""
+        prepared = preprocess_image(image, geometry, self.plans)
+        return restore_geometry(self.probabilities(prepared), geometry, self.plans)
+
+    def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
+        """Label map (*S) int64 of class probabilities (K, *S): the argmax, which is the label value in
+        semantic and binary mode; in instance mode the classes are turned back into instance ids 1..N."""
+        classes = probabilities.argmax(axis=0)
         if self.plans["dataset"]["label_mode"] == "instance":
             return classes_to_instances(classes)
         return classes.astype(np.int64)
+
+    def segment(self, image: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+        """Label map (*geometry.shape) int64 of an input image (C, *S) as read (see `labels_of`)."""
+        return self.labels_of(self.probabilities_on_input_grid(image, geometry))
+
+    def read(self, paths: str | Path | Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:
+        """An input image (one file, or one file per channel) read and checked as training read the dataset:
+        its dimensions must be the model's, and only a 2D colour photograph is converted (gray <-> RGB, with a
+        warning the first time)."""
+        files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        image, geometry = read_image(files)
+        if geometry.spatial_dims != self.spatial_dims:
+            raise DataError(files[0], f"is {geometry.spatial_dims}D but the model is {self.spatial_dims}D")
+        channels = int(self.plans["dataset"]["num_channels"])
+        converted = convert_channels(image, channels, geometry, files[0], warn=not self._announced_conversion)
+        self._announced_conversion |= image.shape[0] != channels
+        return converted, geometry
+
+    def predict(
+        self, image: str | Path | Sequence[str | Path] | np.ndarray, spacing: Sequence[float] | None = None
+    ) -> np.ndarray:
+        """The label map of one image, in its own grid: a file (or one file per channel) read as `usema
+        predict` reads it, or an array (C, *S), or (*S) for one channel, whose voxel `spacing` defaults to the
+        plan's target spacing (an array at the resolution the network was trained at)."""
+        if not isinstance(image, np.ndarray):
+            return self.segment(*self.read(image))
+        array = np.asarray(image, dtype=np.float32)
+        if array.ndim == self.spatial_dims:
+            array = array[None]
+        if array.ndim != self.spatial_dims + 1:
+            raise UsemaError(
+                f"an image array of shape {array.shape} for a {self.spatial_dims}D model: give "
+                f"(channels, *spatial) or ({self.spatial_dims} spatial axes) for one channel"
+            )
+        spacing = list(spacing) if spacing is not None else list(self.plans["target_spacing"])
+        if len(spacing) != self.spatial_dims:
+            raise UsemaError(f"spacing {spacing} has {len(spacing)} values for a {self.spatial_dims}D model")
+        return self.segment(array, ImageGeometry(array.shape[1:], spacing, None, "array"))
+
+
+def check_step_size(step_size: float) -> float:
+    """`step_size` when it lies in (0, 1], else UsemaError (windows must overlap or touch, and move)."""
+    if not 0.0 < float(step_size) <= 1.0:
+        raise UsemaError(
+            f"step size {step_size} is outside (0, 1]: the distance between sliding windows as a fraction of "
+            "the patch (0.5: half-overlapping windows)"
+        )
+    return float(step_size)
 
 
 def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.dtype | None:
@@ -135,28 +204,14 @@ def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.d
         return resolve_precision("auto", device)
 
 
-def load_predictor(
-    run_dir: str | Path,
-    checkpoint: str = "best",
-    fold: int = 0,
-    device: str = "auto",
-    precision: str | None = None,
-) -> Predictor:
-    """Load RUN/fold_K's checkpoint into an eval-mode network on `device`, with the plans it was trained with.
-    `precision` (auto, fp32, bf16, fp16) replaces the training precision for inference.
+def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """One fold's checkpoint as an eval-mode network on the CPU, with the plans it was trained with.
 
     The checkpoint must be of the model RUN/plans.json describes (name, network settings, channels, classes);
-    the plans stored in the checkpoint then say how to prepare the input (RUN/plans.json for checkpoints without
-    them).
+    the plans stored in the checkpoint then say how to prepare the input (RUN/plans.json for checkpoints
+    without them).
     """
-    path = checkpoint_path(run_dir, checkpoint, fold)
-    if not path.is_file():
-        found = sorted(str(p.relative_to(run_dir)) for p in Path(run_dir).glob("fold_*/checkpoint_*.pt"))
-        raise CheckpointError(
-            f"{path}: checkpoint not found; "
-            + (f"this run has {', '.join(found)}" if found else "train this fold first (usema train)")
-        )
-    run_plans = Path(run_dir) / PLANS_NAME
+    run_plans = run_dir / PLANS_NAME
     if run_plans.is_file():
         # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
         # from an earlier run) is refused rather than used in its place
@@ -181,10 +236,45 @@ def load_predictor(
         raise CheckpointError(
             f"{path}: a {entry['spatial_dims']}D model with a {len(plans['patch_size'])}D patch size"
         )
+    return _build_network(entry, payload["model_state"], path), plans
+
+
+def load_predictor(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    fold: int | None = None,
+    folds: int | str | Sequence[int | str] | None = None,
+    device: str = "auto",
+    precision: str | None = None,
+    tta: bool = True,
+    step_size: float = DEFAULT_STEP_SIZE,
+) -> Predictor:
+    """Load RUN/fold_K's `checkpoint` ("best" or "latest") of `fold`, of each of `folds` (a list, or "all"),
+    or of every trained fold when neither is given, into eval-mode networks on `device`: several folds predict
+    as an ensemble (their softmax averaged). `precision` (auto, fp32, bf16, fp16) replaces the training
+    precision; `tta` and `step_size` are the Predictor's. A fold never trained, a checkpoint of another model
+    than RUN/plans.json's, or folds trained with other preprocessing raise one error naming the file.
+    """
+    run_dir = Path(run_dir)
+    check_step_size(step_size)
+    numbers = resolve_folds(run_dir, checkpoint, fold, folds)
     torch_device = resolve_device(device)
-    model = _build_network(entry, payload["model_state"], path).to(torch_device)
+    models, paths, plans = [], [], None
+    for number in numbers:
+        path = checkpoint_path(run_dir, checkpoint, number)
+        model, fold_plans = _load_fold(run_dir, path)
+        if plans is None:
+            plans = fold_plans
+        for key in PREPARATION_KEYS:
+            if fold_plans[key] != plans[key]:
+                raise CheckpointError(
+                    f"{path}: trained with {key} {fold_plans[key]} but {paths[0]} with {plans[key]}; "
+                    "the folds of an ensemble must prepare images alike (predict with one of them: --fold)"
+                )
+        models.append(model.to(torch_device))
+        paths.append(path)
     return Predictor(
-        model=model,
+        models=models,
         plans=plans,
         device=torch_device,
         autocast_dtype=(
@@ -192,5 +282,7 @@ def load_predictor(
             if precision
             else _inference_precision(plans, torch_device)
         ),
-        checkpoint=path,
+        checkpoints=paths,
+        tta=tta,
+        step_size=step_size,
     )

@@ -7,20 +7,24 @@ import copy
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from usema.data.datasets import lexical_absolute
-from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
+from usema.data.planning import PLANS_NAME, TRAINING_KEYS, load_plans, save_plans
 from usema.data.preprocessing import preprocess_dataset
-from usema.errors import DataError, Interrupted, UsemaError
+from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
 from usema.models.registry import check_settings, overrides_for_plan
+from usema.plan_values import plan_edits_of
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
+from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
 from usema.training.distributed import barrier, init_distributed, shutdown
 from usema.training.loop import Trainer
+from usema.training.pretrained import load_matching_weights
 from usema.training.splits import load_or_create_splits
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
@@ -51,13 +55,16 @@ def apply_overrides(
     optimizer: str | None = None,
     schedule: str | None = None,
     precision: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A copy of `plans` with the caller's choices (None or "auto" = keep the plan's) in its training section.
+    """A copy of `plans` with the caller's choices (None or "auto" = keep the plan's) in its training section;
+    `settings` are further training keys (num_workers, lr, val_max_cases, ...), applied first.
 
     Switching optimiser also switches to that optimiser's default learning rate.
     """
     plans = copy.deepcopy(plans)
     training = plans["training"]
+    training.update({key: value for key, value in (settings or {}).items() if value is not None})
     if model is not None:
         plans["model"]["name"] = model
     if optimizer is not None and optimizer != training["optimizer"]:
@@ -67,9 +74,19 @@ def apply_overrides(
             if key != "schedule" and int(value) < 1:
                 raise UsemaError(f"{key} must be at least 1, got {value}")
             training[key] = value
+    if int(training.get("num_workers") or 0) < 0:
+        raise UsemaError(f"num_workers must be at least 0, got {training['num_workers']}")
     if precision not in (None, "auto"):
         training["precision"] = precision
     return plans
+
+
+def split_plan_edits(edits: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """--plan edits as (training settings, which a run may change at any time; the others, which shape the
+    plan)."""
+    edits = dict(edits or {})
+    training = {key: value for key, value in edits.items() if key in TRAINING_KEYS}
+    return training, {key: value for key, value in edits.items() if key not in training}
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -82,11 +99,20 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def _plans_for_run(data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str) -> dict:
-    """RUN/plans.json as the user left it, or a new plan of `data` when there is none."""
+def _plans_for_run(
+    data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str,
+    edits: dict[str, Any], estimate: bool,
+) -> dict:
+    """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (timed and
+    fitted to the CPU budget on a CPU when `estimate`). An existing plan must have been made from the same
+    dataset, label mode and plan-shaping --plan edits."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
-        return plan_dataset(data, run_dir, model=model or "usema", label_mode=label_mode, device=device)
+        plans, timed = plan_for_device(data, run_dir, device, model=model or "usema", label_mode=label_mode,
+                                       edits=edits, estimate=estimate)
+        for line in describe_plan(plans, timed):
+            print(line, file=sys.stderr)
+        return plans
     plans = load_plans(run_dir)
     where = run_dir / PLANS_NAME
     if not _same_folder(data, Path(plans["dataset"]["path"])):
@@ -97,6 +123,16 @@ def _plans_for_run(data: Path, run_dir: Path, model: str | None, label_mode: str
     if label_mode is not None and label_mode != plans["dataset"]["label_mode"]:
         raise UsemaError(
             f"{where} was made for {plans['dataset']['label_mode']} labels, not {label_mode}: use a new run folder"
+        )
+    shaping = split_plan_edits(edits)[1]
+    planned_with = split_plan_edits(plan_edits_of(plans))[1]
+    changed = sorted(key for key in shaping if shaping[key] != planned_with.get(key))
+    if changed:
+        key = changed[0]
+        before = f"with {key}={planned_with[key]!r}" if key in planned_with else f"without --plan {key}"
+        raise UsemaError(
+            f"{where} was planned {before}; --plan {key}={shaping[key]!r} makes another plan: use a new run "
+            f"folder, or plan this one again (usema plan DATA -o {run_dir} --plan ...)"
         )
     return plans
 
@@ -177,6 +213,9 @@ def train(
     resume: bool = False,
     max_minutes: float | None = None,
     overwrite: bool = False,
+    plan_edits: dict[str, Any] | None = None,
+    num_workers: int | None = None,
+    pretrained_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
@@ -193,18 +232,30 @@ def train(
     RUN/plans.json names while any fold holds checkpoints.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
+    A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to
+    a CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
+    the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
+    their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
+    data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
+    names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint).
     """
     started = time.monotonic()
     data, run_dir = Path(data), Path(run_dir)
     if not 0 <= fold < folds:
         raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
+    if pretrained_weights is not None and not Path(pretrained_weights).is_file():
+        raise CheckpointError(f"{pretrained_weights}: pretrained weights not found")
     chosen_device = resolve_device(device)
     ctx = init_distributed(chosen_device)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutdown, ctx)
         if ctx.is_main:
             cleanup.enter_context(folder_lock(run_dir))  # the one writer, until training ends
-            plans = _plans_for_run(data, run_dir, model, label_mode, chosen_device.type)
+            plans = _plans_for_run(data, run_dir, model, label_mode, str(ctx.device), dict(plan_edits or {}),
+                                   estimate=epochs is None)
+            mismatch = device_mismatch(plans, ctx.device.type, run_dir / PLANS_NAME)
+            if mismatch:
+                warnings.warn(mismatch, stacklevel=2)
             _switch_model(plans, run_dir, model, overwrite)
             _check_network_settings(plans, run_dir / PLANS_NAME)
             _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
@@ -216,7 +267,12 @@ def train(
         splits = load_or_create_splits(
             run_dir, plans["dataset"]["cases"], folds, seed, groups_csv, write=False
         )
-        plans = apply_overrides(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision)
+        settings = split_plan_edits(plan_edits)[0]
+        if num_workers is not None:
+            settings["num_workers"] = num_workers
+        plans = apply_overrides(
+            plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, settings
+        )
         autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
         budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
 
@@ -224,6 +280,24 @@ def train(
         limit = plans["training"].get("val_max_cases")
         train_cases = load_training_cases(run_dir, split["train"])
         val_cases = load_training_cases(run_dir, split["val"][: int(limit)] if limit else split["val"])
+        latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
+        resume_from = latest if resume and latest.is_file() else None
+        if resume and resume_from is None and ctx.is_main:
+            print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)
+        network_builder = build_network
+        if pretrained_weights is not None and resume_from is None:
+
+            def network_builder(description: dict[str, Any]) -> nn.Module:
+                network = build_network(description)
+                report = load_matching_weights(network, pretrained_weights)
+                if ctx.is_main:
+                    print("\n".join(report), file=sys.stderr)
+                return network
+        elif pretrained_weights is not None and ctx.is_main:
+            print(
+                f"pretrained weights {pretrained_weights} not loaded: the fold resumes from {latest}",
+                file=sys.stderr,
+            )
         trainer = Trainer(
             plans,
             run_dir,
@@ -231,17 +305,11 @@ def train(
             train_cases,
             val_cases,
             ctx,
-            build_network,
+            network_builder,
             seed=seed,
             autocast_dtype=autocast_dtype,
             budget_seconds=60.0 * float(budget) if budget is not None else None,
         )
-        latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
-        resume_from = None
-        if resume and latest.is_file():
-            resume_from = latest
-        elif resume and ctx.is_main:
-            print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)
         summary = trainer.run(resume_from=resume_from)
     summary.update(
         {

@@ -60,21 +60,7 @@ def load_checkpoint(
     CheckpointError naming the first entry that differs.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # weights_only raises this for a refused object and for a damaged file alike: tell them apart
-        if not _pickle_is_intact(path):
-            raise CheckpointError(
-                f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
-            ) from err
-        raise CheckpointError(
-            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
-        ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({err})") from err
+    payload = read_checkpoint_file(path)
     if not isinstance(payload, dict) or "model_state" not in payload or "model" not in payload:
         raise CheckpointError(f"{path}: not a usema checkpoint (no 'model_state' and 'model' entries)")
     if expected_model is not None:
@@ -86,6 +72,27 @@ def load_checkpoint(
                     f"{path}: checkpoint is for another model: {key}={stored.get(key)!r}, expected {value!r}{by}"
                 )
     return payload
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """Whatever a torch file holds, read with ``weights_only=True``; CheckpointError naming the file when it
+    is missing, damaged, or holds objects that would need code to run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only raises this for a refused object and for a damaged file alike: tell them apart
+        if not _pickle_is_intact(path):
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
+            ) from err
+        raise CheckpointError(
+            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
+        ) from err
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({err})") from err
 
 
 def _pickle_is_intact(path: Path) -> bool:

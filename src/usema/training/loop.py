@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
+from usema.plan_values import ignore_label_of
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
@@ -39,6 +40,7 @@ from usema.training.optimization import TrainingSettings, build_optimizer, build
 from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
+from usema.utils.progress import on_terminal
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
 
@@ -144,7 +146,8 @@ class Trainer:
             self.optimizer, self.settings.schedule, self.total_steps, time_fraction
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
-        self.loss = DiceCEDeepSupervisionLoss()
+        self.ignore_label = ignore_label_of(plans)
+        self.loss = DiceCEDeepSupervisionLoss(self.ignore_label)
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
         # The plan's batch is global: split over the processes (at least one sample each), as nnU-Net.
         batch = int(plans["batch_size"])
@@ -261,6 +264,7 @@ class Trainer:
             self.autocast_dtype,
             int(self.plans["batch_size"]),
             should_stop=lambda: stop.requested,
+            ignore_label=self.ignore_label,
         )
         if any_process(self.ctx, counts is None):
             return None
@@ -364,7 +368,8 @@ class Trainer:
             initial=done,
             desc=f"fold {self.fold} epoch {epoch}/{self.settings.epochs}",
             unit="it",
-            disable=not self.ctx.is_main,
+            # off a terminal (a log file) the bar's redraws would pile up: the epoch's line is the progress
+            disable=not self.ctx.is_main or not on_terminal(),
             leave=False,
             file=sys.stderr,
         )

@@ -29,9 +29,11 @@ def confusion_counts(
     autocast_dtype: torch.dtype | None = None,
     batch_size: int = 1,
     should_stop: Callable[[], bool] = lambda: False,
+    ignore_label: int | None = None,
 ) -> torch.Tensor | None:
     """Summed (num_classes - 1, 4) true positive, false positive, true negative, false negative voxel counts of
     the foreground classes over `cases`, predicted whole by sliding window; None if `should_stop()` said so.
+    Voxels labelled `ignore_label` count for no class (as background in both prediction and reference).
     """
     inferer = SlidingWindowInferer(
         roi_size=[int(s) for s in patch_size],
@@ -56,6 +58,9 @@ def confusion_counts(
                 logits = inferer(image, lambda x: highest_resolution(model(x)))
             prediction = logits.argmax(dim=1).cpu()
             reference = torch.from_numpy(case.label).long()[None]
+            if ignore_label is not None:
+                ignored = reference == ignore_label
+                prediction, reference = prediction.masked_fill(ignored, 0), reference.masked_fill(ignored, 0)
             counts = get_confusion_matrix(
                 _one_hot(prediction, num_classes), _one_hot(reference, num_classes), include_background=False
             )

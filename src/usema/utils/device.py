@@ -38,6 +38,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise UsemaError(f"unknown device {device!r}: choose one of {', '.join(DEVICE_CHOICES)}")
 
 
+def device_kind(device: str | torch.device = "auto") -> str:
+    """"cpu" or "cuda": the kind of device "auto" (the one present), "cpu", "cuda" or "cuda:N" names. Unlike
+    `resolve_device` it does not need the device to be here: a plan may be made on a CPU node for a GPU."""
+    name = str(device).lower()
+    if name == "auto":
+        return resolve_device("auto").type
+    if name == "cpu" or name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name[:4] if name.startswith("cuda") else name
+    raise UsemaError(f"unknown device {device!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+
+
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None for plain fp32 (see the module docstring)."""
     name = (precision or "auto").lower()

@@ -16,7 +16,7 @@ from typing import Any
 
 from usema.errors import DataError, UsemaError
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, usema_arguments
-from usema.models.usema import blocks_per_placement
+from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
 from usema.nn.attention import ATTENTION_MODES
 from usema.utils.atomic import atomic_path
 
@@ -36,7 +36,7 @@ def _imported(arch_kwargs: dict[str, Any], requires_import: Sequence[str]) -> di
     return imported
 
 
-def usema_architecture(architecture: dict[str, Any], placement: Placement = "all", attention: str = "sema",
+def usema_architecture(architecture: dict[str, Any], placement: Placement = DEFAULT_PLACEMENT, attention: str = "sema",
                        window_size: int | None = None, head_dim: int = 32) -> dict[str, Any]:
     """A configuration's `architecture` entry (nnU-Net's ResidualEncoderUNet) turned into USEMA's, with SEMA
     blocks per stage as `placement` gives them (see usema.models.usema.blocks_per_placement).
@@ -76,7 +76,7 @@ def _read_plans(path: Path) -> dict[str, Any]:
 
 
 def convert_plans(source: str | Path, output: str | Path | None = None, *, plans_name: str | None = None,
-                  placement: Placement = "all", attention: str = "sema", window_size: int | None = None,
+                  placement: Placement = DEFAULT_PLACEMENT, attention: str = "sema", window_size: int | None = None,
                   head_dim: int = 32) -> Path:
     """Write the USEMA version of the nnU-Net residual-encoder plans `source`; returns the path written.
 

@@ -1,0 +1,169 @@
+"""The commands that use a trained run: `predict`, `export` and `evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from usema.cli.options import add_device
+
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register predict, export and evaluate."""
+    p = sub.add_parser("predict", help="predict files or folders with a trained run")
+    p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
+    p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--fold", type=int, default=None, metavar="N", help="predict with fold N alone")
+    which.add_argument(
+        "--folds",
+        nargs="+",
+        default=None,
+        metavar="N|all",
+        help="predict with these folds as an ensemble (their softmax averaged, as nnU-Net), or "
+        "'all' of the trained folds (default: all)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=["best", "latest"],
+        help="each fold's best (highest validation Dice) or latest checkpoint (default: best)",
+    )
+    p.add_argument(
+        "--step-size",
+        type=float,
+        default=0.5,
+        help="distance between sliding windows as a fraction of the patch, as nnU-Net's step size "
+        "(default: 0.5, half-overlapping windows; smaller is slower and smoother)",
+    )
+    mirroring = p.add_mutually_exclusive_group()
+    mirroring.add_argument(
+        "--disable-tta",
+        action="store_true",
+        help="no mirroring test-time augmentation (2^d times faster; it is on by default)",
+    )
+    mirroring.add_argument(
+        "--tta",
+        action="store_true",
+        help="accepted for older scripts and does nothing: mirroring is on by default",
+    )
+    p.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write OUT/CASE.npz (key 'probabilities': classes x spatial, on the image's grid) "
+        "and OUT/CASE.pkl (the image's properties), as nnU-Net does",
+    )
+    p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace predictions already in the output folder"
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help="inference precision (default: the training precision where the device supports it)",
+    )
+    add_device(p, "predict")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write one fold's network as ONNX or TorchScript, for use outside usema"
+    )
+    p.add_argument("run", type=Path, help="the run folder")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="model.onnx (ONNX, input 'image', output 'logits') or model.pt (TorchScript)",
+    )
+    p.add_argument("--fold", type=int, default=0, help="the fold whose network is exported (default: 0)")
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=["best", "latest"],
+        help="the fold's best or latest checkpoint (default: best)",
+    )
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("evaluate", help="score predictions against ground truth")
+    p.add_argument("pred", type=Path, help="a folder (or file) of predicted segmentations")
+    p.add_argument("gt", type=Path, help="the folder (or file) of reference segmentations")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="folder of per_case.csv and summary.json (default: PRED/../evaluation)",
+    )
+    p.add_argument(
+        "--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class"
+    )
+    p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
+    p.add_argument(
+        "--chill",
+        action="store_true",
+        help="score the predicted cases only (default: every reference case needs a prediction)",
+    )
+    p.add_argument(
+        "--ignore-label",
+        type=int,
+        default=None,
+        metavar="VALUE",
+        help="reference voxels of this value are scored nowhere (default: the 'ignore' label of the "
+        "dataset.json beside or above GT, as nnU-Net)",
+    )
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from usema.inference.api import predict
+
+    predict(
+        args.run,
+        args.inputs,
+        args.output,
+        checkpoint=args.checkpoint,
+        tta=not args.disable_tta,
+        overlay=args.overlay,
+        device=args.device,
+        fold=args.fold,
+        folds=args.folds,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        step_size=args.step_size,
+        save_probabilities=args.save_probabilities,
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from usema.inference.export import export_run
+
+    path, shape = export_run(args.run, args.output, fold=args.fold, checkpoint=args.checkpoint)
+    print(
+        f"wrote {path}: input 'image' of shape {list(shape)} (one patch, prepared as "
+        f"{args.run / 'plans.json'} "
+        "says: spacing and normalisation), output 'logits' per class"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from usema.evaluation.api import evaluate
+
+    evaluate(
+        args.pred,
+        args.gt,
+        output=args.output,
+        tolerance_mm=args.tolerance_mm,
+        instance=args.instance,
+        chill=args.chill,
+        ignore_label=args.ignore_label,
+    )
+    return 0

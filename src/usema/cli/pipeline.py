@@ -1,0 +1,179 @@
+"""The commands that make a trained run: `plan`, `train` and `demo`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from usema.cli.options import add_device, add_plan_edits, key_json
+
+LABEL_MODES = ["semantic", "binary", "instance"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register plan, train and demo."""
+    p = sub.add_parser("plan", help="fingerprint a dataset and write RUN/plans.json")
+    p.add_argument("data", type=Path, help="the dataset folder (MSD, nnU-Net v2 raw, or images/ + labels/)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the run folder that receives plans.json")
+    p.add_argument(
+        "--model", default="usema", help="the model preset to plan for (default: usema; see usema models)"
+    )
+    p.add_argument(
+        "--labels",
+        choices=LABEL_MODES,
+        default=None,
+        help="what the label files hold (default: semantic; 2D folders are guessed)",
+    )
+    p.add_argument(
+        "--memory-gb",
+        type=float,
+        default=None,
+        help="memory budget that sizes patch and batch (default: 5 GiB on a GPU, 2 GiB on a CPU)",
+    )
+    add_plan_edits(p)
+    add_device(
+        p,
+        "train",
+        "; the plan is made for it, and cuda need not be here: on a CPU the compact network "
+        "with the epochs that fit 30 minutes; the training is timed where the device is",
+    )
+    p.set_defaults(func=_cmd_plan)
+
+    p = sub.add_parser("train", help="train a model (plans the dataset first if needed)")
+    p.add_argument("data", type=Path, help="the dataset folder the run was (or will be) planned from")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the run folder")
+    p.add_argument("--model", default=None, help="the model preset (default: the one plans.json names)")
+    p.add_argument(
+        "--labels",
+        choices=LABEL_MODES,
+        default=None,
+        help="what the label files hold (default: semantic; 2D folders are guessed)",
+    )
+    p.add_argument("--fold", type=int, default=0, help="the fold to train, 0 to FOLDS-1 (default: 0)")
+    p.add_argument(
+        "--folds", type=int, default=5, help="how many folds the cases are split into (default: 5)"
+    )
+    p.add_argument(
+        "--groups", type=Path, default=None, help="CSV case_id,group: cases of a group stay in one fold"
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the plan's)")
+    p.add_argument(
+        "--iters-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: the plan's)"
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["sgd", "adamw"],
+        default=None,
+        help="the optimizer, with its default learning rate (default: the plan's)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["poly", "cosine"],
+        default=None,
+        help="learning-rate decay (default: the plan's)",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast precision (default: auto, the plan's or the device's)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the initialisation, the sampling and the split"
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="training time of the whole run, resumes included; the learning rate decays to 0 there "
+        "(default: the plan's time_budget_minutes, else none)",
+    )
+    add_plan_edits(p, example="patch_size=[32,32] batch_size=8 lr=0.001")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="data loader processes that draw the augmented batches (default: the plan's, 0)",
+    )
+    p.add_argument(
+        "--pretrained-weights",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="start from the tensors of this checkpoint whose names and shapes match (the others keep "
+        "their initialisation; the report lists them)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the fold's run from its latest checkpoint")
+    p.add_argument(
+        "--overwrite", action="store_true", help="start over a fold (or run) that holds an earlier run"
+    )
+    add_device(p, "train")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="the main job on generated phantoms: plan, train, predict, evaluate")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("demo_run"),
+        help="folder of the phantoms, the run and its results (default: demo_run)",
+    )
+    p.add_argument(
+        "--report", type=Path, default=None, help="also write a Markdown summary with provenance here"
+    )
+    add_device(p)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from usema.training.device_plan import describe_plan, plan_for_device
+
+    plans, estimate = plan_for_device(
+        args.data,
+        args.output,
+        args.device,
+        model=args.model,
+        label_mode=args.labels,
+        memory_budget_gb=args.memory_gb,
+        edits=key_json(args.plan, "--plan", "KEY"),
+    )
+    print(f"wrote {args.output / 'plans.json'}")
+    for line in describe_plan(plans, estimate):
+        print(line)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from usema.training.api import stop_if_interrupted, train
+
+    summary = train(
+        args.data,
+        args.output,
+        model=args.model,
+        label_mode=args.labels,
+        fold=args.fold,
+        folds=args.folds,
+        groups_csv=args.groups,
+        epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        device=args.device,
+        precision=args.precision,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_minutes=args.max_minutes,
+        plan_edits=key_json(args.plan, "--plan", "KEY"),
+        num_workers=args.num_workers,
+        pretrained_weights=args.pretrained_weights,
+    )
+    stop_if_interrupted(summary)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from usema.demo import run_demo
+
+    run_demo(args.output, device=args.device, report=args.report)
+    return 0

@@ -1,0 +1,73 @@
+"""Which folds of a run predict: one named fold, a list of them, or every trained fold ("all")."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from usema.errors import CheckpointError, UsemaError
+from usema.training.checkpoint import CHECKPOINT_NAMES
+
+_FOLD_DIR = re.compile(r"fold_(\d+)")
+
+
+def checkpoint_path(run_dir: str | Path, checkpoint: str = "best", fold: int = 0) -> Path:
+    """RUN/fold_K/checkpoint_{best,latest}.pt, as training writes it."""
+    if checkpoint not in CHECKPOINT_NAMES:
+        raise UsemaError(f"unknown checkpoint {checkpoint!r}; choose one of {', '.join(CHECKPOINT_NAMES)}")
+    return Path(run_dir) / f"fold_{fold}" / CHECKPOINT_NAMES[checkpoint]
+
+
+def trained_folds(run_dir: str | Path, checkpoint: str = "best") -> list[int]:
+    """The folds of RUN whose folder holds the `checkpoint` ("best" or "latest"), in order."""
+    run_dir = Path(run_dir)
+    found = []
+    for folder in run_dir.glob("fold_*") if run_dir.is_dir() else ():
+        match = _FOLD_DIR.fullmatch(folder.name)
+        if match and checkpoint_path(run_dir, checkpoint, int(match.group(1))).is_file():
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def resolve_folds(
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    fold: int | None = None,
+    folds: int | str | Sequence[int | str] | None = None,
+) -> list[int]:
+    """The folds to predict with: `fold` (one), `folds` (a list, or "all": every fold holding the checkpoint),
+    or every trained fold when neither is given. A fold without the checkpoint raises CheckpointError naming
+    its folder and the folds this run has."""
+    if fold is not None and folds is not None:
+        raise UsemaError("give a fold or a list of folds, not both")
+    available = trained_folds(run_dir, checkpoint)
+    name = CHECKPOINT_NAMES.get(checkpoint) or checkpoint_path(run_dir, checkpoint).name
+    has = f"this run has {_listed(available)}" if available else "train a fold first (usema train)"
+    if fold is not None:
+        folds = [fold]
+    if folds is None or folds == "all" or (not isinstance(folds, (str, int)) and list(folds) == ["all"]):
+        if not available:
+            raise CheckpointError(f"{run_dir}: no fold holds {name}; {has}")
+        return available
+    wanted = [folds] if isinstance(folds, (int, str)) else list(folds)
+    try:
+        numbers = sorted({int(k) for k in wanted})
+    except (TypeError, ValueError) as err:
+        raise UsemaError(f"folds must be fold numbers or 'all', got {wanted}") from err
+    if not numbers:
+        raise UsemaError("no fold given to predict with")
+    for number in numbers:
+        if number not in available:
+            folder = Path(run_dir) / f"fold_{number}"
+            others = sorted(p.name for p in folder.glob("checkpoint_*.pt"))
+            if others:  # trained, but without this checkpoint (e.g. latest asked for, best copied alone)
+                raise CheckpointError(
+                    f"{folder / name}: checkpoint not found; {folder.name} holds {', '.join(others)}"
+                )
+            raise CheckpointError(f"{folder}: fold {number} was never trained (no {name}); {has}")
+    return numbers
+
+
+def _listed(folds: list[int]) -> str:
+    return ("fold " if len(folds) == 1 else "folds ") + ", ".join(map(str, folds))

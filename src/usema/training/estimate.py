@@ -1,0 +1,120 @@
+"""How long a plan trains on a device: a few of the trainer's own steps and one validation case, timed."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from usema.plan_values import median_shape_at_target, validated_cases_per_epoch
+from usema.utils.progress import duration
+
+DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU"}
+# Steps timed after one untimed warm-up step (the first allocates memory and picks kernels).
+TIMED_STEPS = 2
+
+
+@dataclass
+class TrainingEstimate:
+    """Measured seconds of one training step and of validating one case, and the plan's epochs they make."""
+
+    device: str
+    step_seconds: float
+    validation_case_seconds: float
+    epochs: int
+    iters_per_epoch: int
+    validated_cases: int
+
+    @property
+    def epoch_seconds(self) -> float:
+        """One epoch: its steps, then the validation of the held-out cases."""
+        return self.iters_per_epoch * self.step_seconds + self.validated_cases * self.validation_case_seconds
+
+    @property
+    def total_seconds(self) -> float:
+        """The whole planned training."""
+        return self.epochs * self.epoch_seconds
+
+    def describe(self) -> str:
+        """One line: the total and how it was measured."""
+        steps = self.epochs * self.iters_per_epoch
+        return (
+            f"about {duration(self.total_seconds)} on this {DEVICE_WORDS[self.device]}: {steps} steps "
+            f"({self.epochs} epochs of {self.iters_per_epoch}) at {self.step_seconds:.2f} s "
+            "and a validation of "
+            f"{self.validated_cases} cases at {self.validation_case_seconds:.2f} s each after every epoch "
+            f"(timed here: {TIMED_STEPS} training steps and one validation case of the median image shape)"
+        )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_training(plans: dict[str, Any], device: torch.device, folds: int = 5) -> TrainingEstimate:
+    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
+    in the trainer's own step, on random data of the median image shape, and one validation of such a case.
+    Prints nothing but the network's attention lines; changes the global random state."""
+    from usema.data.augmentation import TrainingCase
+    from usema.training.api import build_network
+    from usema.training.distributed import DistributedContext
+    from usema.training.loop import Trainer
+    from usema.training.validation import confusion_counts
+    from usema.utils.device import resolve_precision
+
+    rng = np.random.default_rng(0)
+    shape = [max(m, p) for m, p in zip(median_shape_at_target(plans), plans["patch_size"], strict=True)]
+    num_classes = int(plans["dataset"]["num_classes"])
+    case = TrainingCase(
+        "timing",
+        rng.normal(size=(int(plans["dataset"]["num_channels"]), *shape)).astype(np.float32),
+        rng.integers(0, num_classes, size=shape).astype(np.uint8),
+    )
+    autocast = resolve_precision(plans["training"].get("precision", "auto"), device)
+    with tempfile.TemporaryDirectory() as nowhere:  # the trainer writes nothing before its first epoch
+        trainer = Trainer(
+            plans,
+            nowhere,
+            0,
+            [case],
+            [case],
+            DistributedContext(device=device),
+            build_network,
+            autocast_dtype=autocast,
+        )
+        seconds = []
+        for _ in range(1 + TIMED_STEPS):
+            _synchronize(device)
+            started = (
+                time.perf_counter()
+            )  # the batch too: without loader workers it is drawn in the step's time
+            images, labels = trainer.sampler.batch(trainer.batch_size, rng)
+            trainer._train_step(images, labels)  # the trainer's own step: forward, loss, backward, update
+            _synchronize(device)
+            seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        confusion_counts(
+            trainer.network,
+            [case],
+            trainer.patch_size,
+            num_classes,
+            device,
+            autocast,
+            int(plans["batch_size"]),
+        )
+        _synchronize(device)
+        validation = time.perf_counter() - started
+    training = plans["training"]
+    return TrainingEstimate(
+        device=device.type,
+        step_seconds=float(np.median(seconds[1:])),
+        validation_case_seconds=validation,
+        epochs=int(training["epochs"]),
+        iters_per_epoch=int(training["iters_per_epoch"]),
+        validated_cases=validated_cases_per_epoch(plans, folds),
+    )

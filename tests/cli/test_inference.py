@@ -1,0 +1,82 @@
+"""`usema predict`, `usema export` and `usema evaluate` as typed: options reach the API, bad input is one line."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from usema.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):
+    """Tiny networks: one thread is faster and the numbers repeat."""
+
+
+def test_predict_with_a_fold_never_trained_is_one_line_naming_the_folder(two_fold_run, tmp_path, capsys):
+    data, run = two_fold_run
+    image = sorted((data / "images").iterdir())[0]
+    code = main(["predict", str(run), str(image), "-o", str(tmp_path / "out"), "--folds", "0", "3", "--device", "cpu"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"usema predict: error: {run / 'fold_3'}: fold 3 was never trained (no checkpoint_best.pt); "
+        "this run has folds 0, 1"
+    ]
+
+
+def test_predict_options_reach_the_predictor(two_fold_run, tmp_path):
+    import usema
+
+    data, run = two_fold_run
+    image = sorted((data / "images").iterdir())[0]
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(image), "-o", str(out), "--fold", "1", "--disable-tta",
+                 "--step-size", "0.75", "--save-probabilities", "--device", "cpu"]) == 0
+    expected = usema.load(run, fold=1, tta=False, step_size=0.75, device="cpu").predict(image)
+    np.testing.assert_array_equal(np.asarray(Image.open(out / image.name)), expected)
+    assert (out / image.name.replace(".png", ".npz")).is_file()
+    # --tta is accepted from older scripts and changes nothing: mirroring is the default
+    assert main(["predict", str(run), str(image), "-o", str(tmp_path / "a"), "--tta", "--device", "cpu"]) == 0
+    assert main(["predict", str(run), str(image), "-o", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / image.name)),
+                                  np.asarray(Image.open(tmp_path / "b" / image.name)))
+
+
+def test_predict_refuses_tta_with_disable_tta_and_a_bad_step_size(two_fold_run, tmp_path, capsys):
+    data, run = two_fold_run
+    image = str(sorted((data / "images").iterdir())[0])
+    with pytest.raises(SystemExit):
+        main(["predict", str(run), image, "-o", str(tmp_path / "o"), "--tta", "--disable-tta"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["predict", str(run), image, "-o", str(tmp_path / "o"), "--step-size", "0", "--device", "cpu"]) == 2
+    assert "step size 0.0 is outside (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    import usema
+
+    _, run = two_fold_run
+    assert main(["export", str(run), "-o", str(tmp_path / "model.onnx"), "--fold", "1"]) == 0
+    assert "input 'image' of shape [1, 1, 16, 16]" in capsys.readouterr().out
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).astype(np.float32)
+    (logits,) = session.run(["logits"], {"image": image})
+    network = usema.load(run, fold=1, device="cpu", precision="fp32").model
+    with torch.no_grad():
+        expected = network(torch.from_numpy(image)).numpy()
+    assert logits.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_refuses_other_formats_and_untrained_folds(two_fold_run, tmp_path, capsys):
+    _, run = two_fold_run
+    assert main(["export", str(run), "-o", str(tmp_path / "model.h5")]) == 2
+    assert "model.h5: export writes .onnx (ONNX) or .pt (TorchScript) files, not '.h5'" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(tmp_path / "model.pt"), "--fold", "2"]) == 2
+    assert f"{run / 'fold_2'}: fold 2 was never trained" in capsys.readouterr().err
+    assert not (tmp_path / "model.pt").exists()

@@ -1,0 +1,47 @@
+"""The command line as a whole: help text for every option, --version, and the devices --device accepts."""
+
+import argparse
+
+import pytest
+
+import usema
+from usema.cli import _build_parser, main
+
+
+def _parsers(parser: argparse.ArgumentParser, path: str = "usema"):
+    """(command path, parser) of the command and every subcommand below it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, f"{path} {name}")
+
+
+def test_every_option_and_argument_has_help():
+    missing = [
+        f"{path} {action.option_strings[-1] if action.option_strings else action.dest}"
+        for path, parser in _parsers(_build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert missing == []
+
+
+def test_version_prints_the_package_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"usema {usema.__version__}"
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "CUDA:0"])
+def test_device_takes_cuda_with_an_index(device):
+    args = _build_parser().parse_args(["predict", "RUN", "image.png", "-o", "out", "--device", device])
+    assert args.device == device.lower()
+
+
+def test_an_unknown_device_is_refused_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as stop:
+        _build_parser().parse_args(["train", "DATA", "-o", "RUN", "--device", "gpu"])
+    assert stop.value.code == 2
+    assert "argument --device: 'gpu' is not a device: choose auto, cpu, cuda or cuda:N" in capsys.readouterr().err
