@@ -82,9 +82,9 @@ def run_demo(output: str | Path = "demo_run", device: str = "auto", seed: int = 
 
 
 def _write_report(path: Path, scores: dict, summary: dict, seconds: float, device: str) -> None:
-    from usema.bench.machine import provenance, provenance_markdown
     from usema.utils.atomic import atomic_write_text
     from usema.utils.device import resolve_device
+    from usema.utils.provenance import provenance, provenance_markdown
 
     lines = ["# Demo on generated phantoms", "", provenance_markdown(provenance(resolve_device(device))), "",
              f"Whole demo (phantoms, plan, training, prediction, evaluation): {seconds / 60:.1f} min; "

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from usema.bench.machine import provenance, provenance_markdown
 from usema.errors import UsemaError
 from usema.nn.attention import window_softmax_weights
 from usema.nn.sema_block import SEMABlock
 from usema.utils.atomic import atomic_path, atomic_write_text
+from usema.utils.provenance import provenance, provenance_markdown
 
 DEFAULT_SIZES = {2: [64, 128, 256, 512], 3: [16, 24, 32, 40]}
 ANALYZED_MODES = ("full", "sema", "window")

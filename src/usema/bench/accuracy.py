@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from usema.bench.accuracy_report import load_history, record_row, write_report
-from usema.bench.machine import provenance
 from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
 from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
 from usema.data.window_planning import window_settings
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance
 
 # Known datasets under the shared data folder: (folder, label mode, metrics reported).
 DATASETS = {

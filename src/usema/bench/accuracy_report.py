@@ -14,9 +14,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from usema.bench.machine import provenance_from_markdown, provenance_markdown
 from usema.data.planning import PLANS_NAME, load_plans
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance_from_markdown, provenance_markdown
 
 
 def load_history(path: Path, md_path: Path, rows: list[dict]) -> dict[str, Any]:

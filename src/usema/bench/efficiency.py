@@ -26,7 +26,6 @@ from usema.bench.efficiency_report import (
     format_row,
     plot_efficiency,
 )
-from usema.bench.machine import provenance
 from usema.bench.measure import (
     default_memory_limit_gb,
     keep_freed_memory,
@@ -40,6 +39,7 @@ from usema.bench.measure import (
 from usema.bench.variants import expand_placements
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance
 
 DEFAULT_SIZES = {2: [128, 256, 512, 1024], 3: [32, 64, 96, 128]}
 # imported once by the fork server rather than by every measurement (missing optional ones are passed over)
