@@ -220,7 +220,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from usema.data.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
 
     plan_dataset(args.data, args.output, model=args.model, label_mode=args.labels, memory_budget_gb=args.memory_gb)
     print(f"wrote {args.output / 'plans.json'}")

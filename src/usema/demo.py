@@ -15,9 +15,9 @@ from typing import Any
 
 from usema.data.datasets import load_dataset
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import PLANS_NAME, plan_dataset
 from usema.evaluation.api import evaluate
 from usema.inference.api import predict
+from usema.planning.planner import PLANS_NAME, plan_dataset
 from usema.training.api import stop_if_interrupted, train
 from usema.training.splits import load_or_create_splits
 

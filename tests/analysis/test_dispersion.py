@@ -10,8 +10,8 @@ import torch
 from usema.analysis.dispersion import AttentionRecorder, attention_statistics, centre_crop
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
 from usema.models import build_model
+from usema.planning.planner import plan_dataset
 from usema.training.api import train
 
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from usema.data.io import ImageGeometry
-from usema.data.planning import save_plans
 from usema.errors import CheckpointError
 from usema.inference import predictor as predictor_module
 from usema.inference.predictor import Predictor, load_predictor
+from usema.planning.planner import save_plans
 from usema.training.checkpoint import save_checkpoint
 from usema.utils.device import resolve_precision
 

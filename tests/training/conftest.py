@@ -6,8 +6,8 @@ import shutil
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
-from usema.data.preprocessing import preprocess_dataset
+from usema.planning.planner import plan_dataset
+from usema.preprocessing.image import preprocess_dataset
 
 # A small real network from the registry (no attention: a few ms per step on one CPU thread).
 TINY_MODEL = "usema-nosema"

@@ -197,7 +197,7 @@ def test_overrides_replace_the_plan_training_settings():
 
 def test_2d_training_with_the_attention_model(tmp_path):
     from usema.data.phantoms import make_phantom_dataset
-    from usema.data.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
 
     data = make_phantom_dataset(tmp_path / "data2d", spatial_dims=2, num_cases=4, shape=(40, 36), seed=2)
     run = tmp_path / "run2d"

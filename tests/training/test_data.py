@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from usema.data.augmentation import PatchSampler
 from usema.errors import DataError
+from usema.training.augmentation import PatchSampler
 from usema.training.data import EpochBatches, epoch_loader, load_training_case, load_training_cases
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from usema.data.augmentation import TrainingCase
+from usema.training.augmentation import TrainingCase
 from usema.training.validation import confusion_counts, dice_per_class, highest_resolution
 
 

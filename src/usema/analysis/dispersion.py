@@ -157,8 +157,8 @@ def analyze_dispersion(
     images in `inputs`; writes dispersion.csv (per head), dispersion.md (head means) and dispersion.png."""
     from usema.data.channels import convert_channels
     from usema.data.io import read_image
-    from usema.data.preprocessing import preprocess_image
     from usema.inference.inputs import collect_cases
+    from usema.preprocessing.image import preprocess_image
 
     rows: list[dict[str, Any]] = []
     for run in runs:

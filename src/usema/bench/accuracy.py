@@ -18,9 +18,9 @@ from typing import Any
 from usema.bench.accuracy_report import load_history, record_row, write_report
 from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
-from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.data.window_planning import window_settings
 from usema.errors import UsemaError
+from usema.planning.planner import PLANS_NAME, load_plans, plan_dataset, save_plans
+from usema.planning.windows import window_settings
 from usema.utils.atomic import atomic_write_text
 from usema.utils.provenance import provenance
 

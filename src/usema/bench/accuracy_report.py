@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from usema.data.planning import PLANS_NAME, load_plans
+from usema.planning.planner import PLANS_NAME, load_plans
 from usema.utils.atomic import atomic_write_text
 from usema.utils.provenance import provenance_from_markdown, provenance_markdown
 

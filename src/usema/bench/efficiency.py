@@ -68,9 +68,9 @@ def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[
     """The network settings a plan gives model `name` for a `shape` patch (1 mm spacing): the planner's
     strides for the conv UNets, its SEMA windows for USEMA, the patch size for networks fixed to it (UNETR),
     and `network` on top."""
-    from usema.data.planning import stage_strides
-    from usema.data.window_planning import window_settings
     from usema.models.registry import overrides_for_plan, preset_kwargs
+    from usema.planning.planner import stage_strides
+    from usema.planning.windows import window_settings
 
     settings = overrides_for_plan(name, dict(network), list(shape))
     if preset_kwargs(name, dims)[0] in PLANNED_BUILDERS:

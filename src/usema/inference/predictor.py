@@ -15,11 +15,11 @@ from torch import nn
 
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry
-from usema.data.planning import PLANS_NAME, load_plans
-from usema.data.plans_schema import validate_plans
-from usema.data.preprocessing import preprocess_image, restore_geometry
 from usema.errors import CheckpointError, UsemaError
 from usema.models import build_model
+from usema.planning.planner import PLANS_NAME, load_plans
+from usema.planning.schema import validate_plans
+from usema.preprocessing.image import preprocess_image, restore_geometry
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint, model_of_plan
 from usema.utils.device import resolve_device, resolve_precision
 

@@ -13,10 +13,10 @@ from typing import Any
 from torch import nn
 
 from usema.data.datasets import lexical_absolute
-from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.data.preprocessing import preprocess_dataset
 from usema.errors import DataError, Interrupted, UsemaError
 from usema.models.registry import check_settings, overrides_for_plan
+from usema.planning.planner import PLANS_NAME, load_plans, plan_dataset, save_plans
+from usema.preprocessing.image import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.distributed import barrier, init_distributed, shutdown

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from usema.data.augmentation import PatchSampler, TrainingCase
-from usema.data.preprocessing import PREPROCESSED_DIR
 from usema.errors import DataError
+from usema.preprocessing.image import PREPROCESSED_DIR
+from usema.training.augmentation import PatchSampler, TrainingCase
 
 _LOCATIONS_KEY = re.compile(r"^class_locations_(\d+)$")
 

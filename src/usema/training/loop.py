@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
+from usema.training.augmentation import PatchSampler, TrainingCase
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,

@@ -10,7 +10,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.metrics import get_confusion_matrix
 from torch import nn
 
-from usema.data.augmentation import TrainingCase
+from usema.training.augmentation import TrainingCase
 
 WINDOW_OVERLAP = 0.5
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.transforms.utils import create_rotate
 
-from usema.data.augmentation import (
+from usema.training.augmentation import (
     DEFAULT_PROBABILITIES,
     PatchSampler,
     TrainingCase,

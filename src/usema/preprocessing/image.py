@@ -21,9 +21,9 @@ from tqdm import tqdm
 from usema.data.channels import convert_channels
 from usema.data.datasets import load_case
 from usema.data.io import ImageGeometry, atomic_path
-from usema.data.planning import PLANS_NAME, dataset_from_plans
-from usema.data.plans_schema import validate_plans
 from usema.errors import DataError
+from usema.planning.planner import PLANS_NAME, dataset_from_plans
+from usema.planning.schema import validate_plans
 
 LOCATIONS_PER_CLASS = 5000
 PREPROCESSED_DIR = "preprocessed"

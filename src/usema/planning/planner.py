@@ -21,11 +21,11 @@ import numpy as np
 
 from usema.data.channels import channel_names_for
 from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset
-from usema.data.fingerprint import compute_fingerprint
 from usema.data.io import atomic_path
-from usema.data.plans_schema import PLANS_VERSION, validate_plans
-from usema.data.window_planning import sema_stages_of, target_window, tiling_patch, window_settings
 from usema.errors import DataError, UsemaError
+from usema.planning.fingerprint import compute_fingerprint
+from usema.planning.schema import PLANS_VERSION, validate_plans
+from usema.planning.windows import sema_stages_of, target_window, tiling_patch, window_settings
 from usema.utils.memory import physical_memory_bytes
 
 PLANS_NAME = "plans.json"

@@ -3,8 +3,8 @@
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
-from usema.data.window_planning import axis_window, sema_windows, stage_map_sizes, tiling_patch
+from usema.planning.planner import plan_dataset
+from usema.planning.windows import axis_window, sema_windows, stage_map_sizes, tiling_patch
 
 
 @pytest.mark.parametrize("size,target,expected", [

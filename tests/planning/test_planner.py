@@ -10,7 +10,8 @@ import pytest
 
 from usema.data.datasets import load_dataset
 from usema.data.io import probe_image
-from usema.data.planning import (
+from usema.errors import DataError, UsemaError
+from usema.planning.planner import (
     estimate_activation_bytes,
     load_plans,
     plan_dataset,
@@ -21,8 +22,7 @@ from usema.data.planning import (
     total_stride,
     training_settings,
 )
-from usema.data.preprocessing import preprocess_dataset
-from usema.errors import DataError, UsemaError
+from usema.preprocessing.image import preprocess_dataset
 
 GIB = 2**30
 

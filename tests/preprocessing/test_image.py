@@ -9,8 +9,8 @@ from PIL import Image
 
 from usema.data.io import ImageGeometry
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import load_plans, plan_dataset
-from usema.data.preprocessing import (
+from usema.planning.planner import load_plans, plan_dataset
+from usema.preprocessing.image import (
     LOCATIONS_PER_CLASS,
     class_locations,
     normalize,
