@@ -54,9 +54,9 @@ def predict(
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
-    check_output_location(output, inputs, targets + overlays, overwrite, plans["dataset"]["path"])
+    check_output_location(output, inputs, targets + overlays, overwrite, plans.dataset.path)
 
-    num_channels = int(plans["dataset"]["num_channels"])
+    num_channels = plans.dataset.num_channels
     spatial_dims = predictor.spatial_dims
     conversion_announced = False
     written: list[Path] = []

@@ -16,11 +16,10 @@ from torch import nn
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry
 from usema.errors import CheckpointError, UsemaError
-from usema.models import build_model
-from usema.planning.planner import PLANS_NAME, load_plans
-from usema.planning.schema import validate_plans
+from usema.planning.network import build_described_network
+from usema.planning.plans import PLANS_NAME, Plans
 from usema.preprocessing.image import preprocess_image, restore_geometry
-from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint, model_of_plan
+from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.utils.device import resolve_device, resolve_precision
 
 # Half-overlapping windows blended with a Gaussian (centre-weighted) map: window borders, where the network sees
@@ -43,9 +42,7 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
     weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key that
     is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
     """
-    spec = (entry["name"], int(entry["spatial_dims"]), int(entry["in_channels"]), int(entry["num_classes"]))
-    overrides = dict(entry.get("overrides") or {})
-    model = build_model(*spec, deep_supervision=False, **overrides)
+    model = build_described_network(entry, deep_supervision=False)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches are raised even with strict=False
@@ -55,7 +52,7 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
     if result.unexpected_keys:
         heads: set[str] = set()
         if entry.get("deep_supervision"):
-            supervised = build_model(*spec, deep_supervision=True, **overrides)
+            supervised = build_described_network(entry, deep_supervision=True)
             heads = set(supervised.state_dict()) - set(model.state_dict())
         stray = [key for key in result.unexpected_keys if key not in heads]
         if stray:
@@ -70,7 +67,7 @@ class Predictor:
     """A network in eval mode on its device, with the plans that say how to prepare its input."""
 
     model: nn.Module
-    plans: dict[str, Any]
+    plans: Plans
     device: torch.device
     autocast_dtype: torch.dtype | None
     checkpoint: Path
@@ -78,7 +75,7 @@ class Predictor:
     @property
     def spatial_dims(self) -> int:
         """2 or 3."""
-        return len(self.plans["patch_size"])
+        return self.plans.spatial_dims
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -92,8 +89,8 @@ class Predictor:
         back before averaging.
         """
         inferer = SlidingWindowInferer(
-            roi_size=[int(s) for s in self.plans["patch_size"]],
-            sw_batch_size=max(1, int(self.plans.get("batch_size", 1))),
+            roi_size=self.plans.patch_size,
+            sw_batch_size=self.plans.batch_size,
             overlap=WINDOW_OVERLAP,
             mode="gaussian",
         )
@@ -119,18 +116,18 @@ class Predictor:
         values (semantic, binary); in instance mode the classes are turned back into instance ids 1..N."""
         probabilities = self.probabilities(preprocess_image(image, geometry, self.plans), tta=tta)
         classes = restore_geometry(probabilities, geometry, self.plans).argmax(axis=0)
-        if self.plans["dataset"]["label_mode"] == "instance":
+        if self.plans.dataset.label_mode == "instance":
             return classes_to_instances(classes)
         return classes.astype(np.int64)
 
 
-def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.dtype | None:
+def _inference_precision(plans: Plans, device: torch.device) -> torch.dtype | None:
     """The training precision where this device supports it, else the device's "auto" precision.
 
     A model trained in fp16 on a GPU must still run on a CPU, where fp16 autocast is refused.
     """
     try:
-        return resolve_precision(plans.get("training", {}).get("precision", "auto"), device)
+        return resolve_precision(plans.training.precision, device)
     except UsemaError:
         return resolve_precision("auto", device)
 
@@ -161,25 +158,21 @@ def load_predictor(
         # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
         # from an earlier run) is refused rather than used in its place
         payload = load_checkpoint(
-            path, expected_model=model_of_plan(load_plans(run_dir)), expected_by=run_plans
+            path, expected_model=Plans.load(run_dir).network_description(), expected_by=run_plans
         )
     else:
         payload = load_checkpoint(path)
     entry = payload["model"]
-    if payload.get("plans"):
-        plans = payload["plans"]
-        validate_plans(plans, path)
-    else:
-        plans = load_plans(run_dir)
+    plans = Plans(payload["plans"], path) if payload.get("plans") else Plans.load(run_dir)
     for plan_key, model_key in (("num_channels", "in_channels"), ("num_classes", "num_classes")):
-        if int(plans["dataset"][plan_key]) != int(entry[model_key]):
+        if getattr(plans.dataset, plan_key) != int(entry[model_key]):
             raise CheckpointError(
                 f"{path}: the model has {model_key}={entry[model_key]} but the plans say "
-                f"{plan_key}={plans['dataset'][plan_key]}; the checkpoint belongs to another plan"
+                f"{plan_key}={getattr(plans.dataset, plan_key)}; the checkpoint belongs to another plan"
             )
-    if len(plans["patch_size"]) != int(entry["spatial_dims"]):
+    if plans.spatial_dims != int(entry["spatial_dims"]):
         raise CheckpointError(
-            f"{path}: a {entry['spatial_dims']}D model with a {len(plans['patch_size'])}D patch size"
+            f"{path}: a {entry['spatial_dims']}D model with a {plans.spatial_dims}D patch size"
         )
     torch_device = resolve_device(device)
     model = _build_network(entry, payload["model_state"], path).to(torch_device)

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from usema.data.datasets import lexical_absolute
-from usema.errors import DataError, Interrupted, UsemaError
-from usema.models.registry import check_settings, overrides_for_plan
-from usema.planning.planner import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.preprocessing.image import preprocess_dataset
+from usema.errors import Interrupted, UsemaError
+from usema.planning.planner import plan_dataset
+from usema.planning.plans import PLANS_NAME, Plans
+from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.distributed import barrier, init_distributed, shutdown
@@ -25,51 +22,27 @@ from usema.training.splits import load_or_create_splits
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
 
-# Learning rate of each optimiser when the caller switches optimiser (the plan's lr belongs to its own).
-DEFAULT_LR = {"sgd": 1e-2, "adamw": 3e-3}
 
-
-def build_network(description: dict[str, Any]) -> nn.Module:
-    """The network of a checkpoint's "model" description, from the model registry."""
-    from usema.models import build_model
-
-    return build_model(
-        description["name"],
-        description["spatial_dims"],
-        description["in_channels"],
-        description["num_classes"],
-        deep_supervision=description["deep_supervision"],
-        **description["overrides"],
-    )
-
-
-def apply_overrides(
-    plans: dict[str, Any],
+def apply_choices(
+    plans: Plans,
     model: str | None = None,
     epochs: int | None = None,
     iters_per_epoch: int | None = None,
     optimizer: str | None = None,
     schedule: str | None = None,
     precision: str | None = None,
-) -> dict[str, Any]:
-    """A copy of `plans` with the caller's choices (None or "auto" = keep the plan's) in its training section.
-
-    Switching optimiser also switches to that optimiser's default learning rate.
-    """
-    plans = copy.deepcopy(plans)
-    training = plans["training"]
-    if model is not None:
-        plans["model"]["name"] = model
-    if optimizer is not None and optimizer != training["optimizer"]:
-        training["optimizer"], training["lr"] = optimizer, DEFAULT_LR[optimizer]
-    for key, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch), ("schedule", schedule)):
-        if value is not None:
-            if key != "schedule" and int(value) < 1:
-                raise UsemaError(f"{key} must be at least 1, got {value}")
-            training[key] = value
-    if precision not in (None, "auto"):
-        training["precision"] = precision
-    return plans
+    num_workers: int | None = None,
+) -> Plans:
+    """The plan with the caller's choices (None or "auto" = keep the plan's): another model (with its own SEMA
+    windows) and the training settings (`TrainingSettings.with_choices`: switching optimiser also switches to
+    that optimiser's default learning rate)."""
+    if model is not None and model != plans.model_name:
+        plans = plans.with_model(model)
+    training = plans.training.with_choices(
+        optimizer=optimizer, epochs=epochs, iters_per_epoch=iters_per_epoch, schedule=schedule,
+        precision=precision, num_workers=num_workers,
+    )
+    return plans.with_training(training)
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -82,21 +55,23 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def _plans_for_run(data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str) -> dict:
+def _plans_for_run(
+    data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str
+) -> Plans:
     """RUN/plans.json as the user left it, or a new plan of `data` when there is none."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
         return plan_dataset(data, run_dir, model=model or "usema", label_mode=label_mode, device=device)
-    plans = load_plans(run_dir)
-    where = run_dir / PLANS_NAME
-    if not _same_folder(data, Path(plans["dataset"]["path"])):
+    plans = Plans.load(run_dir)
+    where, info = run_dir / PLANS_NAME, plans.dataset
+    if not _same_folder(data, Path(info.path)):
         raise UsemaError(
-            f"{where} was made for the dataset {plans['dataset']['path']}, not {data}: use a new run folder "
+            f"{where} was made for the dataset {info.path}, not {data}: use a new run folder "
             "(or edit dataset.path in plans.json if the dataset moved)"
         )
-    if label_mode is not None and label_mode != plans["dataset"]["label_mode"]:
+    if label_mode is not None and label_mode != info.label_mode:
         raise UsemaError(
-            f"{where} was made for {plans['dataset']['label_mode']} labels, not {label_mode}: use a new run folder"
+            f"{where} was made for {info.label_mode} labels, not {label_mode}: use a new run folder"
         )
     return plans
 
@@ -113,7 +88,7 @@ def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
             stored = load_checkpoint(latest)
             what = (
                 f"model {stored['model']['name']}, epoch {stored['epoch']} of "
-                f"{stored['plans']['training']['epochs']}"
+                f"{Plans(stored['plans'], latest).training.epochs}"
             )
         except (UsemaError, KeyError, TypeError):
             what = "a checkpoint that does not load"
@@ -124,30 +99,21 @@ def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
         (fold_dir / name).unlink(missing_ok=True)
 
 
-def _switch_model(plans: dict[str, Any], run_dir: Path, model: str | None, overwrite: bool) -> None:
-    """Make RUN/plans.json name `model` when the caller trains another model than it names; refused while any
-    fold holds checkpoints of the planned model, unless the caller asks to overwrite."""
-    if model is None or model == plans["model"]["name"]:
-        return
+def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: bool) -> Plans:
+    """Make RUN/plans.json name `model` (with its own SEMA windows) when the caller trains another model than
+    it names; refused while any fold holds checkpoints of the planned model, unless the caller asks to
+    overwrite."""
+    if model is None or model == plans.model_name:
+        return plans
     trained = sorted(p.parent.name for p in run_dir.glob(f"fold_*/{CHECKPOINT_NAMES['latest']}"))
     if trained and not overwrite:
         raise UsemaError(
-            f"{run_dir} is a run of model {plans['model']['name']} ({', '.join(trained)} trained): train "
+            f"{run_dir} is a run of model {plans.model_name} ({', '.join(trained)} trained): train "
             f"{model} in a new run folder, or give --overwrite to replace it"
         )
-    plans["model"]["name"] = model
-    save_plans(plans, run_dir)
-
-
-def _check_network_settings(plans: dict[str, Any], where: Path) -> None:
-    """DataError naming plans.json when its model is unknown or its network settings (model.overrides) hold a
-    setting that the model does not take: a typo names the key and lists the model's settings."""
-    name = plans["model"]["name"]
-    overrides = overrides_for_plan(name, plans["model"].get("overrides", {}), plans["patch_size"])
-    try:
-        check_settings(name, len(plans["patch_size"]), overrides)
-    except UsemaError as err:
-        raise DataError(where, str(err)) from err
+    plans = plans.with_model(model)
+    plans.save(run_dir)
+    return plans
 
 
 def stop_if_interrupted(summary: dict[str, Any]) -> None:
@@ -181,7 +147,7 @@ def train(
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
 
-    RUN/plans.json is made if missing, else read as the user left it; the arguments given override its
+    RUN/plans.json is made if missing, else read as the user left it; the caller's choices replace its
     training settings. Under torchrun (env RANK/WORLD_SIZE) every process trains a share of each batch with
     DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes) is
     the training time of the whole run, resumes included (the checkpoint keeps the time spent): the epoch that
@@ -205,25 +171,24 @@ def train(
         if ctx.is_main:
             cleanup.enter_context(folder_lock(run_dir))  # the one writer, until training ends
             plans = _plans_for_run(data, run_dir, model, label_mode, chosen_device.type)
-            _switch_model(plans, run_dir, model, overwrite)
-            _check_network_settings(plans, run_dir / PLANS_NAME)
+            plans = _switch_model(plans, run_dir, model, overwrite)
+            plans.check_network()
             _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
             # the split first: a fold count that does not fit the run fails before the preprocessing time
-            load_or_create_splits(run_dir, plans["dataset"]["cases"], folds, seed, groups_csv)
+            load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv)
             preprocess_dataset(plans, run_dir)
         barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
-        plans = load_plans(run_dir)
-        splits = load_or_create_splits(
-            run_dir, plans["dataset"]["cases"], folds, seed, groups_csv, write=False
-        )
-        plans = apply_overrides(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision)
-        autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
-        budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
+        plans = Plans.load(run_dir)
+        splits = load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv, write=False)
+        plans = apply_choices(plans, model, epochs, iters_per_epoch, optimizer, schedule, precision)
+        settings = plans.training
+        autocast_dtype = resolve_precision(settings.precision, ctx.device)
+        budget = max_minutes if max_minutes is not None else settings.time_budget_minutes
 
         split = splits[fold]
-        limit = plans["training"].get("val_max_cases")
+        limit = settings.val_max_cases
         train_cases = load_training_cases(run_dir, split["train"])
-        val_cases = load_training_cases(run_dir, split["val"][: int(limit)] if limit else split["val"])
+        val_cases = load_training_cases(run_dir, split["val"][:limit] if limit else split["val"])
         trainer = Trainer(
             plans,
             run_dir,
@@ -231,7 +196,6 @@ def train(
             train_cases,
             val_cases,
             ctx,
-            build_network,
             seed=seed,
             autocast_dtype=autocast_dtype,
             budget_seconds=60.0 * float(budget) if budget is not None else None,
