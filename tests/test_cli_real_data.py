@@ -45,7 +45,7 @@ def link_subset(source: Path, target: Path, cases: list[str]) -> Path:
 
 def edit_plan(run: Path, **training) -> dict:
     plans = json.loads((run / "plans.json").read_text())
-    plans["model"]["overrides"].update(TINY_MODEL)
+    plans["model"]["network_settings"].update(TINY_MODEL)
     plans["batch_size"] = 2
     plans["training"].update(training)
     (run / "plans.json").write_text(json.dumps(plans, indent=1))

@@ -69,5 +69,5 @@ def test_curves_and_minutes_to_reach_a_dice(tmp_path):
     assert curve == [(2.0, 0.60), (4.0, 0.81), (5.0, 0.86)]
     assert minutes_to_reach(curve, 0.8) == 4.0 and minutes_to_reach(curve, 0.9) is None
     lines = curve_lines(tmp_path, [{"model": "usema", "seed": "0"}], 0, tmp_path / "accuracy_x.png")
-    assert "| usema seed 0 | 2.0 | 4.0 | 5.0 | - | 0.860 at 5.0 min |" in lines
+    assert "| usema seed 0 | 4.0 | 4.0 | 5.0 | - | 0.860 at 5.0 min |" in lines
     assert (tmp_path / "accuracy_x.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,7 +13,7 @@ def test_two_models_train_score_and_resume(tmp_path):
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--budget", "0.05",
             "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
             "--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
-            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
+            'network_settings={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
             "--model-overrides", 'usema={"head_dim": 16}', "--also-infer", "bf16",
             "--threads", "1"]
     assert main(args) == 0
@@ -35,10 +35,12 @@ def test_two_models_train_score_and_resume(tmp_path):
     # the per-model setting reached usema's run only, and the report lists every model's network settings
     usema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "plans.json").read_text())
     nosema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema-nosema" / "seed_0" / "plans.json").read_text())
-    assert usema_plans["model"]["overrides"]["head_dim"] == 16 and nosema_plans["model"]["overrides"]["head_dim"] == 8
+    usema_settings = usema_plans["model"]["network_settings"]
+    nosema_settings = nosema_plans["model"]["network_settings"]
+    assert usema_settings["head_dim"] == 16 and nosema_settings["head_dim"] == 8
     assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, "stage_windows"' in report
-    assert "stage_windows" in usema_plans["model"]["overrides"]  # the planner's windows, for usema only
-    assert "stage_windows" not in nosema_plans["model"]["overrides"]
+    assert "stage_windows" in usema_settings  # the planner's windows, for usema only
+    assert "stage_windows" not in nosema_settings
 
     # a second call finds both rows done and trains nothing again
     before = csv_path.read_text()
@@ -117,7 +119,8 @@ def test_equal_steps_and_one_row_per_placement(tmp_path):
     assert all(int(r["iterations"]) == 4 for r in rows)  # the same number of steps, whatever the time
     runs = tmp_path / "runs" / "phantoms"
     placed = json.loads((runs / "usema@bottleneck" / "seed_0" / "plans.json").read_text())
-    assert placed["model"]["name"] == "usema" and placed["model"]["overrides"]["sema_per_stage"] == "bottleneck"
+    assert placed["model"]["name"] == "usema"
+    assert placed["model"]["network_settings"]["sema_per_stage"] == "bottleneck"
     report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
     assert "4 optimizer steps per model" in report and "| usema@bottleneck | 0 |" in report
     # a later invocation with another step count would mix protocols: refused

@@ -3,8 +3,8 @@
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
-from usema.data.window_planning import axis_window, sema_windows, stage_map_sizes, tiling_patch
+from usema.planning import plan_dataset
+from usema.planning.windows import axis_window, sema_windows, stage_map_sizes, tiling_patch
 
 
 @pytest.mark.parametrize("size,target,expected", [
@@ -35,11 +35,14 @@ def test_the_patch_moves_to_the_nearest_length_that_tiles():
 def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=4, shape=(28, 36, 28), seed=0)
     plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu",
-                         model_overrides={"sema_per_stage": "all"})
-    settings = plans["model"]["overrides"]
-    sizes = stage_map_sizes(plans["patch_size"], settings["strides"])
+                         network_settings={"sema_per_stage": "all"})
+    settings = plans.network_settings
+    sizes = stage_map_sizes(plans.patch_size, settings["strides"])
     assert len(settings["stage_windows"]) == len(sizes)
     for size, window in zip(sizes, settings["stage_windows"], strict=True):
         assert all(s % w == 0 for s, w in zip(size, window, strict=True)), (size, window)
-    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
-    assert "stage_windows" not in control["model"]["overrides"]
+    # `model_overrides`, the older name of the network settings, is still read (`--plan model_overrides=...`)
+    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu",
+                           model_overrides={"base_features": 8}, num_workers=0)
+    assert "stage_windows" not in control.network_settings and control.network_settings["base_features"] == 8
+    assert control.training.num_workers == 0
