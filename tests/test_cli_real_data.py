@@ -52,6 +52,7 @@ def edit_plan(run: Path, **training) -> dict:
     return plans
 
 
+@pytest.mark.slow
 def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tmp_path):
     data = link_subset(hippocampus_dir, tmp_path / "hippo", HIPPOCAMPUS_CASES)
     run = tmp_path / "run"
@@ -107,6 +108,7 @@ def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tm
         assert summary["classes"][str(label)]["dice"]["mean"] == pytest.approx(both / total if total else 1.0)
 
 
+@pytest.mark.slow
 def test_dsb2018_instances_plan_train_predict_evaluate(dsb2018_dir, tmp_path):
     manifest = (dsb2018_dir / "manifest.csv").read_text().splitlines()[1:]
     ids = [line.split(",")[0] for line in manifest if ",256,256,1," in line][:5]

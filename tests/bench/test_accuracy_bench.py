@@ -4,10 +4,13 @@ import csv
 import json
 import statistics
 
+import pytest
+
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 
 
+@pytest.mark.slow
 def test_two_models_train_score_and_resume(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=3)
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--budget", "0.05",
@@ -59,6 +62,7 @@ def test_model_overrides_must_name_a_model_of_the_run(tmp_path, capsys):
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=10, shape=(24, 24), seed=1)
     runs, results = tmp_path / "runs", tmp_path / "results"
@@ -104,6 +108,7 @@ def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
 
 
+@pytest.mark.slow
 def test_equal_steps_and_one_row_per_placement(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=4)
     common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),

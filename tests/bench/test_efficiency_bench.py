@@ -8,6 +8,7 @@ from usema.bench.efficiency_report import efficiency_targets, read_efficiency_cs
 pytest.importorskip("dynamic_network_architectures", reason="the nnU-Net baseline needs it")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_csv_report_and_plot(tmp_path):
     rows = run_efficiency_benchmark(tmp_path, models=["usema-nosema", "nnunet"], dims=[2], sizes_2d=[64],
                                     batch_sizes=[1], precisions=["fp32"], repeats=1, time_limit_s=300)

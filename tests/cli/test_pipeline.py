@@ -62,6 +62,7 @@ def test_plan_for_a_gpu_on_a_machine_without_one_is_made_and_not_timed(phantoms,
     ]
 
 
+@pytest.mark.slow
 def test_train_plan_edits_shape_a_new_plan_and_only_training_keys_change_an_existing_one(phantoms, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(phantoms, run, "--plan", TINY, "patch_size=[32,32]", "lr=0.001", "--num-workers", "1") == 0
@@ -81,6 +82,7 @@ def test_train_plan_edits_shape_a_new_plan_and_only_training_keys_change_an_exis
     )
 
 
+@pytest.mark.slow
 def test_train_stops_at_max_minutes_and_starts_from_pretrained_weights(phantoms, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     assert _train(phantoms, first, "--plan", TINY, "patch_size=[32,32]") == 0

@@ -104,6 +104,7 @@ def test_nnunets_trainer_switches_usemas_deep_supervision(hippo, one_thread):
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, *patch)
 
 
+@pytest.mark.slow
 def test_nnunet_trains_usema_and_predicts_an_unseen_case_on_cpu(hippo, hippocampus_dir, one_thread, tmp_path):
     plans_file = hippo.preprocessed / f"{PLANS}.json"
     plans = json.loads(plans_file.read_text())
