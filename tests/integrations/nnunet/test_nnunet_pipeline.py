@@ -22,7 +22,7 @@ from nnunetv2.run.run_training import get_trainer_from_args  # noqa: E402
 from usema.cli import main  # noqa: E402
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, USEMAnnUNet  # noqa: E402
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]  # nnU-Net preprocesses and trains on real data
 
 DATASET = "Dataset987_Hippo"
 CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_007",
@@ -104,7 +104,6 @@ def test_nnunets_trainer_switches_usemas_deep_supervision(hippo, one_thread):
     assert isinstance(out, torch.Tensor) and out.shape == (1, 3, *patch)
 
 
-@pytest.mark.slow
 def test_nnunet_trains_usema_and_predicts_an_unseen_case_on_cpu(hippo, hippocampus_dir, one_thread, tmp_path):
     plans_file = hippo.preprocessed / f"{PLANS}.json"
     plans = json.loads(plans_file.read_text())
