@@ -99,8 +99,9 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
     seconds = time.monotonic() - started
     references = _link_references(cases, run_dir / "reference_labels")
     labels = None if instance else spec.labels
+    # the references are linked without their dataset.json: the dataset's ignore label is passed on
     scores = evaluate(predictions, references, output=run_dir / f"evaluation{suffix}", instance=instance,
-                      labels=labels)
+                      labels=labels, ignore_label=spec.ignore_value)
     return scores, seconds
 
 
