@@ -184,6 +184,15 @@ def test_choices_replace_the_plans_model_and_training_settings(tiny_run):
         apply_choices(plans, epochs=0)
 
 
+def test_training_keys_of_plan_edits_apply_before_the_named_choices(tiny_run):
+    plans = Plans.load(tiny_run[1])
+    out = apply_choices(plans, epochs=4, settings={"lr": 1e-3, "val_max_cases": 3, "num_workers": 2, "epochs": 9})
+    training = out.training
+    assert (training.lr, training.val_max_cases, training.num_workers, training.epochs) == (1e-3, 3, 2, 4)
+    with pytest.raises(UsemaError, match="could not convert string to float"):
+        apply_choices(plans, settings={"lr": "fast"})
+
+
 def test_2d_training_with_the_attention_model(tmp_path):
     from usema.data.phantoms import make_phantom_dataset
     from usema.planning import plan_dataset

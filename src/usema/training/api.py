@@ -44,7 +44,11 @@ def apply_choices(
         plans = plans.with_model(model)
     given = {key: value for key, value in (settings or {}).items() if value is not None}
     if given:
-        plans = plans.with_training(TrainingSettings.from_dict({**plans.training.to_dict(), **given}))
+        try:
+            training = TrainingSettings.from_dict({**plans.training.to_dict(), **given})
+        except (TypeError, ValueError) as err:
+            raise UsemaError(f"training settings {given}: {err}") from err
+        plans = plans.with_training(training)
     training = plans.training.with_choices(
         optimizer=optimizer, epochs=epochs, iters_per_epoch=iters_per_epoch, schedule=schedule,
         precision=precision, num_workers=num_workers,
