@@ -41,7 +41,8 @@ def test_two_models_train_score_and_resume(tmp_path):
     usema_settings = usema_plans["model"]["network_settings"]
     nosema_settings = nosema_plans["model"]["network_settings"]
     assert usema_settings["head_dim"] == 16 and nosema_settings["head_dim"] == 8
-    assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, "stage_windows"' in report
+    assert ('- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, '
+            '"sema_per_stage": "deepest-2", "stage_windows"') in report
     assert "stage_windows" in usema_settings  # the planner's windows, for usema only
     assert "stage_windows" not in nosema_settings
 

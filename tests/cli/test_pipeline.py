@@ -36,7 +36,7 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
     assert out[0] == f"wrote {tmp_path / 'run' / 'plans.json'}"
     patch, epochs = "x".join(map(str, plans.patch_size)), plans.training.epochs
     assert out[1].startswith("planned for cpu: usema with base_features 16, max_features 128, blocks_per_stage 1, "
-                             f"head_dim 16, sema_per_stage from-1; patch {patch}, "
+                             f"head_dim 16, sema_per_stage deepest-2; patch {patch}, "
                              f"batch {plans.batch_size}, adamw lr 0.003, {epochs} epochs of 100 steps")
     assert out[2].startswith("why: on a CPU the preset's full widths")
     assert out[3].startswith("training: about ") and "on this CPU" in out[3] and "timed here" in out[3]
@@ -46,7 +46,8 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
 def test_plan_for_a_gpu_on_a_machine_without_one_is_made_and_not_timed(phantoms, tmp_path, capsys):
     assert main(["plan", str(phantoms), "-o", str(tmp_path / "run"), "--device", "cuda", "--plan", TINY]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].startswith("planned for cuda: usema with base_features 4, blocks_per_stage 1, head_dim 4; ")
+    assert out[1].startswith("planned for cuda: usema with base_features 4, blocks_per_stage 1, head_dim 4, "
+                             "sema_per_stage deepest-2; ")
     assert "sgd lr 0.01" in out[1]
     assert out[-1] == "training: not timed, no GPU on this machine (train prints each epoch's time)"
 

@@ -25,3 +25,13 @@ def test_settings_passed_on_to_the_wrapped_network_are_accepted():
     # U-Mamba passes every setting it does not use itself on to USEMA: those are its settings too
     check_settings("umamba-bot", 3, {"head_dim": 16, "base_features": 8, "strides": [[1, 1, 1]]})
     check_settings("unetr", 3, {"patch_size": [16, 16, 16], "strides": [[1, 1, 1]]})
+
+
+def test_a_shared_plans_settings_narrowed_to_what_each_model_takes():
+    from usema.models.registry import settings_it_takes
+
+    shared = {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16, "sema_per_stage": "deepest-2"}
+    assert settings_it_takes("usema", 3, shared) == shared
+    nosema = settings_it_takes("usema-nosema", 3, shared)
+    assert nosema == {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16}
+    assert settings_it_takes("nnunet", 3, shared) == {"base_features": 16, "blocks_per_stage": 1}

@@ -138,8 +138,12 @@ def test_another_model_gets_its_own_windows(tmp_path):
     )
     usema = plans.with_model("usema", {"base_features": 8})
     settings = usema.network_settings
-    assert settings["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
+    # the default placement (deepest-2) and windows for its two stages only
+    assert settings["sema_per_stage"] == "deepest-2"
+    assert settings["stage_windows"] == [None, None, [5, 7, 5], [5, 7, 5]]
     assert settings["head_dim"] == 8 and settings["base_features"] == 8 and usema.model_name == "usema"
+    every = plans.with_model("usema", {"sema_per_stage": "all"}).network_settings
+    assert every["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
     assert "stage_windows" not in usema.with_model("usema-nosema").network_settings  # no SEMA, no windows
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.planning import plan_dataset
+from usema.planning import Plans, plan_dataset
 from usema.planning.windows import axis_window, sema_windows, stage_map_sizes, tiling_patch
 
 
@@ -45,4 +45,35 @@ def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
     control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu",
                            model_overrides={"base_features": 8}, num_workers=0)
     assert "stage_windows" not in control.network_settings and control.network_settings["base_features"] == 8
+    assert "sema_per_stage" not in control.network_settings  # usema-nosema fixes its zero SEMA blocks
     assert control.training.num_workers == 0
+
+
+def _sema_blocks(network):
+    from usema.nn.sema_block import SEMABlock
+
+    return [sum(isinstance(m, SEMABlock) for m in stage) for stage in network.encoder]
+
+
+def test_plans_name_the_default_placement_and_older_plans_keep_every_stage(tmp_path):
+    from usema.models.usema import DEFAULT_PLACEMENT
+
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(64, 72), seed=0)
+    plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu",
+                         network_settings={"base_features": 8})
+    settings = plans.network_settings
+    assert settings["sema_per_stage"] == DEFAULT_PLACEMENT == "deepest-2"
+    n_stages = len(settings["strides"])
+    # windows only where the placement puts SEMA blocks
+    assert [w is not None for w in settings["stage_windows"]] == [False] * (n_stages - 2) + [True, True]
+    assert _sema_blocks(plans.build_network()) == [0] * (n_stages - 2) + [1, 1]
+    # a plan made before placements were planned (version 1, `model.overrides`) names none: its network keeps
+    # a SEMA block in every stage
+    legacy = {**plans.to_dict(), "version": 1,
+              "model": {"name": "usema", "overrides": {"strides": settings["strides"], "base_features": 8}}}
+    assert _sema_blocks(Plans(legacy).build_network()) == [1] * n_stages
+    # another model for this plan: usema-nosema takes no placement, usema gets the default one back
+    nosema = plans.with_model("usema-nosema")
+    assert "sema_per_stage" not in nosema.network_settings
+    assert _sema_blocks(nosema.build_network()) == [0] * n_stages
+    assert nosema.with_model("usema").network_settings["sema_per_stage"] == DEFAULT_PLACEMENT

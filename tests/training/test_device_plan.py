@@ -18,7 +18,7 @@ from usema.training.estimate import TrainingEstimate
 
 def test_the_compact_settings_are_those_the_model_takes_and_does_not_fix():
     assert compact_network("usema") == CPU_NETWORK
-    assert compact_network("usema-nosema") == {k: v for k, v in CPU_NETWORK.items() if k != "sema_per_stage"}
+    assert compact_network("usema-nosema") == CPU_NETWORK
     assert compact_network("unetr") == {}
 
 
@@ -81,7 +81,7 @@ def test_training_on_another_device_names_what_was_chosen_for_the_planned_one():
     assert device_mismatch(Plans(_cpu_plan(planned_for={})), "cuda") is None
     assert device_mismatch(plans, "cuda:0", "RUN/plans.json") == (
         "RUN/plans.json was planned for cpu and this run trains on cuda; chosen for cpu: the compact network "
-        "(base_features 16, max_features 128, blocks_per_stage 1, head_dim 16, sema_per_stage from-1; a cuda plan "
+        "(base_features 16, max_features 128, blocks_per_stage 1, head_dim 16; a cuda plan "
         "keeps the preset's widths); adamw lr 0.003 (a cuda plan: sgd lr 0.01); 600 steps (a cuda plan: 250000); "
         "patch 256x256 and batch 4 sized for a 2 GiB budget. `usema plan DATA -o NEW_RUN --device cuda` plans for "
         "this device"

@@ -116,7 +116,8 @@ def run_one(data: Path, run_dir: Path, base_plans: Plans, model: str, seed: int,
 
     fold_dir = run_dir / f"fold_{FOLD}"
     if not (run_dir / PLANS_NAME).is_file():
-        # the shared plan's windows are those of the model it was planned for: each model gets its own
+        # each model gets its own SEMA placement and windows and keeps of the shared plan's other settings
+        # those it takes (no placement for usema-nosema, no head_dim for nnU-Net's UNet); see Plans.with_model
         base_plans.with_model(model, network_settings).save(run_dir)
     load_or_create_splits(run_dir, base_plans.dataset.case_ids, FOLDS, SPLIT_SEED)
     split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")

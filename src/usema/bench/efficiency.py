@@ -65,7 +65,8 @@ def grid_name(shape: tuple[int, ...]) -> str | int:
 
 def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[str, Any]) -> dict[str, Any]:
     """The settings model `name` is built with, as a plan for a `shape` patch (1 mm spacing) builds it: the
-    planner's strides and SEMA windows, the patch size for networks fixed to it (UNETR), `network` on top."""
+    planner's strides, SEMA placement and windows, the patch size for networks fixed to it (UNETR), `network`
+    on top."""
     from usema.planning.network import network_settings_for, settings_for_building
     from usema.planning.planner import stage_strides
 

@@ -18,9 +18,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="the new plans file (default: PLANS_NAME.json beside the input); its stem is the plans name")
     p.add_argument("--plans-name", default=None, help="default: the output's stem, else the input's name + _USEMA")
-    p.add_argument("--placement", type=placement, default="all",
+    p.add_argument("--placement", type=placement, default=None,
                    help="SEMA blocks per encoder stage: all, bottleneck, deepest-K, from-S, a count for every stage "
-                        "(0: the conv-only control) or one count per stage, e.g. 0,0,1,1,1,1 (default: all)")
+                        "(0: the conv-only control) or one count per stage, e.g. 0,0,1,1,1,1 (default: where "
+                        "usema's own plans put them, usema.models.usema.DEFAULT_PLACEMENT)")
     p.add_argument("--attention", default="sema", help="the SEMA blocks' attention mode (default: sema)")
     p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
     p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default: 32)")
@@ -152,8 +153,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_nnunet_plans(args: argparse.Namespace) -> int:
     from usema.integrations.nnunet import convert_plans
+    from usema.models.usema import DEFAULT_PLACEMENT
 
-    path = convert_plans(args.plans, args.output, plans_name=args.plans_name, placement=args.placement,
+    placement = DEFAULT_PLACEMENT if args.placement is None else args.placement
+    path = convert_plans(args.plans, args.output, plans_name=args.plans_name, placement=placement,
                          attention=args.attention, window_size=args.window_size, head_dim=args.head_dim)
     print(f"wrote {path} (nnU-Net: -p {path.stem})")
     return 0

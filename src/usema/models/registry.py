@@ -117,6 +117,19 @@ def check_settings(name: str, spatial_dims: int, settings: dict[str, Any]) -> Bu
     return builder
 
 
+def settings_it_takes(name: str, spatial_dims: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of `settings` that model `name` takes: settings its builder has and its preset does not fix
+    otherwise (usema-nosema keeps its zero SEMA blocks, UNETR takes no widths)."""
+    taken = {}
+    for key, value in settings.items():
+        try:
+            check_settings(name, spatial_dims, {key: value})
+        except UsemaError:
+            continue
+        taken[key] = value
+    return taken
+
+
 def build_model(
     name: str,
     spatial_dims: int,

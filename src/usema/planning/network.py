@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from usema.planning.windows import window_settings
+from usema.planning.windows import placement_settings, window_settings
 
 
 def network_settings_for(
@@ -21,8 +21,10 @@ def network_settings_for(
     given: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The network settings a plan stores for `model`: `given`, the planner's `strides` where it gives none,
-    and SEMA windows that tile every SEMA stage's map of `patch_size` where it gives none (see windows.py)."""
+    the SEMA placement (DEFAULT_PLACEMENT for USEMA presets that do not fix it) and SEMA windows that tile
+    every SEMA stage's map of `patch_size` where it gives none (see windows.py)."""
     settings = {"strides": strides, **(given or {})}
+    settings.update(placement_settings(model, spatial_dims, settings))
     if "stage_windows" not in settings:
         settings.update(window_settings(model, spatial_dims, patch_size, settings["strides"], settings))
     return settings

@@ -26,7 +26,7 @@ from usema.planning.network import network_settings_for
 from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
 from usema.planning.schema import PLANS_VERSION
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings
-from usema.planning.windows import sema_stages_of, target_window, tiling_patch
+from usema.planning.windows import placement_settings, sema_stages_of, target_window, tiling_patch
 from usema.utils.memory import physical_memory_bytes
 
 DEFAULT_MEMORY_BUDGET_GB = 5.0
@@ -228,6 +228,9 @@ def plan_dataset(
     network = plan_network(
         np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, edits.get("patch_size")
     )
+    # the placement decides which stages' maps the patch must tile: settled before the patch (a plan names it,
+    # see windows.placement_settings)
+    given_settings.update(placement_settings(model, spec.spatial_dims, given_settings))
     if edits.get("patch_size") is None:
         tiled = tiling_patch(
             network["patch_size"],

@@ -229,9 +229,13 @@ class Plans:
         return self._edited(lambda data: data.setdefault("planned_for", {}).update(copy.deepcopy(facts)))
 
     def with_model(self, name: str, network_settings: dict[str, Any] | None = None) -> Plans:
-        """This plan for model `name`, with `network_settings` over the plan's. SEMA windows are planned for
-        `name`: those of the model the plan was made for do not carry over, unless given."""
-        settings = {k: v for k, v in self.network_settings.items() if k != "stage_windows"}
+        """This plan for model `name`, with `network_settings` over the plan's settings that `name` takes (no
+        SEMA placement for usema-nosema, no head_dim for nnU-Net's UNet). SEMA placement and windows are
+        planned for `name`: the windows of the model the plan was made for do not carry over, unless given."""
+        from usema.models.registry import settings_it_takes
+
+        shared = {k: v for k, v in self.network_settings.items() if k != "stage_windows"}
+        settings = settings_it_takes(name, self.spatial_dims, shared)
         settings.update(network_settings or {})
         if "strides" in settings:  # plans written by hand may leave the strides to the network's defaults
             settings = network_settings_for(

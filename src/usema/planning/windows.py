@@ -93,6 +93,20 @@ def tiling_patch(patch: list[int], strides_for: Callable[[list[int]], list[list[
     return result
 
 
+def placement_settings(model: str, spatial_dims: int, network_settings: dict[str, Any]) -> dict[str, Any]:
+    """{"sema_per_stage": DEFAULT_PLACEMENT} for a model whose SEMA blocks a plan places (a USEMA preset that
+    does not fix them) when its settings name no placement, else {}. Plans name the placement, so that a plan
+    keeps its network whatever the default becomes; a plan that names none builds the class default, a block
+    in every stage (plans made before placements were planned)."""
+    from usema.models.registry import preset_kwargs
+    from usema.models.usema import DEFAULT_PLACEMENT
+
+    builder, kwargs = preset_kwargs(model, spatial_dims)
+    if builder != "usema" or "sema_per_stage" in kwargs or "sema_per_stage" in network_settings:
+        return {}
+    return {"sema_per_stage": DEFAULT_PLACEMENT}
+
+
 def sema_stages_of(model: str, spatial_dims: int, network_settings: dict[str, Any]) -> Callable[[int], list[int]]:
     """For a model and its plan's network settings: a function from the stage count to the stages whose SEMA
     blocks attend within windows (none for models without them)."""

@@ -4,10 +4,10 @@ On a GPU the planner's choices stand: the preset's widths, nnU-Net's patch and b
 budget, SGD for 1000 epochs of 250 steps. On a CPU that training takes days (a 2D dataset of 1,000 images of
 0.4 megapixels got the full-width network, patches of 0.33 megapixels and 2,500 steps: about 20 hours), so a
 CPU plan takes what the README's CPU runs use: the compact network (widths 16 doubling to at most 128, one
-residual block per stage, head_dim 16, SEMA blocks from stage 1 on), AdamW at 3e-3, a memory budget of 2 GiB,
-which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40 voxels (2
-larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many epochs as
-fit 30 minutes, as timed here.
+residual block per stage, head_dim 16, SEMA blocks where plans put them), AdamW at 3e-3, a memory budget of
+2 GiB, which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40
+voxels (2 larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many
+epochs as fit 30 minutes, as timed here.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from usema.errors import UsemaError
-from usema.models.registry import check_settings
+from usema.models.registry import check_settings, settings_it_takes
 from usema.planning.planner import plan_dataset
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.settings import TrainingSettings
@@ -29,7 +28,6 @@ CPU_NETWORK = {
     "max_features": 128,
     "blocks_per_stage": 1,
     "head_dim": 16,
-    "sema_per_stage": "from-1",
 }
 CPU_MEMORY_BUDGET_GB = 2.0
 CPU_TRAINING_MINUTES = 30.0
@@ -43,14 +41,7 @@ def compact_network(model: str) -> dict[str, Any]:
     """The settings of CPU_NETWORK that `model` takes and does not fix itself (usema-nosema keeps its zero
     SEMA blocks; UNETR takes none of them)."""
     check_settings(model, 3, {})  # an unknown model is named here
-    taken = {}
-    for key, value in CPU_NETWORK.items():
-        try:
-            check_settings(model, 3, {key: value})
-        except UsemaError:
-            continue
-        taken[key] = value
-    return taken
+    return settings_it_takes(model, 3, CPU_NETWORK)
 
 
 def _fit_to_cpu_budget(plans: Plans, estimate: TrainingEstimate) -> Plans:
@@ -126,10 +117,14 @@ def _compact_settings(plans: Plans) -> dict[str, Any]:
 
 
 def _network_words(plans: Plans) -> str:
-    """The plan's network in words: its settings of CPU_NETWORK's kinds, or the preset's widths."""
+    """The plan's network in words: its settings of CPU_NETWORK's kinds (or the preset's widths) and the SEMA
+    placement where it names one."""
     network = plans.network_settings
     given = {k: network[k] for k in CPU_NETWORK if k in network}
-    return ", ".join(f"{k} {v}" for k, v in given.items()) if given else "the preset's widths"
+    words = ", ".join(f"{k} {v}" for k, v in given.items()) if given else "the preset's widths"
+    if "sema_per_stage" in network:
+        words += f", sema_per_stage {network['sema_per_stage']}"
+    return words
 
 
 def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:

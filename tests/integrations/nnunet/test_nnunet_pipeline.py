@@ -81,7 +81,7 @@ def test_converted_plans_reuse_nnunets_preprocessing(hippo):
     assert (hippo.preprocessed / config["data_identifier"]).is_dir()
     assert config["architecture"]["network_class_name"] == NETWORK_CLASS_NAME
     n_stages = before["architecture"]["arch_kwargs"]["n_stages"]
-    assert config["architecture"]["arch_kwargs"]["sema_per_stage"] == [1] * n_stages
+    assert config["architecture"]["arch_kwargs"]["sema_per_stage"] == [0] * (n_stages - 2) + [1, 1]
 
 
 def test_nnunets_trainer_switches_usemas_deep_supervision(hippo, one_thread):
@@ -115,7 +115,8 @@ def test_nnunet_trains_usema_and_predicts_an_unseen_case_on_cpu(hippo, hippocamp
     fold = hippo.root / "results" / DATASET / f"nnUNetTrainer__{PLANS}__3d_fullres" / "fold_0"
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["trainer_name"] == "nnUNetTrainer"
-    assert "encoder.0.1.qk_proj.weight" in checkpoint["network_weights"]  # the SEMA block of the first stage
+    sema_blocks = [k for k in checkpoint["network_weights"] if k.endswith("qk_proj.weight")]
+    assert len(sema_blocks) == 2 and not any(k.startswith("encoder.0.") for k in sema_blocks)  # deepest-2
 
     (tmp_path / "in").mkdir()
     image = hippocampus_dir / "imagesTr" / f"{UNSEEN}.nii.gz"

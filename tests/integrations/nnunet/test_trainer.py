@@ -50,10 +50,11 @@ def test_both_call_forms_build_the_same_usema(resenc_plans_file):
     assert config.network_arch_init_kwargs["conv_op"] == "torch.nn.modules.conv.Conv3d"  # the plans stay as read
 
 
-def test_plain_resenc_plans_get_usema_with_a_sema_block_per_stage(resenc_plans_file):
+def test_plain_resenc_plans_get_usema_with_sema_blocks_where_usemas_plans_put_them(resenc_plans_file):
     plans, config = configuration(resenc_plans_file, "2d")
     net = nnUNetTrainerUSEMA.build_network_architecture(plans, config, 2, 4, True)
-    assert isinstance(net, USEMAnnUNet) and net.spatial_dims == 2 and sema_counts(net) == [1, 1, 1]
+    assert isinstance(net, USEMAnnUNet) and net.spatial_dims == 2
+    assert sema_counts(net) == [0, 1, 1]  # deepest-2
     assert [tuple(o.shape) for o in net(torch.randn(1, 2, 16, 16))] == [(1, 4, 16, 16), (1, 4, 8, 8)]
 
 
@@ -61,7 +62,7 @@ def test_nnunet_builds_converted_plans_itself_and_switches_deep_supervision(rese
     _, config = configuration(convert_plans(resenc_plans_file, head_dim=8))
     net = get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
                                  config.network_arch_init_kwargs_req_import, 1, 2, deep_supervision=True)
-    assert isinstance(net, USEMAnnUNet) and sema_counts(net) == [1, 1, 1]
+    assert isinstance(net, USEMAnnUNet) and sema_counts(net) == [0, 1, 1]
     x = torch.randn(2, 1, 16, 16, 16)
     outputs = net(x)
     assert [tuple(o.shape) for o in outputs] == [(2, 2, 16, 16, 16), (2, 2, 16, 8, 8)]

@@ -1,9 +1,9 @@
 """nnUNetTrainerUSEMA: nnU-Net's own trainer, with USEMA as its network also for plain residual-encoder plans.
 
 Converted plans (`usema nnunet-plans`) need no trainer of ours: nnU-Net's default trainer builds the network they
-name. This trainer builds USEMA from unconverted residual-encoder plans as well (one SEMA block after every encoder
-stage, USEMA's layout; convert the plans for another placement). It imports nnU-Net; nnU-Net finds it by name
-(`-tr nnUNetTrainerUSEMA`) through `ext_trainer_folder()` (see usema.integrations.nnunet).
+name. This trainer builds USEMA from unconverted residual-encoder plans as well (SEMA blocks where usema's own
+plans put them, DEFAULT_PLACEMENT; convert the plans for another placement). It imports nnU-Net; nnU-Net finds
+it by name (`-tr nnUNetTrainerUSEMA`) through `ext_trainer_folder()` (see usema.integrations.nnunet).
 """
 
 from __future__ import annotations
