@@ -200,18 +200,6 @@ def _cmd_bench_loader(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_loader(args: argparse.Namespace) -> int:
-    from usema.bench.efficiency import parse_size
-    from usema.bench.loader import run_loader_benchmark
-
-    run_loader_benchmark(
-        args.output, args.work_dir, shape=parse_size(args.shape, 3), cases=args.cases, workers=args.workers,
-        batches=args.batches, iterations=args.iterations,
-        patch_size=parse_size(args.patch_size, 3) if args.patch_size else None,
-    )
-    return 0
-
-
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from usema.bench.accuracy import run_accuracy_benchmark
     from usema.errors import UsemaError
