@@ -145,6 +145,9 @@ def test_another_model_gets_its_own_windows(tmp_path):
     every = plans.with_model("usema", {"sema_per_stage": "all"}).network_settings
     assert every["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
     assert "stage_windows" not in usema.with_model("usema-nosema").network_settings  # no SEMA, no windows
+    # another model keeps the plan's settings it takes: nnU-Net's UNet has no SEMA placement and no head_dim
+    nnunet = usema.with_model("nnunet").network_settings
+    assert nnunet["base_features"] == 8 and "head_dim" not in nnunet and "sema_per_stage" not in nnunet
 
 
 def test_the_network_is_the_one_the_plan_trains(tmp_path):
