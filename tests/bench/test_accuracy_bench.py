@@ -109,6 +109,41 @@ def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
 
 
+def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypatch):
+    import usema.training.api as training_api
+    from usema.planning import Plans
+
+    trained = {}
+
+    def stopped_train(data, run_dir, **kwargs):
+        plans = Plans.load(run_dir)
+        plans.build_network()  # the model takes every setting its run's plan names
+        trained[plans.model_name] = plans.network_settings
+        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "fold_0" / "x.pt"}
+
+    monkeypatch.setattr(training_api, "train", stopped_train)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=5, shape=(20, 24, 20),
+                                seed=1)
+    shared = {"base_features": 8, "max_features": 16, "head_dim": 8}
+    common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
+              "--device", "cpu", "--plan", "batch_size=2",
+              f"model_overrides={json.dumps({**shared, 'blocks_per_stage': 1})}"]
+    # a stopped training ends the invocation: one per model, the first one plans
+    assert main(["bench", "accuracy", "--models", "nnunet", *common,
+                 "--model-overrides", 'nnunet={"blocks_per_stage": 2}']) == 130
+    for model in ("usema-nosema", "usema"):
+        assert main(["bench", "accuracy", "--models", model, *common]) == 130
+    strides = trained["usema"]["strides"]
+    # nnU-Net's UNet takes no head_dim and no SEMA placement; usema-nosema keeps its zero SEMA blocks
+    assert trained["nnunet"] == {
+        "strides": strides, "base_features": 8, "max_features": 16, "blocks_per_stage": 2
+    }
+    assert trained["usema-nosema"] == {"strides": strides, **shared, "blocks_per_stage": 1}
+    assert trained["usema"]["sema_per_stage"] == "deepest-2" and trained["usema"]["head_dim"] == 8
+    windowed = [w is not None for w in trained["usema"]["stage_windows"]]
+    assert windowed == [False] * (len(strides) - 2) + [True, True]
+
+
 @pytest.mark.slow
 def test_equal_steps_and_one_row_per_placement(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=4)
