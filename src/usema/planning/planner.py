@@ -228,8 +228,7 @@ def plan_dataset(
     network = plan_network(
         np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, edits.get("patch_size")
     )
-    # the placement decides which stages' maps the patch must tile: settled before the patch (a plan names it,
-    # see windows.placement_settings)
+    # the placement decides which stages' maps the patch must tile, so it is settled before the patch
     given_settings.update(placement_settings(model, spec.spatial_dims, given_settings))
     if edits.get("patch_size") is None:
         tiled = tiling_patch(
