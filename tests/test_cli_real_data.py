@@ -45,13 +45,14 @@ def link_subset(source: Path, target: Path, cases: list[str]) -> Path:
 
 def edit_plan(run: Path, **training) -> dict:
     plans = json.loads((run / "plans.json").read_text())
-    plans["model"]["overrides"].update(TINY_MODEL)
+    plans["model"]["network_settings"].update(TINY_MODEL)
     plans["batch_size"] = 2
     plans["training"].update(training)
     (run / "plans.json").write_text(json.dumps(plans, indent=1))
     return plans
 
 
+@pytest.mark.slow
 def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tmp_path):
     data = link_subset(hippocampus_dir, tmp_path / "hippo", HIPPOCAMPUS_CASES)
     run = tmp_path / "run"
@@ -107,6 +108,7 @@ def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tm
         assert summary["classes"][str(label)]["dice"]["mean"] == pytest.approx(both / total if total else 1.0)
 
 
+@pytest.mark.slow
 def test_dsb2018_instances_plan_train_predict_evaluate(dsb2018_dir, tmp_path):
     manifest = (dsb2018_dir / "manifest.csv").read_text().splitlines()[1:]
     ids = [line.split(",")[0] for line in manifest if ",256,256,1," in line][:5]

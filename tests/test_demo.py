@@ -3,9 +3,12 @@ into the same folder finds the training finished and predicts again."""
 
 import json
 
+import pytest
+
 from usema.cli import main
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path, monkeypatch):
     import usema.demo as demo
 

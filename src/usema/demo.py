@@ -15,9 +15,9 @@ from typing import Any
 
 from usema.data.datasets import load_dataset
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import PLANS_NAME, plan_dataset
 from usema.evaluation.api import evaluate
 from usema.inference.api import predict
+from usema.planning import PLANS_NAME, plan_dataset
 from usema.training.api import stop_if_interrupted, train
 from usema.training.splits import load_or_create_splits
 
@@ -52,7 +52,7 @@ def run_demo(output: str | Path = "demo_run", device: str = "auto", seed: int = 
     run = output / "run"
     if not (run / PLANS_NAME).is_file():
         training = dict(DEMO_TRAINING)
-        plan_dataset(data, run, model="usema", device=device, model_overrides=DEMO_MODEL,
+        plan_dataset(data, run, model="usema", device=device, network_settings=DEMO_MODEL,
                      patch_size=training.pop("patch_size"), batch_size=training.pop("batch_size"), **training)
     steps = DEMO_TRAINING["epochs"] * DEMO_TRAINING["iters_per_epoch"]
     print(f"training a compact USEMA on {data} for {steps} steps", flush=True)
@@ -82,9 +82,9 @@ def run_demo(output: str | Path = "demo_run", device: str = "auto", seed: int = 
 
 
 def _write_report(path: Path, scores: dict, summary: dict, seconds: float, device: str) -> None:
-    from usema.bench.machine import provenance, provenance_markdown
     from usema.utils.atomic import atomic_write_text
     from usema.utils.device import resolve_device
+    from usema.utils.provenance import provenance, provenance_markdown
 
     lines = ["# Demo on generated phantoms", "", provenance_markdown(provenance(resolve_device(device))), "",
              f"Whole demo (phantoms, plan, training, prediction, evaluation): {seconds / 60:.1f} min; "

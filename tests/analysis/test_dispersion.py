@@ -10,8 +10,8 @@ import torch
 from usema.analysis.dispersion import AttentionRecorder, attention_statistics, centre_crop
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
 from usema.models import build_model
+from usema.planning import plan_dataset
 from usema.training.api import train
 
 
@@ -98,7 +98,7 @@ def test_analyze_dispersion_command_on_trained_runs(tmp_path):
     for model in ("usema", "usema-full"):
         run = tmp_path / model
         plan_dataset(data, run, model=model, device="cpu", patch_size=[32, 32], batch_size=2,
-                     model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1,
+                     network_settings={"base_features": 8, "max_features": 16, "blocks_per_stage": 1,
                                       "head_dim": 8, "strides": [[1, 1], [2, 2]]})
         train(data, run, model=model, folds=2, epochs=1, iters_per_epoch=2, device="cpu")
         runs.append(str(run))

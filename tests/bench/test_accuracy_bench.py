@@ -4,16 +4,19 @@ import csv
 import json
 import statistics
 
+import pytest
+
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 
 
+@pytest.mark.slow
 def test_two_models_train_score_and_resume(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=3)
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--budget", "0.05",
             "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
             "--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
-            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
+            'network_settings={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
             "--model-overrides", 'usema={"head_dim": 16}', "--also-infer", "bf16",
             "--threads", "1"]
     assert main(args) == 0
@@ -35,10 +38,13 @@ def test_two_models_train_score_and_resume(tmp_path):
     # the per-model setting reached usema's run only, and the report lists every model's network settings
     usema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "plans.json").read_text())
     nosema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema-nosema" / "seed_0" / "plans.json").read_text())
-    assert usema_plans["model"]["overrides"]["head_dim"] == 16 and nosema_plans["model"]["overrides"]["head_dim"] == 8
-    assert '- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, "sema_per_stage": "deepest-2", "stage_windows"' in report
-    assert "stage_windows" in usema_plans["model"]["overrides"]  # the planner's windows, for usema only
-    assert "stage_windows" not in nosema_plans["model"]["overrides"]
+    usema_settings = usema_plans["model"]["network_settings"]
+    nosema_settings = nosema_plans["model"]["network_settings"]
+    assert usema_settings["head_dim"] == 16 and nosema_settings["head_dim"] == 8
+    assert ('- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, '
+            '"sema_per_stage": "deepest-2", "stage_windows"') in report
+    assert "stage_windows" in usema_settings  # the planner's windows, for usema only
+    assert "stage_windows" not in nosema_settings
 
     # a second call finds both rows done and trains nothing again
     before = csv_path.read_text()
@@ -57,6 +63,7 @@ def test_model_overrides_must_name_a_model_of_the_run(tmp_path, capsys):
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=10, shape=(24, 24), seed=1)
     runs, results = tmp_path / "runs", tmp_path / "results"
@@ -102,6 +109,42 @@ def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
 
 
+def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypatch):
+    import usema.training.api as training_api
+    from usema.planning import Plans
+
+    trained = {}
+
+    def stopped_train(data, run_dir, **kwargs):
+        plans = Plans.load(run_dir)
+        plans.build_network()  # the model takes every setting its run's plan names
+        trained[plans.model_name] = plans.network_settings
+        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "fold_0" / "x.pt"}
+
+    monkeypatch.setattr(training_api, "train", stopped_train)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=5, shape=(20, 24, 20),
+                                seed=1)
+    shared = {"base_features": 8, "max_features": 16, "head_dim": 8}
+    common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
+              "--device", "cpu", "--plan", "batch_size=2",
+              f"model_overrides={json.dumps({**shared, 'blocks_per_stage': 1})}"]
+    # a stopped training ends the invocation: one per model, the first one plans
+    assert main(["bench", "accuracy", "--models", "nnunet", *common,
+                 "--model-overrides", 'nnunet={"blocks_per_stage": 2}']) == 130
+    for model in ("usema-nosema", "usema"):
+        assert main(["bench", "accuracy", "--models", model, *common]) == 130
+    strides = trained["usema"]["strides"]
+    # nnU-Net's UNet takes no head_dim and no SEMA placement; usema-nosema keeps its zero SEMA blocks
+    assert trained["nnunet"] == {
+        "strides": strides, "base_features": 8, "max_features": 16, "blocks_per_stage": 2
+    }
+    assert trained["usema-nosema"] == {"strides": strides, **shared, "blocks_per_stage": 1}
+    assert trained["usema"]["sema_per_stage"] == "deepest-2" and trained["usema"]["head_dim"] == 8
+    windowed = [w is not None for w in trained["usema"]["stage_windows"]]
+    assert windowed == [False] * (len(strides) - 2) + [True, True]
+
+
+@pytest.mark.slow
 def test_equal_steps_and_one_row_per_placement(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=4)
     common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
@@ -117,7 +160,8 @@ def test_equal_steps_and_one_row_per_placement(tmp_path):
     assert all(int(r["iterations"]) == 4 for r in rows)  # the same number of steps, whatever the time
     runs = tmp_path / "runs" / "phantoms"
     placed = json.loads((runs / "usema@bottleneck" / "seed_0" / "plans.json").read_text())
-    assert placed["model"]["name"] == "usema" and placed["model"]["overrides"]["sema_per_stage"] == "bottleneck"
+    assert placed["model"]["name"] == "usema"
+    assert placed["model"]["network_settings"]["sema_per_stage"] == "bottleneck"
     report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
     assert "4 optimizer steps per model" in report and "| usema@bottleneck | 0 |" in report
     # a later invocation with another step count would mix protocols: refused

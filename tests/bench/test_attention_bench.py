@@ -7,6 +7,7 @@ from usema.cli import main
 from usema.nn.attention import sema_attention
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_csv_plot_and_report(tmp_path):
     out = tmp_path / "bench"
     code = main(["bench", "attention", "-o", str(out), "--dims", "2", "3", "--sizes-2d", "14", "21",

@@ -8,6 +8,7 @@ from usema.bench.efficiency_report import efficiency_targets, read_efficiency_cs
 pytest.importorskip("dynamic_network_architectures", reason="the nnU-Net baseline needs it")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_csv_report_and_plot(tmp_path):
     rows = run_efficiency_benchmark(tmp_path, models=["usema-nosema", "nnunet"], dims=[2], sizes_2d=[64],
                                     batch_sizes=[1], precisions=["fp32"], repeats=1, time_limit_s=300)
@@ -70,6 +71,9 @@ def test_networks_are_built_as_plans_build_them():
     assert settings["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
     assert settings["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
     assert settings["base_features"] == 16
+    planned = planned_network("usema", 3, (40, 56, 40), {"base_features": 16})  # the plans' default placement
+    assert planned["sema_per_stage"] == "deepest-2"
+    assert planned["stage_windows"] == [None, None, [5, 7, 5], [5, 7, 5]]
     assert "stage_windows" not in planned_network("usema-nosema", 3, (40, 56, 40), {})
     from usema.bench.variants import expand_placements
 

@@ -52,6 +52,7 @@ def test_predict_refuses_tta_with_disable_tta_and_a_bad_step_size(two_fold_run, 
 
 
 @pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")
+@pytest.mark.slow
 def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

@@ -1,16 +1,15 @@
 """`usema plan` and `usema train` as typed: the device a plan is for, its time estimate, and the training
 options (--plan, --num-workers, --max-minutes, --pretrained-weights)."""
 
-import json
-
 import pytest
 import torch
 
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
+from usema.planning import Plans
 from usema.training.checkpoint import load_checkpoint
 
-TINY = 'model_overrides={"base_features": 4, "blocks_per_stage": 1, "head_dim": 4}'
+TINY = 'network_settings={"base_features": 4, "blocks_per_stage": 1, "head_dim": 4}'
 
 
 @pytest.fixture(autouse=True)
@@ -33,12 +32,12 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
     assert main(["plan", str(phantoms), "-o", str(tmp_path / "run"), "--device", "cpu",
                  "--plan", "val_max_cases=1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    plans = json.loads((tmp_path / "run" / "plans.json").read_text())
-    training = plans["training"]
+    plans = Plans.load(tmp_path / "run")
     assert out[0] == f"wrote {tmp_path / 'run' / 'plans.json'}"
+    patch, epochs = "x".join(map(str, plans.patch_size)), plans.training.epochs
     assert out[1].startswith("planned for cpu: usema with base_features 16, max_features 128, blocks_per_stage 1, "
-                             f"head_dim 16, sema_per_stage deepest-2; patch {'x'.join(map(str, plans['patch_size']))}, "
-                             f"batch {plans['batch_size']}, adamw lr 0.003, {training['epochs']} epochs of 100 steps")
+                             f"head_dim 16, sema_per_stage deepest-2; patch {patch}, "
+                             f"batch {plans.batch_size}, adamw lr 0.003, {epochs} epochs of 100 steps")
     assert out[2].startswith("why: on a CPU the preset's full widths")
     assert out[3].startswith("training: about ") and "on this CPU" in out[3] and "timed here" in out[3]
 
@@ -47,26 +46,29 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
 def test_plan_for_a_gpu_on_a_machine_without_one_is_made_and_not_timed(phantoms, tmp_path, capsys):
     assert main(["plan", str(phantoms), "-o", str(tmp_path / "run"), "--device", "cuda", "--plan", TINY]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1].startswith("planned for cuda: usema with the preset's widths") and "sgd lr 0.01" in out[1]
+    assert out[1].startswith("planned for cuda: usema with base_features 4, blocks_per_stage 1, head_dim 4, "
+                             "sema_per_stage deepest-2; ")
+    assert "sgd lr 0.01" in out[1]
     assert out[-1] == "training: not timed, no GPU on this machine (train prints each epoch's time)"
 
     assert _train(phantoms, tmp_path / "run") == 0
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("usema: warning")]
+    plans = Plans.load(tmp_path / "run")
     assert warning == [
         f"usema: warning: {tmp_path / 'run' / 'plans.json'} was planned for cuda and this run trains on cpu; chosen "
         "for cuda: a network without the compact CPU settings (a cpu plan takes the compact network); sgd lr 0.01 (a cpu plan: adamw "
         "lr 0.003); 250000 steps (a cpu plan: what fits 30 minutes); patch "
-        f"{'x'.join(map(str, json.loads((tmp_path / 'run' / 'plans.json').read_text())['patch_size']))} and batch "
-        f"{json.loads((tmp_path / 'run' / 'plans.json').read_text())['batch_size']} sized for a 5 GiB budget. "
+        f"{'x'.join(map(str, plans.patch_size))} and batch {plans.batch_size} sized for a 5 GiB budget. "
         "`usema plan DATA -o NEW_RUN --device cpu` plans for this device"
     ]
 
 
+@pytest.mark.slow
 def test_train_plan_edits_shape_a_new_plan_and_only_training_keys_change_an_existing_one(phantoms, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(phantoms, run, "--plan", TINY, "patch_size=[32,32]", "lr=0.001", "--num-workers", "1") == 0
-    plans = json.loads((run / "plans.json").read_text())
-    assert plans["patch_size"] == [32, 32] and plans["model"]["overrides"]["base_features"] == 4
+    plans = Plans.load(run)
+    assert plans.patch_size == [32, 32] and plans.network_settings["base_features"] == 4
     trained = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["plans"]["training"]
     assert trained["lr"] == 0.001 and trained["num_workers"] == 1
 
@@ -81,6 +83,7 @@ def test_train_plan_edits_shape_a_new_plan_and_only_training_keys_change_an_exis
     )
 
 
+@pytest.mark.slow
 def test_train_stops_at_max_minutes_and_starts_from_pretrained_weights(phantoms, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
     assert _train(phantoms, first, "--plan", TINY, "patch_size=[32,32]") == 0

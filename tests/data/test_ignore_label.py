@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from usema.data.datasets import dataset_ignore_value, load_case, load_dataset
-from usema.data.planning import plan_dataset
-from usema.data.preprocessing import preprocess_dataset
 from usema.errors import DataError
-from usema.plan_values import ignore_label_of
+from usema.planning import plan_dataset
+from usema.preprocessing.dataset import preprocess_dataset
+from usema.preprocessing.storage import open_case
 
 SHAPE = (8, 9, 7)
 
@@ -59,19 +59,18 @@ def test_binary_labels_keep_the_ignored_voxels_apart(tmp_path):
 def test_the_plan_and_the_preprocessed_labels_carry_it(tmp_path):
     data = make_nnunet_with_ignore(tmp_path / "data")
     plans = plan_dataset(data, tmp_path / "run", device="cpu", patch_size=[8, 8, 8], batch_size=2)
-    assert ignore_label_of(plans) == 3 and plans["dataset"]["num_classes"] == 3
-    assert plans["fingerprint"]["class_voxels"] == {"1": 3 * 36, "2": 3 * 12}
-    folder = preprocess_dataset(plans, tmp_path / "run")
-    with np.load(folder / "pt_0.npz") as stored:
-        assert np.all(stored["label"][:, 7:, :] == 3)
-        assert sorted(k for k in stored.files if k.startswith("class_locations")) == ["class_locations_1",
-                                                                                      "class_locations_2"]
+    assert plans.dataset.ignore_label == 3 and plans.dataset.num_classes == 3
+    assert plans.to_dict()["dataset"]["ignore_label"] == 3
+    assert plans.fingerprint["class_voxels"] == {"1": 3 * 36, "2": 3 * 12}
+    case = open_case(preprocess_dataset(plans, tmp_path / "run"), "pt_0")
+    assert np.all(case.read_label()[:, 7:, :] == 3)
+    assert sorted(case.location_rows) == [1, 2]  # patches are centred on classes, never on ignored voxels
 
 
 def test_a_plan_without_an_ignore_label_says_none(tmp_path):
     data = make_nnunet_with_ignore(tmp_path / "data", labels={"background": 0, "a": 1, "b": 2, "c": 3})
     plans = plan_dataset(data, tmp_path / "run", device="cpu", patch_size=[8, 8, 8], batch_size=2)
-    assert ignore_label_of(plans) is None and "ignore_label" not in plans["dataset"]
+    assert plans.dataset.ignore_label is None and "ignore_label" not in plans.to_dict()["dataset"]
 
 
 @pytest.mark.parametrize("labels", [

@@ -10,9 +10,8 @@ from PIL import Image
 from torch import nn
 
 from usema.errors import DataError, UsemaError
-from usema.inference import predictor as predictor_module
 from usema.inference.api import OVERLAY_DIR, predict
-from usema.models import build_model
+from usema.models import build_model, registry
 from usema.training.checkpoint import save_checkpoint
 
 
@@ -109,14 +108,14 @@ def tiny_usema(plans: dict, seed: int = 0) -> nn.Module:
 @pytest.fixture
 def threshold_model(monkeypatch):
     """Route the model name "threshold" to the Threshold net (the registry has only real presets)."""
-    real_build = predictor_module.build_model
+    real_build = registry.build_model
 
     def build(name, spatial_dims, in_channels, num_classes, deep_supervision=False, **overrides):
         if name != "threshold":
             return real_build(name, spatial_dims, in_channels, num_classes, deep_supervision, **overrides)
         return Threshold(in_channels, num_classes, spatial_dims)
 
-    monkeypatch.setattr(predictor_module, "build_model", build)
+    monkeypatch.setattr(registry, "build_model", build)
     return Threshold
 
 

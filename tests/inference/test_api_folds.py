@@ -61,7 +61,8 @@ def test_probabilities_are_saved_as_nnunet_does(two_fold_run, tmp_path):
     assert properties["shape_before_cropping"] == list(segmentation.shape)
     assert properties["bbox_used_for_cropping"] == [[0, segmentation.shape[0]], [0, segmentation.shape[1]]]
     assert properties["case_id"] == case and properties["images"] == [str(image)]
-    assert properties["classes"] == {"0": "background", "1": "class_1", "2": "class_2"}  # 2D folders name no classes
+    # the plan's class names: a 2D folder names none
+    assert properties["classes"] == {"0": "background", "1": "class_1", "2": "class_2"}
 
 
 def test_saved_probabilities_are_outputs_that_need_overwrite(two_fold_run, tmp_path):

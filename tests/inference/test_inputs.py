@@ -6,10 +6,20 @@ import pytest
 
 from usema.errors import DataError
 from usema.inference.inputs import check_output_location, collect_cases
+from usema.planning import Plans
 
 
 def plans(num_channels=1, fmt="msd"):
-    return {"dataset": {"num_channels": num_channels, "format": fmt}}
+    """A 3D plan of `num_channels` channels of a dataset in format `fmt`."""
+    return Plans({
+        "version": 2,
+        "dataset": {"path": "/nonexistent", "format": fmt, "spatial_dims": 3, "num_channels": num_channels,
+                    "labels": {"0": "background", "1": "a"}, "label_mode": "semantic", "num_classes": 2,
+                    "cases": ["a"]},
+        "target_spacing": [1.0, 1.0, 1.0], "normalization": {"scheme": "none"},
+        "patch_size": [8, 8, 8], "batch_size": 2, "model": {"name": "usema"},
+        "training": {"optimizer": "adamw", "lr": 3e-3, "epochs": 1, "iters_per_epoch": 1},
+    })
 
 
 def touch(folder: Path, *names: str) -> list[Path]:

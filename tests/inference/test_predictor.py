@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from usema.data.io import ImageGeometry
-from usema.data.planning import save_plans
 from usema.errors import CheckpointError, UsemaError
-from usema.inference import predictor as predictor_module
 from usema.inference.predictor import Predictor, load_predictor
+from usema.models import registry
+from usema.planning import Plans
 from usema.training.checkpoint import save_checkpoint
 from usema.utils.device import resolve_precision
 
@@ -58,8 +58,8 @@ class Ramp(nn.Module):
 def make_predictor(model, plans, tta=False, step_size=0.5):
     models = model if isinstance(model, list) else [model]
     return Predictor(
-        models=[m.eval() for m in models], plans=plans, device=torch.device("cpu"), autocast_dtype=None,
-        checkpoints=[], tta=tta, step_size=step_size,
+        models=[m.eval() for m in models], plans=Plans(plans), device=torch.device("cpu"),
+        autocast_dtype=None, checkpoints=[], tta=tta, step_size=step_size,
     )
 
 
@@ -138,7 +138,7 @@ def toy_models(monkeypatch):
         built.append(deep_supervision)
         return Heads(deep_supervision)
 
-    monkeypatch.setattr(predictor_module, "build_model", build)
+    monkeypatch.setattr(registry, "build_model", build)
     return built
 
 
@@ -167,7 +167,7 @@ def test_deep_supervision_heads_are_dropped_and_the_rest_loaded(tmp_path, toy_mo
     assert toy_models[0] is False  # the network used for inference is built without deep supervision
     assert not predictor.model.training and not hasattr(predictor.model, "aux")
     torch.testing.assert_close(predictor.model.body.weight, trained.body.weight)
-    assert predictor.plans["patch_size"] == [8, 8]
+    assert predictor.plans.patch_size == [8, 8]
     assert predictor.autocast_dtype is resolve_precision("auto", torch.device("cpu"))  # the plan's "auto"
 
 
@@ -187,7 +187,7 @@ def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_model
     with pytest.raises(CheckpointError, match="checkpoint_latest.pt: checkpoint not found; fold_1 holds checkpoint_best.pt"):
         load_predictor(tmp_path, checkpoint="latest", fold=1, device="cpu")
 
-    save_plans(plans_for(2, [8, 8], num_classes=4), tmp_path)  # RUN/plans.json of another label set
+    Plans(plans_for(2, [8, 8], num_classes=4)).save(tmp_path)  # RUN/plans.json of another label set
     with pytest.raises(CheckpointError, match="num_classes"):
         load_predictor(tmp_path, fold=1, device="cpu")
 
@@ -203,19 +203,19 @@ def test_a_checkpoint_of_another_model_than_the_runs_plan_is_refused(tmp_path, t
     save_run(tmp_path, Heads().state_dict(), plans_for(2, [8, 8]), deep_supervision=False)
     plans = plans_for(2, [8, 8])
     plans["model"]["name"] = "usema"  # the run was planned (and retrained) for another model
-    save_plans(plans, tmp_path)
+    Plans(plans).save(tmp_path)
     with pytest.raises(
         CheckpointError,
         match=r"checkpoint is for another model: name='toy', expected 'usema' by .*plans\.json",
     ):
         load_predictor(tmp_path, fold=1, device="cpu")
     plans["model"] = {"name": "toy", "overrides": {"width": 16}}  # same model, other network settings
-    save_plans(plans, tmp_path)
-    with pytest.raises(CheckpointError, match=r"overrides=\{\}, expected \{'width': 16\}"):
+    Plans(plans).save(tmp_path)
+    with pytest.raises(CheckpointError, match=r"network_settings=\{\}, expected \{'width': 16\}"):
         load_predictor(tmp_path, fold=1, device="cpu")
     plans["model"]["overrides"] = {}
-    save_plans(plans, tmp_path)
-    assert load_predictor(tmp_path, fold=1, device="cpu").plans["model"]["name"] == "toy"
+    Plans(plans).save(tmp_path)
+    assert load_predictor(tmp_path, fold=1, device="cpu").plans.model_name == "toy"
 
 
 class Constant(nn.Module):
@@ -226,7 +226,8 @@ class Constant(nn.Module):
         self.logits = torch.tensor(logits, dtype=torch.float32)
 
     def forward(self, x):
-        return self.logits.view(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:]).contiguous()
+        # a tensor of its own (MONAI weights the window's output in place: an expanded view cannot be)
+        return self.logits.view(1, -1, *[1] * (x.ndim - 2)).expand(x.shape[0], -1, *x.shape[2:]).clone()
 
 
 def test_an_ensemble_averages_the_softmax_of_its_folds():

@@ -29,6 +29,7 @@ def test_torch_export(model_and_input):
         torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_matches_onnxruntime(model_and_input, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")

@@ -32,5 +32,6 @@ def test_a_shared_plans_settings_narrowed_to_what_each_model_takes():
 
     shared = {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16, "sema_per_stage": "deepest-2"}
     assert settings_it_takes("usema", 3, shared) == shared
-    assert settings_it_takes("usema-nosema", 3, shared) == {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16}
+    nosema = settings_it_takes("usema-nosema", 3, shared)
+    assert nosema == {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16}
     assert settings_it_takes("nnunet", 3, shared) == {"base_features": 16, "blocks_per_stage": 1}

@@ -64,7 +64,7 @@ def test_nosema_control_has_no_attention_parameters():
     assert conv_names < {n for n, _ in method.named_parameters()}  # same conv network, SEMA blocks removed
 
 
-def test_an_override_cannot_turn_one_preset_into_another():
+def test_a_network_setting_cannot_turn_one_preset_into_another():
     # a plan shared by several models may carry sema_per_stage for usema; the control must not take it
     with pytest.raises(UsemaError, match="fixes sema_per_stage=0"):
         build_model("usema-nosema", 2, 1, 3, sema_per_stage=[0, 1, 1])
@@ -72,7 +72,7 @@ def test_an_override_cannot_turn_one_preset_into_another():
         build_model("usema-full", 2, 1, 3, attention="sema")
     with pytest.raises(UsemaError, match="layout"):
         build_model("umamba-enc", 2, 1, 3, sema_per_stage=1)
-    # an override equal to the preset's own setting, or one the preset leaves open, is fine
+    # a setting equal to the preset's own, or one the preset leaves open, is fine
     assert build_model("usema-nosema", 2, 1, 3, sema_per_stage=0, base_features=8) is not None
 
 

@@ -1,17 +1,17 @@
 """A tiny planned and preprocessed 3D phantom run shared by the training tests (copied per test)."""
 
-import json
+import dataclasses
 import shutil
 
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
-from usema.data.preprocessing import preprocess_dataset
+from usema.planning import plan_dataset
+from usema.preprocessing.dataset import preprocess_dataset
 
 # A small real network from the registry (no attention: a few ms per step on one CPU thread).
 TINY_MODEL = "usema-nosema"
-TINY_OVERRIDES = {"base_features": 4, "blocks_per_stage": 1}
+TINY_SETTINGS = {"base_features": 4, "blocks_per_stage": 1}
 
 
 @pytest.fixture(scope="session")
@@ -27,11 +27,11 @@ def prepared_run(tmp_path_factory):
         device="cpu",
         patch_size=[16, 16, 16],
         batch_size=2,
-        model_overrides=TINY_OVERRIDES,
+        network_settings=TINY_SETTINGS,
     )
     # a user's edit that training must honour: validate on one case only
-    plans["training"]["val_max_cases"] = 1
-    (run / "plans.json").write_text(json.dumps(plans, indent=1))
+    plans = plans.with_training(dataclasses.replace(plans.training, val_max_cases=1))
+    plans.save(run)
     preprocess_dataset(plans, run)
     return data, run
 

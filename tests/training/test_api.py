@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
-from usema.training.api import apply_overrides, stop_if_interrupted, train
+from usema.planning import Plans
+from usema.training.api import apply_choices, stop_if_interrupted, train
 from usema.training.checkpoint import load_checkpoint
 from usema.utils.lock import folder_lock
 
@@ -68,7 +69,7 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
         "spatial_dims": 3,
         "in_channels": 1,
         "num_classes": 3,
-        "overrides": latest["plans"]["model"]["overrides"],
+        "network_settings": latest["plans"]["model"]["network_settings"],
         "deep_supervision": True,
     }
     assert set(latest["rng"][0]) == {"python", "numpy", "torch", "cuda"}
@@ -121,11 +122,11 @@ def test_resume_refuses_a_checkpoint_of_another_model_optimizer_or_plan(tiny_run
     data, run = tiny_run
     train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
     plans = json.loads((run / "plans.json").read_text())
-    plans["model"]["overrides"]["base_features"] = 8
+    plans["model"]["network_settings"]["base_features"] = 8
     (run / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(CheckpointError, match="another model"):
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
-    plans["model"]["overrides"]["base_features"] = 4
+    plans["model"]["network_settings"]["base_features"] = 4
     (run / "plans.json").write_text(json.dumps(plans))
     with pytest.raises(CheckpointError, match="adamw"):
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True, optimizer="sgd")
@@ -165,39 +166,36 @@ def test_run_folder_of_another_dataset_or_label_mode_is_refused(tiny_run, tmp_pa
         train(data, run, fold=5, folds=5)
 
 
-def test_overrides_replace_the_plan_training_settings():
-    plans = {
-        "model": {"name": "usema", "overrides": {}},
-        "training": {
-            "optimizer": "adamw",
-            "lr": 3e-3,
-            "epochs": 50,
-            "iters_per_epoch": 50,
-            "schedule": "poly",
-            "precision": "auto",
-        },
-    }
-    out = apply_overrides(
-        plans, model="usema-nosema", epochs=3, optimizer="sgd", schedule="cosine", precision="bf16"
+def test_choices_replace_the_plans_model_and_training_settings(tiny_run):
+    _, run = tiny_run
+    plans = Plans.load(run)
+    out = apply_choices(
+        plans, model="usema", epochs=3, optimizer="sgd", schedule="cosine", precision="bf16", num_workers=0
     )
-    assert out["model"]["name"] == "usema-nosema"
-    assert out["training"] == {
-        "optimizer": "sgd",
-        "lr": 1e-2,
-        "epochs": 3,
-        "iters_per_epoch": 50,
-        "schedule": "cosine",
-        "precision": "bf16",
-    }
-    assert plans["training"]["epochs"] == 50  # the input is left alone
-    assert apply_overrides(plans, precision="auto")["training"] == plans["training"]
+    assert out.model_name == "usema" and "stage_windows" in out.network_settings  # usema's own windows
+    training = out.training
+    assert (training.optimizer, training.lr, training.epochs, training.schedule, training.precision) == (
+        "sgd", 1e-2, 3, "cosine", "bf16"
+    )
+    assert training.iters_per_epoch == plans.training.iters_per_epoch and training.num_workers == 0
+    assert plans.training.epochs == 50 and plans.model_name == "usema-nosema"  # the input is left alone
+    assert apply_choices(plans, precision="auto") == plans
     with pytest.raises(UsemaError, match="epochs"):
-        apply_overrides(plans, epochs=0)
+        apply_choices(plans, epochs=0)
+
+
+def test_training_keys_of_plan_edits_apply_before_the_named_choices(tiny_run):
+    plans = Plans.load(tiny_run[1])
+    out = apply_choices(plans, epochs=4, settings={"lr": 1e-3, "val_max_cases": 3, "num_workers": 2, "epochs": 9})
+    training = out.training
+    assert (training.lr, training.val_max_cases, training.num_workers, training.epochs) == (1e-3, 3, 2, 4)
+    with pytest.raises(UsemaError, match="could not convert string to float"):
+        apply_choices(plans, settings={"lr": "fast"})
 
 
 def test_2d_training_with_the_attention_model(tmp_path):
     from usema.data.phantoms import make_phantom_dataset
-    from usema.data.planning import plan_dataset
+    from usema.planning import plan_dataset
 
     data = make_phantom_dataset(tmp_path / "data2d", spatial_dims=2, num_cases=4, shape=(40, 36), seed=2)
     run = tmp_path / "run2d"
@@ -208,7 +206,7 @@ def test_2d_training_with_the_attention_model(tmp_path):
         device="cpu",
         patch_size=[32, 32],
         batch_size=2,
-        model_overrides={"base_features": 8, "blocks_per_stage": 1, "head_dim": 8},
+        network_settings={"base_features": 8, "blocks_per_stage": 1, "head_dim": 8},
     )
     summary = train(data, run, epochs=1, iters_per_epoch=2, device="cpu", folds=2)
     checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_best.pt")
@@ -319,7 +317,7 @@ def test_an_interrupted_run_is_reported_as_such():
 def test_a_typo_in_the_plans_network_settings_names_the_file_the_key_and_the_settings(tiny_run):
     data, run = tiny_run
     plans = json.loads((run / "plans.json").read_text())
-    plans["model"]["overrides"]["blocks_per_stag"] = 1
+    plans["model"]["network_settings"]["blocks_per_stag"] = 1
     (run / "plans.json").write_text(json.dumps(plans))
     message = (
         r"plans\.json: model 'usema-nosema' has no network setting 'blocks_per_stag'; .* blocks_per_stage,"

@@ -50,3 +50,13 @@ def test_a_checkpoint_holding_code_is_refused_as_such_and_never_run(tmp_path):
     with pytest.raises(CheckpointError, match="would need arbitrary code to load"):
         load_checkpoint(path)
     assert load_checkpoint(_valid(tmp_path / "good.pt"))["model"] == {"name": "usema"}
+
+
+def test_an_older_checkpoints_network_settings_are_read_and_checked_against_the_plan(tmp_path):
+    entry = {"name": "usema", "spatial_dims": 2, "in_channels": 1, "num_classes": 3}
+    entry["overrides"] = {"head_dim": 8}  # as checkpoints made before plans version 2 name the settings
+    path = save_checkpoint({"model_state": {"w": torch.ones(3)}, "model": entry}, tmp_path / "old.pt")
+    expected = {**{k: v for k, v in entry.items() if k != "overrides"}, "network_settings": {"head_dim": 8}}
+    assert load_checkpoint(path, expected_model=expected)["model"] == expected
+    with pytest.raises(CheckpointError, match=r"network_settings=\{'head_dim': 8\}, expected \{\} by"):
+        load_checkpoint(path, expected_model={**expected, "network_settings": {}}, expected_by="plans.json")

@@ -30,6 +30,7 @@ def test_without_torchrun_everything_is_single_process(monkeypatch):
 
 
 # Two processes on a shared 2-core machine: keep it small, and in a group of its own under pytest-xdist.
+@pytest.mark.slow
 @pytest.mark.xdist_group("torchrun")
 def test_torchrun_two_processes_write_one_checkpoint_set(tiny_run):
     data, run = tiny_run

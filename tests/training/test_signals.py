@@ -26,6 +26,7 @@ def test_first_signal_sets_the_flag_second_interrupts_and_handlers_come_back():
     assert signal.getsignal(signal.SIGINT) is previous
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_mid_training_saves_a_checkpoint_and_exits_with_the_signal_code(tiny_run, signum, exit_code):
     data, run = tiny_run

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from usema.bench.machine import provenance, provenance_markdown
 from usema.errors import UsemaError
 from usema.nn.attention import window_softmax_weights
 from usema.nn.sema_block import SEMABlock
 from usema.utils.atomic import atomic_path, atomic_write_text
+from usema.utils.provenance import provenance, provenance_markdown
 
 DEFAULT_SIZES = {2: [64, 128, 256, 512], 3: [16, 24, 32, 40]}
 ANALYZED_MODES = ("full", "sema", "window")
@@ -131,16 +131,13 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray | None:
 def _networks(run: Path, checkpoint: str, device: str, seed: int):
     """(name, plans, [("untrained", net), ("trained", net)]) for a training run."""
     from usema.inference.predictor import load_predictor
-    from usema.models import build_model
-    from usema.models.registry import overrides_for_plan
 
     predictor = load_predictor(run, checkpoint=checkpoint, fold=0, device=device)
-    plans, info = predictor.plans, predictor.plans["dataset"]
-    name = plans["model"]["name"]
+    plans = predictor.plans
     torch.manual_seed(seed)
-    fresh = build_model(name, info["spatial_dims"], info["num_channels"], info["num_classes"],
-                        **overrides_for_plan(name, plans["model"].get("overrides", {}), plans["patch_size"]))
-    return name, plans, [("untrained", fresh.to(predictor.device).eval()), ("trained", predictor.model)]
+    fresh = plans.build_network()
+    networks = [("untrained", fresh.to(predictor.device).eval()), ("trained", predictor.model)]
+    return plans.model_name, plans, networks
 
 
 def analyze_dispersion(
@@ -157,20 +154,20 @@ def analyze_dispersion(
     images in `inputs`; writes dispersion.csv (per head), dispersion.md (head means) and dispersion.png."""
     from usema.data.channels import convert_channels
     from usema.data.io import read_image
-    from usema.data.preprocessing import preprocess_image
     from usema.inference.inputs import collect_cases
+    from usema.preprocessing.image import preprocess_image
 
     rows: list[dict[str, Any]] = []
     for run in runs:
         name, plans, networks = _networks(Path(run), checkpoint, device, seed)
         if not any(AttentionRecorder(net).blocks for _, net in networks):
             raise UsemaError(f"{run}: model {name!r} has no full, SEMA or window attention blocks to analyse")
-        dims = len(plans["patch_size"])
+        dims = plans.spatial_dims
         crop_sizes = sorted(sizes or DEFAULT_SIZES[dims])
         images = []
         for case in collect_cases(inputs, plans):
             image, geometry = read_image(case.images)
-            image = convert_channels(image, int(plans["dataset"]["num_channels"]), geometry, case.images[0],
+            image = convert_channels(image, plans.dataset.num_channels, geometry, case.images[0],
                                      warn=False)
             image = preprocess_image(image, geometry, plans)
             if centre_crop(image, crop_sizes[-1]) is not None:  # every image is seen at every size

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from usema.bench.accuracy_report import load_history, record_row, write_report
-from usema.bench.machine import provenance
 from usema.bench.variants import expand_placements
 from usema.data.datasets import load_dataset
-from usema.data.planning import PLANS_NAME, load_plans, plan_dataset, save_plans
-from usema.data.window_planning import placement_settings, window_settings
 from usema.errors import UsemaError
+from usema.planning import PLANS_NAME, Plans, plan_dataset
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance
 
 # Known datasets under the shared data folder: (folder, label mode, metrics reported).
 DATASETS = {
@@ -100,40 +99,27 @@ def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: s
     seconds = time.monotonic() - started
     references = _link_references(cases, run_dir / "reference_labels")
     labels = None if instance else spec.labels
+    # the references are linked without their dataset.json: the dataset's ignore label is passed on
     scores = evaluate(predictions, references, output=run_dir / f"evaluation{suffix}", instance=instance,
-                      labels=labels)
+                      labels=labels, ignore_label=spec.ignore_value)
     return scores, seconds
 
 
-def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, budget_minutes: float | None,
+def run_one(data: Path, run_dir: Path, base_plans: Plans, model: str, seed: int, budget_minutes: float | None,
             device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False,
-            network_overrides: dict[str, Any] | None = None, label: str | None = None) -> dict[str, Any]:
+            network_settings: dict[str, Any] | None = None, label: str | None = None) -> dict[str, Any]:
     """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
-    short. `network_overrides` are this model's own network settings, on top of the shared plan's; `label`
-    names the row (default: the model). Without a budget the plan's epochs end the training."""
-    from usema.models import build_model
-    from usema.models.registry import settings_it_takes
+    short. `network_settings` are this model's own, on top of the shared plan's; `label` names the row
+    (default: the model). Without a budget the plan's epochs end the training."""
     from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import SPLITS_NAME, load_or_create_splits
 
     fold_dir = run_dir / f"fold_{FOLD}"
     if not (run_dir / PLANS_NAME).is_file():
-        plans = json.loads(json.dumps(base_plans))
-        plans["model"]["name"] = model
-        # the shared plan's windows are those of the model it was planned for: each model gets its own; of
-        # the plan's other settings it keeps those it takes (no SEMA placement for usema-nosema, no head_dim
-        # for nnU-Net's UNet)
-        dims = plans["dataset"]["spatial_dims"]
-        shared = {k: v for k, v in plans["model"]["overrides"].items() if k != "stage_windows"}
-        settings = settings_it_takes(model, dims, shared)
-        settings.update(network_overrides or {})
-        settings.update(placement_settings(model, dims, settings))
-        if "stage_windows" not in settings:
-            settings.update(window_settings(model, plans["dataset"]["spatial_dims"], plans["patch_size"],
-                                            settings["strides"], settings))
-        plans["model"]["overrides"] = settings
-        save_plans(plans, run_dir)
-    load_or_create_splits(run_dir, base_plans["dataset"]["cases"], FOLDS, SPLIT_SEED)
+        # each model gets its own SEMA placement and windows and keeps of the shared plan's other settings
+        # those it takes (no placement for usema-nosema, no head_dim for nnU-Net's UNet); see Plans.with_model
+        base_plans.with_model(model, network_settings).save(run_dir)
+    load_or_create_splits(run_dir, base_plans.dataset.case_ids, FOLDS, SPLIT_SEED)
     split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")
     if split_seed != SPLIT_SEED:
         raise UsemaError(f"{run_dir / SPLITS_NAME}: split drawn with seed {split_seed}, not the benchmark's "
@@ -147,16 +133,14 @@ def run_one(data: Path, run_dir: Path, base_plans: dict, model: str, seed: int, 
         # stopped by a signal: no row for a half-trained model; the next run resumes it
         stop_if_interrupted(summary)
         atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
-    plans = load_plans(run_dir)
-    spec = load_dataset(data, plans["dataset"]["label_mode"])
-    held_out = load_or_create_splits(run_dir, plans["dataset"]["cases"], FOLDS, SPLIT_SEED)[FOLD]["val"]
+    plans = Plans.load(run_dir)
+    spec = load_dataset(data, plans.dataset.label_mode)
+    held_out = load_or_create_splits(run_dir, plans.dataset.case_ids, FOLDS, SPLIT_SEED)[FOLD]["val"]
     cases = [spec.case(c) for c in held_out]
     scores, predict_seconds = _score(run_dir, cases, spec, instance, device, None, tta)
     log_rows = _read_rows(fold_dir / "train_log.csv")
     steps, seconds = _progress(fold_dir)
-    info = plans["dataset"]
-    network = build_model(model, info["spatial_dims"], info["num_channels"], info["num_classes"],
-                          **plans["model"].get("overrides", {}))
+    network = plans.build_network()  # as trained: UNETR at the plan's patch size
     row: dict[str, Any] = {
         "model": label or model,
         "seed": seed,
@@ -192,48 +176,50 @@ def run_accuracy_benchmark(
     data_root: str | Path | None = None,
     precision: str = "auto",
     device: str = "auto",
-    plan_overrides: dict[str, Any] | None = None,
+    plan_edits: dict[str, Any] | None = None,
     also_infer: Sequence[str] = (),
     tta: bool = False,
-    model_overrides: dict[str, dict[str, Any]] | None = None,
+    network_settings: dict[str, dict[str, Any]] | None = None,
     steps: int | None = None,
     placements: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`. `also_infer`
     lists extra inference precisions, each scored from the same checkpoint into extra columns; `tta` scores
-    with mirroring test-time augmentation (every model alike). `model_overrides` maps a model to network settings
-    of its own (e.g. where SEMA blocks go), merged over the shared plan's and listed in the Markdown.
+    with mirroring test-time augmentation (every model alike). `plan_edits` (KEY=JSON) go to the shared plan
+    (`plan_dataset`); `network_settings` maps a model to network settings of its own (e.g. where SEMA blocks
+    go), merged over the shared plan's and listed in the Markdown.
     `steps`: train every model for this many optimizer steps instead of `budget_minutes` (equal steps rather
     than equal time). `placements`: train every SEMA preset once per placement of its SEMA blocks (rows
     "usema@deepest-2")."""
     from usema.utils.device import resolve_device
 
-    unknown = sorted(set(model_overrides or {}) - set(models))
+    unknown = sorted(set(network_settings or {}) - set(models))
     if unknown:
         raise UsemaError(f"--model-overrides names {', '.join(unknown)}, which this run does not train")
     variants = expand_placements(models, placements)
     name, data, label_mode, instance = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
     base = runs / PLANS_NAME
-    overrides = dict(plan_overrides or {})
+    edits = dict(plan_edits or {})
     existing = base.is_file()
     if existing:
-        base_plans = load_plans(runs)
+        base_plans = Plans.load(runs)
     else:
         if steps is None:
             # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
-            overrides.setdefault("epochs", 10_000)
+            edits.setdefault("epochs", 10_000)
         base_plans = plan_dataset(data, runs, label_mode=label_mode, device=device, precision=precision,
-                                  **overrides)
+                                  **edits)
     if steps is not None:
-        iters = int(base_plans["training"]["iters_per_epoch"])
+        training = base_plans.training
+        iters = training.iters_per_epoch
         if steps < 1 or steps % iters:
             raise UsemaError(f"--steps {steps} is not a whole number of epochs of {iters} iterations")
-        planned = int(base_plans["training"]["epochs"]) * iters
+        planned = training.epochs * iters
         if existing and planned != steps:
             raise UsemaError(f"{base}: planned for {planned} steps, not {steps}; use another --runs-dir")
-        base_plans["training"]["epochs"] = steps // iters
-        save_plans(base_plans, runs)
+        base_plans = base_plans.with_training(training.with_choices(epochs=steps // iters))
+        base_plans.save(runs)
         budget_minutes = None
     output = Path(output)
     csv_path, md_path = output / f"accuracy_{name}.csv", output / f"accuracy_{name}.md"
@@ -245,7 +231,7 @@ def run_accuracy_benchmark(
             if (variant.label, seed) in done:
                 print(f"{variant.label} seed {seed}: already in {csv_path}, skipped")
                 continue
-            settings = {**(model_overrides or {}).get(variant.model, {}), **variant.settings}
+            settings = {**(network_settings or {}).get(variant.model, {}), **variant.settings}
             row = run_one(data, runs / variant.label / f"seed_{seed}", base_plans, variant.model, seed,
                           budget_minutes, device, instance, also_infer, tta, settings, label=variant.label)
             rows.append(row)
@@ -256,12 +242,13 @@ def run_accuracy_benchmark(
     return rows
 
 
-def _protocol(budget: float | None, plans: dict, tta: bool) -> str:
+def _protocol(budget: float | None, plans: Plans, tta: bool) -> str:
     """The sentence of the report that states what every row shares."""
-    steps = plans["training"]["epochs"] * plans["training"]["iters_per_epoch"]
+    training = plans.training
+    steps = training.epochs * training.iters_per_epoch
     length = f"Budget {budget:g} min of training per model" if budget is not None else f"{steps} optimizer steps per model"
-    return (f"{length}; patch {plans['patch_size']}, batch "
-            f"{plans['batch_size']}, {plans['training']['optimizer']} lr {plans['training']['lr']}, "
-            f"precision {plans['training'].get('precision', 'auto')}; fold {FOLD} of {FOLDS} (80/20, split seed "
+    return (f"{length}; patch {plans.patch_size}, batch "
+            f"{plans.batch_size}, {training.optimizer} lr {training.lr}, "
+            f"precision {training.precision}; fold {FOLD} of {FOLDS} (80/20, split seed "
             f"{SPLIT_SEED} for every model and seed); scored on the held-out fold from the last checkpoint"
             + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."))

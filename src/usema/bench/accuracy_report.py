@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from usema.bench.accuracy_analysis import comparison_lines, curve_lines
-from usema.bench.machine import provenance_from_markdown, provenance_markdown
-from usema.data.planning import PLANS_NAME, load_plans
+from usema.planning import PLANS_NAME, Plans
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance_from_markdown, provenance_markdown
 
 
 def load_history(path: Path, md_path: Path, rows: list[dict]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def _network_settings(runs: Path, rows: list[dict]) -> list[str]:
     for model in dict.fromkeys(r["model"] for r in rows):
         plans_files = sorted((runs / model).glob(f"seed_*/{PLANS_NAME}"))
         if plans_files:
-            settings = {k: v for k, v in load_plans(plans_files[0].parent)["model"]["overrides"].items()
+            settings = {k: v for k, v in Plans.load(plans_files[0].parent).network_settings.items()
                         if k != "strides"}
             lines.append(f"- `{model}`: {json.dumps(settings) if settings else 'preset settings'}")
     return lines

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from usema.bench.machine import provenance, provenance_from_markdown, provenance_markdown
 from usema.bench.measure import (
     default_memory_limit_gb,
     keep_freed_memory,
@@ -39,6 +38,7 @@ from usema.nn.attention import (
     window_token_mask,
 )
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance, provenance_from_markdown, provenance_markdown
 
 # Two baselines beside the modes: full attention with the n x n matrix built (as UNETR-style blocks do), and
 # one plain SDPA call over the windows (the naive way to write window attention).

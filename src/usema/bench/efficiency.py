@@ -26,7 +26,6 @@ from usema.bench.efficiency_report import (
     format_row,
     plot_efficiency,
 )
-from usema.bench.machine import provenance
 from usema.bench.measure import (
     default_memory_limit_gb,
     keep_freed_memory,
@@ -40,13 +39,13 @@ from usema.bench.measure import (
 from usema.bench.variants import expand_placements
 from usema.errors import UsemaError
 from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import provenance
 
 DEFAULT_SIZES = {2: [128, 256, 512, 1024], 3: [32, 64, 96, 128]}
 # imported once by the fork server rather than by every measurement (missing optional ones are passed over)
 PRELOAD = ("usema.bench.efficiency", "usema.models.registry", "usema.models.usema", "usema.models.baselines",
            "torch.utils.flop_counter", "monai.networks.nets", "dynamic_network_architectures.architectures.unet",
            "mambapy.mamba")
-PLANNED_BUILDERS = ("usema", "umamba", "nnunet")  # networks that take the plan's strides
 
 
 def parse_size(text: str | int, dims: int) -> tuple[int, ...]:
@@ -65,19 +64,14 @@ def grid_name(shape: tuple[int, ...]) -> str | int:
 
 
 def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[str, Any]) -> dict[str, Any]:
-    """The network settings a plan gives model `name` for a `shape` patch (1 mm spacing): the planner's
-    strides for the conv UNets, its SEMA placement and windows for USEMA, the patch size for networks fixed to it (UNETR),
-    and `network` on top."""
-    from usema.data.planning import stage_strides
-    from usema.data.window_planning import placement_settings, window_settings
-    from usema.models.registry import overrides_for_plan, preset_kwargs
+    """The settings model `name` is built with, as a plan for a `shape` patch (1 mm spacing) builds it: the
+    planner's strides, SEMA placement and windows, the patch size for networks fixed to it (UNETR), `network`
+    on top."""
+    from usema.planning.network import network_settings_for, settings_for_building
+    from usema.planning.planner import stage_strides
 
-    settings = overrides_for_plan(name, {**network, **placement_settings(name, dims, network)}, list(shape))
-    if preset_kwargs(name, dims)[0] in PLANNED_BUILDERS:
-        settings.setdefault("strides", stage_strides([float(s) for s in shape], [1.0] * dims))
-        if "stage_windows" not in settings:
-            settings.update(window_settings(name, dims, shape, settings["strides"], settings))
-    return settings
+    strides = stage_strides([float(s) for s in shape], [1.0] * dims)
+    return settings_for_building(name, network_settings_for(name, dims, shape, strides, network), shape)
 
 
 def measure_model(spec: dict) -> dict:
@@ -85,8 +79,8 @@ def measure_model(spec: dict) -> dict:
     the FLOP counter) and one cold training step (peak memory), then time warm repeats of both."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from usema.models.registry import build_model
     from usema.models.summary import count_parameters
+    from usema.planning.network import build_described_network
 
     device = torch.device(spec["device"])
     keep_freed_memory()
@@ -94,8 +88,9 @@ def measure_model(spec: dict) -> dict:
     shape = tuple(spec["shape"])
     reset_peak_memory(device)
     base = memory_in_use(device)
-    model = build_model(spec["model"], spec["dims"], spec["in_channels"], spec["num_classes"],
-                        **spec["network"]).to(device)
+    model = build_described_network({"name": spec["model"], "spatial_dims": spec["dims"], "in_channels":
+                                     spec["in_channels"], "num_classes": spec["num_classes"],
+                                     "network_settings": spec["network"]}).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     limit_memory(device, spec.get("memory_limit_bytes"))
     x = torch.randn(spec["batch"], spec["in_channels"], *shape, device=device)

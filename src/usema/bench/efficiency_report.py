@@ -7,8 +7,8 @@ import io
 import math
 from pathlib import Path
 
-from usema.bench.machine import provenance_markdown
 from usema.utils.atomic import atomic_path
+from usema.utils.provenance import provenance_markdown
 
 FIELDS = ["model", "dims", "size", "voxels", "batch", "precision", "status", "params", "gflops", "forward_ms",
           "train_step_ms", "forward_peak_mb", "train_peak_mb", "repeats", "note"]

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `usema` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _build_parser().parse_args(argv)
-    from usema.bench.machine import set_cli_argv
     from usema.errors import Interrupted, UsemaError
+    from usema.utils.provenance import set_cli_argv
 
     set_cli_argv(argv)
 

@@ -38,8 +38,8 @@ def add_plan_edits(parser: argparse.ArgumentParser, example: str = "patch_size=[
         default=[],
         metavar="KEY=JSON",
         help=f"plan settings that replace the planner's choice, e.g. {example} "
-        "'model_overrides={\"base_features\": 16}' (keys: patch_size, batch_size, "
-        "target_spacing, model_overrides, case_ids, max_cases, and the training keys "
+        "'network_settings={\"base_features\": 16}' (keys: patch_size, batch_size, target_spacing, "
+        "network_settings (or its older name model_overrides), case_ids, max_cases, and the training keys "
         "epochs, iters_per_epoch, optimizer, lr, val_max_cases, ...)",
     )
 

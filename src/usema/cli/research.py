@@ -30,6 +30,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_attention(bench)
     _add_efficiency(bench)
+    _add_loader(bench)
     _add_accuracy(bench)
     p = bench.add_parser("readme", help="copy the generated result files into the README's generated blocks")
     p.add_argument("readme", type=Path, nargs="?", default=Path("README.md"),
@@ -93,6 +94,23 @@ def _add_efficiency(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit-gb", type=float, default=None, help="CPU memory cap per measurement")
     add_device(p)
     p.set_defaults(func=_cmd_bench_efficiency)
+
+
+
+def _add_loader(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("loader", help="loader samples/s with 0, 2 and N workers; training memory as the "
+                                        "dataset grows")
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/loader"),
+                   help="folder of the CSV and report (default: benchmarks/loader)")
+    p.add_argument("--work-dir", type=Path, default=Path("runs/bench/loader"),
+                   help="where the generated phantoms and runs go (made once, reused)")
+    p.add_argument("--shape", default="192x192x160", help="phantom size, e.g. 192x192x160")
+    p.add_argument("--cases", type=int, nargs="+", default=[4, 24], help="dataset sizes of the memory runs")
+    p.add_argument("--workers", type=int, nargs="+", default=None, help="default: 0, 2 and the planned count")
+    p.add_argument("--batches", type=int, default=20, help="batches timed per worker count")
+    p.add_argument("--iterations", type=int, default=24, help="training iterations of each memory run")
+    p.add_argument("--patch-size", default=None, metavar="SIZE", help="e.g. 96x96x96 (default: planned)")
+    p.set_defaults(func=_cmd_bench_loader)
 
 
 def _add_accuracy(bench: argparse._SubParsersAction) -> None:
@@ -170,6 +188,18 @@ def _cmd_bench_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_loader(args: argparse.Namespace) -> int:
+    from usema.bench.efficiency import parse_size
+    from usema.bench.loader import run_loader_benchmark
+
+    run_loader_benchmark(
+        args.output, args.work_dir, shape=parse_size(args.shape, 3), cases=args.cases, workers=args.workers,
+        batches=args.batches, iterations=args.iterations,
+        patch_size=parse_size(args.patch_size, 3) if args.patch_size else None,
+    )
+    return 0
+
+
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     from usema.bench.accuracy import run_accuracy_benchmark
     from usema.errors import UsemaError
@@ -188,8 +218,8 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
         args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, steps=args.steps,
         placements=args.placements, output=args.output,
         runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
-        plan_overrides=key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
-        model_overrides=per_model,
+        plan_edits=key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
+        network_settings=per_model,
     )
     return 0
 

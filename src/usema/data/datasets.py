@@ -107,6 +107,15 @@ class DatasetSpec:
         raise DataError(self.manifest or self.root, f"no case {case_id!r} in this dataset")
 
 
+def with_channel_count(spec: DatasetSpec, count: int, names: list[str] | None = None) -> DatasetSpec:
+    """`spec` read with `count` input channels (a plan may convert gray <-> RGB photographs): the channels
+    take `names` where they fit, else generic names, and the first converted case warns again."""
+    if count != spec.num_channels:
+        spec.channel_names = list(names) if names and len(names) == count else channel_names_for(count)
+        spec.announced_channel_mix = False
+    return spec
+
+
 def lexical_absolute(path: str | Path) -> Path:
     """`path` made absolute and normalised without resolving symbolic links."""
     return Path(os.path.normpath(Path(path).absolute()))

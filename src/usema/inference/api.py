@@ -78,7 +78,7 @@ def predict(
     extras = [path for case in cases for path in probability_paths(output, case.case_id)]
     extras = extras if save_probabilities else []
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
-    check_output_location(output, inputs, targets + extras + overlays, overwrite, plans["dataset"]["path"])
+    check_output_location(output, inputs, targets + extras + overlays, overwrite, plans.dataset.path)
 
     print(f"predicting {len(cases)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
     written: list[Path] = []

@@ -108,6 +108,6 @@ def export_run(
         run_dir, checkpoint=checkpoint, fold=fold, device="cpu", precision="fp32", tta=False
     )
     plans = predictor.plans
-    shape = (1, int(plans["dataset"]["num_channels"]), *(int(s) for s in plans["patch_size"]))
+    shape = (1, plans.dataset.num_channels, *plans.patch_size)
     writer(predictor.model, torch.zeros(shape))
     return output, shape

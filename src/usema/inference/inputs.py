@@ -18,6 +18,7 @@ from usema.data.io import (
     suffix_of,
 )
 from usema.errors import DataError
+from usema.planning.plans import Plans
 
 # nnU-Net raw naming: one file per channel, CASE_0000.ext, CASE_0001.ext, ...
 _CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
@@ -84,14 +85,14 @@ def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[In
     return sorted(cases, key=lambda case: (case.case_id, case.images))
 
 
-def collect_cases(inputs: Sequence[str | Path], plans: dict) -> list[InferenceCase]:
+def collect_cases(inputs: Sequence[str | Path], plans: Plans) -> list[InferenceCase]:
     """Turn input files and folders into cases, grouping nnU-Net channel files by the plan's channel count.
 
     A folder contributes every supported image file directly inside it; files given by name form one group.
     Missing paths, unsupported files and empty folders raise DataError.
     """
-    num_channels = int(plans["dataset"]["num_channels"])
-    channel_files = num_channels > 1 or plans["dataset"].get("format") == "nnunet"
+    num_channels = plans.dataset.num_channels
+    channel_files = num_channels > 1 or plans.dataset.format == "nnunet"
     cases: list[InferenceCase] = []
     loose_files: list[Path] = []
     for raw in inputs:

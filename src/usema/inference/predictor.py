@@ -18,13 +18,12 @@ from torch import nn
 from usema.data.channels import convert_channels
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
-from usema.data.planning import PLANS_NAME, load_plans
-from usema.data.plans_schema import validate_plans
-from usema.data.preprocessing import preprocess_image, restore_geometry
 from usema.errors import CheckpointError, DataError, UsemaError
 from usema.inference.folds import checkpoint_path, resolve_folds
-from usema.models import build_model
-from usema.training.checkpoint import load_checkpoint, model_of_plan
+from usema.planning.network import build_described_network
+from usema.planning.plans import PLANS_NAME, Plans
+from usema.preprocessing.image import preprocess_image, restore_geometry
+from usema.training.checkpoint import load_checkpoint
 from usema.utils.device import resolve_device, resolve_precision
 
 # Windows a half patch apart (nnU-Net's step size 0.5) blended with a Gaussian (centre-weighted) map: window
@@ -42,9 +41,7 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
     weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key
     that is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
     """
-    spec = (entry["name"], int(entry["spatial_dims"]), int(entry["in_channels"]), int(entry["num_classes"]))
-    overrides = dict(entry.get("overrides") or {})
-    model = build_model(*spec, deep_supervision=False, **overrides)
+    model = build_described_network(entry, deep_supervision=False)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches are raised even with strict=False
@@ -54,7 +51,7 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
     if result.unexpected_keys:
         heads: set[str] = set()
         if entry.get("deep_supervision"):
-            supervised = build_model(*spec, deep_supervision=True, **overrides)
+            supervised = build_described_network(entry, deep_supervision=True)
             heads = set(supervised.state_dict()) - set(model.state_dict())
         stray = [key for key in result.unexpected_keys if key not in heads]
         if stray:
@@ -72,7 +69,7 @@ class Predictor:
     half)."""
 
     models: list[nn.Module]
-    plans: dict[str, Any]
+    plans: Plans
     device: torch.device
     autocast_dtype: torch.dtype | None
     checkpoints: list[Path]
@@ -94,7 +91,7 @@ class Predictor:
     @property
     def spatial_dims(self) -> int:
         """2 or 3."""
-        return len(self.plans["patch_size"])
+        return self.plans.spatial_dims
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -108,8 +105,8 @@ class Predictor:
         axes (2^d passes per network, each flipped back before averaging).
         """
         inferer = SlidingWindowInferer(
-            roi_size=[int(s) for s in self.plans["patch_size"]],
-            sw_batch_size=max(1, int(self.plans.get("batch_size", 1))),
+            roi_size=self.plans.patch_size,
+            sw_batch_size=self.plans.batch_size,
             overlap=1.0 - self.step_size,
             mode="gaussian",
         )
@@ -140,7 +137,7 @@ class Predictor:
         """Label map (*S) int64 of class probabilities (K, *S): the argmax, which is the label value in
         semantic and binary mode; in instance mode the classes are turned back into instance ids 1..N."""
         classes = probabilities.argmax(axis=0)
-        if self.plans["dataset"]["label_mode"] == "instance":
+        if self.plans.dataset.label_mode == "instance":
             return classes_to_instances(classes)
         return classes.astype(np.int64)
 
@@ -156,7 +153,7 @@ class Predictor:
         image, geometry = read_image(files)
         if geometry.spatial_dims != self.spatial_dims:
             raise DataError(files[0], f"is {geometry.spatial_dims}D but the model is {self.spatial_dims}D")
-        channels = int(self.plans["dataset"]["num_channels"])
+        channels = self.plans.dataset.num_channels
         converted = convert_channels(image, channels, geometry, files[0], warn=not self._announced_conversion)
         self._announced_conversion |= image.shape[0] != channels
         return converted, geometry
@@ -177,7 +174,7 @@ class Predictor:
                 f"an image array of shape {array.shape} for a {self.spatial_dims}D model: give "
                 f"(channels, *spatial) or ({self.spatial_dims} spatial axes) for one channel"
             )
-        spacing = list(spacing) if spacing is not None else list(self.plans["target_spacing"])
+        spacing = list(spacing) if spacing is not None else self.plans.target_spacing
         if len(spacing) != self.spatial_dims:
             raise UsemaError(f"spacing {spacing} has {len(spacing)} values for a {self.spatial_dims}D model")
         return self.segment(array, ImageGeometry(array.shape[1:], spacing, None, "array"))
@@ -193,18 +190,18 @@ def check_step_size(step_size: float) -> float:
     return float(step_size)
 
 
-def _inference_precision(plans: dict[str, Any], device: torch.device) -> torch.dtype | None:
+def _inference_precision(plans: Plans, device: torch.device) -> torch.dtype | None:
     """The training precision where this device supports it, else the device's "auto" precision.
 
     A model trained in fp16 on a GPU must still run on a CPU, where fp16 autocast is refused.
     """
     try:
-        return resolve_precision(plans.get("training", {}).get("precision", "auto"), device)
+        return resolve_precision(plans.training.precision, device)
     except UsemaError:
         return resolve_precision("auto", device)
 
 
-def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, Plans]:
     """One fold's checkpoint as an eval-mode network on the CPU, with the plans it was trained with.
 
     The checkpoint must be of the model RUN/plans.json describes (name, network settings, channels, classes);
@@ -216,25 +213,21 @@ def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, dict[str, Any]]:
         # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
         # from an earlier run) is refused rather than used in its place
         payload = load_checkpoint(
-            path, expected_model=model_of_plan(load_plans(run_dir)), expected_by=run_plans
+            path, expected_model=Plans.load(run_dir).network_description(), expected_by=run_plans
         )
     else:
         payload = load_checkpoint(path)
     entry = payload["model"]
-    if payload.get("plans"):
-        plans = payload["plans"]
-        validate_plans(plans, path)
-    else:
-        plans = load_plans(run_dir)
+    plans = Plans(payload["plans"], path) if payload.get("plans") else Plans.load(run_dir)
     for plan_key, model_key in (("num_channels", "in_channels"), ("num_classes", "num_classes")):
-        if int(plans["dataset"][plan_key]) != int(entry[model_key]):
+        if getattr(plans.dataset, plan_key) != int(entry[model_key]):
             raise CheckpointError(
                 f"{path}: the model has {model_key}={entry[model_key]} but the plans say "
-                f"{plan_key}={plans['dataset'][plan_key]}; the checkpoint belongs to another plan"
+                f"{plan_key}={getattr(plans.dataset, plan_key)}; the checkpoint belongs to another plan"
             )
-    if len(plans["patch_size"]) != int(entry["spatial_dims"]):
+    if plans.spatial_dims != int(entry["spatial_dims"]):
         raise CheckpointError(
-            f"{path}: a {entry['spatial_dims']}D model with a {len(plans['patch_size'])}D patch size"
+            f"{path}: a {entry['spatial_dims']}D model with a {plans.spatial_dims}D patch size"
         )
     return _build_network(entry, payload["model_state"], path), plans
 
@@ -266,9 +259,10 @@ def load_predictor(
         if plans is None:
             plans = fold_plans
         for key in PREPARATION_KEYS:
-            if fold_plans[key] != plans[key]:
+            if getattr(fold_plans, key) != getattr(plans, key):
                 raise CheckpointError(
-                    f"{path}: trained with {key} {fold_plans[key]} but {paths[0]} with {plans[key]}; "
+                    f"{path}: trained with {key} {getattr(fold_plans, key)} but {paths[0]} with "
+                    f"{getattr(plans, key)}; "
                     "the folds of an ensemble must prepare images alike (predict with one of them: --fold)"
                 )
         models.append(model.to(torch_device))

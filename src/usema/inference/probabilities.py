@@ -23,6 +23,7 @@ import numpy as np
 
 from usema.data.io import ImageGeometry
 from usema.inference.inputs import InferenceCase
+from usema.planning.plans import Plans
 from usema.utils.atomic import atomic_path
 
 
@@ -31,7 +32,7 @@ def probability_paths(output: str | Path, case_id: str) -> tuple[Path, Path]:
     return Path(output) / f"{case_id}.npz", Path(output) / f"{case_id}.pkl"
 
 
-def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: dict[str, Any]) -> dict[str, Any]:
+def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: Plans) -> dict[str, Any]:
     """The .pkl's dict: nnU-Net's property names where they apply, then usema's (module docstring)."""
     shape = [int(s) for s in geometry.shape]
     return {
@@ -41,8 +42,8 @@ def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: dict[st
         "bbox_used_for_cropping": [[0, s] for s in shape],
         "case_id": case.case_id,
         "images": [str(path) for path in case.images],
-        "classes": {str(k): str(v) for k, v in plans["dataset"]["labels"].items()},
-        "label_mode": plans["dataset"]["label_mode"],
+        "classes": dict(plans.dataset.labels),
+        "label_mode": plans.dataset.label_mode,
         "geometry": geometry.to_dict(),
     }
 
@@ -51,7 +52,7 @@ def write_probabilities(
     probabilities: np.ndarray,
     geometry: ImageGeometry,
     case: InferenceCase,
-    plans: dict[str, Any],
+    plans: Plans,
     output: Path,
 ) -> tuple[Path, Path]:
     """Write OUT/<case>.npz (`probabilities`, compressed) and OUT/<case>.pkl atomically; returns both."""

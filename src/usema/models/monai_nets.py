@@ -13,9 +13,9 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from usema.nn.attention import as_tuple
 from usema.nn.padding import crop_outputs, pad_to_multiple, pad_to_size, padded_size
 
 DEFAULT_PATCH = {2: (256, 256), 3: (96, 96, 96)}
@@ -84,7 +84,8 @@ class UNETRNet(nn.Module):
         _require_einops("UNETR")
         from monai.networks.nets import UNETR
 
-        patch = as_tuple(patch_size or DEFAULT_PATCH[spatial_dims], spatial_dims, "patch_size")
+        patch = ensure_tuple_rep(patch_size or DEFAULT_PATCH[spatial_dims], spatial_dims)
+        patch = tuple(int(p) for p in patch)
         self.img_size = padded_size(patch, (UNETR_MULTIPLE,) * spatial_dims)
         self.deep_supervision = deep_supervision
         self.net = UNETR(

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from monai.utils import ensure_tuple_rep
 from torch import nn
 
-from usema.models.usema import DEFAULT_STAGES, MAX_FEATURES, _per_stage
-from usema.nn.attention import as_tuple
+from usema.models.usema import DEFAULT_STAGES, MAX_FEATURES
 from usema.nn.padding import crop_outputs, pad_to_multiple, total_stride
 
 RESENC_M_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
@@ -57,35 +57,39 @@ class NNUNet(nn.Module):
             raise NotImplementedError(f"nnU-Net's UNets are 2D or 3D, not {spatial_dims}D")
         try:
             from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+            from dynamic_network_architectures.building_blocks.helper import (
+                convert_dim_to_conv_op,
+                get_matching_instancenorm,
+            )
         except ImportError as err:  # optional dependency
             raise ImportError("the nnU-Net baselines need dynamic-network-architectures: "
                               "pip install --no-deps dynamic-network-architectures") from err
         if strides is None:
             n_stages = n_stages or DEFAULT_STAGES[spatial_dims]
             strides = [1] + [2] * (n_stages - 1)
-        self.strides = [as_tuple(s, spatial_dims, "stride") for s in strides]
+        self.strides = [tuple(int(v) for v in ensure_tuple_rep(s, spatial_dims)) for s in strides]
         n_stages = len(self.strides)
         if features is None:
             cap = max_features or MAX_FEATURES[spatial_dims]
             features = [min(base_features * 2**i, cap) for i in range(n_stages)]
-        self.features = _per_stage(features, n_stages, "features")
+        self.features = list(ensure_tuple_rep(features, n_stages))
         if blocks_per_stage is None:
             blocks_per_stage = list(RESENC_M_BLOCKS[:n_stages]) if residual else 2
         if decoder_convs is None:
             decoder_convs = 1 if residual else 2
         self.spatial_dims, self.deep_supervision = spatial_dims, deep_supervision
-        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
-        norm = nn.InstanceNorm2d if spatial_dims == 2 else nn.InstanceNorm3d
+        conv = convert_dim_to_conv_op(spatial_dims)
+        norm = get_matching_instancenorm(conv)
         common = dict(
             input_channels=in_channels, n_stages=n_stages, features_per_stage=self.features, conv_op=conv,
-            kernel_sizes=_per_stage(kernel_size, n_stages, "kernel_size"),
+            kernel_sizes=list(ensure_tuple_rep(kernel_size, n_stages)),
             strides=[list(s) for s in self.strides], num_classes=num_classes,
-            n_conv_per_stage_decoder=_per_stage(decoder_convs, n_stages - 1, "decoder_convs"), conv_bias=True,
+            n_conv_per_stage_decoder=list(ensure_tuple_rep(decoder_convs, n_stages - 1)), conv_bias=True,
             norm_op=norm, norm_op_kwargs={"eps": 1e-5, "affine": True}, dropout_op=None,
             nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True, "negative_slope": 0.01},
             deep_supervision=deep_supervision,
         )
-        blocks = _per_stage(blocks_per_stage, n_stages, "blocks_per_stage")
+        blocks = list(ensure_tuple_rep(blocks_per_stage, n_stages))
         if residual:
             self.net = ResidualEncoderUNet(n_blocks_per_stage=blocks, **common)
         else:

@@ -84,38 +84,31 @@ def _distinguishing_keys(builder_name: str) -> frozenset[str]:
     )
 
 
-def overrides_for_plan(name: str, overrides: dict[str, Any], patch_size: list[int]) -> dict[str, Any]:
-    """The network settings a plan gives model `name`: its overrides, plus the patch size for presets whose
-    networks fix their input size at construction (UNETR)."""
-    overrides = dict(overrides)
-    if load_presets().get(name, {}).get("needs_patch_size"):
-        overrides.setdefault("patch_size", list(patch_size))
-    return overrides
-
-
-def check_settings(name: str, spatial_dims: int, overrides: dict[str, Any]) -> Builder:
-    """The builder of preset `name`, once `overrides` are known to be settings it takes and that do not change
-    what makes the preset itself; UsemaError naming the setting, the model and what it takes otherwise."""
+def check_settings(name: str, spatial_dims: int, settings: dict[str, Any]) -> Builder:
+    """The builder of preset `name`, once `settings` (network settings) are known to be settings it takes and
+    that do not change what makes the preset itself; UsemaError naming the setting, the model and what it
+    takes otherwise."""
     builder_name, kwargs = preset_kwargs(name, spatial_dims)
-    # The settings that tell presets of one builder apart (attention, sema_per_stage, layout, residual) are what
-    # a preset is: an override may not change them, or a plan shared by several models would silently turn
-    # usema-nosema into usema. Other settings (widths) stay open to overrides.
+    # The settings that tell presets of one builder apart (attention, sema_per_stage, layout, residual) are
+    # what a preset is: a network setting may not change them, or a plan shared by several models would
+    # silently turn usema-nosema into usema. Other settings (widths) stay open.
     changed = sorted(
         k
-        for k, v in overrides.items()
+        for k, v in settings.items()
         if k in kwargs and k in _distinguishing_keys(builder_name) and v != kwargs[k]
     )
     if changed:
         raise UsemaError(
-            f"model {name!r} fixes {', '.join(f'{k}={kwargs[k]!r}' for k in changed)}; an override may not change "
-            "it (choose the preset that has the setting you want, e.g. usema-window for attention='window')"
+            f"model {name!r} fixes {', '.join(f'{k}={kwargs[k]!r}' for k in changed)}; a network setting may "
+            "not change it (choose the preset that has the setting you want, e.g. usema-window for "
+            "attention='window')"
         )
     _ensure_builders()
     if builder_name not in _BUILDERS:
         raise UsemaError(f"model {name!r} needs builder {builder_name!r}, which is not available here")
     builder = _BUILDERS[builder_name]
     accepted = accepted_settings(builder)
-    unknown = sorted(set(overrides) - accepted) if accepted is not None else []
+    unknown = sorted(set(settings) - accepted) if accepted is not None else []
     if unknown:
         raise UsemaError(
             f"model {name!r} has no network setting {', '.join(map(repr, unknown))}; "
@@ -143,11 +136,11 @@ def build_model(
     in_channels: int,
     num_classes: int,
     deep_supervision: bool = False,
-    **overrides: Any,
+    **network_settings: Any,
 ) -> nn.Module:
-    """Build the preset `name`; `overrides` replace the preset's settings (e.g. a plan's strides)."""
-    builder = check_settings(name, spatial_dims, overrides)
-    kwargs = {**preset_kwargs(name, spatial_dims)[1], **overrides}
+    """Build the preset `name`; `network_settings` add to the preset's settings (e.g. a plan's strides)."""
+    builder = check_settings(name, spatial_dims, network_settings)
+    kwargs = {**preset_kwargs(name, spatial_dims)[1], **network_settings}
     return builder(
         spatial_dims=spatial_dims,
         in_channels=in_channels,

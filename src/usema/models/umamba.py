@@ -34,8 +34,8 @@ def build_umamba(
 ) -> USEMA:
     """Registry builder for `umamba-bot` / `umamba-enc`: USEMA with Mamba layers placed by `layout`.
 
-    `strides`, `n_stages` and the other keyword arguments are USEMA's (the plan's overrides pass through).
-    """
+    `strides`, `n_stages` and the other keyword arguments are USEMA's (the plan's network settings pass
+    through). """
     for fixed in ("sema_per_stage", "mixer"):
         if fixed in kwargs:
             raise UsemaError(

@@ -36,10 +36,11 @@ def _per_stage(value, n_stages: int, name: str) -> list:
 
 
 PLACEMENTS = ("all", "bottleneck", "deepest-K", "from-S")
-# Where plans put the SEMA blocks: the two deepest stages won the placement study (README, "Where the SEMA blocks
-# go"): within the seeds' spread of the best accuracy at equal CPU time on both datasets, and the only placement
-# of those that keeps the training step within 1.15x of the network without SEMA. The class itself keeps one
-# block in every stage, the layout of plans that name no placement (those made before placements were planned).
+# Where plans put the SEMA blocks: the two deepest stages won the placement study (README, "Where the SEMA
+# blocks go"): within the seeds' spread of the best accuracy at equal CPU time on both datasets, and the only
+# placement of those that keeps the training step within 1.15x of the network without SEMA. The class itself
+# keeps one block in every stage, the layout of plans that name no placement (those made before placements
+# were planned).
 DEFAULT_PLACEMENT = "deepest-2"
 
 

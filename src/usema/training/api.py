@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import sys
 import time
@@ -11,74 +10,50 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from usema.data.datasets import lexical_absolute
-from usema.data.planning import PLANS_NAME, TRAINING_KEYS, load_plans, save_plans
-from usema.data.preprocessing import preprocess_dataset
-from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
-from usema.models.registry import check_settings, overrides_for_plan
-from usema.plan_values import plan_edits_of
+from usema.errors import CheckpointError, Interrupted, UsemaError
+from usema.planning.plans import PLANS_NAME, Plans
+from usema.planning.settings import TRAINING_KEYS, TrainingSettings
+from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
 from usema.training.distributed import barrier, init_distributed, shutdown
 from usema.training.loop import Trainer
-from usema.training.pretrained import load_matching_weights
 from usema.training.splits import load_or_create_splits
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
 
-# Learning rate of each optimiser when the caller switches optimiser (the plan's lr belongs to its own).
-DEFAULT_LR = {"sgd": 1e-2, "adamw": 3e-3}
 
-
-def build_network(description: dict[str, Any]) -> nn.Module:
-    """The network of a checkpoint's "model" description, from the model registry."""
-    from usema.models import build_model
-
-    return build_model(
-        description["name"],
-        description["spatial_dims"],
-        description["in_channels"],
-        description["num_classes"],
-        deep_supervision=description["deep_supervision"],
-        **description["overrides"],
-    )
-
-
-def apply_overrides(
-    plans: dict[str, Any],
+def apply_choices(
+    plans: Plans,
     model: str | None = None,
     epochs: int | None = None,
     iters_per_epoch: int | None = None,
     optimizer: str | None = None,
     schedule: str | None = None,
     precision: str | None = None,
+    num_workers: int | None = None,
     settings: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A copy of `plans` with the caller's choices (None or "auto" = keep the plan's) in its training section;
-    `settings` are further training keys (num_workers, lr, val_max_cases, ...), applied first.
-
-    Switching optimiser also switches to that optimiser's default learning rate.
-    """
-    plans = copy.deepcopy(plans)
-    training = plans["training"]
-    training.update({key: value for key, value in (settings or {}).items() if value is not None})
-    if model is not None:
-        plans["model"]["name"] = model
-    if optimizer is not None and optimizer != training["optimizer"]:
-        training["optimizer"], training["lr"] = optimizer, DEFAULT_LR[optimizer]
-    for key, value in (("epochs", epochs), ("iters_per_epoch", iters_per_epoch), ("schedule", schedule)):
-        if value is not None:
-            if key != "schedule" and int(value) < 1:
-                raise UsemaError(f"{key} must be at least 1, got {value}")
-            training[key] = value
-    if int(training.get("num_workers") or 0) < 0:
-        raise UsemaError(f"num_workers must be at least 0, got {training['num_workers']}")
-    if precision not in (None, "auto"):
-        training["precision"] = precision
-    return plans
+) -> Plans:
+    """The plan with the caller's choices (None or "auto" = keep the plan's): another model (with its own SEMA
+    windows) and the training settings: `settings` (further training keys of --plan: lr, val_max_cases, ...)
+    first, then the named choices (`TrainingSettings.with_choices`: switching optimiser also switches to that
+    optimiser's default learning rate)."""
+    if model is not None and model != plans.model_name:
+        plans = plans.with_model(model)
+    given = {key: value for key, value in (settings or {}).items() if value is not None}
+    if given:
+        try:
+            training = TrainingSettings.from_dict({**plans.training.to_dict(), **given})
+        except (TypeError, ValueError) as err:
+            raise UsemaError(f"training settings {given}: {err}") from err
+        plans = plans.with_training(training)
+    training = plans.training.with_choices(
+        optimizer=optimizer, epochs=epochs, iters_per_epoch=iters_per_epoch, schedule=schedule,
+        precision=precision, num_workers=num_workers,
+    )
+    return plans.with_training(training)
 
 
 def split_plan_edits(edits: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,7 +77,7 @@ def _same_folder(a: Path, b: Path) -> bool:
 def _plans_for_run(
     data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str,
     edits: dict[str, Any], estimate: bool,
-) -> dict:
+) -> Plans:
     """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (timed and
     fitted to the CPU budget on a CPU when `estimate`). An existing plan must have been made from the same
     dataset, label mode and plan-shaping --plan edits."""
@@ -113,19 +88,19 @@ def _plans_for_run(
         for line in describe_plan(plans, timed):
             print(line, file=sys.stderr)
         return plans
-    plans = load_plans(run_dir)
-    where = run_dir / PLANS_NAME
-    if not _same_folder(data, Path(plans["dataset"]["path"])):
+    plans = Plans.load(run_dir)
+    where, info = run_dir / PLANS_NAME, plans.dataset
+    if not _same_folder(data, Path(info.path)):
         raise UsemaError(
-            f"{where} was made for the dataset {plans['dataset']['path']}, not {data}: use a new run folder "
+            f"{where} was made for the dataset {info.path}, not {data}: use a new run folder "
             "(or edit dataset.path in plans.json if the dataset moved)"
         )
-    if label_mode is not None and label_mode != plans["dataset"]["label_mode"]:
+    if label_mode is not None and label_mode != info.label_mode:
         raise UsemaError(
-            f"{where} was made for {plans['dataset']['label_mode']} labels, not {label_mode}: use a new run folder"
+            f"{where} was made for {info.label_mode} labels, not {label_mode}: use a new run folder"
         )
     shaping = split_plan_edits(edits)[1]
-    planned_with = split_plan_edits(plan_edits_of(plans))[1]
+    planned_with = split_plan_edits(plans.plan_edits)[1]
     changed = sorted(key for key in shaping if shaping[key] != planned_with.get(key))
     if changed:
         key = changed[0]
@@ -149,7 +124,7 @@ def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
             stored = load_checkpoint(latest)
             what = (
                 f"model {stored['model']['name']}, epoch {stored['epoch']} of "
-                f"{stored['plans']['training']['epochs']}"
+                f"{Plans(stored['plans'], latest).training.epochs}"
             )
         except (UsemaError, KeyError, TypeError):
             what = "a checkpoint that does not load"
@@ -160,30 +135,21 @@ def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
         (fold_dir / name).unlink(missing_ok=True)
 
 
-def _switch_model(plans: dict[str, Any], run_dir: Path, model: str | None, overwrite: bool) -> None:
-    """Make RUN/plans.json name `model` when the caller trains another model than it names; refused while any
-    fold holds checkpoints of the planned model, unless the caller asks to overwrite."""
-    if model is None or model == plans["model"]["name"]:
-        return
+def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: bool) -> Plans:
+    """Make RUN/plans.json name `model` (with its own SEMA windows) when the caller trains another model than
+    it names; refused while any fold holds checkpoints of the planned model, unless the caller asks to
+    overwrite."""
+    if model is None or model == plans.model_name:
+        return plans
     trained = sorted(p.parent.name for p in run_dir.glob(f"fold_*/{CHECKPOINT_NAMES['latest']}"))
     if trained and not overwrite:
         raise UsemaError(
-            f"{run_dir} is a run of model {plans['model']['name']} ({', '.join(trained)} trained): train "
+            f"{run_dir} is a run of model {plans.model_name} ({', '.join(trained)} trained): train "
             f"{model} in a new run folder, or give --overwrite to replace it"
         )
-    plans["model"]["name"] = model
-    save_plans(plans, run_dir)
-
-
-def _check_network_settings(plans: dict[str, Any], where: Path) -> None:
-    """DataError naming plans.json when its model is unknown or its network settings (model.overrides) hold a
-    setting that the model does not take: a typo names the key and lists the model's settings."""
-    name = plans["model"]["name"]
-    overrides = overrides_for_plan(name, plans["model"].get("overrides", {}), plans["patch_size"])
-    try:
-        check_settings(name, len(plans["patch_size"]), overrides)
-    except UsemaError as err:
-        raise DataError(where, str(err)) from err
+    plans = plans.with_model(model)
+    plans.save(run_dir)
+    return plans
 
 
 def stop_if_interrupted(summary: dict[str, Any]) -> None:
@@ -220,7 +186,7 @@ def train(
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
 
-    RUN/plans.json is made if missing, else read as the user left it; the arguments given override its
+    RUN/plans.json is made if missing, else read as the user left it; the caller's choices replace its
     training settings. Under torchrun (env RANK/WORLD_SIZE) every process trains a share of each batch with
     DistributedDataParallel and only rank 0 writes. `max_minutes` (else the plan's time_budget_minutes) is
     the training time of the whole run, resumes included (the checkpoint keeps the time spent): the epoch that
@@ -256,48 +222,38 @@ def train(
             mismatch = device_mismatch(plans, ctx.device.type, run_dir / PLANS_NAME)
             if mismatch:
                 warnings.warn(mismatch, stacklevel=2)
-            _switch_model(plans, run_dir, model, overwrite)
-            _check_network_settings(plans, run_dir / PLANS_NAME)
+            plans = _switch_model(plans, run_dir, model, overwrite)
+            plans.check_network()
             _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
             # the split first: a fold count that does not fit the run fails before the preprocessing time
-            load_or_create_splits(run_dir, plans["dataset"]["cases"], folds, seed, groups_csv)
+            load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv)
             preprocess_dataset(plans, run_dir)
         barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
-        plans = load_plans(run_dir)
-        splits = load_or_create_splits(
-            run_dir, plans["dataset"]["cases"], folds, seed, groups_csv, write=False
+        plans = Plans.load(run_dir)
+        splits = load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv, write=False)
+        plans = apply_choices(
+            plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, num_workers,
+            split_plan_edits(plan_edits)[0],
         )
-        settings = split_plan_edits(plan_edits)[0]
-        if num_workers is not None:
-            settings["num_workers"] = num_workers
-        plans = apply_overrides(
-            plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, settings
-        )
-        autocast_dtype = resolve_precision(plans["training"].get("precision", "auto"), ctx.device)
-        budget = max_minutes if max_minutes is not None else plans["training"].get("time_budget_minutes")
+        settings = plans.training
+        autocast_dtype = resolve_precision(settings.precision, ctx.device)
+        budget = max_minutes if max_minutes is not None else settings.time_budget_minutes
 
         split = splits[fold]
-        limit = plans["training"].get("val_max_cases")
+        limit = settings.val_max_cases
         train_cases = load_training_cases(run_dir, split["train"])
-        val_cases = load_training_cases(run_dir, split["val"][: int(limit)] if limit else split["val"])
+        val_cases = load_training_cases(run_dir, split["val"][:limit] if limit else split["val"])
         latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
         resume_from = latest if resume and latest.is_file() else None
         if resume and resume_from is None and ctx.is_main:
             print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)
-        network_builder = build_network
-        if pretrained_weights is not None and resume_from is None:
-
-            def network_builder(description: dict[str, Any]) -> nn.Module:
-                network = build_network(description)
-                report = load_matching_weights(network, pretrained_weights)
-                if ctx.is_main:
-                    print("\n".join(report), file=sys.stderr)
-                return network
-        elif pretrained_weights is not None and ctx.is_main:
-            print(
-                f"pretrained weights {pretrained_weights} not loaded: the fold resumes from {latest}",
-                file=sys.stderr,
-            )
+        if pretrained_weights is not None and resume_from is not None:
+            if ctx.is_main:
+                print(
+                    f"pretrained weights {pretrained_weights} not loaded: the fold resumes from {latest}",
+                    file=sys.stderr,
+                )
+            pretrained_weights = None
         trainer = Trainer(
             plans,
             run_dir,
@@ -305,10 +261,10 @@ def train(
             train_cases,
             val_cases,
             ctx,
-            network_builder,
             seed=seed,
             autocast_dtype=autocast_dtype,
             budget_seconds=60.0 * float(budget) if budget is not None else None,
+            pretrained_weights=pretrained_weights,
         )
         summary = trainer.run(resume_from=resume_from)
     summary.update(

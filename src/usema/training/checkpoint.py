@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from usema.errors import CheckpointError
-from usema.models.registry import overrides_for_plan
 from usema.utils.atomic import atomic_path
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
@@ -36,33 +35,22 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def model_of_plan(plans: dict[str, Any]) -> dict[str, Any]:
-    """The model a plan trains, as a checkpoint's "model" entry describes it (less "deep_supervision", which is a
-    training setting): name, spatial_dims, in_channels, num_classes and the network settings."""
-    patch_size = [int(s) for s in plans["patch_size"]]
-    name = plans["model"]["name"]
-    return {
-        "name": name,
-        "spatial_dims": len(patch_size),
-        "in_channels": int(plans["dataset"]["num_channels"]),
-        "num_classes": int(plans["dataset"]["num_classes"]),
-        "overrides": overrides_for_plan(name, plans["model"].get("overrides", {}), patch_size),
-    }
-
-
 def load_checkpoint(
     path: str | Path, expected_model: dict[str, Any] | None = None, expected_by: str | Path | None = None
 ) -> dict[str, Any]:
     """Load a checkpoint safely (``weights_only=True``: arbitrary pickled objects are refused, never executed).
 
-    `expected_model`, if given, is the description (`model_of_plan`) of the model the caller will load the
-    weights into, as `expected_by` (e.g. the run's plans.json) says; a checkpoint of another model raises
-    CheckpointError naming the first entry that differs.
+    `expected_model`, if given, is the description (`Plans.network_description`) of the model the caller will
+    load the weights into, as `expected_by` (e.g. the run's plans.json) says; a checkpoint of another model
+    raises CheckpointError naming the first entry that differs. Descriptions of older checkpoints are read in
+    the current form (their network settings were named "overrides").
     """
     path = Path(path)
     payload = read_checkpoint_file(path)
     if not isinstance(payload, dict) or "model_state" not in payload or "model" not in payload:
         raise CheckpointError(f"{path}: not a usema checkpoint (no 'model_state' and 'model' entries)")
+    if isinstance(payload["model"], dict) and "overrides" in payload["model"]:
+        payload["model"]["network_settings"] = payload["model"].pop("overrides")
     if expected_model is not None:
         stored = payload["model"]
         for key, value in expected_model.items():

@@ -1,4 +1,5 @@
-"""Training data: preprocessed cases loaded into memory, and the stream of augmented batches of one epoch.
+"""Training data: the preprocessed cases of a fold, read lazily from disk, and the stream of augmented
+batches of one epoch, sampled in loader worker processes.
 
 Every batch is drawn from its own generator seeded by (seed, rank, epoch, iteration), so a run resumed at any
 iteration, with any number of loader workers, sees exactly the batches an uninterrupted run would have seen.
@@ -6,7 +7,7 @@ iteration, with any number of loader workers, sees exactly the batches an uninte
 
 from __future__ import annotations
 
-import re
+import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,38 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from usema.data.augmentation import PatchSampler, TrainingCase
-from usema.data.preprocessing import PREPROCESSED_DIR
-from usema.errors import DataError
-
-_LOCATIONS_KEY = re.compile(r"^class_locations_(\d+)$")
+from usema.preprocessing.dataset import PREPROCESSED_DIR
+from usema.preprocessing.storage import PreprocessedCase, open_case
+from usema.training.patches import PatchSampler
 
 
-def load_training_case(path: str | Path) -> TrainingCase:
-    """One preprocessed `<case>.npz` (keys image, label, class_locations_<k>) as a TrainingCase."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "preprocessed case not found; preprocessing did not finish")
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            if "label" not in stored:
-                raise DataError(path, "preprocessed case has no label; training needs labelled cases")
-            image = np.ascontiguousarray(stored["image"], dtype=np.float32)
-            label = np.ascontiguousarray(stored["label"])
-            locations = {
-                int(m.group(1)): stored[key] for key in stored.files if (m := _LOCATIONS_KEY.match(key))
-            }
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(path, f"unreadable preprocessed case ({err}); delete it to have it redone") from err
-    if image.ndim != label.ndim + 1 or image.shape[1:] != label.shape:
-        raise DataError(path, f"image {image.shape} and label {label.shape} do not match")
-    return TrainingCase(path.stem, image, label, locations)
-
-
-def load_training_cases(run_dir: str | Path, case_ids: Sequence[str]) -> list[TrainingCase]:
-    """The preprocessed cases `case_ids` of RUN/preprocessed, in memory (every epoch samples all of them)."""
+def load_training_cases(run_dir: str | Path, case_ids: Sequence[str]) -> list[PreprocessedCase]:
+    """The preprocessed cases `case_ids` of RUN/preprocessed, checked but not read: patches are read from disk
+    as they are sampled, so memory does not grow with the dataset."""
     folder = Path(run_dir) / PREPROCESSED_DIR
-    return [load_training_case(folder / f"{case_id}.npz") for case_id in case_ids]
+    return [open_case(folder, case_id) for case_id in case_ids]
 
 
 class EpochBatches(IterableDataset):
@@ -80,12 +59,22 @@ class EpochBatches(IterableDataset):
         return max(0, self.iterations - self.start)
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """Loader workers ignore SIGINT and SIGTERM: a Ctrl-C reaches the whole process group, and the training
+    process, which saves its checkpoint first, shuts its workers down itself (a worker whose parent is gone
+    exits on its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def epoch_loader(batches: EpochBatches, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over already-batched patches (batch_size=None), with `num_workers` worker processes."""
+    """A DataLoader over already-batched patches (batch_size=None), sampled and augmented by `num_workers`
+    worker processes (0: by this process)."""
     return DataLoader(
         batches,
         batch_size=None,
         num_workers=max(0, num_workers),
         pin_memory=pin_memory,
         persistent_workers=False,
+        worker_init_fn=_leave_stop_signals_to_the_trainer if num_workers > 0 else None,
     )

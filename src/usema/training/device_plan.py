@@ -4,20 +4,22 @@ On a GPU the planner's choices stand: the preset's widths, nnU-Net's patch and b
 budget, SGD for 1000 epochs of 250 steps. On a CPU that training takes days (a 2D dataset of 1,000 images of
 0.4 megapixels got the full-width network, patches of 0.33 megapixels and 2,500 steps: about 20 hours), so a
 CPU plan takes what the README's CPU runs use: the compact network (widths 16 doubling to at most 128, one
-residual block per stage, head_dim 16, SEMA blocks where plans put them), AdamW at 3e-3, a memory budget of 2 GiB,
-which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40 voxels (2
-larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many epochs as
-fit 30 minutes, as timed here.
+residual block per stage, head_dim 16, SEMA blocks where plans put them), AdamW at 3e-3, a memory budget of
+2 GiB, which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40
+voxels (2 larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many
+epochs as fit 30 minutes, as timed here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from usema.data.planning import PLANS_NAME, plan_dataset, save_plans, training_settings
 from usema.models.registry import check_settings, settings_it_takes
-from usema.plan_values import planned_device, record_planning
+from usema.planning.planner import plan_dataset
+from usema.planning.plans import PLANS_NAME, Plans
+from usema.planning.settings import TrainingSettings
 from usema.training.estimate import DEVICE_WORDS, TrainingEstimate, estimate_training
 from usema.utils.device import device_kind, resolve_device
 
@@ -42,18 +44,19 @@ def compact_network(model: str) -> dict[str, Any]:
     return settings_it_takes(model, 3, CPU_NETWORK)
 
 
-def _fit_to_cpu_budget(plans: dict[str, Any], estimate: TrainingEstimate) -> None:
-    """Set the plan's epochs (and, for very slow steps, its steps per epoch) so that training takes about
-    CPU_TRAINING_MINUTES at the timed speed."""
+def _fit_to_cpu_budget(plans: Plans, estimate: TrainingEstimate) -> Plans:
+    """The plan with the epochs (and, for very slow steps, the steps per epoch) that make training take about
+    CPU_TRAINING_MINUTES at the timed speed; `estimate` is updated to them."""
     budget = 60.0 * CPU_TRAINING_MINUTES
-    training = plans["training"]
     epochs = int(budget // estimate.epoch_seconds)
     if epochs < 1:
         validation = estimate.validated_cases * estimate.validation_case_seconds
         iters = int((budget - validation) // estimate.step_seconds)
-        training["iters_per_epoch"] = estimate.iters_per_epoch = max(MIN_ITERS_PER_EPOCH, iters)
+        estimate.iters_per_epoch = max(MIN_ITERS_PER_EPOCH, iters)
         epochs = 1
-    training["epochs"] = estimate.epochs = epochs
+    estimate.epochs = epochs
+    training = dataclasses.replace(plans.training, epochs=epochs, iters_per_epoch=estimate.iters_per_epoch)
+    return plans.with_training(training)
 
 
 def plan_for_device(
@@ -66,22 +69,25 @@ def plan_for_device(
     edits: dict[str, Any] | None = None,
     estimate: bool = True,
     folds: int = 5,
-) -> tuple[dict[str, Any], TrainingEstimate | None]:
+) -> tuple[Plans, TrainingEstimate | None]:
     """Plan `data` into RUN/plans.json for `device` (auto: the one present; cpu; cuda or cuda:N, which need
     not be here) and, with `estimate`, time its training on this machine when the device is here.
 
     A CPU plan is the compact one of the module docstring, its epochs fitted to CPU_TRAINING_MINUTES unless
-    `edits` set them. `edits` (KEY=JSON of --plan: patch_size, batch_size, model_overrides, training keys,
+    `edits` set them. `edits` (KEY=JSON of --plan: patch_size, batch_size, network_settings, training keys,
     ...) replace the planner's choices and are recorded in the plan. Returns the plan and the estimate (None
     when not timed).
     """
     kind = device_kind(device)
     edits = dict(edits or {})
-    overrides = dict(edits)
+    planner_edits = dict(edits)
     if kind == "cpu":
-        overrides["model_overrides"] = {**compact_network(model), **(edits.get("model_overrides") or {})}
-        overrides.setdefault("iters_per_epoch", CPU_ITERS_PER_EPOCH)
-        overrides.setdefault("val_max_cases", CPU_VAL_MAX_CASES)
+        given = (
+            planner_edits.pop("network_settings", None) or planner_edits.pop("model_overrides", None) or {}
+        )
+        planner_edits["network_settings"] = {**compact_network(model), **given}
+        planner_edits.setdefault("iters_per_epoch", CPU_ITERS_PER_EPOCH)
+        planner_edits.setdefault("val_max_cases", CPU_VAL_MAX_CASES)
         if memory_budget_gb is None:
             memory_budget_gb = CPU_MEMORY_BUDGET_GB
     plans = plan_dataset(
@@ -91,39 +97,45 @@ def plan_for_device(
         label_mode=label_mode,
         memory_budget_gb=memory_budget_gb,
         device=kind,
-        **overrides,
+        **planner_edits,
     )
     timed = None
     if estimate and (kind == "cpu" or device_kind("auto") == "cuda"):
         timed = estimate_training(plans, resolve_device(device), folds)
         if kind == "cpu" and "epochs" not in edits:
-            _fit_to_cpu_budget(plans, timed)
-    record_planning(plans, plan_edits=edits)
-    save_plans(plans, run_dir)
+            plans = _fit_to_cpu_budget(plans, timed)
+    plans = plans.with_planning_record(plan_edits=edits)
+    plans.save(run_dir)
     return plans, timed
 
 
-def _compact_settings(plans: dict[str, Any]) -> dict[str, Any]:
-    """The compact settings the plan's model takes, where its network has every one of them (a CPU plan)."""
-    network = plans["model"].get("overrides", {})
-    compact = compact_network(plans["model"]["name"])
-    return compact if all(network.get(k) == v for k, v in compact.items()) else {}
+def _compact_settings(plans: Plans) -> dict[str, Any]:
+    """The compact settings of the plan's network when it is the compact network of a CPU plan (it has every
+    setting of `compact_network` for its model), else {}."""
+    network, compact = plans.network_settings, compact_network(plans.model_name)
+    return compact if compact and all(network.get(k) == v for k, v in compact.items()) else {}
 
 
-def describe_plan(plans: dict[str, Any], estimate: TrainingEstimate | None) -> list[str]:
-    """What `usema plan` prints: the choices, why (on a CPU), and how long training will take."""
-    kind = planned_device(plans) or "cpu"
-    network = plans["model"].get("overrides", {})
-    compact = _compact_settings(plans)
-    widths = ", ".join(f"{k} {v}" for k, v in compact.items()) if compact else "the preset's widths"
+def _network_words(plans: Plans) -> str:
+    """The plan's network in words: its settings of CPU_NETWORK's kinds (or the preset's widths) and the SEMA
+    placement where it names one."""
+    network = plans.network_settings
+    given = {k: network[k] for k in CPU_NETWORK if k in network}
+    words = ", ".join(f"{k} {v}" for k, v in given.items()) if given else "the preset's widths"
     if "sema_per_stage" in network:
-        widths += f", sema_per_stage {network['sema_per_stage']}"
-    training = plans["training"]
+        words += f", sema_per_stage {network['sema_per_stage']}"
+    return words
+
+
+def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
+    """What `usema plan` prints: the choices, why (on a CPU), and how long training will take."""
+    kind = plans.planned_device or "cpu"
+    training = plans.training
     lines = [
-        f"planned for {kind}: {plans['model']['name']} with {widths}; "
-        f"patch {'x'.join(map(str, plans['patch_size']))}, "
-        f"batch {plans['batch_size']}, {training['optimizer']} lr {training['lr']:g}, "
-        f"{training['epochs']} epochs of {training['iters_per_epoch']} steps"
+        f"planned for {kind}: {plans.model_name} with {_network_words(plans)}; "
+        f"patch {'x'.join(map(str, plans.patch_size))}, "
+        f"batch {plans.batch_size}, {training.optimizer} lr {training.lr:g}, "
+        f"{training.epochs} epochs of {training.iters_per_epoch} steps"
     ]
     if kind == "cpu":
         lines.append(
@@ -142,15 +154,15 @@ def describe_plan(plans: dict[str, Any], estimate: TrainingEstimate | None) -> l
     return lines
 
 
-def device_mismatch(plans: dict[str, Any], device: str, where: str | Path = PLANS_NAME) -> str | None:
+def device_mismatch(plans: Plans, device: str, where: str | Path = PLANS_NAME) -> str | None:
     """A warning when the plan was made for another kind of device than `device`, naming the settings chosen
     for that device which a plan for this one chooses otherwise; None when they agree (or the plan says none).
     """
-    planned, kind = planned_device(plans), device_kind(device)
+    planned, kind = plans.planned_device, device_kind(device)
     if planned is None or planned == kind:
         return None
-    training = plans["training"]
-    other = training_settings(kind, training.get("time_budget_minutes"))
+    training = plans.training
+    other = TrainingSettings.planned(kind, training.time_budget_minutes)
     compact = _compact_settings(plans)
     differing = []
     if planned == "cpu" and compact:
@@ -160,22 +172,21 @@ def device_mismatch(plans: dict[str, Any], device: str, where: str | Path = PLAN
         )
     if planned == "cuda" and not compact:
         differing.append("a network without the compact CPU settings (a cpu plan takes the compact network)")
-    if (training["optimizer"], training["lr"]) != (other["optimizer"], other["lr"]):
+    if (training.optimizer, training.lr) != (other.optimizer, other.lr):
         differing.append(
-            f"{training['optimizer']} lr {training['lr']:g} (a {kind} plan: {other['optimizer']} lr "
-            f"{other['lr']:g})"
+            f"{training.optimizer} lr {training.lr:g} (a {kind} plan: {other.optimizer} lr {other.lr:g})"
         )
-    steps = int(training["epochs"]) * int(training["iters_per_epoch"])
+    steps = training.epochs * training.iters_per_epoch
     other_steps = (
-        f"{other['epochs'] * other['iters_per_epoch']}"
+        f"{other.epochs * other.iters_per_epoch}"
         if kind == "cuda"
         else f"what fits {CPU_TRAINING_MINUTES:g} minutes"
     )
     differing.append(f"{steps} steps (a {kind} plan: {other_steps})")
-    budget = plans.get("planned_for", {}).get("memory_budget_gb")
+    budget = plans.planned_for.get("memory_budget_gb")
     if budget is not None:
         differing.append(
-            f"patch {'x'.join(map(str, plans['patch_size']))} and batch {plans['batch_size']} sized for "
+            f"patch {'x'.join(map(str, plans.patch_size))} and batch {plans.batch_size} sized for "
             f"a {budget:g} GiB budget"
         )
     return (

@@ -5,12 +5,12 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from usema.plan_values import median_shape_at_target, validated_cases_per_epoch
+from usema.planning.plans import Plans
 from usema.utils.progress import duration
 
 DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU"}
@@ -56,65 +56,57 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def estimate_training(plans: dict[str, Any], device: torch.device, folds: int = 5) -> TrainingEstimate:
+def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> TrainingEstimate:
     """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
     in the trainer's own step, on random data of the median image shape, and one validation of such a case.
     Prints nothing but the network's attention lines; changes the global random state."""
-    from usema.data.augmentation import TrainingCase
-    from usema.training.api import build_network
+    from usema.preprocessing.storage import open_case, write_case
     from usema.training.distributed import DistributedContext
     from usema.training.loop import Trainer
     from usema.training.validation import confusion_counts
     from usema.utils.device import resolve_precision
 
     rng = np.random.default_rng(0)
-    shape = [max(m, p) for m, p in zip(median_shape_at_target(plans), plans["patch_size"], strict=True)]
-    num_classes = int(plans["dataset"]["num_classes"])
-    case = TrainingCase(
-        "timing",
-        rng.normal(size=(int(plans["dataset"]["num_channels"]), *shape)).astype(np.float32),
-        rng.integers(0, num_classes, size=shape).astype(np.uint8),
-    )
-    autocast = resolve_precision(plans["training"].get("precision", "auto"), device)
-    with tempfile.TemporaryDirectory() as nowhere:  # the trainer writes nothing before its first epoch
+    shape = [max(m, p) for m, p in zip(plans.median_shape_at_target(), plans.patch_size, strict=True)]
+    num_classes = plans.dataset.num_classes
+    autocast = resolve_precision(plans.training.precision, device)
+    with (
+        tempfile.TemporaryDirectory() as scratch
+    ):  # the timing case, and the trainer's (unwritten) run folder
+        folder = Path(scratch)
+        write_case(
+            folder,
+            "timing",
+            rng.normal(size=(plans.dataset.num_channels, *shape)).astype(np.float32),
+            rng.integers(0, num_classes, size=shape).astype(np.uint8),
+            num_classes,
+            "timing",
+        )
+        case = open_case(folder, "timing")
         trainer = Trainer(
-            plans,
-            nowhere,
-            0,
-            [case],
-            [case],
-            DistributedContext(device=device),
-            build_network,
-            autocast_dtype=autocast,
+            plans, folder, 0, [case], [case], DistributedContext(device=device), autocast_dtype=autocast
         )
         seconds = []
         for _ in range(1 + TIMED_STEPS):
             _synchronize(device)
-            started = (
-                time.perf_counter()
-            )  # the batch too: without loader workers it is drawn in the step's time
+            # the batch too: without loader workers it is drawn in the step's time
+            started = time.perf_counter()
             images, labels = trainer.sampler.batch(trainer.batch_size, rng)
             trainer._train_step(images, labels)  # the trainer's own step: forward, loss, backward, update
             _synchronize(device)
             seconds.append(time.perf_counter() - started)
         started = time.perf_counter()
         confusion_counts(
-            trainer.network,
-            [case],
-            trainer.patch_size,
-            num_classes,
-            device,
-            autocast,
-            int(plans["batch_size"]),
+            trainer.network, [case], trainer.patch_size, num_classes, device, autocast, plans.batch_size
         )
         _synchronize(device)
         validation = time.perf_counter() - started
-    training = plans["training"]
+    training = plans.training
     return TrainingEstimate(
         device=device.type,
         step_seconds=float(np.median(seconds[1:])),
         validation_case_seconds=validation,
-        epochs=int(training["epochs"]),
-        iters_per_epoch=int(training["iters_per_epoch"]),
-        validated_cases=validated_cases_per_epoch(plans, folds),
+        epochs=training.epochs,
+        iters_per_epoch=training.iters_per_epoch,
+        validated_cases=plans.validated_cases_per_epoch(folds),
     )

@@ -22,37 +22,28 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from usema.data.augmentation import PatchSampler, TrainingCase
 from usema.errors import CheckpointError
-from usema.plan_values import ignore_label_of
+from usema.planning.plans import Plans
+from usema.preprocessing.storage import PreprocessedCase
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
     capture_rng_state,
     load_checkpoint,
-    model_of_plan,
     restore_rng_state,
     save_checkpoint,
 )
 from usema.training.data import EpochBatches, epoch_loader
 from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
 from usema.training.losses import DiceCEDeepSupervisionLoss
-from usema.training.optimization import TrainingSettings, build_optimizer, build_scheduler
+from usema.training.optimization import build_optimizer, build_scheduler
+from usema.training.patches import PatchSampler
+from usema.training.pretrained import load_matching_weights
 from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
 from usema.training.validation import confusion_counts, dice_per_class
 from usema.utils.progress import on_terminal
 
 GRAD_CLIP_NORM = 12.0  # nnU-Net's gradient norm clip
-
-
-class _Absent:
-    """A key that one of two compared plans lacks."""
-
-    def __repr__(self) -> str:
-        return "(absent)"
-
-
-_ABSENT = _Absent()
 
 
 def seed_everything(seed: int) -> None:
@@ -62,52 +53,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def plan_difference(trained: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """The first setting in which two plans differ where a checkpoint of one cannot continue under the other, as
-    "KEY was OLD, plans.json now has NEW"; None when they agree. Training settings (the caller may change them on
-    resume, e.g. more epochs) and the dataset's location do not count."""
-
-    def relevant(plans: dict[str, Any]) -> dict[str, Any]:
-        kept = {key: value for key, value in plans.items() if key not in ("training", "planned_for")}
-        kept["dataset"] = {key: value for key, value in plans["dataset"].items() if key != "path"}
-        return kept
-
-    def first_difference(old: Any, new: Any, key: str) -> str | None:
-        if isinstance(old, dict) and isinstance(new, dict):
-            for name in sorted(set(old) | set(new), key=str):
-                inner = f"{key}.{name}" if key else str(name)
-                found = first_difference(old.get(name, _ABSENT), new.get(name, _ABSENT), inner)
-                if found:
-                    return found
-            return None
-        return None if old == new else f"{key} was {old!r}, plans.json now has {new!r}"
-
-    return first_difference(relevant(trained), relevant(current), "")
-
-
 class Trainer:
     """Trains one fold: `run()` does every remaining epoch and returns the summary.
 
-    `val_cases` are the cases validated after every epoch (the caller applies the plan's val_max_cases);
-    `build_network(description)` makes the network of a checkpoint "model" description.
+    `val_cases` are the cases validated after every epoch (the caller applies the plan's val_max_cases); the
+    network is the one the plan builds, starting from the matching tensors of `pretrained_weights` where given
+    (`load_matching_weights`; a resumed run then continues from its own checkpoint instead).
     """
 
     def __init__(
         self,
-        plans: dict[str, Any],
+        plans: Plans,
         run_dir: str | Path,
         fold: int,
-        train_cases: list[TrainingCase],
-        val_cases: list[TrainingCase],
+        train_cases: list[PreprocessedCase],
+        val_cases: list[PreprocessedCase],
         ctx: DistributedContext,
-        build_network: Any,
         seed: int = 0,
         autocast_dtype: torch.dtype | None = None,
         budget_seconds: float | None = None,
+        pretrained_weights: str | Path | None = None,
     ):
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
         self.fold_dir = Path(run_dir) / f"fold_{fold}"
-        self.settings = TrainingSettings.from_plans(plans)
+        self.settings = plans.training
         self.autocast_dtype = autocast_dtype
         # The budget is of training time over the whole run, resumes included: the checkpoint carries the
         # seconds trained so far, so a resumed run gets what is left and its learning rate keeps decaying.
@@ -115,15 +84,19 @@ class Trainer:
         self.trained_before = 0.0  # seconds trained up to the checkpoint this process started from
         self.clock_start = time.monotonic()
         self.device = ctx.device
-        info = plans["dataset"]
-        self.num_classes = int(info["num_classes"])
-        self.class_names = [str(info["labels"].get(str(k), k)) for k in range(1, self.num_classes)]
-        self.patch_size = [int(s) for s in plans["patch_size"]]
-        self.model_description = {**model_of_plan(plans), "deep_supervision": self.settings.deep_supervision}
+        self.num_classes = plans.dataset.num_classes
+        self.class_names = plans.dataset.class_names
+        self.patch_size = plans.patch_size
+        self.model_description = plans.network_description(self.settings.deep_supervision)
         seed_everything(seed + ctx.rank)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
-        self.network = build_network(self.model_description).to(self.device)
+        self.network = plans.build_network(self.settings.deep_supervision)
+        if pretrained_weights is not None:
+            report = load_matching_weights(self.network, pretrained_weights)
+            if ctx.is_main:
+                print("\n".join(report), file=sys.stderr)
+        self.network = self.network.to(self.device)
         if ctx.is_main and hasattr(self.network, "attention_plan"):
             for line in self.network.attention_plan(self.patch_size):
                 print(f"attention on the {'x'.join(map(str, self.patch_size))} patch, {line}", file=sys.stderr)
@@ -146,11 +119,11 @@ class Trainer:
             self.optimizer, self.settings.schedule, self.total_steps, time_fraction
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=autocast_dtype == torch.float16)
-        self.ignore_label = ignore_label_of(plans)
+        self.ignore_label = plans.dataset.ignore_label
         self.loss = DiceCEDeepSupervisionLoss(self.ignore_label)
         self.sampler = PatchSampler(train_cases, self.patch_size, self.settings.oversample_foreground)
         # The plan's batch is global: split over the processes (at least one sample each), as nnU-Net.
-        batch = int(plans["batch_size"])
+        batch = plans.batch_size
         self.batch_size = max(1, batch // ctx.world_size + (ctx.rank < batch % ctx.world_size))
         self.val_cases = list(val_cases)
         self.val_cases_here = self.val_cases[ctx.rank :: ctx.world_size]
@@ -172,7 +145,7 @@ class Trainer:
         return {
             "model_state": self.network.state_dict(),
             "model": self.model_description,
-            "plans": self.plans,
+            "plans": self.plans.to_dict(),
             "fold": self.fold,
             "epoch": self.epoch,
             "partial_epoch": self.partial,
@@ -202,14 +175,15 @@ class Trainer:
         payload = load_checkpoint(path, expected_model=self.model_description)
         if "plans" not in payload:
             raise CheckpointError(f"{path}: the checkpoint holds no plan to check against plans.json")
-        difference = plan_difference(payload["plans"], self.plans)
+        trained = Plans(payload["plans"], path)
+        difference = self.plans.difference_from(trained)
         if difference:
             raise CheckpointError(f"{path}: checkpoint was trained with another plan: {difference}")
         if payload.get("fold") != self.fold:
             raise CheckpointError(
                 f"{path}: checkpoint is of fold {payload.get('fold')}, not fold {self.fold}"
             )
-        trained_with = payload["plans"]["training"].get("optimizer")
+        trained_with = trained.training.optimizer
         if trained_with != self.settings.optimizer:
             raise CheckpointError(
                 f"{path}: checkpoint was trained with {trained_with}, not {self.settings.optimizer}; "
@@ -262,7 +236,7 @@ class Trainer:
             self.num_classes,
             self.device,
             self.autocast_dtype,
-            int(self.plans["batch_size"]),
+            self.plans.batch_size,
             should_stop=lambda: stop.requested,
             ignore_label=self.ignore_label,
         )

@@ -1,56 +1,17 @@
-"""What the plan's "training" section configures: the settings, the optimiser and the learning-rate schedule."""
+"""The optimiser and the learning-rate schedule that the plan's training settings name."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from usema.errors import UsemaError
+from usema.planning.settings import TrainingSettings
 
 POLY_EXPONENT = 0.9
-
-
-@dataclass
-class TrainingSettings:
-    """The plan's "training" section after the caller's overrides. `val_max_cases` (absent or null: all)
-    caps the held-out cases validated every epoch, for speed."""
-
-    optimizer: str
-    lr: float
-    weight_decay: float
-    momentum: float
-    nesterov: bool
-    schedule: str
-    epochs: int
-    iters_per_epoch: int
-    deep_supervision: bool
-    oversample_foreground: float
-    num_workers: int
-    val_max_cases: int | None
-
-    @classmethod
-    def from_plans(cls, plans: dict[str, Any]) -> TrainingSettings:
-        """Read the (already overridden) plan's training settings, with nnU-Net's defaults for absent keys."""
-        t = plans["training"]
-        val_max = t.get("val_max_cases")
-        return cls(
-            optimizer=t["optimizer"],
-            lr=float(t["lr"]),
-            weight_decay=float(t.get("weight_decay", 3e-5)),
-            momentum=float(t.get("momentum", 0.99)),
-            nesterov=bool(t.get("nesterov", True)),
-            schedule=t.get("schedule", "poly"),
-            epochs=int(t["epochs"]),
-            iters_per_epoch=int(t["iters_per_epoch"]),
-            deep_supervision=bool(t.get("deep_supervision", True)),
-            oversample_foreground=float(t.get("oversample_foreground", 0.33)),
-            num_workers=int(t.get("num_workers", 0)),
-            val_max_cases=int(val_max) if val_max else None,
-        )
 
 
 def build_optimizer(parameters: Any, settings: TrainingSettings) -> torch.optim.Optimizer:

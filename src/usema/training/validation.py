@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import SlidingWindowInferer
 from monai.metrics import get_confusion_matrix
+from monai.networks.utils import one_hot
 from torch import nn
 
-from usema.data.augmentation import TrainingCase
+from usema.preprocessing.storage import PreprocessedCase
 
 WINDOW_OVERLAP = 0.5
 
@@ -22,7 +23,7 @@ def highest_resolution(output: torch.Tensor | Sequence[torch.Tensor]) -> torch.T
 
 def confusion_counts(
     model: nn.Module,
-    cases: Sequence[TrainingCase],
+    cases: Sequence[PreprocessedCase],
     patch_size: Sequence[int],
     num_classes: int,
     device: torch.device,
@@ -53,27 +54,24 @@ def confusion_counts(
         for case in cases:
             if should_stop():
                 return None
-            image = torch.from_numpy(case.image).float()[None].to(device)
+            image = torch.from_numpy(case.read_image()).float()[None].to(device)
             with torch.no_grad(), autocast:
                 logits = inferer(image, lambda x: highest_resolution(model(x)))
             prediction = logits.argmax(dim=1).cpu()
-            reference = torch.from_numpy(case.label).long()[None]
+            reference = torch.from_numpy(case.read_label()).long()[None]
             if ignore_label is not None:
                 ignored = reference == ignore_label
                 prediction, reference = prediction.masked_fill(ignored, 0), reference.masked_fill(ignored, 0)
+            # uint8 one-hot maps: torch's int64 one_hot holds 8x the memory on a volume
             counts = get_confusion_matrix(
-                _one_hot(prediction, num_classes), _one_hot(reference, num_classes), include_background=False
+                one_hot(prediction[:, None], num_classes, dtype=torch.uint8),
+                one_hot(reference[:, None], num_classes, dtype=torch.uint8),
+                include_background=False,
             )
             totals += counts[0].double()
     finally:
         model.train(was_training)
     return totals
-
-
-def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B, *S) class indices -> (B, K, *S) uint8 one-hot (not torch's int64 one_hot: 8x the memory on a volume)."""
-    classes = torch.arange(num_classes, device=labels.device).view(1, num_classes, *[1] * (labels.ndim - 1))
-    return (labels.unsqueeze(1) == classes).to(torch.uint8)
 
 
 def dice_per_class(counts: torch.Tensor) -> list[float]:

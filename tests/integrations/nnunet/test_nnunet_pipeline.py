@@ -22,7 +22,7 @@ from nnunetv2.run.run_training import get_trainer_from_args  # noqa: E402
 from usema.cli import main  # noqa: E402
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, USEMAnnUNet  # noqa: E402
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]  # nnU-Net preprocesses and trains on real data
 
 DATASET = "Dataset987_Hippo"
 CASES = ["hippocampus_001", "hippocampus_003", "hippocampus_004", "hippocampus_006", "hippocampus_007",

@@ -36,8 +36,9 @@ def _imported(arch_kwargs: dict[str, Any], requires_import: Sequence[str]) -> di
     return imported
 
 
-def usema_architecture(architecture: dict[str, Any], placement: Placement = DEFAULT_PLACEMENT, attention: str = "sema",
-                       window_size: int | None = None, head_dim: int = 32) -> dict[str, Any]:
+def usema_architecture(architecture: dict[str, Any], placement: Placement = DEFAULT_PLACEMENT,
+                       attention: str = "sema", window_size: int | None = None,
+                       head_dim: int = 32) -> dict[str, Any]:
     """A configuration's `architecture` entry (nnU-Net's ResidualEncoderUNet) turned into USEMA's, with SEMA
     blocks per stage as `placement` gives them (see usema.models.usema.blocks_per_placement).
 
@@ -76,8 +77,8 @@ def _read_plans(path: Path) -> dict[str, Any]:
 
 
 def convert_plans(source: str | Path, output: str | Path | None = None, *, plans_name: str | None = None,
-                  placement: Placement = DEFAULT_PLACEMENT, attention: str = "sema", window_size: int | None = None,
-                  head_dim: int = 32) -> Path:
+                  placement: Placement = DEFAULT_PLACEMENT, attention: str = "sema",
+                  window_size: int | None = None, head_dim: int = 32) -> Path:
     """Write the USEMA version of the nnU-Net residual-encoder plans `source`; returns the path written.
 
     nnU-Net reads plans `NAME` from `NAME.json` in the dataset's preprocessed folder (`-p NAME`), so the name and

@@ -2,8 +2,8 @@
 
 Converted plans (`usema nnunet-plans`) need no trainer of ours: nnU-Net's default trainer builds the network they
 name. This trainer builds USEMA from unconverted residual-encoder plans as well (SEMA blocks where usema's own
-plans put them, DEFAULT_PLACEMENT; convert the plans for another placement). It imports nnU-Net; nnU-Net finds it by name
-(`-tr nnUNetTrainerUSEMA`) through `ext_trainer_folder()` (see usema.integrations.nnunet).
+plans put them, DEFAULT_PLACEMENT; convert the plans for another placement). It imports nnU-Net; nnU-Net finds
+it by name (`-tr nnUNetTrainerUSEMA`) through `ext_trainer_folder()` (see usema.integrations.nnunet).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.data.planning import plan_dataset
-from usema.data.window_planning import axis_window, sema_windows, stage_map_sizes, tiling_patch
+from usema.planning import Plans, plan_dataset
+from usema.planning.windows import axis_window, sema_windows, stage_map_sizes, tiling_patch
 
 
 @pytest.mark.parametrize("size,target,expected", [
@@ -35,14 +35,18 @@ def test_the_patch_moves_to_the_nearest_length_that_tiles():
 def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=4, shape=(28, 36, 28), seed=0)
     plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu",
-                         model_overrides={"sema_per_stage": "all"})
-    settings = plans["model"]["overrides"]
-    sizes = stage_map_sizes(plans["patch_size"], settings["strides"])
+                         network_settings={"sema_per_stage": "all"})
+    settings = plans.network_settings
+    sizes = stage_map_sizes(plans.patch_size, settings["strides"])
     assert len(settings["stage_windows"]) == len(sizes)
     for size, window in zip(sizes, settings["stage_windows"], strict=True):
         assert all(s % w == 0 for s, w in zip(size, window, strict=True)), (size, window)
-    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
-    assert "stage_windows" not in control["model"]["overrides"]
+    # `model_overrides`, the older name of the network settings, is still read (`--plan model_overrides=...`)
+    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu",
+                           model_overrides={"base_features": 8}, num_workers=0)
+    assert "stage_windows" not in control.network_settings and control.network_settings["base_features"] == 8
+    assert "sema_per_stage" not in control.network_settings  # usema-nosema fixes its zero SEMA blocks
+    assert control.training.num_workers == 0
 
 
 def _sema_blocks(network):
@@ -53,21 +57,23 @@ def _sema_blocks(network):
 
 def test_plans_name_the_default_placement_and_older_plans_keep_every_stage(tmp_path):
     from usema.models.usema import DEFAULT_PLACEMENT
-    from usema.training.api import build_network
-    from usema.training.checkpoint import model_of_plan
 
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(64, 72), seed=0)
-    plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu", model_overrides={"base_features": 8})
-    settings = plans["model"]["overrides"]
+    plans = plan_dataset(data, tmp_path / "run", model="usema", device="cpu",
+                         network_settings={"base_features": 8})
+    settings = plans.network_settings
     assert settings["sema_per_stage"] == DEFAULT_PLACEMENT == "deepest-2"
     n_stages = len(settings["strides"])
     # windows only where the placement puts SEMA blocks
     assert [w is not None for w in settings["stage_windows"]] == [False] * (n_stages - 2) + [True, True]
-    network = build_network({**model_of_plan(plans), "deep_supervision": False})
-    assert _sema_blocks(network) == [0] * (n_stages - 2) + [1, 1]
-    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu")
-    assert "sema_per_stage" not in control["model"]["overrides"]
-    # a plan made before placements were planned names none: its network keeps a SEMA block in every stage
-    legacy = {**plans, "model": {"name": "usema", "overrides": {"strides": settings["strides"], "base_features": 8}}}
-    network = build_network({**model_of_plan(legacy), "deep_supervision": False})
-    assert _sema_blocks(network) == [1] * n_stages
+    assert _sema_blocks(plans.build_network()) == [0] * (n_stages - 2) + [1, 1]
+    # a plan made before placements were planned (version 1, `model.overrides`) names none: its network keeps
+    # a SEMA block in every stage
+    legacy = {**plans.to_dict(), "version": 1,
+              "model": {"name": "usema", "overrides": {"strides": settings["strides"], "base_features": 8}}}
+    assert _sema_blocks(Plans(legacy).build_network()) == [1] * n_stages
+    # another model for this plan: usema-nosema takes no placement, usema gets the default one back
+    nosema = plans.with_model("usema-nosema")
+    assert "sema_per_stage" not in nosema.network_settings
+    assert _sema_blocks(nosema.build_network()) == [0] * n_stages
+    assert nosema.with_model("usema").network_settings["sema_per_stage"] == DEFAULT_PLACEMENT

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from usema.nn.attention import DEFAULT_WINDOW, as_tuple
+from usema.nn.attention import DEFAULT_WINDOW
 
 # Divisors between half and twice the target keep the window's token count within 8x of the target's (3D).
 WINDOW_RANGE = (0.5, 2.0)
@@ -47,9 +47,11 @@ def sema_windows(patch: Sequence[int], strides: Sequence[Sequence[int]], sema_st
                  target: int | Sequence[int]) -> tuple[list[list[int] | None], list[int]]:
     """(a window per stage, None where a stage has no SEMA block or no window tiles it; the SEMA stages that
     no window tiles)."""
+    from monai.utils import ensure_tuple_rep  # MONAI takes seconds to import: only once windows are planned
+
     windows: list[list[int] | None] = [None] * len(strides)
     untiled = []
-    targets = as_tuple(target, len(patch), "window_size")
+    targets = ensure_tuple_rep(target, len(patch))
     for stage, size in enumerate(stage_map_sizes(patch, strides)):
         if stage not in sema_stages:
             continue
@@ -67,9 +69,11 @@ def tiling_patch(patch: list[int], strides_for: Callable[[list[int]], list[list[
     """`patch`, with each axis that no window tiles moved to the nearest length (up to `max_steps` total
     strides away, shorter first) that tiles every SEMA stage and keeps the network's strides; an axis where
     none does keeps its length (its last windows are then padded and masked)."""
+    from monai.utils import ensure_tuple_rep
+
     strides = strides_for(patch)
     stages = sema_stages_for(len(strides))
-    targets = as_tuple(target, len(patch), "window_size")
+    targets = ensure_tuple_rep(target, len(patch))
 
     def tiles(candidate: list[int], axis: int) -> bool:
         sizes = stage_map_sizes(candidate, strides)
@@ -90,9 +94,10 @@ def tiling_patch(patch: list[int], strides_for: Callable[[list[int]], list[list[
 
 
 def placement_settings(model: str, spatial_dims: int, network_settings: dict[str, Any]) -> dict[str, Any]:
-    """{"sema_per_stage": DEFAULT_PLACEMENT} for a model whose SEMA blocks a plan places (a USEMA preset that does
-    not fix them) when its settings name no placement, else {}. Plans name the placement, so that a plan keeps
-    its network whatever the default becomes."""
+    """{"sema_per_stage": DEFAULT_PLACEMENT} for a model whose SEMA blocks a plan places (a USEMA preset that
+    does not fix them) when its settings name no placement, else {}. Plans name the placement, so that a plan
+    keeps its network whatever the default becomes; a plan that names none builds the class default, a block
+    in every stage (plans made before placements were planned)."""
     from usema.models.registry import preset_kwargs
     from usema.models.usema import DEFAULT_PLACEMENT
 

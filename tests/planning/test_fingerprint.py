@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 
 from usema.data.datasets import load_dataset
-from usema.data.fingerprint import compute_fingerprint
+from usema.planning.fingerprint import compute_fingerprint
 
 
 def _dataset(root, shapes, spacings):

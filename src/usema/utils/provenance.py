@@ -1,4 +1,4 @@
-"""What a benchmark ran on and how it was started, stored beside every result."""
+"""Provenance of a result: what machine it ran on and which command started it (benchmarks, analyses, the demo)."""
 
 from __future__ import annotations
 

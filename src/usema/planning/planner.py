@@ -12,29 +12,23 @@ budget of 5 GiB reproduces nnU-Net's choices on the reference datasets (hippocam
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from usema.data.channels import channel_names_for
-from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset
-from usema.data.fingerprint import compute_fingerprint
-from usema.data.io import atomic_path
-from usema.data.plans_schema import PLANS_VERSION, validate_plans
-from usema.data.window_planning import (
-    placement_settings,
-    sema_stages_of,
-    target_window,
-    tiling_patch,
-    window_settings,
-)
+from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset, with_channel_count
 from usema.errors import DataError, UsemaError
+from usema.planning.fingerprint import compute_fingerprint
+from usema.planning.network import network_settings_for
+from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
+from usema.planning.schema import PLANS_VERSION
+from usema.planning.settings import TRAINING_KEYS, TrainingSettings
+from usema.planning.windows import placement_settings, sema_stages_of, target_window, tiling_patch
 from usema.utils.memory import physical_memory_bytes
 
-PLANS_NAME = "plans.json"
 DEFAULT_MEMORY_BUDGET_GB = 5.0
 BYTES_PER_FEATURE_ELEMENT = 128
 BASE_FEATURES = 32
@@ -51,25 +45,9 @@ MIN_BATCH = 2
 CPU_MAX_BATCH = 4
 # nnU-Net's cap: one batch covers at most this share of the dataset's voxels (tiny sets would overfit).
 MAX_BATCH_SHARE_OF_DATASET = 0.05
-# Below this budget (and always on CPU) AdamW converges faster than nnU-Net's SGD schedule.
-SGD_MIN_MINUTES = 120
-TRAINING_KEYS = (
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "nesterov",
-    "schedule",
-    "epochs",
-    "iters_per_epoch",
-    "deep_supervision",
-    "oversample_foreground",
-    "precision",
-    "num_workers",
-    "time_budget_minutes",
-    "val_max_cases",
-)
-_PLAN_OPTIONS = (
+# What `plan_dataset` takes besides the training settings (its plan edits). `model_overrides` is the older
+# name of `network_settings` (still read, e.g. from `--plan model_overrides=...`).
+PLAN_EDITS = (
     "case_ids",
     "max_cases",
     "time_budget_minutes",
@@ -78,6 +56,7 @@ _PLAN_OPTIONS = (
     "batch_size",
     "target_spacing",
     "num_channels",
+    "network_settings",
     "model_overrides",
     "seed",
 )
@@ -177,26 +156,6 @@ def plan_network(
     }
 
 
-def training_settings(device: str, time_budget_minutes: float | None) -> dict[str, Any]:
-    """AdamW (lr 3e-3) on CPU or under a 2-hour budget, else nnU-Net's SGD (lr 0.01, Nesterov 0.99); poly
-    decay."""
-    short = device == "cpu" or (time_budget_minutes is not None and time_budget_minutes < SGD_MIN_MINUTES)
-    common = {
-        "weight_decay": 3e-5,
-        "momentum": 0.99,
-        "nesterov": True,
-        "schedule": "poly",
-        "deep_supervision": True,
-        "oversample_foreground": 0.33,
-        "precision": "auto",
-        "num_workers": 0,
-        "time_budget_minutes": time_budget_minutes,
-    }
-    if short:
-        return {"optimizer": "adamw", "lr": 3e-3, **common, "epochs": 50, "iters_per_epoch": 50}
-    return {"optimizer": "sgd", "lr": 1e-2, **common, "epochs": 1000, "iters_per_epoch": 250}
-
-
 def normalization_for(channel_names: list[str], intensity: list[dict[str, float]]) -> dict[str, Any]:
     """CT channels: clip to the foreground 0.5-99.5 percentiles, then a global z-score; channels named
     "noNorm": none; everything else (MR, ultrasound, microscopy, ...): z-score per image."""
@@ -227,53 +186,121 @@ def default_memory_budget_gb(device: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ planning
-def _with_channels(spec: DatasetSpec, count: int, names: list[str] | None = None) -> DatasetSpec:
-    if count != spec.num_channels:
-        spec.channel_names = list(names) if names and len(names) == count else channel_names_for(count)
-        spec.announced_channel_mix = False  # the first converted case warns
-    return spec
-
-
 def plan_dataset(
     data: str | Path,
     run_dir: str | Path,
     model: str = "usema",
     label_mode: str | None = None,
     memory_budget_gb: float | None = None,
-    **overrides: Any,
-) -> dict[str, Any]:
+    **plan_edits: Any,
+) -> Plans:
     """Fingerprint the dataset (reading and checking every case) and write `run_dir/plans.json` atomically.
 
-    Options: `device` ("auto"), `time_budget_minutes` (None: no limit) choose the optimizer; `case_ids` or
+    Plan edits: `device` ("auto"), `time_budget_minutes` (None: no limit) choose the optimizer; `case_ids` or
     `max_cases` plan on a subset; `patch_size`, `batch_size`, `target_spacing`, `num_channels`,
-    `model_overrides` (dict) and any training key (`epochs`, `optimizer`, `lr`, ...; None means "planned")
-    replace the planned value.
+    `network_settings` (dict: the network's keyword arguments) and any training setting (`epochs`,
+    `optimizer`, `lr`, `num_workers`, ...; None means "planned") replace the planned value.
     """
-    training_overrides = {
-        k: overrides.pop(k) for k in list(overrides) if k in TRAINING_KEYS and k != "time_budget_minutes"
+    training_edits = {
+        k: plan_edits.pop(k) for k in list(plan_edits) if k in TRAINING_KEYS and k != "time_budget_minutes"
     }
-    unknown = sorted(set(overrides) - set(_PLAN_OPTIONS))
+    unknown = sorted(set(plan_edits) - set(PLAN_EDITS))
     if unknown:
         raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
+    edits = dict(plan_edits)
+    given_settings = dict(edits.get("network_settings") or edits.get("model_overrides") or {})
     from usema.utils.device import device_kind  # imports torch: only when planning
 
-    device = device_kind(overrides.get("device") or "auto")  # a plan for a GPU may be made without one
+    device = device_kind(edits.get("device") or "auto")  # a plan for a GPU may be made without one
     spec = load_dataset(data, label_mode)
     run_dir = Path(run_dir)
-    plans_path = run_dir / PLANS_NAME
+    _check_plans_location(spec, run_dir / PLANS_NAME)
+    if edits.get("num_channels"):
+        spec = with_channel_count(spec, int(edits["num_channels"]))
+    cases = _planned_cases(spec, edits.get("case_ids"), edits.get("max_cases"))
+
+    fingerprint = compute_fingerprint(spec, cases, seed=int(edits.get("seed") or 0))
+    spacing = [float(s) for s in (edits.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))]
+    resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
+    _refuse_tiny_images(cases, resampled, spacing)
+    budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
+    dataset_voxels, budget_bytes = float(resampled.prod(axis=1).sum()), budget_gb * 2**30
+    network = plan_network(
+        np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, edits.get("patch_size")
+    )
+    # the placement decides which stages' maps the patch must tile, so it is settled before the patch
+    given_settings.update(placement_settings(model, spec.spatial_dims, given_settings))
+    if edits.get("patch_size") is None:
+        tiled = tiling_patch(
+            network["patch_size"],
+            lambda patch: stage_strides([float(p) for p in patch], spacing),
+            sema_stages_of(model, spec.spatial_dims, given_settings),
+            target_window(model, spec.spatial_dims, given_settings),
+        )
+        if tiled != network["patch_size"]:
+            network = plan_network(tiled, spacing, dataset_voxels, budget_bytes, tiled)
+    training = TrainingSettings.planned(device, edits.get("time_budget_minutes"))
+    training = dataclasses.replace(training, **{k: v for k, v in training_edits.items() if v is not None})
+    planned_batch = min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu" else network["batch_size"]
+    plans = Plans(
+        {
+            "version": PLANS_VERSION,
+            "dataset": {
+                "path": str(lexical_absolute(spec.root)),
+                "format": spec.format,
+                "spatial_dims": spec.spatial_dims,
+                "num_channels": spec.num_channels,
+                "channel_names": spec.channel_names,
+                "modality": spec.modality,
+                "labels": {str(k): v for k, v in spec.labels.items()},
+                "label_mode": spec.label_mode,
+                "num_classes": spec.num_classes,
+                "cases": [c.case_id for c in cases],
+                # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss, no score
+                **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
+            },
+            "fingerprint": fingerprint,
+            "target_spacing": spacing,
+            "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
+            "patch_size": network["patch_size"],
+            "batch_size": int(edits.get("batch_size") or planned_batch),
+            "model": {
+                "name": model,
+                "network_settings": network_settings_for(
+                    model, spec.spatial_dims, network["patch_size"], network["strides"], given_settings
+                ),
+            },
+            "training": training.to_dict(),
+            "planned_for": {
+                "device": device,
+                "memory_budget_gb": budget_gb,
+                "estimated_memory_gb": network["estimated_memory_gb"],
+            },
+        },
+        run_dir / PLANS_NAME,
+    )
+    plans.save(run_dir)
+    return plans
+
+
+def _check_plans_location(spec: DatasetSpec, plans_path: Path) -> None:
+    """DataError when writing `plans_path` would overwrite a file of the dataset that is not a usema plan."""
     if lexical_absolute(plans_path) in spec.input_files():
         raise DataError(plans_path, "would overwrite an input file of the dataset; choose another run folder")
-    if plans_path.exists() and spec.holds(plans_path) and not _is_plans_file(plans_path):
+    if plans_path.exists() and spec.holds(plans_path) and not is_plans_file(plans_path):
         raise DataError(
             plans_path, "exists in the dataset folder and is not a usema plan; refusing to overwrite it"
         )
-    if overrides.get("num_channels"):
-        spec = _with_channels(spec, int(overrides["num_channels"]))
+
+
+def _planned_cases(spec: DatasetSpec, case_ids: list[str] | None, max_cases: int | None) -> list[Case]:
+    """The cases to plan (all, `case_ids`, the first `max_cases`); DataError when none is left or one has no
+    label."""
     cases = spec.cases
-    if overrides.get("case_ids") is not None:
-        cases = [spec.case(str(c)) for c in overrides["case_ids"]]
-    if overrides.get("max_cases") is not None:
-        cases = cases[: int(overrides["max_cases"])]
+    if case_ids is not None:
+        cases = [spec.case(str(c)) for c in case_ids]
+    if max_cases is not None:
+        cases = cases[: int(max_cases)]
     if not cases:
         raise DataError(spec.manifest or spec.root, "empty dataset: no cases selected")
     unlabelled = [case for case in cases if case.label is None]
@@ -285,73 +312,7 @@ def plan_dataset(
             + (f", nor have {len(unlabelled) - 1} more" if len(unlabelled) > 1 else "")
             + "; every case planned for training needs one",
         )
-
-    fingerprint = compute_fingerprint(spec, cases, seed=int(overrides.get("seed") or 0))
-    spacing = [
-        float(s) for s in (overrides.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))
-    ]
-    resampled = np.asarray(fingerprint["shapes"]) * np.asarray(fingerprint["spacings"]) / np.asarray(spacing)
-    _refuse_tiny_images(cases, resampled, spacing)
-    budget_gb = memory_budget_gb if memory_budget_gb is not None else default_memory_budget_gb(device)
-    dataset_voxels, budget_bytes = float(resampled.prod(axis=1).sum()), budget_gb * 2**30
-    network = plan_network(
-        np.median(resampled, axis=0).tolist(), spacing, dataset_voxels, budget_bytes, overrides.get("patch_size")
-    )
-    network_settings = dict(overrides.get("model_overrides") or {})
-    network_settings.update(placement_settings(model, spec.spatial_dims, network_settings))
-    if overrides.get("patch_size") is None:
-        tiled = tiling_patch(
-            network["patch_size"],
-            lambda patch: stage_strides([float(p) for p in patch], spacing),
-            sema_stages_of(model, spec.spatial_dims, network_settings),
-            target_window(model, spec.spatial_dims, network_settings),
-        )
-        if tiled != network["patch_size"]:
-            network = plan_network(tiled, spacing, dataset_voxels, budget_bytes, tiled)
-    if "stage_windows" not in network_settings:
-        network_settings.update(
-            window_settings(model, spec.spatial_dims, network["patch_size"],
-                            network_settings.get("strides", network["strides"]), network_settings)
-        )
-    training = training_settings(device, overrides.get("time_budget_minutes"))
-    training.update({k: v for k, v in training_overrides.items() if v is not None})
-    plans = {
-        "version": PLANS_VERSION,
-        "dataset": {
-            "path": str(lexical_absolute(spec.root)),
-            "format": spec.format,
-            "spatial_dims": spec.spatial_dims,
-            "num_channels": spec.num_channels,
-            "channel_names": spec.channel_names,
-            "modality": spec.modality,
-            "labels": {str(k): v for k, v in spec.labels.items()},
-            "label_mode": spec.label_mode,
-            "num_classes": spec.num_classes,
-            "cases": [c.case_id for c in cases],
-            # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss and no score
-            **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
-        },
-        "fingerprint": fingerprint,
-        "target_spacing": spacing,
-        "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
-        "patch_size": network["patch_size"],
-        "batch_size": int(
-            overrides.get("batch_size")
-            or (min(network["batch_size"], CPU_MAX_BATCH) if device == "cpu" else network["batch_size"])
-        ),
-        "model": {
-            "name": model,
-            "overrides": {"strides": network["strides"], **network_settings},
-        },
-        "training": training,
-        "planned_for": {
-            "device": device,
-            "memory_budget_gb": budget_gb,
-            "estimated_memory_gb": network["estimated_memory_gb"],
-        },
-    }
-    save_plans(plans, run_dir)
-    return plans
+    return cases
 
 
 def _refuse_tiny_images(cases: list[Case], resampled: np.ndarray, spacing: list[float]) -> None:
@@ -373,45 +334,3 @@ def _refuse_tiny_images(cases: list[Case], resampled: np.ndarray, spacing: list[
             f"least {MIN_IMAGE_VOXELS} voxels along every axis)"
             + (f"; so are {more} more, e.g. {small[1][0].images[0].name}" if more else ""),
         )
-
-
-def _is_plans_file(path: Path) -> bool:
-    try:
-        plans = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(plans, dict) and plans.get("version") == PLANS_VERSION and "dataset" in plans
-
-
-def dataset_from_plans(plans: dict[str, Any]) -> DatasetSpec:
-    """The dataset a plan was made for, with the plan's label mode and channel count (a user's edit
-    included)."""
-    info = plans["dataset"]
-    spec = load_dataset(info["path"], info["label_mode"])
-    return _with_channels(spec, int(info["num_channels"]), info.get("channel_names"))
-
-
-# ---------------------------------------------------------------------------------------------- plans file
-def save_plans(plans: dict[str, Any], run_dir: str | Path) -> Path:
-    """Check `plans` and write `run_dir/plans.json` atomically; returns its path."""
-    path = Path(run_dir) / PLANS_NAME
-    validate_plans(plans, path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(plans, indent=1) + "\n")
-    return path
-
-
-def load_plans(run_dir: str | Path) -> dict[str, Any]:
-    """Read and check `run_dir/plans.json` (or a plans file given directly); DataError naming the file and the
-    key when something later stages need is missing or malformed."""
-    path = Path(run_dir)
-    if path.is_dir() or path.suffix.lower() != ".json":
-        path = path / PLANS_NAME
-    if not path.is_file():
-        raise DataError(path, "plans not found; run `usema plan DATA -o RUN` first")
-    try:
-        plans = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"cannot read plans JSON: {exc}") from exc
-    validate_plans(plans, path)
-    return plans

@@ -10,19 +10,17 @@ import pytest
 
 from usema.data.datasets import load_dataset
 from usema.data.io import probe_image
-from usema.data.planning import (
+from usema.errors import DataError, UsemaError
+from usema.planning import Plans
+from usema.planning.planner import (
     estimate_activation_bytes,
-    load_plans,
     plan_dataset,
     plan_network,
-    save_plans,
     stage_strides,
     target_spacing_for,
     total_stride,
-    training_settings,
 )
-from usema.data.preprocessing import preprocess_dataset
-from usema.errors import DataError, UsemaError
+from usema.preprocessing.dataset import preprocess_dataset
 
 GIB = 2**30
 
@@ -60,22 +58,6 @@ def test_target_spacing_is_the_median_except_for_strong_anisotropy():
     assert target_spacing_for([[1, 1, 1], [1, 2, 1], [1, 3, 1]]) == [1.0, 2.0, 1.0]
     target = target_spacing_for([[5.0, 0.7, 0.7]] * 5 + [[2.5, 0.7, 0.7]] * 5)
     assert target[1:] == [0.7, 0.7] and target[0] < 3.75
-
-
-def test_optimizer_follows_device_and_time_budget():
-    assert training_settings("cpu", None)["optimizer"] == "adamw"
-    assert training_settings("cuda", 60)["optimizer"] == "adamw"
-    sgd = training_settings("cuda", None)
-    assert (sgd["optimizer"], sgd["lr"], sgd["momentum"], sgd["nesterov"], sgd["schedule"]) == (
-        "sgd",
-        0.01,
-        0.99,
-        True,
-        "poly",
-    )
-    adamw = training_settings("cuda", 119)
-    assert (adamw["lr"], adamw["weight_decay"], adamw["schedule"]) == (3e-3, 3e-5, "poly")
-    assert training_settings("cuda", 180)["optimizer"] == "sgd"
 
 
 @pytest.mark.shared_data
@@ -117,21 +99,16 @@ def _msd_links(tmp_path, source, count):
 def test_plan_on_six_hippocampus_cases(tmp_path, hippocampus_dir):
     root = _msd_links(tmp_path, hippocampus_dir, 6)
     plans = plan_dataset(root, tmp_path / "run", device="cpu")
-    assert json.loads((tmp_path / "run" / "plans.json").read_text()) == plans
-    info = plans["dataset"]
-    assert (info["format"], info["spatial_dims"], info["num_channels"], info["num_classes"]) == (
-        "msd",
-        3,
-        1,
-        3,
-    )
-    assert len(info["cases"]) == 6 and info["modality"] == "MR"
-    assert plans["normalization"] == {"scheme": "zscore_per_image"}
-    assert plans["target_spacing"] == [1.0, 1.0, 1.0]
-    stride = total_stride(plans["model"]["overrides"]["strides"])
-    assert all(p % s == 0 and 32 <= p <= 64 for p, s in zip(plans["patch_size"], stride, strict=True))
-    assert plans["model"]["name"] == "usema" and plans["training"]["optimizer"] == "adamw"
-    fingerprint = plans["fingerprint"]
+    assert json.loads((tmp_path / "run" / "plans.json").read_text()) == plans.to_dict()
+    info = plans.dataset
+    assert (info.format, info.spatial_dims, info.num_channels, info.num_classes) == ("msd", 3, 1, 3)
+    assert len(info.case_ids) == 6 and info.modality == "MR"
+    assert plans.normalization == {"scheme": "zscore_per_image"}
+    assert plans.target_spacing == [1.0, 1.0, 1.0]
+    stride = total_stride(plans.network_settings["strides"])
+    assert all(p % s == 0 and 32 <= p <= 64 for p, s in zip(plans.patch_size, stride, strict=True))
+    assert plans.model_name == "usema" and plans.training.optimizer == "adamw"
+    fingerprint = plans.fingerprint
     assert len(fingerprint["shapes"]) == 6 and fingerprint["class_voxels"]["1"] > 0
     stats = fingerprint["intensity"][0]
     assert stats["p00_5"] < stats["mean"] < stats["p99_5"] and stats["std"] > 0
@@ -150,21 +127,14 @@ def test_plan_on_a_few_dsb2018_cases(tmp_path, dsb2018_dir):
         plans = plan_dataset(
             dsb2018_dir, tmp_path / "run", label_mode="instance", case_ids=case_ids, device="cpu"
         )
-    info = plans["dataset"]
-    assert (info["format"], info["spatial_dims"], info["label_mode"], info["num_classes"]) == (
-        "folder2d",
-        2,
-        "instance",
-        3,
+    info = plans.dataset
+    assert (info.format, info.spatial_dims, info.label_mode, info.num_classes) == (
+        "folder2d", 2, "instance", 3
     )
-    assert info["cases"] == case_ids and info["labels"] == {
-        "0": "background",
-        "1": "interior",
-        "2": "boundary",
-    }
-    stride = total_stride(plans["model"]["overrides"]["strides"])
-    assert all(p % s == 0 and p >= 256 for p, s in zip(plans["patch_size"], stride, strict=True))
-    assert plans["fingerprint"]["class_voxels"]["2"] > 0
+    assert info.case_ids == case_ids and info.labels == {"0": "background", "1": "interior", "2": "boundary"}
+    stride = total_stride(plans.network_settings["strides"])
+    assert all(p % s == 0 and p >= 256 for p, s in zip(plans.patch_size, stride, strict=True))
+    assert plans.fingerprint["class_voxels"]["2"] > 0
 
 
 def _ct_dataset(root):
@@ -189,8 +159,8 @@ def _ct_dataset(root):
 
 def test_ct_normalization_clips_to_foreground_percentiles(tmp_path):
     plans = plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu")
-    norm = plans["normalization"]
-    assert norm["scheme"] == "ct" and plans["dataset"]["modality"] == "CT"
+    norm = plans.normalization
+    assert norm["scheme"] == "ct" and plans.dataset.modality == "CT"
     low, high = norm["clip"]
     assert 0 < low < 40 < high < 3000  # foreground percentiles: neither air nor the bright outlier
     assert 35 < norm["mean"] < 60 and norm["std"] > 5
@@ -214,24 +184,24 @@ def test_foreign_files_in_the_data_root_are_never_overwritten(tmp_path):
     (root / "plans.json").unlink()
     plans = plan_dataset(root, root, device="cpu")
     (root / "preprocessed").mkdir()
-    foreign = root / "preprocessed" / f"{plans['dataset']['cases'][0]}.npz"
-    np.savez(foreign, data=np.zeros(3))
+    foreign = root / "preprocessed" / f"{plans.dataset.case_ids[0]}.npy"
+    np.save(foreign, np.zeros(3))
     with pytest.raises(DataError, match="not a usema preprocessed case"):
         preprocess_dataset(plans, root)
-    np.testing.assert_array_equal(np.load(foreign)["data"], np.zeros(3))
+    np.testing.assert_array_equal(np.load(foreign), np.zeros(3))
 
 
 def test_plans_are_validated_and_edits_are_honoured(tmp_path):
     plans = plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu", epochs=7, max_cases=1)
-    assert plans["training"]["epochs"] == 7 and len(plans["dataset"]["cases"]) == 1
+    assert plans.training.epochs == 7 and len(plans.dataset.case_ids) == 1
     path = tmp_path / "run" / "plans.json"
     edited = json.loads(path.read_text())
     edited["patch_size"] = [8, 8, 8]
     edited["training"]["optimizer"] = "sgd"
     path.write_text(json.dumps(edited))
-    loaded = load_plans(tmp_path / "run")
-    assert loaded["patch_size"] == [8, 8, 8] and loaded["training"]["optimizer"] == "sgd"
-    assert load_plans(path) == loaded
+    loaded = Plans.load(tmp_path / "run")
+    assert loaded.patch_size == [8, 8, 8] and loaded.training.optimizer == "sgd"
+    assert Plans.load(path) == loaded
 
     for key, value, problem in (
         ("patch_size", [8, 8], "patch_size"),
@@ -241,20 +211,19 @@ def test_plans_are_validated_and_edits_are_honoured(tmp_path):
         broken = dict(edited, **{key: value})
         path.write_text(json.dumps(broken))
         with pytest.raises(DataError, match=problem) as err:
-            load_plans(tmp_path / "run")
+            Plans.load(tmp_path / "run")
         assert "plans.json" in str(err.value)
     del edited["training"]
     path.write_text(json.dumps(edited))
     with pytest.raises(DataError, match="'training' is missing"):
-        load_plans(tmp_path / "run")
+        Plans.load(tmp_path / "run")
     path.write_text("{not json")
     with pytest.raises(DataError, match="cannot read plans JSON"):
-        load_plans(tmp_path / "run")
+        Plans.load(tmp_path / "run")
     with pytest.raises(DataError, match="run `usema plan"):
-        load_plans(tmp_path / "elsewhere")
+        Plans.load(tmp_path / "elsewhere")
     with pytest.raises(DataError, match="batch_size"):
-        save_plans(dict(loaded, batch_size="eight"), tmp_path / "run2")
-    assert not (tmp_path / "run2" / "plans.json").exists()
+        Plans(dict(loaded.to_dict(), batch_size="eight"))
 
 
 def test_unknown_plan_options_are_refused(tmp_path):
@@ -263,13 +232,13 @@ def test_unknown_plan_options_are_refused(tmp_path):
 
 
 def test_cpu_plans_cap_the_batch_unless_it_is_given(tmp_path, monkeypatch):
-    from usema.data import planning
+    from usema.planning import planner
 
-    real = planning.plan_network
-    monkeypatch.setattr(planning, "plan_network", lambda *a, **k: {**real(*a, **k), "batch_size": 12})
+    real = planner.plan_network
+    monkeypatch.setattr(planner, "plan_network", lambda *a, **k: {**real(*a, **k), "batch_size": 12})
     data = _ct_dataset(tmp_path / "ct")
-    assert plan_dataset(data, tmp_path / "run", device="cpu")["batch_size"] == planning.CPU_MAX_BATCH == 4
-    assert plan_dataset(data, tmp_path / "run2", device="cpu", batch_size=9)["batch_size"] == 9
+    assert plan_dataset(data, tmp_path / "run", device="cpu").batch_size == planner.CPU_MAX_BATCH == 4
+    assert plan_dataset(data, tmp_path / "run2", device="cpu", batch_size=9).batch_size == 9
 
 
 def test_images_too_small_to_train_on_are_refused_at_planning_naming_them(tmp_path):

@@ -1,19 +1,39 @@
-"""What a plans.json must hold: checked on every load, so that a user's edit that breaks it is named."""
+"""What a plans.json must hold: checked on every load, so that a user's edit that breaks it is named; and how
+plans of an older version are read.
+
+Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`.
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from usema.data.datasets import LABEL_MODES
 from usema.errors import DataError
 
-PLANS_VERSION = 1
+PLANS_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
 
 
+def migrate_plans(plans: Any) -> Any:
+    """Plans of an older version in the current format (a copy; anything else is returned as it is, for
+    `validate_plans` to name what is wrong)."""
+    if not isinstance(plans, dict) or plans.get("version") != 1:
+        return plans
+    plans = copy.deepcopy(plans)
+    model = plans.get("model")
+    if isinstance(model, dict) and "overrides" in model:
+        model["network_settings"] = model.pop("overrides")
+    plans["version"] = PLANS_VERSION
+    return plans
+
+
 def validate_plans(plans: Any, source: str | Path) -> None:
-    """Raise DataError(source, ...) naming the first key that is missing or has the wrong type or value."""
+    """Raise DataError(source, ...) naming the first key of (current-version) plans that is missing or has the
+    wrong type or value."""
 
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
@@ -37,7 +57,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         "training",
     ):
         need(key in plans, key, "is missing")
-    need(plans["version"] == PLANS_VERSION, "version", f"must be {PLANS_VERSION}")
+    need(plans["version"] == PLANS_VERSION, "version", f"must be {' or '.join(map(str, READABLE_VERSIONS))}")
     info = plans["dataset"]
     need(isinstance(info, dict), "dataset", "must be an object")
     for key in (
@@ -55,6 +75,11 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     need(dims in (2, 3), "dataset.spatial_dims", "must be 2 or 3")
     need(count(info["num_channels"]), "dataset.num_channels", "must be an integer >= 1")
     need(count(info["num_classes"], 2), "dataset.num_classes", "must be an integer >= 2")
+    need(
+        info.get("ignore_label") in (None, info["num_classes"]),
+        "dataset.ignore_label",
+        "must be dataset.num_classes (the training class one past the last) or absent",
+    )
     need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
     need(
         isinstance(info["cases"], list)
@@ -79,14 +104,14 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     _validate_normalization(plans["normalization"], info["num_channels"], need)
     model = plans["model"]
     need(isinstance(model, dict) and isinstance(model.get("name"), str), "model.name", "must be a string")
-    need(isinstance(model.get("overrides", {}), dict), "model.overrides", "must be an object")
-    strides = model.get("overrides", {}).get("strides")
+    need(isinstance(model.get("network_settings", {}), dict), "model.network_settings", "must be an object")
+    strides = model.get("network_settings", {}).get("strides")
     if strides is not None:
         need(
             isinstance(strides, list)
             and len(strides) >= 1
             and all(isinstance(s, list) and len(s) == dims and all(map(count, s)) for s in strides),
-            "model.overrides.strides",
+            "model.network_settings.strides",
             f"must be a list of [{dims} positive integers] per stage",
         )
     training = plans["training"]
@@ -95,6 +120,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     need(positive(training.get("lr")), "training.lr", "must be a positive number")
     need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
     need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
+    need(count(training.get("num_workers", 0), 0), "training.num_workers", "must be an integer >= 0")
 
 
 def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:

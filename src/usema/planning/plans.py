@@ -1,0 +1,310 @@
+"""`Plans`: plans.json as an object, the one reader of the file. Every stage after planning asks it for what
+it needs (dataset, spacing, normalisation, patch, batch, training settings, the network) instead of indexing
+the JSON; edits make a new, validated Plans.
+
+Plans of an older version are read through `schema.migrate_plans` and saved in the current one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from usema.data.datasets import DatasetSpec, load_dataset, with_channel_count
+from usema.errors import DataError, UsemaError
+from usema.planning.network import (
+    build_described_network,
+    check_network_settings,
+    network_settings_for,
+    settings_for_building,
+)
+from usema.planning.schema import READABLE_VERSIONS, migrate_plans, validate_plans
+from usema.planning.settings import TrainingSettings
+from usema.utils.atomic import atomic_path
+
+PLANS_NAME = "plans.json"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The plan's "dataset" section: the dataset it was made for and the cases it plans."""
+
+    path: str
+    format: str
+    spatial_dims: int
+    num_channels: int
+    channel_names: list[str] | None
+    modality: str | None
+    labels: dict[str, str]
+    label_mode: str
+    num_classes: int
+    case_ids: list[str]
+    # the training-class value (num_classes) of nnU-Net's "ignore" label, whose voxels count in no loss and no
+    # score; None without one
+    ignore_label: int | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        """The names of the foreground training classes 1..num_classes-1 (the class number where unnamed)."""
+        return [str(self.labels.get(str(k), k)) for k in range(1, self.num_classes)]
+
+
+class _Absent:
+    """A key that one of two compared plans lacks."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+_ABSENT = _Absent()
+
+
+class Plans:
+    """A validated plan. `Plans.load(run_dir)` reads RUN/plans.json; `source` names it in error messages."""
+
+    def __init__(self, data: dict[str, Any], source: str | Path = PLANS_NAME):
+        data = migrate_plans(data)
+        validate_plans(data, source)
+        self._data = copy.deepcopy(data)
+        self.source = source
+
+    # ------------------------------------------------------------------------------------------------ file
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Plans:
+        """Read and check `run_dir/plans.json` (or a plans file given directly); DataError naming the file and
+        the key when something later stages need is missing or malformed."""
+        path = Path(run_dir)
+        if path.is_dir() or path.suffix.lower() != ".json":
+            path = path / PLANS_NAME
+        if not path.is_file():
+            raise DataError(path, "plans not found; run `usema plan DATA -o RUN` first")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(path, f"cannot read plans JSON: {exc}") from exc
+        return cls(data, path)
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Write `run_dir/plans.json` atomically; returns its path."""
+        path = Path(run_dir) / PLANS_NAME
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self._data, indent=1) + "\n")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as plans.json holds it (a copy)."""
+        return copy.deepcopy(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Plans) and self._data == other._data
+
+    def __repr__(self) -> str:
+        return f"Plans({self.model_name!r}, patch {self.patch_size}, batch {self.batch_size}: {self.source})"
+
+    # -------------------------------------------------------------------------------------------- sections
+    @property
+    def version(self) -> int:
+        """The plans format version (schema.PLANS_VERSION)."""
+        return int(self._data["version"])
+
+    @property
+    def dataset(self) -> DatasetInfo:
+        """The dataset section."""
+        info = self._data["dataset"]
+        return DatasetInfo(
+            path=str(info["path"]),
+            format=str(info["format"]),
+            spatial_dims=int(info["spatial_dims"]),
+            num_channels=int(info["num_channels"]),
+            channel_names=list(info["channel_names"]) if info.get("channel_names") else None,
+            modality=info.get("modality"),
+            labels={str(k): str(v) for k, v in info["labels"].items()},
+            label_mode=str(info["label_mode"]),
+            num_classes=int(info["num_classes"]),
+            case_ids=list(info["cases"]),
+            ignore_label=None if info.get("ignore_label") is None else int(info["ignore_label"]),
+        )
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What planning measured of the dataset (shapes, spacings, intensities, class voxels)."""
+        return copy.deepcopy(self._data.get("fingerprint", {}))
+
+    @property
+    def target_spacing(self) -> list[float]:
+        """The spacing (mm per axis) every image is resampled to."""
+        return [float(s) for s in self._data["target_spacing"]]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        """The intensity normalisation (schema.NORMALIZATION_SCHEMES)."""
+        return copy.deepcopy(self._data["normalization"])
+
+    @property
+    def patch_size(self) -> list[int]:
+        """The training patch, which is also the sliding window of inference."""
+        return [int(p) for p in self._data["patch_size"]]
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return len(self._data["patch_size"])
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per optimizer step (over all processes under DDP)."""
+        return int(self._data["batch_size"])
+
+    @property
+    def model_name(self) -> str:
+        """The model preset the plan trains (usema.models.registry)."""
+        return str(self._data["model"]["name"])
+
+    @property
+    def network_settings(self) -> dict[str, Any]:
+        """The network's keyword arguments (strides, SEMA windows, widths, ...) as the plan stores them."""
+        return copy.deepcopy(self._data["model"].get("network_settings", {}))
+
+    @property
+    def training(self) -> TrainingSettings:
+        """The training settings, defaults filled in."""
+        return TrainingSettings.from_dict(self._data["training"])
+
+    @property
+    def planned_for(self) -> dict[str, Any]:
+        """What the plan was made for and with: device, memory budget, --plan edits ({} for plans written by
+        hand)."""
+        return copy.deepcopy(self._data.get("planned_for", {}))
+
+    @property
+    def planned_device(self) -> str | None:
+        """The kind of device the plan was made for, "cpu" or "cuda" (None for plans that do not say)."""
+        return self._data.get("planned_for", {}).get("device")
+
+    @property
+    def plan_edits(self) -> dict[str, Any]:
+        """The --plan KEY=JSON edits the plan was made with ({} for none)."""
+        return copy.deepcopy(self._data.get("planned_for", {}).get("plan_edits") or {})
+
+    def median_shape_at_target(self) -> list[int]:
+        """The median image shape at the target spacing (the patch for plans without a fingerprint)."""
+        fingerprint = self._data.get("fingerprint") or {}
+        if not fingerprint.get("shapes"):
+            return self.patch_size
+        shapes, spacings = (np.asarray(fingerprint[key], dtype=float) for key in ("shapes", "spacings"))
+        median = np.median(shapes * spacings / np.asarray(self.target_spacing), axis=0)
+        return [max(1, int(round(s))) for s in median]
+
+    def validated_cases_per_epoch(self, folds: int = 5) -> int:
+        """How many held-out cases each epoch validates: a fold's share of the cases, at most
+        val_max_cases."""
+        held_out = max(1, len(self.dataset.case_ids) // folds)
+        limit = self.training.val_max_cases
+        return min(held_out, limit) if limit else held_out
+
+    def dataset_spec(self) -> DatasetSpec:
+        """The dataset the plan was made for, with the plan's label mode and channel count (a user's edit
+        included)."""
+        info = self.dataset
+        spec = load_dataset(info.path, info.label_mode)
+        return with_channel_count(spec, info.num_channels, info.channel_names)
+
+    # ----------------------------------------------------------------------------------------------- edits
+    def _edited(self, edit) -> Plans:
+        data = self.to_dict()
+        edit(data)
+        return Plans(data, self.source)
+
+    def with_training(self, settings: TrainingSettings) -> Plans:
+        """This plan with other training settings (keys of the file that are no setting are kept)."""
+        return self._edited(lambda data: data["training"].update(settings.to_dict()))
+
+    def with_planning_record(self, **facts: Any) -> Plans:
+        """This plan with `facts` (e.g. plan_edits) added to what it records of its making (`planned_for`)."""
+        return self._edited(lambda data: data.setdefault("planned_for", {}).update(copy.deepcopy(facts)))
+
+    def with_model(self, name: str, network_settings: dict[str, Any] | None = None) -> Plans:
+        """This plan for model `name`, with `network_settings` over the plan's settings that `name` takes (no
+        SEMA placement for usema-nosema, no head_dim for nnU-Net's UNet). SEMA placement and windows are
+        planned for `name`: the windows of the model the plan was made for do not carry over, unless given."""
+        from usema.models.registry import settings_it_takes
+
+        shared = {k: v for k, v in self.network_settings.items() if k != "stage_windows"}
+        settings = settings_it_takes(name, self.spatial_dims, shared)
+        settings.update(network_settings or {})
+        if "strides" in settings:  # plans written by hand may leave the strides to the network's defaults
+            settings = network_settings_for(
+                name, self.spatial_dims, self.patch_size, settings.pop("strides"), settings
+            )
+
+        def edit(data: dict[str, Any]) -> None:
+            data["model"] = {**data["model"], "name": name, "network_settings": settings}
+
+        return self._edited(edit)
+
+    # --------------------------------------------------------------------------------------------- network
+    def network_description(self, deep_supervision: bool | None = None) -> dict[str, Any]:
+        """The network the plan trains, as a checkpoint's "model" entry describes it: name, spatial_dims,
+        in_channels, num_classes, the settings it is built with, and `deep_supervision` where given."""
+        description = {
+            "name": self.model_name,
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.dataset.num_channels,
+            "num_classes": self.dataset.num_classes,
+            "network_settings": settings_for_building(
+                self.model_name, self.network_settings, self.patch_size
+            ),
+        }
+        if deep_supervision is not None:
+            description["deep_supervision"] = bool(deep_supervision)
+        return description
+
+    def build_network(self, deep_supervision: bool = False):
+        """The (untrained) network the plan trains, as training builds it (UNETR at the plan's patch size)."""
+        return build_described_network(self.network_description(), deep_supervision)
+
+    def check_network(self) -> None:
+        """DataError naming the plans file when its model is unknown or its network settings hold a setting
+        the model does not take: a typo names the key and lists the model's settings."""
+        settings = self.network_description()["network_settings"]
+        try:
+            check_network_settings(self.model_name, self.spatial_dims, settings)
+        except UsemaError as err:
+            raise DataError(self.source, str(err)) from err
+
+    def difference_from(self, trained: Plans) -> str | None:
+        """The first setting in which this plan differs from `trained` where a checkpoint trained under
+        `trained` cannot continue under this one, as "KEY was OLD, plans.json now has NEW"; None when they
+        agree. Training settings (a caller may change them on resume, e.g. more epochs) and the dataset's
+        location do not count."""
+
+        def relevant(data: dict[str, Any]) -> dict[str, Any]:
+            kept = {key: value for key, value in data.items() if key not in ("training", "planned_for")}
+            kept["dataset"] = {key: value for key, value in data["dataset"].items() if key != "path"}
+            return kept
+
+        def first_difference(old: Any, new: Any, key: str) -> str | None:
+            if isinstance(old, dict) and isinstance(new, dict):
+                for name in sorted(set(old) | set(new), key=str):
+                    inner = f"{key}.{name}" if key else str(name)
+                    found = first_difference(old.get(name, _ABSENT), new.get(name, _ABSENT), inner)
+                    if found:
+                        return found
+                return None
+            return None if old == new else f"{key} was {old!r}, plans.json now has {new!r}"
+
+        return first_difference(relevant(trained._data), relevant(self._data), "")
+
+
+def is_plans_file(path: Path) -> bool:
+    """Whether `path` holds a usema plan (of any version this package reads)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("version") in READABLE_VERSIONS and "dataset" in data

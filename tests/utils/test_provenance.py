@@ -1,0 +1,35 @@
+"""Provenance of a result: the command as typed, the machine, and the Markdown lines read back."""
+
+import pytest
+import torch
+
+from usema.utils import provenance as provenance_module
+from usema.utils.provenance import (
+    command_line,
+    describe_machine,
+    provenance,
+    provenance_from_markdown,
+    provenance_markdown,
+    set_cli_argv,
+)
+
+
+def test_the_command_is_the_usema_call_quoted_as_a_shell_would_take_it(monkeypatch):
+    monkeypatch.setattr(provenance_module, "_CLI_ARGV", None)
+    assert command_line().startswith("python ")
+    set_cli_argv(["bench", "loader", "--shape", "8x8x8", "--plan", "a b"])
+    assert command_line() == "usema bench loader --shape 8x8x8 --plan 'a b'"
+
+
+def test_the_markdown_lines_read_back_as_they_were_written(monkeypatch):
+    monkeypatch.setattr(provenance_module, "_CLI_ARGV", ["demo", "-o", "x"])
+    machine = describe_machine(torch.device("cpu"))
+    assert machine["cores"] >= 1 and machine["torch"] == torch.__version__ and "gpu" not in machine
+    prov = provenance()
+    text = provenance_markdown(prov)
+    assert text.startswith("Command: `usema demo -o x`  \nMachine: ") and f"Date: {prov['date']}" in text
+    back = provenance_from_markdown(text)
+    assert back["command"] == "usema demo -o x" and back["date"] == prov["date"]
+    assert provenance_markdown(back) == text  # a report rewritten from its own lines keeps them
+    with pytest.raises(ValueError, match="no Command: line"):
+        provenance_from_markdown("# a report without provenance")
