@@ -10,12 +10,29 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from usema.errors import UsemaError
 
 LOCK_NAME = ".usema.lock"
+# A killed run's data-loader workers (forked, so sharing its lock) notice their parent's death within about
+# 5 s (torch's MP_STATUS_CHECK_INTERVAL) and exit: a lock whose named holder is dead is waited for this long.
+DEAD_HOLDER_WAIT_S = 15.0
+
+
+def _alive(pid: str) -> bool:
+    """Whether process `pid` exists ("unknown" counts as alive)."""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _holder(fd: int) -> str:
@@ -34,6 +51,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
+    deadline = time.monotonic() + DEAD_HOLDER_WAIT_S
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -41,6 +59,9 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
+            if not _alive(holder) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
             raise UsemaError(
                 f"{folder} is in use by another usema process (pid {holder}); wait for it to end or stop it"
             ) from None
