@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from usema.data.datasets import load_dataset
+from usema.data.layouts import load_dataset
 from usema.data.phantoms import make_phantom_dataset
 from usema.evaluation.api import evaluate
 from usema.inference.api import predict

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from usema.data.channels import convert_channels
-from usema.data.datasets import check_dataset, load_dataset
+from usema.data.datasets import check_dataset
 from usema.data.io import ImageGeometry
+from usema.data.layouts import load_dataset
 from usema.errors import DataError
 
 SHAPE = (6, 7, 5)

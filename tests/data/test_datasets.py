@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usema.data.datasets import check_dataset, load_case, load_dataset
+from usema.data.datasets import check_dataset, load_case
 from usema.data.instances import BOUNDARY, INTERIOR, classes_to_instances, instances_to_classes
+from usema.data.layouts import load_dataset
 from usema.errors import DataError
 
 SHAPE = (6, 7, 5)

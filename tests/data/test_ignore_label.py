@@ -7,7 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from usema.data.datasets import dataset_ignore_value, load_case, load_dataset
+from usema.data.datasets import load_case
+from usema.data.layouts import dataset_ignore_value, load_dataset
 from usema.errors import DataError
 from usema.planning import plan_dataset
 from usema.preprocessing.dataset import preprocess_dataset

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from usema.data.datasets import check_dataset, load_case, load_dataset
+from usema.data.datasets import check_dataset, load_case
+from usema.data.layouts import load_dataset
 from usema.data.phantoms import make_phantom_dataset, phantom_case
 from usema.errors import DataError
 

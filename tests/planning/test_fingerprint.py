@@ -5,7 +5,7 @@ import json
 import nibabel as nib
 import numpy as np
 
-from usema.data.datasets import load_dataset
+from usema.data.layouts import load_dataset
 from usema.planning.fingerprint import compute_fingerprint
 
 

@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from usema.data.datasets import load_dataset
 from usema.data.io import probe_image
+from usema.data.layouts import load_dataset
 from usema.errors import DataError, UsemaError
 from usema.planning import Plans
 from usema.planning.planner import (

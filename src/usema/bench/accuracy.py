@@ -17,7 +17,7 @@ from typing import Any
 
 from usema.bench.accuracy_report import load_history, record_row, write_report
 from usema.bench.variants import expand_placements
-from usema.data.datasets import load_dataset
+from usema.data.layouts import load_dataset
 from usema.errors import UsemaError
 from usema.planning import PLANS_NAME, Plans, plan_dataset
 from usema.utils.atomic import atomic_write_text

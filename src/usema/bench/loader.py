@@ -46,7 +46,7 @@ FIELDS = [
 
 def _prepared_run(data: Path, run: Path, num_cases: int, patch_size: Sequence[int] | None):
     """The plan of the first `num_cases` phantoms in `run` (made once), preprocessed."""
-    from usema.data.datasets import load_dataset
+    from usema.data.layouts import load_dataset
     from usema.planning import PLANS_NAME, Plans, plan_dataset
     from usema.preprocessing.dataset import preprocess_dataset
 

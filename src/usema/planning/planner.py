@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import Case, DatasetSpec, lexical_absolute, load_dataset, with_channel_count
+from usema.data.datasets import Case, DatasetSpec, lexical_absolute, with_channel_count
+from usema.data.layouts import load_dataset
 from usema.errors import DataError, UsemaError
 from usema.planning.fingerprint import compute_fingerprint
 from usema.planning.network import network_settings_for

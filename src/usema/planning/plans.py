@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import DatasetSpec, load_dataset, with_channel_count
+from usema.data.datasets import DatasetSpec, with_channel_count
+from usema.data.layouts import load_dataset
 from usema.errors import DataError, UsemaError
 from usema.planning.network import (
     build_described_network,
