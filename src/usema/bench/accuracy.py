@@ -1,38 +1,60 @@
-"""`usema bench accuracy`: every model trained with the identical protocol, then predicted and scored.
+"""`usema bench accuracy`: every model trained with one protocol on the same cross-validation folds, then
+predicted and scored.
 
-Same plan (patch, batch, augmentation, optimiser), same fixed 80/20 split (fold 0 of 5), same wall-clock
-budget and seed for every model; each model is evaluated on the held-out fold from its last checkpoint (the
-end of its decayed schedule). One row per model and seed; the run resumes model by model.
+The protocol: one shared plan (patch, batch, augmentation, optimiser, precision), the same 5-fold split for
+every model (split seed 0; fold k trains with seed k, so folds carry the training noise), and a fixed number
+of optimizer steps, which the machine's load cannot bend. Each (model, fold) is one run folder, trained,
+predicted from its last checkpoint on the fold's held-out cases and scored; the run's row, its per-case scores
+and its validation curve go into the report's files, which alone re-derive every table (`--report-only`).
+
+Two invocations may work through one study side by side (one core each): each run is claimed with a lock,
+and a run claimed by another process is skipped. Every run records the git commit it trained at; a study
+refuses to mix commits unless told.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from usema.bench.accuracy_report import load_history, record_row, write_report
-from usema.bench.variants import expand_placements
+from usema.bench.accuracy_report import (
+    ReportFiles,
+    collect_run,
+    protocol_record,
+    write_report,
+)
+from usema.bench.step_cost import equal_compute_steps, measure_step_costs
+from usema.bench.variants import Variant, expand_placements
 from usema.data.layouts import load_dataset
 from usema.errors import UsemaError
-from usema.planning import PLANS_NAME, Plans, plan_dataset
+from usema.planning import PLANS_NAME, Plans
+from usema.preprocessing.dataset import PREPROCESSED_DIR, preprocess_dataset
 from usema.utils.atomic import atomic_write_text
-from usema.utils.provenance import provenance
+from usema.utils.lock import folder_lock
+from usema.utils.provenance import git_commit, provenance
 
-# Known datasets under the shared data folder: (folder, label mode, metrics reported).
+# Known datasets under the shared data folder: (folder, label mode, instance scoring).
 DATASETS = {
     "hippocampus": ("hippocampus", "semantic", False),
     "dsb2018": ("dsb2018", "instance", True),
+    "kvasir_seg": ("kvasir_seg", "semantic", False),
+    "chaos_mr_t2": ("chaos_mr_t2", "semantic", False),
 }
-FOLDS, FOLD = 5, 0  # fold 0 of 5: the fixed 80/20 split
-# The split is drawn once for every model and seed, as nnU-Net does: a training seed changes the initialisation
-# and the sampling, never which cases are held out, so rows of different seeds score the same cases.
+FOLDS = 5
+# The split is drawn once for every model, as nnU-Net does: a training seed changes the initialisation and
+# the sampling, never which cases are held out.
 SPLIT_SEED = 0
-SUMMARY_METRICS = ("dice", "nsd", "hd95", "f1")
+# Where our model's step costs more than this times a control's, the control also trains the steps that our
+# model's budget buys at its cost (equal compute, derived from the measured step costs).
+EQUAL_COMPUTE_RATIO = 1.10
+COMPUTE_SUFFIX = "@compute"
+LOAD_SAMPLE_SECONDS = 15.0
 
 
 def _default_data_root() -> Path:
@@ -53,26 +75,30 @@ def resolve_dataset(dataset: str, data_root: str | Path | None = None) -> tuple[
     return path.name, path, "semantic", False
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+class _LoadSampler:
+    """The 1-minute load average, sampled every LOAD_SAMPLE_SECONDS while a run trains: its mean says how busy
+    the machine was (which bends the run's time, never its steps)."""
 
+    def __init__(self) -> None:
+        self.samples = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-def _progress(fold_dir: Path) -> tuple[int, float]:
-    """(optimizer steps, training seconds) of the run so far, from its latest checkpoint: an epoch cut short by
-    the budget or a kill counts its part. Checkpoints older than the seconds field: the logged epochs' seconds."""
-    from usema.training.checkpoint import load_checkpoint
+    def _sample(self) -> None:
+        while not self._stop.wait(LOAD_SAMPLE_SECONDS):
+            self.samples.append(os.getloadavg()[0])
 
-    checkpoint = fold_dir / "checkpoint_latest.pt"
-    if not checkpoint.is_file():
-        return 0, 0.0
-    payload = load_checkpoint(checkpoint)
-    seconds = payload.get("trained_seconds")
-    if seconds is None:
-        seconds = sum(float(r["seconds"]) for r in _read_rows(fold_dir / "train_log.csv"))
-    return int(payload["scheduler_state"]["last_epoch"]), float(seconds)
+    def __enter__(self) -> _LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples)
 
 
 def _link_references(cases, folder: Path) -> Path:
@@ -84,95 +110,151 @@ def _link_references(cases, folder: Path) -> Path:
     return folder
 
 
-def _score(run_dir: Path, cases, spec, instance: bool, device: str, precision: str | None,
-           tta: bool) -> tuple[dict, float]:
-    """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds)."""
+def _score(run_dir: Path, fold: int, cases, spec, instance: bool, device: str, precision: str | None,
+           tta: bool) -> tuple[dict, float, Path]:
+    """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds,
+    evaluation folder)."""
     from usema.evaluation.api import evaluate
     from usema.inference.api import predict
 
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
+    fold_dir = run_dir / f"fold_{fold}"
     started = time.monotonic()
-    predictions = run_dir / f"predictions{suffix}"
+    predictions = fold_dir / f"bench_predictions{suffix}"
     # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
     predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
-            fold=FOLD, precision=precision, tta=tta, overwrite=True)
+            fold=fold, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
-    references = _link_references(cases, run_dir / "reference_labels")
+    references = _link_references(cases, fold_dir / "bench_references")
     labels = None if instance else spec.labels
+    evaluation = fold_dir / f"bench_evaluation{suffix}"
     # the references are linked without their dataset.json: the dataset's ignore label is passed on
-    scores = evaluate(predictions, references, output=run_dir / f"evaluation{suffix}", instance=instance,
-                      labels=labels, ignore_label=spec.ignore_value)
-    return scores, seconds
+    scores = evaluate(predictions, references, output=evaluation, instance=instance, labels=labels,
+                      ignore_label=spec.ignore_value)
+    return scores, seconds, evaluation
 
 
-def run_one(data: Path, run_dir: Path, base_plans: Plans, model: str, seed: int, budget_minutes: float | None,
-            device: str, instance: bool, also_infer: Sequence[str] = (), tta: bool = False,
-            network_settings: dict[str, Any] | None = None, label: str | None = None) -> dict[str, Any]:
-    """Train, predict and evaluate one model (also in the `also_infer` precisions); resumes a run that was cut
-    short. `network_settings` are this model's own, on top of the shared plan's; `label` names the row
-    (default: the model). Without a budget the plan's epochs end the training."""
-    from usema.training.api import stop_if_interrupted, train
-    from usema.training.splits import SPLITS_NAME, load_or_create_splits
-
-    fold_dir = run_dir / f"fold_{FOLD}"
+def _prepare_run(run_dir: Path, base_plans: Plans, variant: Variant, steps: int | None, shared: Path) -> None:
+    """The run folder of one (model, fold): its plan (the shared one for this model, with its steps), the
+    shared split, and the shared preprocessed cases linked in (preprocessing does not depend on the model)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / PLANS_NAME).is_file():
         # each model gets its own SEMA placement and windows and keeps of the shared plan's other settings
         # those it takes (no placement for usema-nosema, no head_dim for nnU-Net's UNet); see Plans.with_model
-        base_plans.with_model(model, network_settings).save(run_dir)
-    load_or_create_splits(run_dir, base_plans.dataset.case_ids, FOLDS, SPLIT_SEED)
-    split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")
-    if split_seed != SPLIT_SEED:
-        raise UsemaError(f"{run_dir / SPLITS_NAME}: split drawn with seed {split_seed}, not the benchmark's "
-                         f"{SPLIT_SEED}; delete {run_dir} and its row in the CSV to run it again")
+        plans = base_plans.with_model(variant.model, variant.settings or None)
+        if steps is not None:
+            iters = plans.training.iters_per_epoch
+            plans = plans.with_training(plans.training.with_choices(epochs=steps // iters))
+        plans.save(run_dir)
+    link = run_dir / PREPROCESSED_DIR
+    if not link.exists():
+        os.symlink(os.path.relpath(shared / PREPROCESSED_DIR, run_dir), link)
+
+
+def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, instance: bool, device: str,
+            budget_minutes: float | None, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
+    """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
+    scores, validation curve) and writes it to fold_K/bench_result.json."""
+    from usema.training.api import stop_if_interrupted, train
+    from usema.training.splits import load_or_create_splits
+
+    fold_dir = run_dir / f"fold_{fold}"
+    result_path = fold_dir / "bench_result.json"
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
     done_marker = fold_dir / "bench_done.json"
-    started = (fold_dir / "checkpoint_latest.pt").is_file()
     if not done_marker.is_file():
-        # the budget is the whole run's: a resumed run trains what is left of it, or only closes its last epoch
-        summary = train(data, run_dir, model=model, fold=FOLD, folds=FOLDS, seed=seed, device=device,
-                        resume=started, max_minutes=budget_minutes)
-        # stopped by a signal: no row for a half-trained model; the next run resumes it
-        stop_if_interrupted(summary)
-        atomic_write_text(done_marker, json.dumps({"epochs": summary["last_epoch"]}))
+        started = (fold_dir / "checkpoint_latest.pt").is_file()
+        commit = git_commit()
+        with _LoadSampler() as load:
+            began = time.monotonic()
+            # the budget is the whole run's: a resumed run trains what is left of it, or only closes its epoch
+            summary = train(data, run_dir, model=variant.model, fold=fold, folds=FOLDS, seed=fold, device=device,
+                            resume=started, max_minutes=budget_minutes)
+            wall = time.monotonic() - began
+        stop_if_interrupted(summary)  # stopped by a signal: no row for a half-trained model; the next run resumes
+        earlier = json.loads(done_marker.read_text()) if done_marker.is_file() else {}
+        atomic_write_text(done_marker, json.dumps({
+            **earlier, "commit": commit, "load_average": load.mean, "wall_seconds": wall,
+            "resumed": started, **provenance(),
+        }, indent=1))
     plans = Plans.load(run_dir)
     spec = load_dataset(data, plans.dataset.label_mode)
-    held_out = load_or_create_splits(run_dir, plans.dataset.case_ids, FOLDS, SPLIT_SEED)[FOLD]["val"]
+    held_out = load_or_create_splits(run_dir, plans.dataset.case_ids, FOLDS, SPLIT_SEED)[fold]["val"]
     cases = [spec.case(c) for c in held_out]
-    scores, predict_seconds = _score(run_dir, cases, spec, instance, device, None, tta)
-    log_rows = _read_rows(fold_dir / "train_log.csv")
-    steps, seconds = _progress(fold_dir)
-    network = plans.build_network()  # as trained: UNETR at the plan's patch size
-    row: dict[str, Any] = {
-        "model": label or model,
-        "seed": seed,
-        "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
-        "epochs": len(log_rows),
-        "iterations": steps,
-        "train_minutes": seconds / 60.0,
-        "val_cases": len(cases),
-        "predict_seconds": predict_seconds,
-    }
-    for metric in SUMMARY_METRICS:
-        if metric in scores["mean"]:
-            row[f"mean_{metric}"] = scores["mean"][metric]
-    if not instance:
-        for entry in scores["classes"].values():
-            row[f"dice_{entry['name']}"] = entry["dice"]["mean"]
+    _, predict_seconds, evaluation = _score(run_dir, fold, cases, spec, instance, device, None, tta)
+    extra = {}
     for precision in also_infer:
-        extra, seconds = _score(run_dir, cases, spec, instance, device, precision, tta)
-        row[f"{precision}_predict_seconds"] = seconds
-        for metric in SUMMARY_METRICS:
-            if metric in extra["mean"]:
-                row[f"{precision}_mean_{metric}"] = extra["mean"][metric]
-    return row
+        _, seconds, folder = _score(run_dir, fold, cases, spec, instance, device, precision, tta)
+        extra[precision] = {"predict_seconds": seconds, "evaluation": str(folder)}
+    record = collect_run(run_dir, fold, variant, json.loads(done_marker.read_text()), evaluation,
+                         predict_seconds, extra)
+    atomic_write_text(result_path, json.dumps(record, indent=1))
+    return record
+
+
+def _base_plans(data: Path, runs: Path, label_mode: str, device: str, precision: str,
+                plan_edits: dict[str, Any], steps: int | None) -> Plans:
+    """The study's shared plan: made once for the training device (`plan_for_device`, untimed: on a CPU the
+    compact network), then read back; a later invocation with other steps is refused."""
+    from usema.training.device_plan import plan_for_device
+
+    if (runs / PLANS_NAME).is_file():
+        plans = Plans.load(runs)
+    else:
+        edits = dict(plan_edits)
+        if precision != "auto":
+            edits["precision"] = precision
+        if steps is None:
+            # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
+            edits.setdefault("epochs", 10_000)
+        plans, _ = plan_for_device(data, runs, device=device, label_mode=label_mode, edits=edits, estimate=False)
+    if steps is not None:
+        iters = plans.training.iters_per_epoch
+        if steps < 1 or steps % iters:
+            raise UsemaError(f"--steps {steps} is not a whole number of epochs of {iters} iterations")
+        planned = plans.training.epochs * iters
+        if planned != steps:
+            if (runs / "bench_study.json").is_file():
+                raise UsemaError(f"{runs / PLANS_NAME}: this study trains {planned} steps, not {steps}; use "
+                                 "another --runs-dir")
+            plans = plans.with_training(plans.training.with_choices(epochs=steps // iters))
+            plans.save(runs)
+    atomic_write_text(runs / "bench_study.json", json.dumps({"steps": steps}))
+    return plans
+
+
+def _variants_with_compute(variants: list[Variant], steps: int | None, files: ReportFiles,
+                           iters_per_epoch: int) -> tuple[list[Variant], dict[str, int | None]]:
+    """The variants, plus a control `X@compute` for every control whose step costs less than our model's by more
+    than EQUAL_COMPUTE_RATIO (from the measured step costs), and every label's steps."""
+    steps_of: dict[str, int | None] = {v.label: steps for v in variants}
+    cost_file = files.step_cost
+    if steps is None or not cost_file.is_file():
+        return variants, steps_of
+    costs = json.loads(cost_file.read_text())["seconds_per_step"]
+    ours = next((v for v in variants if v.label == "usema"), None)
+    if ours is None or "usema" not in costs:
+        return variants, steps_of
+    extra = []
+    for variant in variants:
+        if variant is ours or variant.label not in costs:
+            continue
+        if costs["usema"] > EQUAL_COMPUTE_RATIO * costs[variant.label]:
+            label = variant.label + COMPUTE_SUFFIX
+            extra.append(Variant(label, variant.model, variant.settings))
+            steps_of[label] = equal_compute_steps(steps, costs["usema"], costs[variant.label], iters_per_epoch)
+    return variants + extra, steps_of
 
 
 def run_accuracy_benchmark(
     dataset: str,
     models: list[str],
-    seeds: list[int] = (0,),
-    budget_minutes: float = 15.0,
-    output: str | Path = "benchmarks/results",
-    runs_dir: str | Path = "runs/bench",
+    folds: Sequence[int] = tuple(range(FOLDS)),
+    budget_minutes: float | None = None,
+    steps: int | None = None,
+    output: str | Path = "benchmarks/cv",
+    runs_dir: str | Path = "runs/cv",
     data_root: str | Path | None = None,
     precision: str = "auto",
     device: str = "auto",
@@ -180,75 +262,71 @@ def run_accuracy_benchmark(
     also_infer: Sequence[str] = (),
     tta: bool = False,
     network_settings: dict[str, dict[str, Any]] | None = None,
-    steps: int | None = None,
     placements: list[str] | None = None,
+    allow_mixed_commits: bool = False,
+    measure_steps: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train and score every model on `dataset`; writes accuracy_<dataset>.csv/.md under `output`. `also_infer`
-    lists extra inference precisions, each scored from the same checkpoint into extra columns; `tta` scores
-    with mirroring test-time augmentation (every model alike). `plan_edits` (KEY=JSON) go to the shared plan
-    (`plan_dataset`); `network_settings` maps a model to network settings of its own (e.g. where SEMA blocks
-    go), merged over the shared plan's and listed in the Markdown.
-    `steps`: train every model for this many optimizer steps instead of `budget_minutes` (equal steps rather
-    than equal time). `placements`: train every SEMA preset once per placement of its SEMA blocks (rows
-    "usema@deepest-2")."""
+    """Train and score every model on each of `folds`; writes accuracy_<dataset>.{csv,md,png}, the per-case
+    scores, the validation curves and the protocol under `output` after every run. `steps`: every model trains
+    this many optimizer steps (the protocol verdicts come from); `budget_minutes`: wall-clock budgets instead,
+    reported without verdicts. `plan_edits` (KEY=JSON) go to the shared plan; `network_settings` maps a model to
+    network settings of its own. `placements`: every SEMA preset once per placement ("usema@deepest-2").
+    `measure_steps`: only measure every model's step cost (interleaved; an idle machine) into
+    step_cost_<dataset>.json, from which controls that are more than 10% cheaper per step get an equal-compute
+    run ("nnunet@compute"). Returns the rows of the report."""
     from usema.utils.device import resolve_device
 
+    if not measure_steps and (steps is None) == (budget_minutes is None):
+        raise UsemaError("give either --steps (equal steps, the protocol) or --budget (minutes, no verdicts)")
     unknown = sorted(set(network_settings or {}) - set(models))
     if unknown:
-        raise UsemaError(f"--model-overrides names {', '.join(unknown)}, which this run does not train")
-    variants = expand_placements(models, placements)
+        raise UsemaError(f"--network-settings names {', '.join(unknown)}, which this run does not train")
+    bad_folds = [f for f in folds if not 0 <= f < FOLDS]
+    if bad_folds:
+        raise UsemaError(f"--folds {bad_folds}: folds are 0 to {FOLDS - 1}")
+    variants = [Variant(v.label, v.model, {**(network_settings or {}).get(v.model, {}), **v.settings})
+                for v in expand_placements(models, placements)]
     name, data, label_mode, instance = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
-    base = runs / PLANS_NAME
-    edits = dict(plan_edits or {})
-    existing = base.is_file()
-    if existing:
-        base_plans = Plans.load(runs)
-    else:
-        if steps is None:
-            # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
-            edits.setdefault("epochs", 10_000)
-        base_plans = plan_dataset(data, runs, label_mode=label_mode, device=device, precision=precision,
-                                  **edits)
-    if steps is not None:
-        training = base_plans.training
-        iters = training.iters_per_epoch
-        if steps < 1 or steps % iters:
-            raise UsemaError(f"--steps {steps} is not a whole number of epochs of {iters} iterations")
-        planned = training.epochs * iters
-        if existing and planned != steps:
-            raise UsemaError(f"{base}: planned for {planned} steps, not {steps}; use another --runs-dir")
-        base_plans = base_plans.with_training(training.with_choices(epochs=steps // iters))
-        base_plans.save(runs)
-        budget_minutes = None
-    output = Path(output)
-    csv_path, md_path = output / f"accuracy_{name}.csv", output / f"accuracy_{name}.md"
-    rows = list(_read_rows(csv_path))
-    done = {(r["model"], int(r["seed"])) for r in rows}
-    history = load_history(output / f"accuracy_{name}.json", md_path, rows)
-    for variant in variants:
-        for seed in seeds:
-            if (variant.label, seed) in done:
-                print(f"{variant.label} seed {seed}: already in {csv_path}, skipped")
+    files = ReportFiles(Path(output), name)
+    with folder_lock(runs / "bench_planning"):  # one process plans and preprocesses; a second one waits
+        base_plans = _base_plans(data, runs, label_mode, device, precision, dict(plan_edits or {}), steps)
+        preprocess_dataset(base_plans, runs)
+    if measure_steps:
+        plans_by_label = {v.label: base_plans.with_model(v.model, v.settings or None) for v in variants}
+        measured = measure_step_costs(plans_by_label, resolve_device(device))
+        files.step_cost.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(files.step_cost, json.dumps({**measured, **provenance(resolve_device(device))},
+                                                      indent=1) + "\n")
+        print(json.dumps(measured["seconds_per_step"]))
+        return []
+    variants, steps_of = _variants_with_compute(variants, steps, files, base_plans.training.iters_per_epoch)
+    protocol = protocol_record(base_plans, steps, budget_minutes, tta, FOLDS, SPLIT_SEED,
+                               {v.label: v.model for v in variants}, steps_of)
+    files.check_protocol(protocol)
+    commit = git_commit()
+    if not allow_mixed_commits:
+        files.check_commit(commit)
+    for fold in folds:
+        for variant in variants:
+            if files.has_row(variant.label, fold):
                 continue
-            settings = {**(network_settings or {}).get(variant.model, {}), **variant.settings}
-            row = run_one(data, runs / variant.label / f"seed_{seed}", base_plans, variant.model, seed,
-                          budget_minutes, device, instance, also_infer, tta, settings, label=variant.label)
-            rows.append(row)
-            record_row(history, provenance(resolve_device(device)), variant.label, seed)
-            write_report(rows, history, csv_path, md_path, name, _protocol(budget_minutes, base_plans, tta), runs,
-                         evaluation="evaluation_tta" if tta else "evaluation", fold=FOLD)
-            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
-    return rows
-
-
-def _protocol(budget: float | None, plans: Plans, tta: bool) -> str:
-    """The sentence of the report that states what every row shares."""
-    training = plans.training
-    steps = training.epochs * training.iters_per_epoch
-    length = f"Budget {budget:g} min of training per model" if budget is not None else f"{steps} optimizer steps per model"
-    return (f"{length}; patch {plans.patch_size}, batch "
-            f"{plans.batch_size}, {training.optimizer} lr {training.lr}, "
-            f"precision {training.precision}; fold {FOLD} of {FOLDS} (80/20, split seed "
-            f"{SPLIT_SEED} for every model and seed); scored on the held-out fold from the last checkpoint"
-            + (" with mirroring test-time augmentation." if tta else " (no test-time augmentation)."))
+            run_dir = runs / variant.label / f"run_fold_{fold}"
+            try:
+                claim = folder_lock(run_dir / "bench_claim")
+                claim.__enter__()
+            except UsemaError:
+                print(f"{variant.label} fold {fold}: claimed by another process, skipped")
+                continue
+            try:
+                _prepare_run(run_dir, base_plans, variant, steps_of[variant.label], runs)
+                record = run_one(data, run_dir, fold, variant, instance, device, budget_minutes, also_infer, tta)
+            finally:
+                claim.__exit__(None, None, None)
+            with folder_lock(files.output / ".bench_report"):
+                files.add_record(record, protocol)
+                write_report(files)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record["row"].items()}))
+    with contextlib.suppress(FileNotFoundError):
+        return files.rows()
+    return []

@@ -1,17 +1,19 @@
-"""What the accuracy benchmark's runs say beyond their mean scores: paired per-case differences with bootstrap
-intervals and verdicts, and validation Dice against training time.
+"""What an accuracy study's files say: mean scores per run and fold, paired differences with intervals that
+include training noise, and validation Dice against steps.
 
-Every model of one benchmark is scored on the same held-out cases, so USEMA and a control can be compared case
-by case: the difference of their per-case scores (averaged over the seeds both ran) is resampled over cases
-(bootstrap, 10,000 draws) for a 95% interval of its mean. The verdict reads that interval: above zero is
-"better", below zero "worse", across zero "no difference". The seeds' own paired means show the spread that
-training noise adds.
+Every model of a study is trained on the same folds and scored on each fold's held-out cases, so our model and
+a control are compared case by case within each fold. Fold k trains with seed k: the folds carry both the
+training noise and the choice of cases. The interval of the mean difference is a hierarchical bootstrap: each
+draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate is the mean of
+the fold means. Its two-sided p-value (the share of draws on the other side of zero, doubled) is Holm-corrected
+over all comparisons of one report, and the verdict reads the corrected value: "better" or "worse" below 0.05,
+else "no difference".
 """
 
 from __future__ import annotations
 
-import csv
 import statistics
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -19,126 +21,190 @@ import numpy as np
 from usema.utils.atomic import atomic_path
 
 BOOTSTRAP_DRAWS = 10_000
-CURVE_THRESHOLDS = (0.7, 0.8, 0.85, 0.9)
+ALPHA = 0.05
+METRICS = ("dice", "nsd", "hd95", "f1")
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+def _value(text: str | None) -> float | None:
+    if text in (None, "", "nan"):
+        return None
+    value = float(text)
+    return None if np.isnan(value) else value
 
 
-def per_case_scores(run_dir: Path, metric: str = "dice", evaluation: str = "evaluation") -> dict[str, float]:
-    """Each held-out case's `metric`, averaged over its classes, from the run's `evaluation` folder."""
-    by_case: dict[str, list[float]] = {}
-    for row in _rows(run_dir / evaluation / "per_case.csv"):
-        if row.get(metric) not in (None, "", "nan"):
-            by_case.setdefault(row["case"], []).append(float(row[metric]))
-    return {case: statistics.mean(values) for case, values in by_case.items()}
+def case_scores(per_case: list[dict[str, str]], metric: str) -> dict[tuple[str, int], dict[str, float]]:
+    """{(model, fold): {case: metric averaged over the case's classes}}."""
+    values: dict[tuple[str, int], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in per_case:
+        value = _value(row.get(metric))
+        if value is not None:
+            values[(row["model"], int(row["fold"]))][row["case"]].append(value)
+    return {run: {case: statistics.mean(v) for case, v in cases.items()} for run, cases in values.items()}
 
 
-def comparison_labels(labels: list[str]) -> list[tuple[str, str]]:
+def run_means(per_case: list[dict[str, str]]) -> dict[tuple[str, int], dict[str, float]]:
+    """{(model, fold): {metric: mean over classes of the mean over cases}}, as `usema evaluate` summarises."""
+    by_class: dict[tuple[str, int, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in per_case:
+        for metric in METRICS:
+            value = _value(row.get(metric))
+            if value is not None:
+                by_class[(row["model"], int(row["fold"]), metric)][row["class"]].append(value)
+    means: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+    for (model, fold, metric), classes in by_class.items():
+        means[(model, fold)][metric] = statistics.mean(statistics.mean(v) for v in classes.values())
+    return dict(means)
+
+
+def hierarchical_bootstrap(diffs_by_fold: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS,
+                           seed: int = 0) -> dict[str, float]:
+    """Mean of the fold means of `diffs_by_fold`, its 95% interval and two-sided p-value from resampling folds,
+    then cases within each fold."""
+    rng = np.random.default_rng(seed)
+    k = len(diffs_by_fold)
+    # per fold, `draws x k` case-resampled means: one for every slot a draw may give that fold
+    resampled = np.stack([d[rng.integers(0, len(d), size=(draws, k, len(d)))].mean(axis=2)
+                          for d in diffs_by_fold])  # (fold, draw, slot)
+    chosen = rng.integers(0, k, size=(draws, k))
+    slots = np.arange(k)[None, :]
+    draw_means = resampled[chosen, np.arange(draws)[:, None], slots].mean(axis=1)
+    estimate = float(np.mean([d.mean() for d in diffs_by_fold]))
+    low, high = np.percentile(draw_means, [2.5, 97.5])
+    p = min(1.0, 2 * min(np.mean(draw_means <= 0), np.mean(draw_means >= 0)))
+    return {"mean": estimate, "low": float(low), "high": float(high), "p": float(p)}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-adjusted p-values, in the order given."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def comparison_pairs(labels: list[str]) -> list[tuple[str, str]]:
     """(ours, control) pairs: `usema` (or, in a placement study, each `usema@...`) against every other model."""
     ours = ["usema"] if "usema" in labels else [label for label in labels if label.startswith("usema@")]
     others = [label for label in labels if label not in ours and not label.startswith("usema@")]
     return [(a, b) for a in ours for b in others]
 
 
-def paired_comparison(runs: Path, ours: str, control: str, seeds: list[int], metric: str = "dice",
-                      evaluation: str = "evaluation", draws: int = BOOTSTRAP_DRAWS) -> dict | None:
-    """USEMA minus a control, case by case over the seeds both ran: mean difference, 95% bootstrap interval,
-    per-seed mean differences, verdict. None where they share no scored case."""
-    per_seed, by_case = {}, {}
-    for seed in seeds:
-        a = per_case_scores(runs / ours / f"seed_{seed}", metric, evaluation)
-        b = per_case_scores(runs / control / f"seed_{seed}", metric, evaluation)
-        common = sorted(set(a) & set(b))
-        if not common:
-            continue
-        per_seed[seed] = statistics.mean(a[c] - b[c] for c in common)
-        for case in common:
-            by_case.setdefault(case, []).append(a[case] - b[case])
-    if not by_case:
-        return None
-    diffs = np.array([statistics.mean(values) for values in by_case.values()])
-    draws_idx = np.random.default_rng(0).integers(0, len(diffs), size=(draws, len(diffs)))
-    low, high = np.percentile(diffs[draws_idx].mean(axis=1), [2.5, 97.5])
-    verdict = "better" if low > 0 else "worse" if high < 0 else "no difference"
-    return {"ours": ours, "control": control, "metric": metric, "cases": len(diffs), "seeds": sorted(per_seed),
-            "mean": float(diffs.mean()), "low": float(low), "high": float(high), "verdict": verdict,
-            "per_seed": per_seed}
-
-
-def comparison_lines(runs: Path, rows: list[dict], metrics: tuple[str, ...] = ("dice",),
-                     evaluation: str = "evaluation") -> list[str]:
-    """The report's table of paired comparisons (empty where there is nothing to compare)."""
+def paired_comparisons(per_case: list[dict[str, str]], rows: list[dict[str, str]],
+                       metrics: tuple[str, ...] = ("dice",), draws: int = BOOTSTRAP_DRAWS) -> list[dict]:
+    """Every (ours - control, metric) over the folds both ran: the fold means, the hierarchical interval, the
+    p-value and its Holm correction over the list, and the verdict ("mixed commits" where the two models' runs
+    were trained at different commits: no verdict)."""
     labels = list(dict.fromkeys(r["model"] for r in rows))
-    seeds = sorted({int(r["seed"]) for r in rows})
-    results = [paired_comparison(runs, a, b, seeds, metric, evaluation)
-               for a, b in comparison_labels(labels) for metric in metrics]
-    results = [r for r in results if r is not None]
+    commits = defaultdict(set)
+    for row in rows:
+        commits[row["model"]].add(row.get("commit", "unknown"))
+    results = []
+    for metric in metrics:
+        scores = case_scores(per_case, metric)
+        for ours, control in comparison_pairs(labels):
+            folds = sorted({f for (m, f) in scores if m == ours} & {f for (m, f) in scores if m == control})
+            diffs, per_fold = [], {}
+            for fold in folds:
+                a, b = scores[(ours, fold)], scores[(control, fold)]
+                common = sorted(set(a) & set(b))
+                if common:
+                    diffs.append(np.array([a[c] - b[c] for c in common]))
+                    per_fold[fold] = float(diffs[-1].mean())
+            if not diffs:
+                continue
+            result = hierarchical_bootstrap(diffs, draws)
+            mixed = len(commits[ours] | commits[control]) > 1
+            results.append({"ours": ours, "control": control, "metric": metric, "folds": list(per_fold),
+                            "cases": int(sum(len(d) for d in diffs)), "per_fold": per_fold, "mixed": mixed,
+                            **result})
+    for result, adjusted in zip(results, holm([r["p"] for r in results]), strict=True):
+        result["p_holm"] = adjusted
+        if result["mixed"]:
+            result["verdict"] = "mixed commits"
+        elif adjusted < ALPHA:
+            result["verdict"] = "better" if result["mean"] > 0 else "worse"
+        else:
+            result["verdict"] = "no difference"
+    return results
+
+
+def comparison_lines(per_case: list[dict[str, str]], rows: list[dict[str, str]],
+                     metrics: tuple[str, ...] = ("dice",), verdicts: bool = True) -> list[str]:
+    """The report's table of paired comparisons (empty where there is nothing to compare)."""
+    results = paired_comparisons(per_case, rows, metrics)
     if not results:
         return []
-    lines = ["Paired per-case differences (first model minus second, per-case scores averaged over the seeds "
-             f"both ran; 95% bootstrap interval over cases, {BOOTSTRAP_DRAWS} draws):", "",
-             "| comparison | metric | cases | seeds | mean difference | 95% interval | per seed | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["Paired differences, first model minus second, over the folds both ran (per fold: the mean over "
+             "its held-out cases; interval: hierarchical bootstrap over folds, then cases, "
+             f"{BOOTSTRAP_DRAWS} draws; p two-sided, Holm-corrected over the {len(results)} comparisons):", "",
+             "| comparison | metric | folds | cases | per fold | mean difference | 95% interval | p (Holm) | "
+             "verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        per_seed = ", ".join(f"{v:+.3f}" for v in r["per_seed"].values())
-        lines.append(f"| {r['ours']} - {r['control']} | {r['metric']} | {r['cases']} | "
-                     f"{' '.join(map(str, r['seeds']))} | {r['mean']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | "
-                     f"{per_seed} | {r['verdict']} |")
+        per_fold = ", ".join(f"{v:+.3f}" for v in r["per_fold"].values())
+        verdict = r["verdict"] if verdicts else "none (wall-clock budget)"
+        if len(r["folds"]) < 2 and verdict in ("better", "worse"):
+            verdict += " (one fold: cases only)"
+        lines.append(f"| {r['ours']} - {r['control']} | {r['metric']} | {len(r['folds'])} | {r['cases']} | "
+                     f"{per_fold} | {r['mean']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | "
+                     f"{r['p_holm']:.3g} | {verdict} |")
     return lines
 
 
-def learning_curve(fold_dir: Path) -> list[tuple[float, float]]:
-    """(training minutes so far, validation Dice) after each logged epoch of a run."""
-    minutes, curve = 0.0, []
-    for row in _rows(fold_dir / "train_log.csv"):
-        minutes += float(row["seconds"]) / 60.0
-        if row.get("val_dice") not in (None, "", "nan"):
-            curve.append((minutes, float(row["val_dice"])))
-    return curve
+def fold_table_lines(means: dict[tuple[str, int], dict[str, float]], metrics: tuple[str, ...]) -> list[str]:
+    """Per model and metric: the mean score of every fold, their mean and sample standard deviation."""
+    folds = sorted({f for _, f in means})
+    lines = ["Mean score per fold (each fold's held-out cases), and over folds ± sample standard deviation:", "",
+             "| model | metric | " + " | ".join(f"fold {f}" for f in folds) + " | mean ± sd |",
+             "|---|---|" + "---|" * (len(folds) + 1)]
+    for model in dict.fromkeys(m for m, _ in means):
+        for metric in metrics:
+            values = {f: means[(model, f)][metric] for f in folds if metric in means.get((model, f), {})}
+            if not values:
+                continue
+            cells = [f"{values[f]:.3f}" if f in values else "" for f in folds]
+            spread = f" ± {statistics.stdev(values.values()):.3f}" if len(values) > 1 else ""
+            lines.append(f"| {model} | {metric} | " + " | ".join(cells)
+                         + f" | {statistics.mean(values.values()):.3f}{spread} |")
+    return lines
 
 
-def minutes_to_reach(curve: list[tuple[float, float]], threshold: float) -> float | None:
-    """The training minutes at the first validation at or above `threshold` (None if never)."""
-    return next((minutes for minutes, dice in curve if dice >= threshold), None)
-
-
-def curve_lines(runs: Path, rows: list[dict], fold: int, plot: Path) -> list[str]:
-    """Plot validation Dice against training time for every run of the report into `plot`, and return the
-    report's lines: the plot and the minutes each run needed to reach each threshold."""
-    curves = {}
-    for row in rows:
-        curve = learning_curve(runs / row["model"] / f"seed_{row['seed']}" / f"fold_{fold}")
-        if curve:
-            curves[f"{row['model']} seed {row['seed']}"] = curve
-    if not curves:
+def curve_lines(curves: list[dict[str, str]], plot: Path) -> list[str]:
+    """Plot in-training validation Dice against steps for every run into `plot`, and return the report's lines:
+    the plot and, per model, the mean over folds at every logged step."""
+    by_run: dict[tuple[str, int], list[tuple[int, float]]] = defaultdict(list)
+    for row in curves:
+        by_run[(row["model"], int(row["fold"]))].append((int(row["step"]), float(row["val_dice"])))
+    if not by_run:
         return []
-    _plot_curves(curves, plot)
-    lines = [f"![validation Dice against training time]({plot.name})", "",
-             "Minutes of training to reach a validation Dice (in-training validation after each epoch; - : not "
-             "reached):", "", "| run | " + " | ".join(f"{t:g}" for t in CURVE_THRESHOLDS) + " | last |",
-             "|---|" + "---|" * (len(CURVE_THRESHOLDS) + 1)]
-    for name, curve in curves.items():
-        reached = [minutes_to_reach(curve, t) for t in CURVE_THRESHOLDS]
-        cells = ["-" if m is None else f"{m:.1f}" for m in reached]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {curve[-1][1]:.3f} at {curve[-1][0]:.1f} min |")
+    _plot_curves(by_run, plot)
+    steps = sorted({s for points in by_run.values() for s, _ in points})
+    lines = [f"![validation Dice against optimizer steps]({plot.name})", "",
+             "In-training validation Dice (the fold's validation subset) against optimizer steps, mean over folds:",
+             "", "| model | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
+    for model in dict.fromkeys(m for m, _ in by_run):
+        cells = []
+        for step in steps:
+            values = [d for (m, _), points in by_run.items() if m == model for s, d in points if s == step]
+            cells.append(f"{statistics.mean(values):.3f}" if values else "")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _plot_curves(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
+def _plot_curves(by_run: dict[tuple[str, int], list[tuple[int, float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    models = list(dict.fromkeys(m for m, _ in by_run))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in curves.items():
-        ax.plot(*zip(*curve), marker=".", label=name)
-    ax.set_xlabel("training minutes")
+    for (model, fold), points in sorted(by_run.items()):
+        ax.plot(*zip(*sorted(points)), marker=".", color=colours[model], alpha=0.8,
+                label=model if fold == min(f for m, f in by_run if m == model) else None)
+    ax.set_xlabel("optimizer steps")
     ax.set_ylabel("validation Dice")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)

@@ -1,8 +1,14 @@
-"""The results files of `usema bench accuracy`: the CSV, its provenance history and the Markdown report.
+"""The files of `usema bench accuracy`, and the report re-derived from them alone.
 
-A benchmark is often extended in several invocations (more models, more seeds). Each invocation's command,
-machine and date is kept in accuracy_<dataset>.json with the rows it added, so the report names, for every
-row, the command that produced it.
+Per dataset, under the output folder:
+- accuracy_<name>.csv: one row per (model, fold): what the run was (network, seed, steps, commit, minutes,
+  steps per second, load average, predict seconds) and its mean scores;
+- per_case_<name>.csv: every held-out case's score per class, per (model, fold): what the statistics use;
+- curves_<name>.csv: in-training validation Dice after every epoch, per (model, fold);
+- accuracy_<name>.json: the protocol every row shares, each model's network settings and each row's
+  provenance (command, machine, date, commit);
+- step_cost_<name>.json (usema bench accuracy --measure-step-cost): every model's step cost, interleaved;
+- accuracy_<name>.md and .png: the report, written from the files above (`--report-only` rewrites it).
 """
 
 from __future__ import annotations
@@ -14,135 +20,240 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from usema.bench.accuracy_analysis import comparison_lines, curve_lines
-from usema.planning import PLANS_NAME, Plans
+from usema.bench.accuracy_analysis import comparison_lines, curve_lines, fold_table_lines, run_means
+from usema.errors import UsemaError
+from usema.planning import Plans
 from usema.utils.atomic import atomic_write_text
-from usema.utils.provenance import provenance_from_markdown, provenance_markdown
+from usema.utils.provenance import provenance_markdown
+
+# Protocol fields that every row of one report must share.
+PROTOCOL_KEYS = ("steps", "budget_minutes", "patch_size", "batch_size", "optimizer", "lr", "precision",
+                 "iters_per_epoch", "folds", "split_seed", "tta", "target_spacing")
+ROW_KEYS = ("model", "network", "fold", "seed", "steps", "epochs", "params_m", "train_minutes",
+            "steps_per_second", "load_average", "val_cases", "predict_seconds", "commit")
 
 
-def load_history(path: Path, md_path: Path, rows: list[dict]) -> dict[str, Any]:
-    """The invocations that made the rows so far: from `path`, else (results made before the history was kept)
-    the single command in the existing report, credited with every row."""
-    if path.is_file():
-        history = json.loads(path.read_text())
-    elif rows and md_path.is_file():
-        try:
-            prov = provenance_from_markdown(md_path.read_text())
-        except ValueError:  # a report without its provenance lines: say so rather than guess
-            prov = {"command": "not recorded", "date": "not recorded", "machine": {"description": "not recorded"}}
-        history = {"invocations": [{**prov, "rows": [[r["model"], int(r["seed"])] for r in rows]}]}
-    else:
-        history = {"invocations": []}
-    history["path"] = str(path)
-    return history
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
-def record_row(history: dict[str, Any], prov: dict, model: str, seed: int) -> None:
-    """Credit the row (model, seed) to this invocation (`prov`: its command, machine and now), and save."""
-    key = [model, int(seed)]
-    for invocation in history["invocations"]:
-        if key in invocation["rows"]:  # a row made again (its CSV line was deleted): the new run owns it
-            invocation["rows"].remove(key)
-    current = history.get("_current")
-    if current is None or current["command"] != prov["command"]:
-        current = {**prov, "rows": []}
-        history["invocations"].append(current)
-        history["_current"] = current
-    current.update({k: v for k, v in prov.items() if k != "rows"})
-    current["rows"].append(key)
-    saved = {"invocations": [inv for inv in history["invocations"] if inv["rows"]]}
-    atomic_write_text(Path(history["path"]), json.dumps(saved, indent=1) + "\n")
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
-def _provenance_lines(history: dict[str, Any], rows: list[dict]) -> list[str]:
-    present = [[r["model"], int(r["seed"])] for r in rows]  # rows deleted from the CSV leave the report too
-    invocations = [{**inv, "rows": [k for k in inv["rows"] if k in present]} for inv in history["invocations"]]
-    invocations = [inv for inv in invocations if inv["rows"]]
-    if len(invocations) == 1:
-        return [provenance_markdown(invocations[0])]
-    lines = [f"Made by {len(invocations)} invocations; each added the rows named above it.", ""]
-    for invocation in invocations:
-        named = ", ".join(f"{model} seed {seed}" for model, seed in invocation["rows"])
-        lines += [f"Rows {named}:  ", provenance_markdown(invocation)]
-    return lines
+def protocol_record(plans: Plans, steps: int | None, budget: float | None, tta: bool, folds: int,
+                    split_seed: int, models: dict[str, str], steps_of: dict[str, int | None]) -> dict[str, Any]:
+    """What every row of the study shares, and each label's preset and steps."""
+    training = plans.training
+    return {
+        "steps": steps, "budget_minutes": budget, "patch_size": plans.patch_size, "batch_size": plans.batch_size,
+        "optimizer": training.optimizer, "lr": training.lr, "precision": training.precision,
+        "iters_per_epoch": training.iters_per_epoch, "folds": folds, "split_seed": split_seed, "tta": tta,
+        "target_spacing": plans.target_spacing, "models": models, "steps_of": steps_of,
+    }
 
 
-def _network_settings(runs: Path, rows: list[dict]) -> list[str]:
-    """One line per model: the network settings its run's plans gave it beyond the shared strides."""
+def collect_run(run_dir: Path, fold: int, variant, done: dict[str, Any], evaluation: Path,
+                predict_seconds: float, extra: dict[str, dict]) -> dict[str, Any]:
+    """One run's record: its row, its per-case scores, its validation curve, its network settings and
+    provenance (from `done`, what the training wrote when it ended)."""
+    from usema.training.checkpoint import load_checkpoint
+
+    fold_dir = run_dir / f"fold_{fold}"
+    plans = Plans.load(run_dir)
+    payload = load_checkpoint(fold_dir / "checkpoint_latest.pt")
+    steps = int(payload["scheduler_state"]["last_epoch"])
+    seconds = float(payload.get("trained_seconds") or 0.0)
+    per_case = [{"model": variant.label, "fold": fold, **r} for r in _read_csv(evaluation / "per_case.csv")]
+    iters = plans.training.iters_per_epoch
+    curve = [{"model": variant.label, "fold": fold, "epoch": int(float(r["epoch"])),
+              "step": int(float(r["epoch"])) * iters, "val_dice": float(r["val_dice"])}
+             for r in _read_csv(fold_dir / "train_log.csv") if r.get("val_dice") not in (None, "", "nan")]
+    network = plans.build_network()  # as trained: UNETR at the plan's patch size
+    row = {
+        "model": variant.label, "network": variant.model, "fold": fold, "seed": fold, "steps": steps,
+        "epochs": len(curve), "params_m": sum(p.numel() for p in network.parameters()) / 1e6,
+        "train_minutes": seconds / 60.0, "steps_per_second": steps / seconds if seconds else 0.0,
+        "load_average": float(done.get("load_average", 0.0)), "val_cases": len({r["case"] for r in per_case}),
+        "predict_seconds": predict_seconds, "commit": done.get("commit", "unknown"),
+    }
+    for precision, info in extra.items():
+        row[f"{precision}_predict_seconds"] = info["predict_seconds"]
+        row[f"{precision}_mean_dice"] = statistics.mean(
+            float(r["dice"]) for r in _read_csv(Path(info["evaluation"]) / "per_case.csv"))
+    provenance = {k: done[k] for k in ("command", "machine", "date", "commit") if k in done}
+    settings = {k: v for k, v in plans.network_settings.items() if k != "strides"}
+    return {"row": row, "per_case": per_case, "curve": curve, "network_settings": settings,
+            "provenance": provenance}
+
+
+class ReportFiles:
+    """The results files of one dataset's study (see the module docstring)."""
+
+    def __init__(self, output: Path, name: str):
+        self.output, self.name = Path(output), name
+        self.rows_csv = self.output / f"accuracy_{name}.csv"
+        self.per_case_csv = self.output / f"per_case_{name}.csv"
+        self.curves_csv = self.output / f"curves_{name}.csv"
+        self.meta_json = self.output / f"accuracy_{name}.json"
+        self.markdown = self.output / f"accuracy_{name}.md"
+        self.plot = self.output / f"accuracy_{name}.png"
+        self.step_cost = self.output / f"step_cost_{name}.json"
+
+    def rows(self) -> list[dict[str, str]]:
+        """The rows CSV: one row per (model, fold)."""
+        return _read_csv(self.rows_csv)
+
+    def per_case(self) -> list[dict[str, str]]:
+        return _read_csv(self.per_case_csv)
+
+    def curves(self) -> list[dict[str, str]]:
+        return _read_csv(self.curves_csv)
+
+    def meta(self) -> dict[str, Any]:
+        if not self.meta_json.is_file():
+            return {"protocol": None, "network_settings": {}, "provenance": {}}
+        return json.loads(self.meta_json.read_text())
+
+    def has_row(self, label: str, fold: int) -> bool:
+        return any(r["model"] == label and int(r["fold"]) == fold for r in self.rows())
+
+    def check_protocol(self, protocol: dict[str, Any]) -> None:
+        """UsemaError when the study's files were made with another protocol than `protocol`."""
+        stored = self.meta()["protocol"]
+        if stored is None:
+            return
+        differing = [k for k in PROTOCOL_KEYS if stored.get(k) != protocol.get(k)]
+        if differing:
+            what = ", ".join(f"{k} {stored.get(k)} (now {protocol.get(k)})" for k in differing)
+            raise UsemaError(f"{self.meta_json}: its rows were made with {what}; use another --output and "
+                             "--runs-dir for another protocol")
+
+    def check_commit(self, commit: str) -> None:
+        """UsemaError when rows of this study were trained at another commit than `commit`."""
+        others = sorted({r["commit"] for r in self.rows() if r.get("commit") != commit})
+        if others:
+            raise UsemaError(
+                f"{self.rows_csv}: rows were trained at commit {', '.join(others)}, this checkout is {commit}: "
+                "a comparison must not mix code. Run the study from a worktree of that commit "
+                f"(git worktree add ../usema-study {others[0].split('+')[0]}), or pass --allow-mixed-commits")
+
+    def add_record(self, record: dict[str, Any], protocol: dict[str, Any]) -> None:
+        """Add one run's row, per-case scores, curve, settings and provenance to the files (replacing an earlier
+        record of the same model and fold)."""
+        key = (record["row"]["model"], str(record["row"]["fold"]))
+
+        def others(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+            return [r for r in rows if (r["model"], str(r["fold"])) != key]
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        _write_csv(self.rows_csv, [*others(self.rows()), record["row"]])
+        _write_csv(self.per_case_csv, [*others(self.per_case()), *record["per_case"]])
+        _write_csv(self.curves_csv, [*others(self.curves()), *record["curve"]])
+        meta = self.meta()
+        stored = meta.get("protocol") or {}
+        protocol = {**protocol, "models": {**stored.get("models", {}), **protocol["models"]},
+                    "steps_of": {**stored.get("steps_of", {}), **protocol["steps_of"]}}
+        meta["protocol"] = protocol
+        meta["network_settings"][key[0]] = record["network_settings"]
+        meta["provenance"][f"{key[0]}/fold_{key[1]}"] = record["provenance"]
+        atomic_write_text(self.meta_json, json.dumps(meta, indent=1) + "\n")
+
+
+def _provenance_lines(meta: dict[str, Any]) -> list[str]:
+    """The commands that made the rows, grouped by (command, machine, commit), each with the rows it made."""
+    groups: dict[str, dict[str, Any]] = {}
+    for run, prov in meta["provenance"].items():
+        key = json.dumps([prov.get("command"), prov.get("machine"), prov.get("commit")], sort_keys=True)
+        group = groups.setdefault(key, {**prov, "runs": [], "dates": []})
+        group["runs"].append(run)
+        group["dates"].append(prov.get("date", ""))
     lines = []
-    for model in dict.fromkeys(r["model"] for r in rows):
-        plans_files = sorted((runs / model).glob(f"seed_*/{PLANS_NAME}"))
-        if plans_files:
-            settings = {k: v for k, v in Plans.load(plans_files[0].parent).network_settings.items()
-                        if k != "strides"}
-            lines.append(f"- `{model}`: {json.dumps(settings) if settings else 'preset settings'}")
+    for group in groups.values():
+        dates = sorted(d for d in group["dates"] if d)
+        shown = {**group, "date": f"{dates[0]} to {dates[-1]}" if len(dates) > 1 else (dates or ["?"])[0]}
+        lines += [f"Runs {', '.join(sorted(group['runs']))}:  ", provenance_markdown(shown)]
     return lines
 
 
-def _cell(key: str, value: Any) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{value:.3f}" if not value.is_integer() or key.startswith(("mean", "dice")) else f"{value:g}"
+def _protocol_sentence(protocol: dict[str, Any]) -> str:
+    length = (f"{protocol['steps']} optimizer steps per run" if protocol["steps"] is not None
+              else f"a wall-clock budget of {protocol['budget_minutes']:g} min per run (no verdicts)")
+    compute = {k: v for k, v in (protocol.get("steps_of") or {}).items() if v not in (None, protocol["steps"])}
+    extra = "".join(f"; {label} trains {steps} steps (equal compute)" for label, steps in compute.items())
+    return (f"{length}{extra}; patch {protocol['patch_size']}, batch {protocol['batch_size']}, "
+            f"{protocol['optimizer']} lr {protocol['lr']}, precision {protocol['precision']}; "
+            f"{protocol['folds']}-fold cross-validation (split seed {protocol['split_seed']} for every model; fold k "
+            "trains with seed k); each run scored on its fold's held-out cases from its last checkpoint"
+            + (" with mirroring test-time augmentation." if protocol["tta"] else " (no test-time augmentation)."))
+
+
+def _step_cost_lines(files: ReportFiles) -> list[str]:
+    if not files.step_cost.is_file():
+        return ["Step cost: not measured yet (`usema bench accuracy --measure-step-cost` on an idle machine)."]
+    cost = json.loads(files.step_cost.read_text())
+    seconds = cost["seconds_per_step"]
+    ours = seconds.get("usema")
+    lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; load average "
+             f"{cost['load_average_before']:.2f} before, {cost['load_average_after']:.2f} after):", "",
+             "| model | s/step | relative to usema |", "|---|---|---|"]
+    for label, value in seconds.items():
+        relative = f"{value / ours:.2f}" if ours else ""
+        lines.append(f"| {label} | {value:.3f} | {relative} |")
+    machine = cost.get("machine", {})
+    lines += ["", f"Measured on {machine.get('cpu', '?')} ({machine.get('cpu_capability', '?')}), "
+                  f"{machine.get('torch_threads', '?')} torch threads, {cost.get('date', '?')}, "
+                  f"commit {cost.get('commit', '?')}."]
+    return lines
 
 
 def _table(columns: list[str], rows: list[dict]) -> list[str]:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if not value.is_integer() else f"{value:g}"
+        return str(value)
+
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(key, row.get(key, "")) for key in columns) + " |" for row in rows]
-    return lines
+    return lines + ["| " + " | ".join(cell(row.get(k, "")) for k in columns) + " |" for row in rows]
 
 
-def seed_summary(rows: list[dict]) -> list[dict[str, str]]:
-    """Per model, the mean and sample standard deviation over its seeds of the step count and every mean_*
-    metric; empty when no model has more than one seed."""
-    by_model: dict[str, list[dict]] = {}
-    for row in rows:
-        by_model.setdefault(row["model"], []).append(row)
-    if all(len(group) < 2 for group in by_model.values()):
-        return []
-    metrics = ["iterations", *dict.fromkeys(k for r in rows for k in r if k.startswith("mean_"))]
-    summary = []
-    for model, group in by_model.items():
-        entry = {"model": model, "seeds": " ".join(str(r["seed"]) for r in group)}
-        for metric in metrics:
-            values = [float(r[metric]) for r in group if r.get(metric) not in (None, "")]
-            if not values:
-                entry[metric] = ""
-                continue
-            digits = 0 if metric == "iterations" else 3
-            entry[metric] = f"{statistics.mean(values):.{digits}f}"
-            if len(values) > 1:
-                entry[metric] += f" ± {statistics.stdev(values):.{digits}f}"
-        summary.append(entry)
-    return summary
-
-
-def write_report(rows: list[dict], history: dict[str, Any], csv_path: Path, md_path: Path, name: str,
-                 protocol: str, runs: Path, evaluation: str = "evaluation", fold: int = 0) -> None:
-    """Write the CSV (one row per model and seed) and the Markdown report: provenance of every row, the
-    protocol sentence, each model's network settings, the rows, the means over seeds, the paired per-case
-    comparisons (from each run's `evaluation` folder), and validation Dice against training time (a plot
-    beside the report)."""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    stored = [{k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows]
-    writer.writerows(stored)
-    atomic_write_text(csv_path, buffer.getvalue())
-    lines = [f"# Accuracy on {name}", "", *_provenance_lines(history, rows), "", protocol, "",
-             "Network settings beyond each preset and the plan's strides:", "", *_network_settings(runs, rows), "",
-             *_table(columns, rows)]
-    summary = seed_summary(stored)  # from the CSV's values, so anyone can recompute it from the CSV
-    if summary:
-        lines += ["", "Mean over seeds ± sample standard deviation (a model with one seed shows its one run):", "",
-                  *_table(list(summary[0]), summary)]
-    metrics = ("dice", "f1") if any("mean_f1" in row for row in rows) else ("dice",)
-    comparisons = comparison_lines(runs, rows, metrics, evaluation)
+def write_report(files: ReportFiles) -> Path:
+    """Write accuracy_<name>.md (and its plot) from the study's files alone."""
+    meta, rows, per_case = files.meta(), files.rows(), files.per_case()
+    if not rows or meta["protocol"] is None:
+        raise UsemaError(f"{files.rows_csv}: no rows to report")
+    protocol = meta["protocol"]
+    instance = any("f1" in r for r in per_case[:1])
+    metrics = ("dice", "f1") if instance else ("dice",)
+    means = run_means(per_case)  # re-derived from the per-case scores
+    table = []
+    for row in sorted(rows, key=lambda r: (r["model"], int(r["fold"]))):
+        entry = {k: row.get(k, "") for k in ROW_KEYS if k != "commit"}
+        for k in ("params_m", "train_minutes", "steps_per_second", "load_average", "predict_seconds"):
+            entry[k] = float(entry[k]) if entry[k] not in ("", None) else ""
+        entry["commit"] = row.get("commit", "")[:10]
+        for metric, value in means.get((row["model"], int(row["fold"])), {}).items():
+            entry[f"mean_{metric}"] = value
+        table.append(entry)
+    columns = list(dict.fromkeys(k for entry in table for k in entry))
+    lines = [f"# Accuracy on {files.name}", "", *_provenance_lines(meta), "", _protocol_sentence(protocol), "",
+             "Network settings beyond each preset and the plan's strides:", ""]
+    lines += [f"- `{label}`: {json.dumps(s) if s else 'preset settings'}"
+              for label, s in meta["network_settings"].items()]
+    lines += ["", *_step_cost_lines(files), "", *fold_table_lines(means, metrics), "",
+              "Every run (mean scores re-derived from per_case_" + files.name + ".csv):", "", *_table(columns, table)]
+    comparisons = comparison_lines(per_case, rows, metrics, verdicts=protocol["steps"] is not None)
     if comparisons:
         lines += ["", *comparisons]
-    curves = curve_lines(runs, rows, fold, md_path.with_suffix(".png"))
+    curves = curve_lines(files.curves(), files.plot)
     if curves:
         lines += ["", *curves]
-    atomic_write_text(md_path, "\n".join(lines) + "\n")
+    return atomic_write_text(files.markdown, "\n".join(lines) + "\n")

@@ -114,32 +114,46 @@ def _add_loader(bench: argparse._SubParsersAction) -> None:
 
 
 def _add_accuracy(bench: argparse._SubParsersAction) -> None:
-    p = bench.add_parser("accuracy", help="train every model with one protocol, predict and score the held-out fold")
-    p.add_argument("--dataset", required=True, help="hippocampus, dsb2018, or a dataset folder")
+    p = bench.add_parser("accuracy", help="train every model on the same cross-validation folds at equal steps, "
+                                          "predict and score each fold's held-out cases")
+    p.add_argument("--dataset", required=True,
+                   help="hippocampus, dsb2018, kvasir_seg, chaos_mr_t2 (under --data-root), or a dataset folder")
     p.add_argument("--models", nargs="+", default=["usema"], help="presets to train (default: usema)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default: 0)")
-    p.add_argument("--budget", type=float, default=15.0, help="training minutes per model and seed")
-    p.add_argument("--steps", type=int, default=None,
-                   help="train every model for this many optimizer steps instead of --budget minutes")
+    p.add_argument("--folds", type=int, nargs="+", default=list(range(5)),
+                   help="folds of the 5-fold split to run (default: all); fold k trains with seed k")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps per run, the same for every model (the protocol; verdicts)")
+    length.add_argument("--budget", type=float, default=None,
+                        help="training minutes per run instead of --steps (wall clock: reported without verdicts)")
     p.add_argument("--placements", nargs="+", default=None, metavar="PLACEMENT",
                    help="train every SEMA preset once per placement of its SEMA blocks (all, from-S, deepest-K, "
                         "bottleneck); rows are named usema@PLACEMENT")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="training precision (default: auto)")
+                   help="training precision of the shared plan (default: auto)")
     p.add_argument("--data-root", type=Path, default=None, help="folder holding the known datasets")
-    p.add_argument("--runs-dir", type=Path, default=Path("runs/bench"),
-                   help="folder of the training runs (default: runs/bench)")
-    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results"),
-                   help="folder of the result CSV and report (default: benchmarks/results)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs/cv"),
+                   help="folder of the training runs (default: runs/cv)")
+    p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/cv"),
+                   help="folder of the result files and report (default: benchmarks/cv)")
     add_plan_edits(p, example="patch_size=[32,32] batch_size=8 (shared by every model)")
-    p.add_argument("--model-overrides", nargs="*", default=[], metavar="MODEL=JSON",
-                   help="network settings for one model only, e.g. usema='{\"sema_per_stage\": [0, 1, 1, 1]}' "
+    p.add_argument("--network-settings", nargs="*", default=[], metavar="MODEL=JSON",
+                   help="network settings for one model only, e.g. nnunet='{\"blocks_per_stage\": 2}' "
                         "(listed per model in the results)")
+    p.add_argument("--model-overrides", nargs="*", default=[], metavar="MODEL=JSON",
+                   help="deprecated spelling of --network-settings")
     p.add_argument("--also-infer", nargs="+", default=[], choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
                    help="also predict and score the held-out fold in these precisions (extra columns)")
     p.add_argument("--tta", action="store_true", help="score with mirroring test-time augmentation")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (e.g. 1 to run two benchmarks side by side on two cores)")
+    p.add_argument("--allow-mixed-commits", action="store_true",
+                   help="add runs trained at another git commit than the study's earlier runs")
+    p.add_argument("--measure-step-cost", action="store_true",
+                   help="only measure every model's training-step cost, interleaved in this process (run it on "
+                        "an otherwise idle machine); controls more than 10%% cheaper then get equal-compute runs")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the report from the result files alone (no training)")
     add_device(p)
     p.set_defaults(func=_cmd_bench_accuracy)
 
@@ -201,25 +215,38 @@ def _cmd_bench_loader(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    from usema.bench.accuracy import run_accuracy_benchmark
+    import warnings
+
+    from usema.bench.accuracy import resolve_dataset, run_accuracy_benchmark
+    from usema.bench.accuracy_report import ReportFiles, write_report
     from usema.errors import UsemaError
 
+    if args.report_only:
+        name = resolve_dataset(args.dataset, args.data_root)[0] if not Path(args.dataset).is_dir() \
+            else Path(args.dataset).name
+        print(f"wrote {write_report(ReportFiles(args.output, name))}")
+        return 0
     if args.threads is not None:
         if args.threads < 1:
             raise UsemaError(f"--threads must be at least 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    per_model = key_json(args.model_overrides, "--model-overrides", "MODEL")
+    if args.model_overrides:
+        warnings.warn("--model-overrides is deprecated: use --network-settings", FutureWarning, stacklevel=1)
+    option = "--network-settings" if args.network_settings else "--model-overrides"
+    per_model = key_json(args.network_settings + args.model_overrides, option, "MODEL")
     for model, value in per_model.items():
         if not isinstance(value, dict):
-            raise UsemaError(f"--model-overrides {model}: expected a JSON object of network settings, got {value!r}")
+            raise UsemaError(f"{option} {model}: expected a JSON object of network settings, got {value!r}")
+    if args.steps is None and args.budget is None and not args.measure_step_cost:
+        raise UsemaError("give --steps N (equal steps, the protocol) or --budget MINUTES")
     run_accuracy_benchmark(
-        args.dataset, args.models, seeds=args.seeds, budget_minutes=args.budget, steps=args.steps,
-        placements=args.placements, output=args.output,
-        runs_dir=args.runs_dir, data_root=args.data_root, precision=args.precision, device=args.device,
-        plan_edits=key_json(args.plan, "--plan", "KEY"), also_infer=args.also_infer, tta=args.tta,
-        network_settings=per_model,
+        args.dataset, args.models, folds=args.folds, budget_minutes=args.budget, steps=args.steps,
+        placements=args.placements, output=args.output, runs_dir=args.runs_dir, data_root=args.data_root,
+        precision=args.precision, device=args.device, plan_edits=key_json(args.plan, "--plan", "KEY"),
+        also_infer=args.also_infer, tta=args.tta, network_settings=per_model,
+        allow_mixed_commits=args.allow_mixed_commits, measure_steps=args.measure_step_cost,
     )
     return 0
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,23 +59,21 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> TrainingEstimate:
-    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
-    in the trainer's own step, on random data of the median image shape, and one validation of such a case.
-    Prints nothing but the network's attention lines; changes the global random state."""
+@contextlib.contextmanager
+def timing_trainer(plans: Plans, device: torch.device) -> Iterator[tuple[Any, Callable[[], float]]]:
+    """The plan's trainer on one random case of the median image shape (at least the patch), and a function that
+    runs one of its training steps (batch drawn, forward, loss, backward, update) and returns its seconds.
+    Changes the global random state."""
     from usema.preprocessing.storage import open_case, write_case
     from usema.training.distributed import DistributedContext
     from usema.training.loop import Trainer
-    from usema.training.validation import confusion_counts
     from usema.utils.device import resolve_precision
 
     rng = np.random.default_rng(0)
     shape = [max(m, p) for m, p in zip(plans.median_shape_at_target(), plans.patch_size, strict=True)]
     num_classes = plans.dataset.num_classes
     autocast = resolve_precision(plans.training.precision, device)
-    with (
-        tempfile.TemporaryDirectory() as scratch
-    ):  # the timing case, and the trainer's (unwritten) run folder
+    with tempfile.TemporaryDirectory() as scratch:  # the timing case, and the trainer's (unwritten) run folder
         folder = Path(scratch)
         write_case(
             folder,
@@ -86,19 +87,31 @@ def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> Tra
         trainer = Trainer(
             plans, folder, 0, [case], [case], DistributedContext(device=device), autocast_dtype=autocast
         )
-        seconds = []
-        for _ in range(1 + TIMED_STEPS):
+
+        def step() -> float:
             _synchronize(device)
             # the batch too: without loader workers it is drawn in the step's time
             started = time.perf_counter()
             images, labels = trainer.sampler.batch(trainer.batch_size, rng)
             trainer._train_step(images, labels)  # the trainer's own step: forward, loss, backward, update
             _synchronize(device)
-            seconds.append(time.perf_counter() - started)
+            return time.perf_counter() - started
+
+        yield trainer, step
+
+
+def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> TrainingEstimate:
+    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
+    in the trainer's own step, on random data of the median image shape, and one validation of such a case.
+    Prints nothing but the network's attention lines; changes the global random state."""
+    from usema.training.validation import confusion_counts
+
+    with timing_trainer(plans, device) as (trainer, step):
+        seconds = [step() for _ in range(1 + TIMED_STEPS)]  # the first, untimed, allocates and picks kernels
+        case = trainer.val_cases[0]
         started = time.perf_counter()
-        confusion_counts(
-            trainer.network, [case], trainer.patch_size, num_classes, device, autocast, plans.batch_size
-        )
+        confusion_counts(trainer.network, [case], trainer.patch_size, plans.dataset.num_classes, device,
+                         trainer.autocast_dtype, plans.batch_size)
         _synchronize(device)
         validation = time.perf_counter() - started
     training = plans.training

@@ -6,8 +6,10 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -64,27 +66,46 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
 
 
+def git_commit(source: str | Path | None = None) -> str:
+    """The git commit of the code that runs (the checkout holding this package, or `source`), with "+dirty"
+    where tracked files differ from it; "unknown" outside a git checkout (an installed wheel)."""
+    folder = Path(source) if source is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def provenance(device: torch.device | None = None) -> dict:
-    """Command, machine and time, to store with a result."""
+    """Command, machine, time and git commit, to store with a result."""
     return {
         "command": command_line(),
         "machine": describe_machine(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
     }
 
 
 def provenance_markdown(prov: dict) -> str:
     """The provenance as Markdown lines for a results file."""
     machine = prov["machine"]
+    commit = f"  \nCommit: {prov['commit']}" if prov.get("commit") else ""
     if "description" in machine:  # provenance read back from an earlier report
-        return f"Command: `{prov['command']}`  \nMachine: {machine['description']}  \nDate: {prov['date']}\n"
+        return f"Command: `{prov['command']}`  \nMachine: {machine['description']}  \nDate: {prov['date']}{commit}\n"
     cpu = machine["cpu"] + (f" ({machine['cpu_capability']})" if machine.get("cpu_capability") else "")
     threads = f" ({machine['torch_threads']} used by torch)" if machine.get("torch_threads") else ""
     parts = [f"{cpu}, {machine['cores']} cores{threads}, {machine['memory_gb']} GiB"]
     if "gpu" in machine:
         parts.append(machine["gpu"])
     parts.append(f"Python {machine['python']}, torch {machine['torch']}")
-    return f"Command: `{prov['command']}`  \nMachine: {'; '.join(parts)}  \nDate: {prov['date']}\n"
+    return f"Command: `{prov['command']}`  \nMachine: {'; '.join(parts)}  \nDate: {prov['date']}{commit}\n"
 
 
 def provenance_from_markdown(text: str) -> dict:
@@ -97,4 +118,8 @@ def provenance_from_markdown(text: str) -> dict:
         if match is None:
             raise ValueError(f"no {key.capitalize()}: line in the report")
         found[key] = match.group(1)
-    return {"command": found["command"], "date": found["date"], "machine": {"description": found["machine"]}}
+    prov = {"command": found["command"], "date": found["date"], "machine": {"description": found["machine"]}}
+    commit = re.search(r"^Commit: (\S+)", text, re.MULTILINE)
+    if commit:
+        prov["commit"] = commit.group(1)
+    return prov

@@ -1,0 +1,57 @@
+"""The training-step cost of every model of an accuracy study, measured once, interleaved, in one process.
+
+An equal-steps comparison is fair in steps but not in compute when one model's step costs more. The cost is
+measured here, never taken from the runs' wall clock (which a busy machine bends): each model's own trainer
+(its plan's network, patch, batch, augmentation and precision) on a random case, one step of each model in
+turn, so that a change in the machine's load touches every model alike. Run it on an otherwise idle machine;
+the load average before and after is stored with the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from usema.planning import Plans
+from usema.training.estimate import timing_trainer
+
+WARMUP_STEPS = 2
+
+
+def measure_step_costs(plans_by_label: dict[str, Plans], device: torch.device, rounds: int = 7) -> dict[str, Any]:
+    """Seconds of one training step per label (median over `rounds`, each round one step of every model in
+    turn, after WARMUP_STEPS untimed steps each), every sample, and the load average around the measurement."""
+    load_before = os.getloadavg()[0]
+    samples: dict[str, list[float]] = {label: [] for label in plans_by_label}
+    with contextlib.ExitStack() as stack:
+        steps = {label: stack.enter_context(timing_trainer(plans, device))[1]
+                 for label, plans in plans_by_label.items()}
+        for step in steps.values():
+            for _ in range(WARMUP_STEPS):
+                step()
+        for _ in range(rounds):
+            for label, step in steps.items():
+                samples[label].append(step())
+    return {
+        "seconds_per_step": {label: statistics.median(values) for label, values in samples.items()},
+        "samples": samples,
+        "rounds": rounds,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+    }
+
+
+def equal_compute_steps(steps: int, ours_seconds: float, control_seconds: float, iters_per_epoch: int) -> int:
+    """The steps a control trains in the compute that `steps` of our model cost, rounded to whole epochs."""
+    epochs = max(1, round(steps * ours_seconds / control_seconds / iters_per_epoch))
+    return epochs * iters_per_epoch
+
+
+def step_cost_path(output: Path, name: str) -> Path:
+    """Where the step costs of dataset `name` are stored beside its report."""
+    return Path(output) / f"step_cost_{name}.json"
