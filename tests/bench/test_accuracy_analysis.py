@@ -1,73 +1,100 @@
-"""Paired per-case comparisons with bootstrap intervals, and validation Dice against training time."""
+"""Paired differences over folds with a hierarchical bootstrap and Holm's correction; curves against steps."""
 
-import csv
-
+import numpy as np
 import pytest
 
 from usema.bench.accuracy_analysis import (
-    comparison_labels,
     comparison_lines,
+    comparison_pairs,
     curve_lines,
-    learning_curve,
-    minutes_to_reach,
-    paired_comparison,
+    fold_table_lines,
+    hierarchical_bootstrap,
+    holm,
+    paired_comparisons,
+    run_means,
 )
 
 
-def write_cases(run_dir, scores):
-    """per_case.csv with two classes per case whose mean is the given score."""
-    folder = run_dir / "evaluation"
-    folder.mkdir(parents=True)
-    with (folder / "per_case.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case", "class", "name", "dice", "nsd", "hd95"])
-        for case, score in scores.items():
-            writer.writerow([case, 1, "a", score - 0.05, 1, 1])
-            writer.writerow([case, 2, "b", score + 0.05, 1, 1])
+def per_case_rows(model, fold, scores):
+    """Two classes per case whose mean is the given score."""
+    rows = []
+    for case, score in scores.items():
+        rows.append({"model": model, "fold": str(fold), "case": case, "class": "1", "dice": str(score - 0.05)})
+        rows.append({"model": model, "fold": str(fold), "case": case, "class": "2", "dice": str(score + 0.05)})
+    return rows
 
 
-def test_paired_differences_their_interval_and_verdict(tmp_path):
-    cases = [f"c{i}" for i in range(20)]
-    write_cases(tmp_path / "usema" / "seed_0", {c: 0.80 + 0.01 * (i % 3) for i, c in enumerate(cases)})
-    write_cases(tmp_path / "usema" / "seed_1", {c: 0.82 for c in cases})
-    write_cases(tmp_path / "usema-nosema" / "seed_0", {c: 0.78 for c in cases})
-    write_cases(tmp_path / "usema-nosema" / "seed_1", {c: 0.79 for c in cases})
-    write_cases(tmp_path / "nnunet" / "seed_0", {c: 0.80 + (0.05 if i % 2 else -0.05) for i, c in enumerate(cases)})
+def test_the_interval_spans_the_folds_and_not_only_the_cases():
+    # every case of a fold has the same difference: the cases add no spread, the folds all of it
+    diffs = [np.full(10, 0.01), np.full(10, 0.03), np.full(12, -0.02)]
+    result = hierarchical_bootstrap(diffs, draws=4000)
+    assert result["mean"] == pytest.approx(np.mean([0.01, 0.03, -0.02]))
+    assert result["low"] == pytest.approx(-0.02, abs=1e-3) and result["high"] > 0.02
+    assert result["p"] > 0.2  # a fold of the other sign: the sign of the mean is not settled
+    consistent = hierarchical_bootstrap([np.full(10, 0.02) + 0.001 * np.arange(10) for _ in range(5)], draws=4000)
+    assert consistent["low"] > 0.02 and consistent["p"] == pytest.approx(2 / 4001)  # no draw at or below 0
 
-    better = paired_comparison(tmp_path, "usema", "usema-nosema", [0, 1])
-    # seed 0: 0.02 + 0.01 * (i % 3) on average 0.0295; seed 1: 0.03; per case the mean of the two
-    assert better["cases"] == 20 and better["seeds"] == [0, 1]
-    assert better["per_seed"][1] == pytest.approx(0.03)
-    assert better["mean"] == pytest.approx((0.0295 + 0.03) / 2, abs=1e-4)
-    assert 0 < better["low"] <= better["mean"] <= better["high"] and better["verdict"] == "better"
-    level = paired_comparison(tmp_path, "usema", "nnunet", [0, 1])  # only seed 0 is shared: +-0.05 around 0.01
-    assert level["seeds"] == [0] and level["low"] < 0 < level["high"] and level["verdict"] == "no difference"
-    assert paired_comparison(tmp_path, "usema", "swinunetr", [0]) is None
+
+def test_holm_multiplies_the_smallest_p_by_the_count_and_keeps_the_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5] and holm([0.4, 0.9]) == pytest.approx([0.8, 0.9])
 
 
 def test_which_models_are_compared():
-    assert comparison_labels(["usema", "usema-nosema", "nnunet"]) == [("usema", "usema-nosema"), ("usema", "nnunet")]
-    assert comparison_labels(["usema@all", "usema@bottleneck", "usema-nosema"]) == [
+    assert comparison_pairs(["usema", "usema-nosema", "nnunet"]) == [("usema", "usema-nosema"), ("usema", "nnunet")]
+    assert comparison_pairs(["usema@all", "usema@bottleneck", "usema-nosema"]) == [
         ("usema@all", "usema-nosema"), ("usema@bottleneck", "usema-nosema")]
 
 
-def test_report_lines_name_the_comparison_and_the_verdict(tmp_path):
-    write_cases(tmp_path / "usema" / "seed_0", {"a": 0.5, "b": 0.6, "c": 0.55})
-    write_cases(tmp_path / "usema-window" / "seed_0", {"a": 0.7, "b": 0.8, "c": 0.75})
-    rows = [{"model": "usema", "seed": "0"}, {"model": "usema-window", "seed": "0"}]
-    lines = comparison_lines(tmp_path, rows)
-    assert lines[-1].startswith("| usema - usema-window | dice | 3 | 0 | -0.2000 | [-0.2000, -0.2000] |")
-    assert lines[-1].endswith("| worse |")
+def study(commits=None):
+    commits = commits or {}
+    per_case, rows = [], []
+    for fold in range(5):
+        cases = [f"f{fold}c{i}" for i in range(8)]
+        per_case += per_case_rows("usema", fold, {c: 0.80 + 0.002 * i for i, c in enumerate(cases)})
+        per_case += per_case_rows("usema-nosema", fold, {c: 0.78 for c in cases})
+        # nnU-Net ahead in some folds, behind in others
+        per_case += per_case_rows("nnunet", fold, {c: 0.82 if fold % 2 else 0.79 for c in cases})
+        for model in ("usema", "usema-nosema", "nnunet"):
+            rows.append({"model": model, "fold": str(fold), "commit": commits.get(model, "abc")})
+    return per_case, rows
 
 
-def test_curves_and_minutes_to_reach_a_dice(tmp_path):
-    fold = tmp_path / "usema" / "seed_0" / "fold_0"
-    fold.mkdir(parents=True)
-    (fold / "train_log.csv").write_text(
-        "epoch,train_loss,val_dice,lr,seconds\n1,1.0,0.60,0.003,120\n2,0.8,0.81,0.002,120\n3,0.7,0.86,0.001,60\n")
-    curve = learning_curve(fold)
-    assert curve == [(2.0, 0.60), (4.0, 0.81), (5.0, 0.86)]
-    assert minutes_to_reach(curve, 0.8) == 4.0 and minutes_to_reach(curve, 0.9) is None
-    lines = curve_lines(tmp_path, [{"model": "usema", "seed": "0"}], 0, tmp_path / "accuracy_x.png")
-    assert "| usema seed 0 | 4.0 | 4.0 | 5.0 | - | 0.860 at 5.0 min |" in lines
+def test_a_consistent_gain_is_better_and_a_fold_dependent_one_is_no_difference():
+    per_case, rows = study()
+    results = {r["control"]: r for r in paired_comparisons(per_case, rows, draws=4000)}
+    better, level = results["usema-nosema"], results["nnunet"]
+    assert better["folds"] == [0, 1, 2, 3, 4] and better["cases"] == 40
+    assert better["mean"] == pytest.approx(0.027) and better["per_fold"][3] == pytest.approx(0.027)
+    assert better["verdict"] == "better" and better["p_holm"] >= better["p"]
+    assert level["verdict"] == "no difference" and level["low"] < 0 < level["high"]
+    lines = comparison_lines(per_case, rows)
+    assert "Holm-corrected over the 2 comparisons" in lines[0]
+    assert lines[-2].startswith("| usema - usema-nosema | dice | 5 | 40 | +0.027, +0.027, +0.027, +0.027, +0.027 "
+                                "| +0.0270 | [+0.02") and lines[-2].endswith("| 0.0004 | better |")
+    budget = comparison_lines(per_case, rows, verdicts=False)
+    assert budget[-2].endswith("| none (wall-clock budget) |")
+
+
+def test_runs_of_different_commits_get_no_verdict():
+    per_case, rows = study(commits={"usema-nosema": "def"})
+    results = {r["control"]: r for r in paired_comparisons(per_case, rows, draws=1000)}
+    assert results["usema-nosema"]["verdict"] == "mixed commits"
+    assert results["nnunet"]["verdict"] == "no difference"
+
+
+def test_run_means_and_the_fold_table_are_those_of_the_per_case_scores():
+    per_case, _ = study()
+    means = run_means(per_case)
+    assert means[("usema", 2)]["dice"] == pytest.approx(0.80 + 0.002 * 3.5)
+    assert means[("nnunet", 1)]["dice"] == pytest.approx(0.82)
+    lines = fold_table_lines(means, ("dice",))
+    assert "| nnunet | dice | 0.790 | 0.820 | 0.790 | 0.820 | 0.790 | 0.802 ± 0.016 |" in lines
+
+
+def test_curves_against_steps(tmp_path):
+    curves = [{"model": "usema", "fold": str(f), "epoch": str(e), "step": str(100 * e), "val_dice": str(v + f / 100)}
+              for f in (0, 1) for e, v in ((1, 0.5), (2, 0.7))]
+    lines = curve_lines(curves, tmp_path / "accuracy_x.png")
+    assert "| model | 100 | 200 |" in lines and "| usema | 0.505 | 0.705 |" in lines
     assert (tmp_path / "accuracy_x.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,168 +1,167 @@
-"""`usema bench accuracy` on tiny settings: one row per model and seed, resumable model by model."""
+"""`usema bench accuracy` on tiny settings: one row per model and fold at equal steps, its files re-deriving the
+report, runs claimed so two processes can share a study, commits kept apart, step costs measured."""
 
 import csv
 import json
-import statistics
 
 import pytest
 
+from usema.bench.accuracy import _variants_with_compute
+from usema.bench.accuracy_report import ReportFiles
+from usema.bench.step_cost import equal_compute_steps, measure_step_costs
+from usema.bench.variants import Variant
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
+from usema.planning import Plans
+from usema.utils.lock import folder_lock
+
+TINY = ["--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
+        'network_settings={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}']
+
+
+def read_csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.mark.slow
-def test_two_models_train_score_and_resume(tmp_path):
+def test_folds_at_equal_steps_their_files_and_a_report_rederived_from_them(tmp_path, capsys):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=3)
-    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--budget", "0.05",
-            "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
-            "--plan", "patch_size=[16,16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
-            'network_settings={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}',
-            "--model-overrides", 'usema={"head_dim": 16}', "--also-infer", "bf16",
-            "--threads", "1"]
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--folds", "0", "1",
+            "--steps", "4", "--runs-dir", str(runs), "-o", str(results), "--device", "cpu", "--threads", "1",
+            "--precision", "fp32", "--network-settings", 'usema={"head_dim": 16}', *TINY]
     assert main(args) == 0
-    csv_path = tmp_path / "results" / "accuracy_phantoms.csv"
-    with csv_path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [r["model"] for r in rows] == ["usema-nosema", "usema"]
+    rows = read_csv(results / "accuracy_phantoms.csv")
+    assert [(r["model"], r["fold"], r["seed"]) for r in rows] == [
+        ("usema-nosema", "0", "0"), ("usema", "0", "0"), ("usema-nosema", "1", "1"), ("usema", "1", "1")]
     for row in rows:
-        assert row["seed"] == "0" and int(row["val_cases"]) == 2 and int(row["epochs"]) >= 1
-        assert 0.0 <= float(row["mean_dice"]) <= 1.0 and float(row["mean_hd95"]) >= 0.0
-        # the same checkpoint scored again under bf16 autocast: its own predictions, close to the fp32 ones
-        assert 0.0 <= float(row["bf16_mean_dice"]) <= 1.0 and float(row["bf16_predict_seconds"]) > 0
-        assert abs(float(row["bf16_mean_dice"]) - float(row["mean_dice"])) < 0.2
-    assert (tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "evaluation_bf16" / "summary.json").is_file()
-    assert float(rows[1]["params_m"]) > float(rows[0]["params_m"])  # the SEMA blocks add parameters
-    report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
-    assert "Command: `usema bench accuracy" in report and "| usema-nosema |" in report
-    assert "cores (1 used by torch)" in report
-    # the per-model setting reached usema's run only, and the report lists every model's network settings
-    usema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema" / "seed_0" / "plans.json").read_text())
-    nosema_plans = json.loads((tmp_path / "runs" / "phantoms" / "usema-nosema" / "seed_0" / "plans.json").read_text())
-    usema_settings = usema_plans["model"]["network_settings"]
-    nosema_settings = nosema_plans["model"]["network_settings"]
-    assert usema_settings["head_dim"] == 16 and nosema_settings["head_dim"] == 8
-    assert ('- `usema`: {"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 16, '
-            '"sema_per_stage": "deepest-2", "stage_windows"') in report
-    assert "stage_windows" in usema_settings  # the planner's windows, for usema only
-    assert "stage_windows" not in nosema_settings
-
-    # a second call finds both rows done and trains nothing again
-    before = csv_path.read_text()
-    assert main(args) == 0
-    assert csv_path.read_text() == before
-
-
-def test_model_overrides_must_name_a_model_of_the_run(tmp_path, capsys):
-    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
-    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",
-            str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu"]
-    assert main([*args, "--model-overrides", 'usema={"head_dim": 16}']) == 2
-    assert "--model-overrides names usema, which this run does not train" in capsys.readouterr().err
-    assert main([*args, "--model-overrides", "usema-nosema=[1, 2]"]) == 2
-    assert "--model-overrides usema-nosema: expected a JSON object" in capsys.readouterr().err
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
-
-
-@pytest.mark.slow
-def test_more_seeds_in_a_later_invocation_keep_the_split_and_every_rows_command(tmp_path):
-    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=10, shape=(24, 24), seed=1)
-    runs, results = tmp_path / "runs", tmp_path / "results"
-    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--budget", "0.02",
-            "--runs-dir", str(runs), "-o", str(results), "--device", "cpu", "--threads", "1",
-            "--plan", "patch_size=[16,16]", "batch_size=2", "iters_per_epoch=2", "val_max_cases=1",
-            'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1}']
-    assert main(args) == 0
+        assert int(row["steps"]) == 4 and int(row["val_cases"]) == 2 and len(row["commit"]) >= 40
+        assert float(row["steps_per_second"]) > 0 and float(row["load_average"]) >= 0
+    # each fold holds out other cases, the same for both models
+    per_case = read_csv(results / "per_case_phantoms.csv")
+    held_out = {(r["model"], r["fold"]): {p["case"] for p in per_case if (p["model"], p["fold"]) == (r["model"], r["fold"])}
+                for r in rows}
+    assert held_out[("usema", "0")] == held_out[("usema-nosema", "0")] != held_out[("usema", "1")]
+    assert {r["step"] for r in read_csv(results / "curves_phantoms.csv")} == {"2", "4"}
+    meta = json.loads((results / "accuracy_phantoms.json").read_text())
+    assert meta["protocol"]["steps"] == 4 and meta["protocol"]["precision"] == "fp32"
+    assert meta["network_settings"]["usema"]["head_dim"] == 16 and meta["network_settings"]["usema-nosema"]["head_dim"] == 8
+    assert meta["provenance"]["usema/fold_1"]["commit"] == rows[-1]["commit"]
     report = (results / "accuracy_phantoms.md").read_text()
-    assert report.count("Command: `usema bench accuracy") == 1 and "Mean over seeds" not in report
-    # results from before the history file existed: the report's one command is credited with every row
-    (results / "accuracy_phantoms.json").unlink()
-    assert main([*args, "--seeds", "1", "2"]) == 0
-    history = json.loads((results / "accuracy_phantoms.json").read_text())["invocations"]
-    assert [inv["rows"] for inv in history] == [[["usema-nosema", 0]], [["usema-nosema", 1], ["usema-nosema", 2]]]
-    assert "--seeds 1 2" in history[1]["command"] and "--seeds" not in history[0]["command"]
-    report = (results / "accuracy_phantoms.md").read_text()
-    assert "Made by 2 invocations" in report and "Rows usema-nosema seed 1, usema-nosema seed 2:" in report
-    assert report.count("Command: `usema bench accuracy") == 2
-    # the training seed changes the initialisation, never the held-out cases
-    splits = [json.loads((runs / "phantoms" / "usema-nosema" / f"seed_{s}" / "splits.json").read_text())
-              for s in (0, 1, 2)]
-    assert splits[0]["splits"] == splits[1]["splits"] == splits[2]["splits"]
-    with (results / "accuracy_phantoms.csv").open() as handle:
-        dice = [float(r["mean_dice"]) for r in csv.DictReader(handle)]
-    assert len(dice) == 3
-    mean, sd = statistics.mean(dice), statistics.stdev(dice)
-    assert "| usema-nosema | 0 1 2 |" in report and f"{mean:.3f} ± {sd:.3f}" in report
+    assert "4 optimizer steps per run" in report and "| usema - usema-nosema | dice | 2 | 4 |" in report
+    assert "Commit: " in report and "cores (1 used by torch)" in report
+
+    # the report from the files alone, without the runs
+    (results / "accuracy_phantoms.md").unlink()
+    (runs / "phantoms").rename(tmp_path / "elsewhere")
+    assert main(["bench", "accuracy", "--dataset", str(data), "-o", str(results), "--report-only"]) == 0
+    assert (results / "accuracy_phantoms.md").read_text() == report
+    (tmp_path / "elsewhere").rename(runs / "phantoms")
+
+    # a second call finds every row and trains nothing; another step count would mix protocols
+    before = (results / "accuracy_phantoms.csv").read_text()
+    assert main(args) == 0
+    assert (results / "accuracy_phantoms.csv").read_text() == before
+    assert main([*args[:args.index("--steps")], "--steps", "6", *args[args.index("--steps") + 2:]]) == 2
+    assert "this study trains 4 steps, not 6" in capsys.readouterr().err
+
+    # rows of another commit: refused, unless allowed
+    edited = before.replace(rows[0]["commit"], "0" * 40, 1)
+    (results / "accuracy_phantoms.csv").write_text(edited)
+    assert main([*args, "--folds", "2"]) == 2
+    assert "a comparison must not mix code" in capsys.readouterr().err
+    assert not (runs / "phantoms" / "usema" / "run_fold_2").exists()
 
 
-def test_a_training_stopped_by_a_signal_ends_the_benchmark_with_its_code_and_no_row(tmp_path, monkeypatch):
+def test_a_run_claimed_by_another_process_is_skipped(tmp_path, capsys, monkeypatch):
     import usema.training.api as training_api
 
-    def stopped_train(data, run_dir, **kwargs):
-        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "fold_0" / "x.pt"}
+    trained = []
+
+    def stopped_train(data, run_dir, fold, **kwargs):
+        trained.append((run_dir.parent.name, fold))
+        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "x.pt"}
 
     monkeypatch.setattr(training_api, "train", stopped_train)
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=5, shape=(24, 24), seed=1)
-    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",
-            str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu"]
-    assert main(args) == 130
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--folds", "3",
+            "--steps", "2", "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
+            *TINY[:1], "iters_per_epoch=2"]
+    with folder_lock(tmp_path / "runs" / "phantoms" / "usema-nosema" / "run_fold_3" / "bench_claim"):
+        # the other process holds usema-nosema: this one goes on to usema, whose stop ends the invocation
+        assert main(args) == 130
+    assert trained == [("usema", 3)]
+    assert "usema-nosema fold 3: claimed by another process, skipped" in capsys.readouterr().out
     assert not (tmp_path / "results" / "accuracy_phantoms.csv").exists()
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
 
 
 def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypatch):
     import usema.training.api as training_api
-    from usema.planning import Plans
 
     trained = {}
 
     def stopped_train(data, run_dir, **kwargs):
         plans = Plans.load(run_dir)
         plans.build_network()  # the model takes every setting its run's plan names
-        trained[plans.model_name] = plans.network_settings
-        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "fold_0" / "x.pt"}
+        trained[plans.model_name] = (plans.network_settings, plans.training.epochs)
+        return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "x.pt"}
 
     monkeypatch.setattr(training_api, "train", stopped_train)
-    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=5, shape=(20, 24, 20),
-                                seed=1)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=5, shape=(20, 24, 20), seed=1)
     shared = {"base_features": 8, "max_features": 16, "head_dim": 8}
     common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
-              "--device", "cpu", "--plan", "batch_size=2",
-              f"model_overrides={json.dumps({**shared, 'blocks_per_stage': 1})}"]
+              "--device", "cpu", "--steps", "6", "--folds", "0", "--plan", "batch_size=2", "iters_per_epoch=3",
+              f"network_settings={json.dumps({**shared, 'blocks_per_stage': 1})}"]
     # a stopped training ends the invocation: one per model, the first one plans
     assert main(["bench", "accuracy", "--models", "nnunet", *common,
-                 "--model-overrides", 'nnunet={"blocks_per_stage": 2}']) == 130
+                 "--network-settings", 'nnunet={"blocks_per_stage": 2}']) == 130
     for model in ("usema-nosema", "usema"):
         assert main(["bench", "accuracy", "--models", model, *common]) == 130
-    strides = trained["usema"]["strides"]
+    strides = trained["usema"][0]["strides"]
     # nnU-Net's UNet takes no head_dim and no SEMA placement; usema-nosema keeps its zero SEMA blocks
-    assert trained["nnunet"] == {
-        "strides": strides, "base_features": 8, "max_features": 16, "blocks_per_stage": 2
-    }
-    assert trained["usema-nosema"] == {"strides": strides, **shared, "blocks_per_stage": 1}
-    assert trained["usema"]["sema_per_stage"] == "deepest-2" and trained["usema"]["head_dim"] == 8
-    windowed = [w is not None for w in trained["usema"]["stage_windows"]]
+    assert trained["nnunet"] == ({"strides": strides, "base_features": 8, "max_features": 16, "blocks_per_stage": 2}, 2)
+    assert trained["usema-nosema"] == ({"strides": strides, **shared, "blocks_per_stage": 1}, 2)
+    assert trained["usema"][0]["sema_per_stage"] == "deepest-2" and trained["usema"][0]["head_dim"] == 8
+    windowed = [w is not None for w in trained["usema"][0]["stage_windows"]]
     assert windowed == [False] * (len(strides) - 2) + [True, True]
 
 
-@pytest.mark.slow
-def test_equal_steps_and_one_row_per_placement(tmp_path):
-    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=10, shape=(20, 24, 20), seed=4)
-    common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
-              "--device", "cpu", "--threads", "1", "--plan", "patch_size=[16,16,16]", "batch_size=2",
-              "iters_per_epoch=2", "val_max_cases=1",
-              'model_overrides={"base_features": 8, "max_features": 16, "blocks_per_stage": 1, "head_dim": 8}']
-    args = ["bench", "accuracy", "--models", "usema", "usema-nosema", "--steps", "4",
-            "--placements", "all", "bottleneck", *common]
-    assert main(args) == 0
-    with (tmp_path / "results" / "accuracy_phantoms.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [r["model"] for r in rows] == ["usema@all", "usema@bottleneck", "usema-nosema"]
-    assert all(int(r["iterations"]) == 4 for r in rows)  # the same number of steps, whatever the time
-    runs = tmp_path / "runs" / "phantoms"
-    placed = json.loads((runs / "usema@bottleneck" / "seed_0" / "plans.json").read_text())
-    assert placed["model"]["name"] == "usema"
-    assert placed["model"]["network_settings"]["sema_per_stage"] == "bottleneck"
-    report = (tmp_path / "results" / "accuracy_phantoms.md").read_text()
-    assert "4 optimizer steps per model" in report and "| usema@bottleneck | 0 |" in report
-    # a later invocation with another step count would mix protocols: refused
-    assert main(["bench", "accuracy", "--models", "usema", "--steps", "6", *common]) == 2
+def test_network_settings_must_name_a_model_of_the_run_and_a_length_is_needed(tmp_path, capsys):
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",
+            str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu"]
+    assert main([*args, "--steps", "2", "--network-settings", 'usema={"head_dim": 16}']) == 2
+    assert "--network-settings names usema, which this run does not train" in capsys.readouterr().err
+    assert main([*args, "--steps", "2", "--network-settings", "usema-nosema=[1, 2]"]) == 2
+    assert "--network-settings usema-nosema: expected a JSON object" in capsys.readouterr().err
+    assert main(args) == 2
+    assert "give --steps N" in capsys.readouterr().err
+    assert main([*args, "--steps", "2", "--folds", "5"]) == 2
+    assert "folds are 0 to 4" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_compute(tmp_path):
+    import torch
+
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
+    base = tmp_path / "run"
+    from usema.planning import plan_dataset
+
+    plans = plan_dataset(data, base, device="cpu", patch_size=[16, 16], batch_size=2,
+                         network_settings={"base_features": 8, "max_features": 16, "head_dim": 8})
+    measured = measure_step_costs({"usema": plans, "usema-nosema": plans.with_model("usema-nosema")},
+                                  torch.device("cpu"), rounds=2)
+    assert set(measured["seconds_per_step"]) == {"usema", "usema-nosema"}
+    assert all(len(v) == 2 and min(v) > 0 for v in measured["samples"].values())
+
+    assert equal_compute_steps(600, 1.3, 1.0, 100) == 800  # 780 rounded to whole epochs
+    files = ReportFiles(tmp_path / "results", "phantoms")
+    files.output.mkdir()
+    files.step_cost.write_text(json.dumps({"seconds_per_step": {"usema": 1.3, "usema-nosema": 1.25, "nnunet": 1.0}}))
+    variants = [Variant(m, m, {}) for m in ("usema", "usema-nosema", "nnunet")]
+    extended, steps_of = _variants_with_compute(variants, 600, files, 100)
+    assert [v.label for v in extended] == ["usema", "usema-nosema", "nnunet", "nnunet@compute"]
+    assert steps_of == {"usema": 600, "usema-nosema": 600, "nnunet": 600, "nnunet@compute": 800}

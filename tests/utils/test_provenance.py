@@ -33,3 +33,23 @@ def test_the_markdown_lines_read_back_as_they_were_written(monkeypatch):
     assert provenance_markdown(back) == text  # a report rewritten from its own lines keeps them
     with pytest.raises(ValueError, match="no Command: line"):
         provenance_from_markdown("# a report without provenance")
+
+
+def test_the_commit_names_the_checkout_and_says_when_tracked_files_differ(tmp_path):
+    import subprocess
+
+    from usema.utils.provenance import git_commit
+
+    assert git_commit(tmp_path) == "unknown"  # not a checkout
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    (tmp_path / "a.txt").write_text("one")
+    for args in (["init", "-q"], ["add", "a.txt"], ["commit", "-qm", "one"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "untracked.txt").write_text("not part of the code")
+    assert git_commit(tmp_path) == head
+    (tmp_path / "a.txt").write_text("two")
+    assert git_commit(tmp_path) == head + "+dirty"
+    assert provenance()["commit"] == git_commit()

@@ -146,6 +146,14 @@ def _prepare_run(run_dir: Path, base_plans: Plans, variant: Variant, steps: int 
             iters = plans.training.iters_per_epoch
             plans = plans.with_training(plans.training.with_choices(epochs=steps // iters))
         plans.save(run_dir)
+    # the study's split, before training writes one drawn with the training seed
+    from usema.training.splits import SPLITS_NAME, load_or_create_splits
+
+    load_or_create_splits(run_dir, base_plans.dataset.case_ids, FOLDS, SPLIT_SEED)
+    split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")
+    if split_seed != SPLIT_SEED:
+        raise UsemaError(f"{run_dir / SPLITS_NAME}: split drawn with seed {split_seed}, not the study's "
+                         f"{SPLIT_SEED}; delete {run_dir} to run it again")
     link = run_dir / PREPROCESSED_DIR
     if not link.exists():
         os.symlink(os.path.relpath(shared / PREPROCESSED_DIR, run_dir), link)

@@ -70,7 +70,9 @@ def hierarchical_bootstrap(diffs_by_fold: list[np.ndarray], draws: int = BOOTSTR
     draw_means = resampled[chosen, np.arange(draws)[:, None], slots].mean(axis=1)
     estimate = float(np.mean([d.mean() for d in diffs_by_fold]))
     low, high = np.percentile(draw_means, [2.5, 97.5])
-    p = min(1.0, 2 * min(np.mean(draw_means <= 0), np.mean(draw_means >= 0)))
+    # (count + 1) / (draws + 1): a p-value a finite bootstrap can support, never 0
+    on_other_side = min(int(np.sum(draw_means <= 0)), int(np.sum(draw_means >= 0)))
+    p = min(1.0, 2 * (on_other_side + 1) / (draws + 1))
     return {"mean": estimate, "low": float(low), "high": float(high), "p": float(p)}
 
 
