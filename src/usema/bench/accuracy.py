@@ -29,6 +29,7 @@ from usema.bench.accuracy_report import (
     protocol_record,
     write_report,
 )
+from usema.bench.accuracy_summary import write_summary
 from usema.bench.step_cost import equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant, expand_placements
 from usema.data.layouts import load_dataset
@@ -334,6 +335,7 @@ def run_accuracy_benchmark(
             with folder_lock(files.output / ".bench_report"):
                 files.add_record(record, protocol)
                 write_report(files)
+                write_summary(files.output)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record["row"].items()}))
     with contextlib.suppress(FileNotFoundError):
         return files.rows()

@@ -225,14 +225,18 @@ def _table(columns: list[str], rows: list[dict]) -> list[str]:
     return lines + ["| " + " | ".join(cell(row.get(k, "")) for k in columns) + " |" for row in rows]
 
 
+def report_metrics(per_case: list[dict[str, str]]) -> tuple[str, ...]:
+    """The metrics a report compares: Dice, and instance F1 where the scores hold it."""
+    return ("dice", "f1") if any("f1" in r for r in per_case[:1]) else ("dice",)
+
+
 def write_report(files: ReportFiles) -> Path:
     """Write accuracy_<name>.md (and its plot) from the study's files alone."""
     meta, rows, per_case = files.meta(), files.rows(), files.per_case()
     if not rows or meta["protocol"] is None:
         raise UsemaError(f"{files.rows_csv}: no rows to report")
     protocol = meta["protocol"]
-    instance = any("f1" in r for r in per_case[:1])
-    metrics = ("dice", "f1") if instance else ("dice",)
+    metrics = report_metrics(per_case)
     means = run_means(per_case)  # re-derived from the per-case scores
     table = []
     for row in sorted(rows, key=lambda r: (r["model"], int(r["fold"]))):

@@ -217,14 +217,14 @@ def _cmd_bench_loader(args: argparse.Namespace) -> int:
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
     import warnings
 
-    from usema.bench.accuracy import resolve_dataset, run_accuracy_benchmark
+    from usema.bench.accuracy import DATASETS, run_accuracy_benchmark
     from usema.bench.accuracy_report import ReportFiles, write_report
+    from usema.bench.accuracy_summary import write_summary
     from usema.errors import UsemaError
 
     if args.report_only:
-        name = resolve_dataset(args.dataset, args.data_root)[0] if not Path(args.dataset).is_dir() \
-            else Path(args.dataset).name
-        print(f"wrote {write_report(ReportFiles(args.output, name))}")
+        name = args.dataset if args.dataset in DATASETS else Path(args.dataset).name  # no data needed
+        print(f"wrote {write_report(ReportFiles(args.output, name))} and {write_summary(args.output)}")
         return 0
     if args.threads is not None:
         if args.threads < 1:
