@@ -37,7 +37,7 @@ def _per_stage(value, n_stages: int, name: str) -> list:
 
 PLACEMENTS = ("all", "bottleneck", "deepest-K", "from-S")
 # Where the SEMA blocks go unless told otherwise, for the class, its presets and plans alike: the two deepest
-# stages won the placement study (docs/results, "Where the SEMA blocks go"): within the seeds' spread of the
+# stages won the placement study (docs/results/placement.md): within the seeds' spread of the
 # best accuracy at equal CPU time on both datasets, and the only placement of those that keeps the training
 # step within 1.15x of the network without SEMA. Plans made before it was the default name the placement they
 # were trained with (usema.planning.schema writes it into older plans).
