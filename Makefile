@@ -5,13 +5,13 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.usema-installed
 
-.PHONY: demo test test-fast lint bench-attention clean-venv
+.PHONY: demo test test-fast lint docs bench-attention clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,baselines,nnunet]"
+	$(PY) -m pip install --quiet -e ".[test,baselines,nnunet,docs]"
 	@# nnU-Net and its UNets, whose other requirements are the nnunet extra: --no-deps because
 	@# dynamic-network-architectures also lists timm (for architectures we do not use), whose torchvision
 	@# requirement would replace the installed torch with another build.
@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+	$(MAKE) docs
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The inner loop: everything but the long end-to-end tests (marked slow).
@@ -32,6 +33,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
+
+# The documentation site, from docs/ and the docstrings; --strict fails on any warning (a broken link, a bad
+# docstring). NO_MKDOCS_2_WARNING quiets the Material theme's notice about its successor.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 bench-attention: $(STAMP)
 	$(VENV)/bin/usema bench attention -o benchmarks/attention

@@ -1,10 +1,16 @@
 """usema: medical image segmentation with SEMA attention (window softmax + global mean).
 
-From a trained run to a segmentation in Python:
+The public face, one function per step of the pipeline, each what the `usema` command of the same name calls:
 
     import usema
-    predictor = usema.load("RUN")                    # every trained fold (an ensemble), mirroring TTA on
-    segmentation = predictor.predict("image.nii.gz")  # or an array (C, *spatial), optionally with its spacing
+    plans, estimate = usema.plan("DATA", "RUN")        # RUN/plans.json for this machine's device, timed
+    summary = usema.train("DATA", "RUN", fold=0)         # RUN/fold_0/checkpoint_best.pt, ...
+    usema.predict("RUN", ["IMAGES"], "PRED")             # every trained fold, mirroring TTA on
+    scores = usema.evaluate("PRED", "LABELS", "SCORES")  # Dice, NSD, HD95 per case and class
+    segmentation = usema.load("RUN").predict("image.nii.gz")   # in memory: a label map on the image's grid
+
+Networks on their own: `usema.models` (`build_model`, `list_models`, `USEMA`) and `usema.nn` (the SEMA operator
+and block).
 """
 
 from __future__ import annotations
@@ -12,11 +18,52 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+__all__ = ["evaluate", "load", "plan", "predict", "train"]
 
-if TYPE_CHECKING:  # torch is imported only when a run is loaded
+if TYPE_CHECKING:  # torch is imported only when one of these runs, so `usema --version` stays quick
     from pathlib import Path
 
     from usema.inference.predictor import Predictor
+    from usema.planning.plans import Plans
+
+
+def plan(data: str | Path, run_dir: str | Path, **options: Any) -> tuple[Plans, Any]:
+    """Plan the dataset folder `data` into `run_dir/plans.json` for a device (`usema plan`); returns the plan
+    and the training-time estimate (None when not timed). `options` are
+    `usema.training.device_plan.plan_for_device`'s: `device` ("auto", "cpu", "cuda", "cuda:N"), `model`,
+    `label_mode`, `memory_budget_gb`, `edits` (the `--plan KEY=JSON` edits), `estimate`, `folds`."""
+    from usema.training.device_plan import plan_for_device
+
+    return plan_for_device(data, run_dir, **options)
+
+
+def train(data: str | Path, run_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train one fold on `data` into `run_dir` (`usema train`), planning first where RUN has no plan; returns
+    a summary (best validation Dice, epochs, checkpoint paths). `options` are `usema.training.api.train`'s:
+    `model`, `fold`, `folds`, `epochs`, `max_minutes`, `device`, `precision`, `seed`, `resume`, `overwrite`,
+    `plan_edits`, `num_workers`, `pretrained_weights`, ..."""
+    from usema.training.api import train as train_fold
+
+    return train_fold(data, run_dir, **options)
+
+
+def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any) -> list[Path]:
+    """Segment the images of `inputs` (files or folders) with the run in `run_dir`, writing one prediction per
+    image into `output` in the image's format and geometry (`usema predict`); returns their paths. `options`
+    are `usema.inference.api.predict`'s: `fold`, `folds`, `checkpoint`, `tta`, `step_size`, `device`,
+    `precision`, `save_probabilities`, `overlay`, `overwrite`."""
+    from usema.inference.api import predict as predict_run
+
+    return predict_run(run_dir, inputs, output, **options)
+
+
+def evaluate(pred: str | Path, gt: str | Path, output: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Score the predictions in `pred` against the references in `gt` (`usema evaluate`), writing
+    `output/per_case.csv` and `output/summary.json` when `output` is given; returns the summary. `options` are
+    `usema.evaluation.api.evaluate`'s: `tolerance_mm`, `instance`, `labels`, `chill`, `ignore_label`."""
+    from usema.evaluation.api import evaluate as evaluate_predictions
+
+    return evaluate_predictions(pred, gt, output, **options)
 
 
 def load(run_dir: str | Path, **options: Any) -> Predictor:

@@ -77,7 +77,7 @@ def test_equal_keys_give_uniform_full_attention_but_not_sema():
 
 def test_recorder_reads_every_attention_block_and_detaches():
     model = build_model("usema", 2, 1, 2, base_features=8, max_features=16, blocks_per_stage=1, head_dim=8,
-                        strides=[1, 2, 2])
+                        strides=[1, 2, 2], sema_per_stage="all")
     with AttentionRecorder(model) as recorder, torch.inference_mode():
         model(torch.randn(1, 1, 20, 24))
     assert len(recorder.blocks) == 3 and all(b.attention_probe is None for b in recorder.blocks)

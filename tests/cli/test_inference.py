@@ -23,7 +23,7 @@ def test_predict_with_a_fold_never_trained_is_one_line_naming_the_folder(two_fol
     ]
 
 
-def test_predict_options_reach_the_predictor(two_fold_run, tmp_path):
+def test_predict_options_reach_the_predictor(two_fold_run, tmp_path, capsys):
     import usema
 
     data, run = two_fold_run
@@ -34,8 +34,10 @@ def test_predict_options_reach_the_predictor(two_fold_run, tmp_path):
     expected = usema.load(run, fold=1, tta=False, step_size=0.75, device="cpu").predict(image)
     np.testing.assert_array_equal(np.asarray(Image.open(out / image.name)), expected)
     assert (out / image.name.replace(".png", ".npz")).is_file()
-    # --tta is accepted from older scripts and changes nothing: mirroring is the default
+    # --tta is deprecated: accepted from older scripts with a warning, and changes nothing (mirroring is on)
+    capsys.readouterr()
     assert main(["predict", str(run), str(image), "-o", str(tmp_path / "a"), "--tta", "--device", "cpu"]) == 0
+    assert "usema: warning: --tta is deprecated and does nothing" in capsys.readouterr().err
     assert main(["predict", str(run), str(image), "-o", str(tmp_path / "b"), "--device", "cpu"]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / image.name)),
                                   np.asarray(Image.open(tmp_path / "b" / image.name)))

@@ -264,3 +264,43 @@ def test_cli_chill(nifti_cases, tmp_path, capsys):
     (pred / "case_a.nii.gz").unlink()
     assert main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "s"), "--chill"]) == 0
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["num_cases"] == 1
+
+
+# nnU-Net's ignore label: reference voxels so labelled are scored nowhere
+IGNORE_SHAPE = (10, 10, 6)
+
+
+@pytest.fixture
+def ignore_cases(tmp_path):
+    """A reference whose left half is not annotated (3 = ignore) and a prediction that is right on the
+    annotated half and wrong (class 1) on the other."""
+    reference = np.zeros(IGNORE_SHAPE, np.uint8)
+    reference[6:9, 2:8, 1:5] = 1
+    reference[:5] = 3
+    prediction = np.where(reference == 3, 1, reference)
+    _write_nifti(reference, tmp_path / "data" / "labelsTs" / "c.nii.gz", spacing=(1.0, 1.0, 1.0))
+    _write_nifti(prediction, tmp_path / "pred" / "c.nii.gz", spacing=(1.0, 1.0, 1.0))
+    return tmp_path
+
+
+def test_ignored_voxels_are_scored_nowhere(ignore_cases):
+    summary = evaluate(ignore_cases / "pred", ignore_cases / "data" / "labelsTs", output=ignore_cases / "eval",
+                       ignore_label=3)
+    assert list(summary["classes"]) == ["1"]  # the ignore value is no class
+    assert summary["classes"]["1"]["dice"]["mean"] == pytest.approx(1.0)
+    assert summary["ignore_label"] == 3
+
+    counted = evaluate(ignore_cases / "pred", ignore_cases / "data" / "labelsTs", output=ignore_cases / "eval2",
+                       labels={1: "a"})
+    assert counted["classes"]["1"]["dice"]["mean"] == pytest.approx(2 * 72 / (72 + 72 + 300))
+
+
+def test_the_dataset_json_beside_the_reference_names_it(ignore_cases, capsys):
+    (ignore_cases / "data" / "dataset.json").write_text(json.dumps(
+        {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "ignore": 3}, "file_ending": ".nii.gz"}))
+    from usema.cli import main
+
+    reference = ignore_cases / "data" / "labelsTs"
+    assert main(["evaluate", str(ignore_cases / "pred"), str(reference), "-o", str(ignore_cases / "e")]) == 0
+    summary = json.loads((ignore_cases / "e" / "summary.json").read_text())
+    assert summary["ignore_label"] == 3 and summary["classes"]["1"]["dice"]["mean"] == pytest.approx(1.0)

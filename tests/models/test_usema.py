@@ -42,8 +42,10 @@ def test_default_network_follows_the_spec():
     assert model.features == [32, 64, 128, 256, 320]
     assert model.total_stride == (16, 16, 16)
     assert build_model("usema", 2, 1, 3).features == [32, 64, 128, 256, 512, 512]
+    # DEFAULT_PLACEMENT: a SEMA block in each of the two deepest stages
+    assert [sum(isinstance(m, SEMABlock) for m in stage) for stage in model.encoder] == [0, 0, 0, 1, 1]
     sema_blocks = [m for m in model.modules() if isinstance(m, SEMABlock)]
-    assert len(sema_blocks) == 5 and all(b.mode == "sema" and b.window_size == 5 for b in sema_blocks)
+    assert all(b.mode == "sema" and b.window_size == 5 for b in sema_blocks)
     with torch.no_grad():
         assert model(torch.randn(1, 1, 20, 17, 9)).shape == (1, 3, 20, 17, 9)
 
@@ -111,7 +113,7 @@ def test_placements_by_name_fit_any_stage_count():
 
 def test_stage_windows_and_the_attention_plan():
     model = build_model("usema", 3, 1, 2, strides=[1, 2, 2, 2], features=(8, 16, 32, 32), head_dim=8,
-                        stage_windows=[None, [5, 7, 5], [5, 7, 5], 7])
+                        sema_per_stage="all", stage_windows=[None, [5, 7, 5], [5, 7, 5], 7])
     plan = model.attention_plan((40, 56, 40))
     assert plan == [
         "stage 0: 8x12x8 windows of 5x5x5 on the 40x56x40 map + mean (last windows padded, keys masked)",
@@ -122,7 +124,8 @@ def test_stage_windows_and_the_attention_plan():
 
 
 def test_network_padding_is_handed_to_sema_as_not_data():
-    model = build_model("usema", 3, 1, 2, strides=[1, 2, 2], features=(8, 16, 16), head_dim=8)
+    model = build_model("usema", 3, 1, 2, strides=[1, 2, 2], features=(8, 16, 16), head_dim=8,
+                        sema_per_stage="all")
     seen = []
     for block in (m for m in model.modules() if isinstance(m, SEMABlock)):
         block.register_forward_pre_hook(lambda module, args: seen.append((tuple(args[0].shape[2:]), args[1])))
@@ -149,3 +152,34 @@ def test_kernel_sizes_decoder_convs_and_the_deep_supervision_switch():
         USEMA(2, 1, 2, n_stages=3, kernel_size=2)
     with pytest.raises(ValueError, match="decoder_convs must be at least 1"):
         USEMA(2, 1, 2, n_stages=3, decoder_convs=0)
+
+
+def _sema_layout(network):
+    return [sum(isinstance(m, SEMABlock) for m in stage) for stage in network.encoder]
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_every_builder_builds_the_default_placement(spatial_dims, monkeypatch):
+    from usema.models import summary
+    from usema.models.summary import count_parameters
+    from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
+    from usema.planning.network import build_described_network, network_settings_for
+
+    settings = dict(base_features=8, max_features=32, blocks_per_stage=1, head_dim=8)
+    direct = USEMA(spatial_dims, 1, 3, n_stages=4, **settings)
+    preset = build_model("usema", spatial_dims, 1, 3, n_stages=4, **settings)
+    strides = [[1] * spatial_dims] + [[2] * spatial_dims] * 3
+    planned_settings = network_settings_for("usema", spatial_dims, [32] * spatial_dims, strides, settings)
+    assert planned_settings["sema_per_stage"] == DEFAULT_PLACEMENT  # plans name it, so old plans keep theirs
+    planned = build_described_network({"name": "usema", "spatial_dims": spatial_dims, "in_channels": 1,
+                                       "num_classes": 3, "network_settings": planned_settings})
+    expected = blocks_per_placement(DEFAULT_PLACEMENT, 4)
+    assert expected == [0, 0, 1, 1]
+    for network in (direct, preset, planned):
+        assert _sema_layout(network) == expected
+        assert count_parameters(network) == count_parameters(direct)
+    # `usema models` counts the network a plan trains, not a SEMA block per stage
+    monkeypatch.setattr(summary, "list_models", lambda: ["usema"])
+    row = summary.model_table(in_channels=1, num_classes=3)[0]
+    assert row[f"params_{spatial_dims}d"] == count_parameters(USEMA(spatial_dims, 1, 3))
+    assert row[f"params_{spatial_dims}d"] < count_parameters(USEMA(spatial_dims, 1, 3, sema_per_stage="all"))

@@ -1,14 +1,14 @@
-"""What plans.json must hold, and plans of version 1 read in the current format."""
+"""What plans.json must hold, and plans of versions 1 and 2 read in the current format."""
 
 import pytest
 
 from usema.errors import DataError
-from usema.planning.schema import PLANS_VERSION, migrate_plans, validate_plans
+from usema.planning.schema import PLANS_VERSION, migrate_network_description, migrate_plans, validate_plans
 
 
 def _plan(**changes):
     plan = {
-        "version": 2,
+        "version": PLANS_VERSION,
         "dataset": {
             "path": "/d",
             "format": "msd",
@@ -30,17 +30,49 @@ def _plan(**changes):
     return plan
 
 
-def test_version_1_names_the_network_settings_overrides_and_is_read_as_version_2():
+def test_version_1_names_the_network_settings_overrides_and_earlier_plans_name_every_stage():
     old = _plan(version=1, model={"name": "usema", "overrides": {"head_dim": 8}})
     new = migrate_plans(old)
-    assert new["version"] == PLANS_VERSION == 2 and new["model"] == {
+    # before version 3 a plan that named no placement built the class default of its time: a block per stage
+    assert new["version"] == PLANS_VERSION == 3 and new["model"] == {
         "name": "usema",
-        "network_settings": {"head_dim": 8},
+        "network_settings": {"head_dim": 8, "sema_per_stage": "all"},
     }
     assert old["model"] == {"name": "usema", "overrides": {"head_dim": 8}}  # the input is left alone
     current = _plan()
     assert migrate_plans(current) is current and migrate_plans("not a plan") == "not a plan"
     validate_plans(new, "plans.json")
+
+
+@pytest.mark.parametrize(
+    ("model", "settings"),
+    [
+        # a version 2 plan that names its placement keeps it
+        ({"name": "usema", "network_settings": {"sema_per_stage": "deepest-2"}}, {"sema_per_stage": "deepest-2"}),
+        # presets that fix their blocks, models without SEMA blocks and unknown names get none
+        ({"name": "usema-nosema", "network_settings": {}}, {}),
+        ({"name": "nnunet", "network_settings": {}}, {}),
+        ({"name": "no-such-model", "network_settings": {}}, {}),
+        # an ablation preset leaves its placement to the plan like usema
+        ({"name": "usema-window"}, {"sema_per_stage": "all"}),
+    ],
+)
+def test_version_2_plans_name_the_placement_they_were_built_with(model, settings):
+    new = migrate_plans(_plan(version=2, model=model))
+    assert new["version"] == 3 and new["model"]["name"] == model["name"]
+    assert new["model"].get("network_settings", {}) == settings
+
+
+def test_a_checkpoints_description_is_migrated_with_the_version_of_its_plans():
+    description = {"name": "usema", "spatial_dims": 3, "in_channels": 1, "num_classes": 2,
+                   "overrides": {"head_dim": 8}}
+    assert migrate_network_description(description, 1) == {
+        "name": "usema", "spatial_dims": 3, "in_channels": 1, "num_classes": 2,
+        "network_settings": {"head_dim": 8, "sema_per_stage": "all"},
+    }
+    assert "overrides" in description  # the input is left alone
+    current = {**description, "network_settings": {}}
+    assert migrate_network_description(current, PLANS_VERSION) is current  # a current one builds the default
 
 
 @pytest.mark.parametrize(
@@ -63,7 +95,7 @@ def test_version_1_names_the_network_settings_overrides_and_is_read_as_version_2
             },
             "training.num_workers",
         ),
-        ({"version": 3}, "version"),
+        ({"version": 4}, "version"),
     ],
 )
 def test_a_broken_edit_is_named_by_its_key(changes, key):

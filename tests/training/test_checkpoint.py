@@ -56,7 +56,10 @@ def test_an_older_checkpoints_network_settings_are_read_and_checked_against_the_
     entry = {"name": "usema", "spatial_dims": 2, "in_channels": 1, "num_classes": 3}
     entry["overrides"] = {"head_dim": 8}  # as checkpoints made before plans version 2 name the settings
     path = save_checkpoint({"model_state": {"w": torch.ones(3)}, "model": entry}, tmp_path / "old.pt")
-    expected = {**{k: v for k, v in entry.items() if k != "overrides"}, "network_settings": {"head_dim": 8}}
+    # made before plans version 3, the network had a SEMA block in every stage: the migration names it
+    settings = {"head_dim": 8, "sema_per_stage": "all"}
+    expected = {**{k: v for k, v in entry.items() if k != "overrides"}, "network_settings": settings}
     assert load_checkpoint(path, expected_model=expected)["model"] == expected
-    with pytest.raises(CheckpointError, match=r"network_settings=\{'head_dim': 8\}, expected \{\} by"):
+    with pytest.raises(CheckpointError, match=r"network_settings=\{'head_dim': 8, 'sema_per_stage': 'all'\}, "
+                                              r"expected \{\} by"):
         load_checkpoint(path, expected_model={**expected, "network_settings": {}}, expected_by="plans.json")

@@ -20,7 +20,7 @@ def has_sema_blocks(model: str) -> bool:
     from usema.models.registry import load_presets
 
     preset = load_presets()[model]
-    return preset["builder"] == "usema" and preset.get("kwargs", {}).get("sema_per_stage", 1) != 0
+    return preset["builder"] == "usema" and preset.get("kwargs", {}).get("sema_per_stage") != 0
 
 
 def expand_placements(models: list[str], placements: list[str] | None) -> list[Variant]:

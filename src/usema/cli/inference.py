@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 from usema.cli.options import add_device
@@ -50,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     mirroring.add_argument(
         "--tta",
         action="store_true",
-        help="accepted for older scripts and does nothing: mirroring is on by default",
+        help="deprecated, does nothing and will be removed: mirroring is on by default",
     )
     p.add_argument(
         "--save-probabilities",
@@ -123,6 +124,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from usema.inference.api import predict
+
+    if args.tta:
+        warnings.warn("--tta is deprecated and does nothing (mirroring is on by default; --disable-tta turns it "
+                      "off); it will be removed", FutureWarning, stacklevel=1)
 
     predict(
         args.run,

@@ -74,9 +74,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--precision",
-        default="auto",
+        default=None,
         choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast precision (default: auto, the plan's or the device's)",
+        help="autocast precision (default: the plan's, whose own default is auto: the device's)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the initialisation, the sampling and the split"

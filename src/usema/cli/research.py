@@ -32,9 +32,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_efficiency(bench)
     _add_loader(bench)
     _add_accuracy(bench)
-    p = bench.add_parser("readme", help="copy the generated result files into the README's generated blocks")
+    p = bench.add_parser("readme", help="copy the generated result files into the result pages (docs/results) "
+                                       "and the summary into the README")
     p.add_argument("readme", type=Path, nargs="?", default=Path("README.md"),
-                   help="the README to update (default: README.md)")
+                   help="the README to update, beside docs/results (default: README.md)")
     p.set_defaults(func=_cmd_bench_readme)
 
     analyze = sub.add_parser("analyze", help="analyses of trained models").add_subparsers(dest="analysis", required=True)
@@ -254,8 +255,8 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
 def _cmd_bench_readme(args: argparse.Namespace) -> int:
     from usema.bench.readme import update_readme
 
-    for path in update_readme(args.readme):
-        print(f"updated {args.readme} from {path}")
+    for page, path in update_readme(args.readme):
+        print(f"updated {page} from {path}")
     return 0
 
 

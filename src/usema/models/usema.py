@@ -36,11 +36,11 @@ def _per_stage(value, n_stages: int, name: str) -> list:
 
 
 PLACEMENTS = ("all", "bottleneck", "deepest-K", "from-S")
-# Where plans put the SEMA blocks: the two deepest stages won the placement study (README, "Where the SEMA
-# blocks go"): within the seeds' spread of the best accuracy at equal CPU time on both datasets, and the only
-# placement of those that keeps the training step within 1.15x of the network without SEMA. The class itself
-# keeps one block in every stage, the layout of plans that name no placement (those made before placements
-# were planned).
+# Where the SEMA blocks go unless told otherwise, for the class, its presets and plans alike: the two deepest
+# stages won the placement study (docs/results/placement.md): within the seeds' spread of the
+# best accuracy at equal CPU time on both datasets, and the only placement of those that keeps the training
+# step within 1.15x of the network without SEMA. Plans made before it was the default name the placement they
+# were trained with (usema.planning.schema writes it into older plans).
 DEFAULT_PLACEMENT = "deepest-2"
 
 
@@ -80,7 +80,7 @@ class USEMA(nn.Module):
             block, nnU-Net's residual-encoder UNets have 1.
         sema_per_stage: token-mixer blocks after the conv blocks of each encoder stage: a count for every
             stage, a list, or a placement by name ("all", "bottleneck", "deepest-K", "from-S";
-            `blocks_per_placement`). Plans give DEFAULT_PLACEMENT; built directly, one block in every stage.
+            `blocks_per_placement`). Default: DEFAULT_PLACEMENT, the two deepest stages.
         mixer: the token mixer in those slots: "sema" (SEMA blocks) or "mamba" (U-Mamba's Mamba layer).
         attention: the SEMA block's attention mode ("sema", "window", "mean", "full", "linear").
         window_size, head_dim, mlp_ratio, use_rope, use_lepe, drop_path: passed to every SEMA block
@@ -104,7 +104,7 @@ class USEMA(nn.Module):
         blocks_per_stage: int | Sequence[int] = 2,
         kernel_size: int | Sequence[int | Sequence[int]] = 3,
         decoder_convs: int | Sequence[int] = 2,
-        sema_per_stage: int | Sequence[int] = 1,
+        sema_per_stage: int | str | Sequence[int] = DEFAULT_PLACEMENT,
         mixer: str = "sema",
         attention: str = "sema",
         window_size: int | Sequence[int] | None = None,

@@ -1,7 +1,10 @@
 """What a plans.json must hold: checked on every load, so that a user's edit that breaks it is named; and how
 plans of an older version are read.
 
-Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`.
+Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`;
+3 came with DEFAULT_PLACEMENT as the USEMA class's own default: a plan of an earlier version that names no SEMA
+placement was trained with the class default of its time, a block in every stage, which the migration writes
+into it.
 """
 
 from __future__ import annotations
@@ -11,24 +14,55 @@ from pathlib import Path
 from typing import Any
 
 from usema.data.datasets import LABEL_MODES
-from usema.errors import DataError
+from usema.errors import DataError, UsemaError
 
-PLANS_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+PLANS_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
+# The SEMA placement of plans before version 3 that name none: the USEMA class's default then.
+EARLIER_PLACEMENT = "all"
 
 
 def migrate_plans(plans: Any) -> Any:
     """Plans of an older version in the current format (a copy; anything else is returned as it is, for
     `validate_plans` to name what is wrong)."""
-    if not isinstance(plans, dict) or plans.get("version") != 1:
+    if not isinstance(plans, dict) or plans.get("version") not in READABLE_VERSIONS[:-1]:
         return plans
     plans = copy.deepcopy(plans)
-    model = plans.get("model")
-    if isinstance(model, dict) and "overrides" in model:
-        model["network_settings"] = model.pop("overrides")
+    model, dataset = plans.get("model"), plans.get("dataset")
+    if isinstance(model, dict) and isinstance(dataset, dict):
+        plans["model"] = _migrate_model(model, dataset.get("spatial_dims"), plans["version"])
     plans["version"] = PLANS_VERSION
     return plans
+
+
+def migrate_network_description(description: Any, plans_version: int) -> Any:
+    """A checkpoint's network description ({name, spatial_dims, ..., network_settings}) made with plans of
+    `plans_version`, in the current form (a copy; anything malformed is returned as it is, for the reader to
+    name)."""
+    if not isinstance(description, dict) or plans_version >= PLANS_VERSION:
+        return description
+    return _migrate_model(description, description.get("spatial_dims"), plans_version)
+
+
+def _migrate_model(model: dict[str, Any], spatial_dims: Any, version: int) -> dict[str, Any]:
+    """A plan's "model" section or a network description of plans `version`, in the current form: its network
+    settings named "network_settings" (version 1 named them "overrides"), and, before version 3, the SEMA
+    placement it was built with written out where it names none."""
+    model = dict(model)
+    if "overrides" in model:
+        model["network_settings"] = model.pop("overrides")
+    settings, name = model.get("network_settings", {}), model.get("name")
+    if version < 3 and isinstance(settings, dict) and isinstance(name, str) and spatial_dims in (1, 2, 3):
+        from usema.planning.windows import placement_settings
+
+        try:
+            earlier = placement_settings(name, spatial_dims, settings, EARLIER_PLACEMENT)
+        except UsemaError:  # an unknown model: building it names the problem
+            earlier = {}
+        if earlier:
+            model["network_settings"] = {**settings, **earlier}
+    return model
 
 
 def validate_plans(plans: Any, source: str | Path) -> None:
@@ -57,7 +91,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         "training",
     ):
         need(key in plans, key, "is missing")
-    need(plans["version"] == PLANS_VERSION, "version", f"must be {' or '.join(map(str, READABLE_VERSIONS))}")
+    need(plans["version"] == PLANS_VERSION, "version", f"must be one of {', '.join(map(str, READABLE_VERSIONS))}")
     info = plans["dataset"]
     need(isinstance(info, dict), "dataset", "must be an object")
     for key in (

@@ -9,7 +9,6 @@ axis no longer than 1.5 windows is one window: the attention along it is exact.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -93,32 +92,32 @@ def tiling_patch(patch: list[int], strides_for: Callable[[list[int]], list[list[
     return result
 
 
-def placement_settings(model: str, spatial_dims: int, network_settings: dict[str, Any]) -> dict[str, Any]:
-    """{"sema_per_stage": DEFAULT_PLACEMENT} for a model whose SEMA blocks a plan places (a USEMA preset that
-    does not fix them) when its settings name no placement, else {}. Plans name the placement, so that a plan
-    keeps its network whatever the default becomes; a plan that names none builds the class default, a block
-    in every stage (plans made before placements were planned)."""
+def placement_settings(model: str, spatial_dims: int, network_settings: dict[str, Any],
+                       placement: str | int | Sequence[int] | None = None) -> dict[str, Any]:
+    """{"sema_per_stage": placement} (DEFAULT_PLACEMENT when None) for a model whose SEMA blocks a plan places
+    (a USEMA preset that does not fix them) when its settings name no placement, else {}. Plans name the
+    placement, so that a plan keeps its network whatever the default becomes."""
     from usema.models.registry import preset_kwargs
     from usema.models.usema import DEFAULT_PLACEMENT
 
     builder, kwargs = preset_kwargs(model, spatial_dims)
     if builder != "usema" or "sema_per_stage" in kwargs or "sema_per_stage" in network_settings:
         return {}
-    return {"sema_per_stage": DEFAULT_PLACEMENT}
+    return {"sema_per_stage": DEFAULT_PLACEMENT if placement is None else placement}
 
 
 def sema_stages_of(model: str, spatial_dims: int, network_settings: dict[str, Any]) -> Callable[[int], list[int]]:
     """For a model and its plan's network settings: a function from the stage count to the stages whose SEMA
     blocks attend within windows (none for models without them)."""
     from usema.models.registry import preset_kwargs
-    from usema.models.usema import USEMA, blocks_per_placement
+    from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
 
     builder, kwargs = preset_kwargs(model, spatial_dims)
     kwargs.update(network_settings)
     windowed = kwargs.get("mixer", "sema") == "sema" and kwargs.get("attention", "sema") in ("sema", "window")
     if builder != "usema" or not windowed:
         return lambda n_stages: []
-    placement = kwargs.get("sema_per_stage", inspect.signature(USEMA).parameters["sema_per_stage"].default)
+    placement = kwargs.get("sema_per_stage", DEFAULT_PLACEMENT)
     return lambda n_stages: [s for s, c in enumerate(blocks_per_placement(placement, n_stages)) if c > 0]
 
 

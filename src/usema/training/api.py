@@ -174,7 +174,7 @@ def train(
     optimizer: str | None = None,
     schedule: str | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: str | None = None,
     seed: int = 0,
     resume: bool = False,
     max_minutes: float | None = None,
@@ -196,8 +196,10 @@ def train(
     One process at a time may write to RUN (a lock file holds its pid). A fold that holds an earlier run is
     continued with `resume` or started over with `overwrite`, else refused; so is a model other than the one
     RUN/plans.json names while any fold holds checkpoints.
-    Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
-    GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
+    `precision` None or "auto" keeps the plan's (as `predict` keeps the training precision), whose own "auto"
+    is the device's (`usema.utils.device.resolve_precision`: bf16 autocast on CUDA and on CPUs with native bf16,
+    fp16 with a GradScaler on GPUs without bf16, fp32 elsewhere).
+    `resume` continues from checkpoint_latest, bit-identically on CPU.
     A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to
     a CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
     the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from usema.errors import CheckpointError
+from usema.planning.schema import migrate_network_description
 from usema.utils.atomic import atomic_path
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
@@ -43,14 +44,16 @@ def load_checkpoint(
     `expected_model`, if given, is the description (`Plans.network_description`) of the model the caller will
     load the weights into, as `expected_by` (e.g. the run's plans.json) says; a checkpoint of another model
     raises CheckpointError naming the first entry that differs. Descriptions of older checkpoints are read in
-    the current form (their network settings were named "overrides").
+    the current form (usema.planning.schema.migrate_network_description).
     """
     path = Path(path)
     payload = read_checkpoint_file(path)
     if not isinstance(payload, dict) or "model_state" not in payload or "model" not in payload:
         raise CheckpointError(f"{path}: not a usema checkpoint (no 'model_state' and 'model' entries)")
-    if isinstance(payload["model"], dict) and "overrides" in payload["model"]:
-        payload["model"]["network_settings"] = payload["model"].pop("overrides")
+    plans = payload.get("plans")
+    # a checkpoint that holds no plans is read as one of the oldest
+    plans_version = plans.get("version", 1) if isinstance(plans, dict) else 1
+    payload["model"] = migrate_network_description(payload["model"], plans_version)
     if expected_model is not None:
         stored = payload["model"]
         for key, value in expected_model.items():

@@ -116,3 +116,19 @@ def test_the_command_says_what_to_pass_to_nnunet(resenc_plans_file, capsys):
     out = capsys.readouterr().out
     assert out == f"wrote {resenc_plans_file.parent / 'nnUNetResEncUNetMPlans_USEMA.json'} " \
                   "(nnU-Net: -p nnUNetResEncUNetMPlans_USEMA)\n"
+
+
+def test_without_a_placement_the_converted_network_is_the_usema_default(resenc_plans_file):
+    from usema.integrations.nnunet.network import USEMAnnUNet, usema_arguments
+    from usema.integrations.nnunet.plans import _imported
+    from usema.models import USEMA
+    from usema.models.summary import count_parameters
+
+    architecture = json.loads(convert_plans(resenc_plans_file).read_text())["configurations"]["2d"]["architecture"]
+    arch_kwargs = _imported(architecture["arch_kwargs"], architecture["_kw_requires_import"])
+    assert arch_kwargs["sema_per_stage"] == [0, 1, 1]  # DEFAULT_PLACEMENT, deepest-2, on three stages
+    converted = USEMAnnUNet(input_channels=1, num_classes=3, **arch_kwargs)
+    # the same network USEMA builds by default from nnU-Net's arguments
+    default = USEMA(in_channels=1, num_classes=3, **{k: v for k, v in usema_arguments(arch_kwargs).items()
+                                                    if k != "sema_per_stage"})
+    assert count_parameters(converted) == count_parameters(default)

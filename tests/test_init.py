@@ -1,4 +1,4 @@
-"""usema.load: from a run to a segmentation in three lines."""
+"""The public face: usema.plan, train, predict, evaluate and load, from a dataset to scores."""
 
 import numpy as np
 import pytest
@@ -34,3 +34,19 @@ def test_one_fold_predicts_with_its_own_network(two_fold_run, one_thread):
         torch.testing.assert_close(tensor, reference[name])
     with pytest.raises(CheckpointError, match="fold_2: fold 2 was never trained"):
         usema.load(run, folds=[1, 2])
+
+
+def test_plan_train_predict_evaluate_from_the_top_level(tmp_path, one_thread):
+    from usema.data.phantoms import make_phantom_dataset
+
+    data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=4, shape=(24, 20), seed=0)
+    edits = {"patch_size": [16, 16], "batch_size": 2, "val_max_cases": 1,
+             "network_settings": {"base_features": 4, "blocks_per_stage": 1, "head_dim": 4}}
+    plans, estimate = usema.plan(data, tmp_path / "run", device="cpu", edits=edits, estimate=False)
+    assert estimate is None and plans.patch_size == [16, 16] and (tmp_path / "run" / "plans.json").is_file()
+    summary = usema.train(data, tmp_path / "run", fold=0, folds=2, epochs=1, iters_per_epoch=1, device="cpu")
+    assert summary["epochs_run"] == 1 and (tmp_path / "run" / "fold_0" / "checkpoint_best.pt").is_file()
+    written = usema.predict(tmp_path / "run", [data / "images"], tmp_path / "pred", tta=False, device="cpu")
+    assert sorted(p.name for p in written) == sorted(p.name for p in (data / "images").iterdir())
+    scores = usema.evaluate(tmp_path / "pred", data / "labels", tmp_path / "scores")
+    assert scores["num_cases"] == 4 and (tmp_path / "scores" / "summary.json").is_file()
