@@ -1,15 +1,11 @@
 """`usema bench accuracy` on tiny settings: one row per model and fold at equal steps, its files re-deriving the
-report, runs claimed so two processes can share a study, commits kept apart, step costs measured."""
+report, runs claimed so two processes can share a study, commits kept apart."""
 
 import csv
 import json
 
 import pytest
 
-from usema.bench.accuracy import _variants_with_compute
-from usema.bench.accuracy_report import ReportFiles
-from usema.bench.step_cost import equal_compute_steps, measure_step_costs
-from usema.bench.variants import Variant
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning import Plans
@@ -141,27 +137,3 @@ def test_network_settings_must_name_a_model_of_the_run_and_a_length_is_needed(tm
     assert main([*args, "--steps", "2", "--folds", "5"]) == 2
     assert "folds are 0 to 4" in capsys.readouterr().err
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
-
-
-def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_compute(tmp_path):
-    import torch
-
-    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
-    base = tmp_path / "run"
-    from usema.planning import plan_dataset
-
-    plans = plan_dataset(data, base, device="cpu", patch_size=[16, 16], batch_size=2,
-                         network_settings={"base_features": 8, "max_features": 16, "head_dim": 8})
-    measured = measure_step_costs({"usema": plans, "usema-nosema": plans.with_model("usema-nosema")},
-                                  torch.device("cpu"), rounds=2)
-    assert set(measured["seconds_per_step"]) == {"usema", "usema-nosema"}
-    assert all(len(v) == 2 and min(v) > 0 for v in measured["samples"].values())
-
-    assert equal_compute_steps(600, 1.3, 1.0, 100) == 800  # 780 rounded to whole epochs
-    files = ReportFiles(tmp_path / "results", "phantoms")
-    files.output.mkdir()
-    files.step_cost.write_text(json.dumps({"seconds_per_step": {"usema": 1.3, "usema-nosema": 1.25, "nnunet": 1.0}}))
-    variants = [Variant(m, m, {}) for m in ("usema", "usema-nosema", "nnunet")]
-    extended, steps_of = _variants_with_compute(variants, 600, files, 100)
-    assert [v.label for v in extended] == ["usema", "usema-nosema", "nnunet", "nnunet@compute"]
-    assert steps_of == {"usema": 600, "usema-nosema": 600, "nnunet": 600, "nnunet@compute": 800}

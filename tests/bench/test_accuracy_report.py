@@ -1,32 +1,43 @@
-"""The accuracy benchmark's records: which invocation made each row, and the means over seeds."""
+"""The files of an accuracy study: a record per (model, fold), one protocol, one commit."""
 
-import json
+import pytest
 
-from usema.bench.accuracy_report import load_history, record_row, seed_summary
+from usema.bench.accuracy_report import ReportFiles, report_metrics
+from usema.errors import UsemaError
 
-
-def test_each_row_is_credited_to_the_invocation_that_made_it(tmp_path):
-    path = tmp_path / "accuracy_x.json"
-    history = load_history(path, tmp_path / "accuracy_x.md", rows=[])
-    assert history["invocations"] == []
-    first = {"command": "usema bench accuracy --seeds 0", "date": "d1", "machine": {"description": "m"}}
-    record_row(history, first, "usema", 0)
-    record_row(history, first, "usema-nosema", 0)
-    again = {**first, "command": "usema bench accuracy --seeds 0 1", "date": "d2"}
-    record_row(load_history(path, tmp_path / "accuracy_x.md", rows=[]), again, "usema", 0)  # the row made again
-    saved = json.loads(path.read_text())["invocations"]
-    assert [(inv["command"], inv["rows"]) for inv in saved] == [
-        ("usema bench accuracy --seeds 0", [["usema-nosema", 0]]),
-        ("usema bench accuracy --seeds 0 1", [["usema", 0]]),
-    ]
+PROTOCOL = {"steps": 600, "budget_minutes": None, "patch_size": [8, 8], "batch_size": 2, "optimizer": "adamw",
+            "lr": 0.003, "precision": "fp32", "iters_per_epoch": 100, "folds": 5, "split_seed": 0, "tta": False,
+            "target_spacing": [1.0, 1.0], "models": {"usema": "usema"}, "steps_of": {"usema": 600}}
 
 
-def test_means_and_spread_over_seeds_per_model():
-    rows = [{"model": "usema", "seed": 0, "iterations": 100, "mean_dice": 0.80},
-            {"model": "usema", "seed": 1, "iterations": 110, "mean_dice": 0.84},
-            {"model": "nnunet", "seed": 0, "iterations": 90, "mean_dice": 0.70}]
-    summary = {entry["model"]: entry for entry in seed_summary(rows)}
-    assert summary["usema"] == {"model": "usema", "seeds": "0 1", "iterations": "105 ± 7",
-                                "mean_dice": "0.820 ± 0.028"}
-    assert summary["nnunet"]["mean_dice"] == "0.700" and summary["nnunet"]["seeds"] == "0"
-    assert seed_summary(rows[2:]) == []  # no model with two seeds: no table
+def record(model, fold, dice, commit="abc"):
+    return {"row": {"model": model, "fold": fold, "steps": 600, "commit": commit},
+            "per_case": [{"model": model, "fold": fold, "case": f"c{i}", "class": 1, "dice": dice} for i in range(3)],
+            "curve": [{"model": model, "fold": fold, "epoch": 1, "step": 100, "val_dice": dice}],
+            "network_settings": {"head_dim": 8}, "provenance": {"command": "usema bench accuracy", "commit": commit}}
+
+
+def test_a_record_is_added_once_per_model_and_fold(tmp_path):
+    files = ReportFiles(tmp_path, "x")
+    files.add_record(record("usema", 0, 0.5), PROTOCOL)
+    files.add_record(record("usema", 1, 0.6), PROTOCOL)
+    files.add_record(record("usema", 0, 0.7), PROTOCOL)  # made again: replaces the first
+    assert [(r["model"], r["fold"]) for r in files.rows()] == [("usema", "1"), ("usema", "0")]
+    assert sorted(float(r["dice"]) for r in files.per_case()) == [0.6] * 3 + [0.7] * 3
+    assert len(files.curves()) == 2 and files.has_row("usema", 0) and not files.has_row("usema", 2)
+    meta = files.meta()
+    assert meta["protocol"]["steps"] == 600 and set(meta["provenance"]) == {"usema/fold_0", "usema/fold_1"}
+    assert report_metrics(files.per_case()) == ("dice",)
+    assert report_metrics([{"dice": "1", "f1": "0.5"}]) == ("dice", "f1")
+
+
+def test_another_protocol_or_commit_is_refused(tmp_path):
+    files = ReportFiles(tmp_path, "x")
+    files.check_protocol(PROTOCOL)  # nothing stored yet
+    files.add_record(record("usema", 0, 0.5), PROTOCOL)
+    files.check_protocol({**PROTOCOL, "models": {"nnunet": "nnunet"}})  # another model joins the same protocol
+    with pytest.raises(UsemaError, match=r"steps 600 \(now 800\)"):
+        files.check_protocol({**PROTOCOL, "steps": 800})
+    files.check_commit("abc")
+    with pytest.raises(UsemaError, match="trained at commit abc, this checkout is def"):
+        files.check_commit("def")
