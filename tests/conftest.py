@@ -35,6 +35,16 @@ def dsb2018_dir() -> Path:
 
 
 @pytest.fixture
+def kvasir_dir() -> Path:
+    return shared_dataset("kvasir_seg")
+
+
+@pytest.fixture
+def chaos_dir() -> Path:
+    return shared_dataset("chaos_mr_t2")
+
+
+@pytest.fixture
 def one_thread():
     """Run on one CPU thread: tiny tensors are faster without a second thread on a busy 2-core machine, and
     training gives identical numbers from run to run."""

@@ -1,5 +1,6 @@
 """The CLI end to end on tiny subsets of the real data: plan, edit the plan, train, kill, resume, predict,
-evaluate (hippocampus 3D NIfTI; DSB2018 2D PNG instances)."""
+evaluate (hippocampus 3D NIfTI; DSB2018 2D PNG instances; Kvasir-SEG large RGB JPEG images; CHAOS anisotropic
+abdominal MR with four organs)."""
 
 import json
 import os
@@ -133,6 +134,63 @@ def test_dsb2018_instances_plan_train_predict_evaluate(dsb2018_dir, tmp_path):
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
     entry = next(iter(summary["classes"].values()))
     assert {"dice", "f1"} <= set(entry) and 0.0 <= entry["f1"]["mean"] <= 1.0
+
+
+@pytest.mark.slow
+def test_kvasir_rgb_jpeg_images_plan_train_predict_evaluate(kvasir_dir, tmp_path):
+    names = sorted(p.stem for p in (kvasir_dir / "images").glob("*.jpg"))[:5]
+    data = tmp_path / "polyps"
+    for sub, suffix in (("images", ".jpg"), ("labels", ".png")):
+        (data / sub).mkdir(parents=True)
+        for name in names:
+            (data / sub / f"{name}{suffix}").symlink_to(kvasir_dir / sub / f"{name}{suffix}")
+    run = tmp_path / "run"
+    # the tiny network from the start: planning times two of its training steps
+    usema("plan", data, "-o", run, "--device", "cpu", "--plan", f"network_settings={json.dumps(TINY_MODEL)}")
+    plans = edit_plan(run, iters_per_epoch=2, epochs=1, val_max_cases=1)
+    # RGB input, one foreground class, a patch whose deepest SEMA stage holds more than one window
+    assert plans["dataset"]["num_channels"] == 3 and plans["dataset"]["num_classes"] == 2
+    assert plans["dataset"]["spatial_dims"] == 2 and min(plans["patch_size"]) >= 256
+    usema("train", data, "-o", run, "--folds", "5", "--device", "cpu")
+    val_case = json.loads((run / "splits.json").read_text())["splits"][0]["val"][0]
+    usema("predict", run, data / "images" / f"{val_case}.jpg", "-o", tmp_path / "pred", "--disable-tta")
+    predicted = np.asarray(Image.open(tmp_path / "pred" / f"{val_case}.png"))
+    reference = np.asarray(Image.open(data / "labels" / f"{val_case}.png"))
+    assert predicted.shape == reference.shape and set(np.unique(predicted)) <= {0, 1}
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / f"{val_case}.png").symlink_to(data / "labels" / f"{val_case}.png")
+    usema("evaluate", tmp_path / "pred", gt, "-o", tmp_path / "scores")
+    summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
+    both = 2 * np.sum((predicted == 1) & (reference == 1))
+    total = np.sum(predicted == 1) + np.sum(reference == 1)
+    assert summary["classes"]["1"]["dice"]["mean"] == pytest.approx(both / total if total else 1.0)
+
+
+@pytest.mark.slow
+def test_chaos_anisotropic_four_organs_plan_train_predict_evaluate(chaos_dir, tmp_path):
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (chaos_dir / "imagesTr").glob("*.nii.gz"))[:5]
+    data = link_subset(chaos_dir, tmp_path / "chaos", cases)
+    run = tmp_path / "run"
+    usema("plan", data, "-o", run, "--device", "cpu", "--plan", f"network_settings={json.dumps(TINY_MODEL)}")
+    plans = edit_plan(run, iters_per_epoch=2, epochs=1, val_max_cases=1)
+    assert plans["dataset"]["num_classes"] == 5 and plans["target_spacing"][2] > 5 * plans["target_spacing"][0]
+    strides = plans["model"]["network_settings"]["strides"]
+    # 7.7 mm slices against 1.25 mm pixels: the first poolings are in-plane only
+    assert strides[1] == [2, 2, 1] and strides[2] == [2, 2, 1]
+    usema("train", data, "-o", run, "--folds", "5", "--device", "cpu")
+    val_case = json.loads((run / "splits.json").read_text())["splits"][0]["val"][0]
+    image = data / "imagesTr" / f"{val_case}.nii.gz"
+    usema("predict", run, image, "-o", tmp_path / "pred", "--disable-tta", "--step-size", "1")
+    prediction = nib.load(tmp_path / "pred" / f"{val_case}.nii.gz")
+    assert prediction.shape == nib.load(image).shape
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / f"{val_case}.nii.gz").symlink_to(data / "labelsTr" / f"{val_case}.nii.gz")
+    usema("evaluate", tmp_path / "pred", gt, "-o", tmp_path / "scores")
+    summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
+    assert [entry["name"] for entry in summary["classes"].values()] == ["liver", "right kidney", "left kidney",
+                                                                       "spleen"]
 
 
 def test_bad_input_is_one_line_naming_the_file(tmp_path):
