@@ -1,4 +1,4 @@
-"""What plans.json must hold, and plans of version 1 read in the current format."""
+"""What plans.json must hold, and plans of versions 1 and 2 read in the current format."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from usema.planning.schema import PLANS_VERSION, migrate_plans, validate_plans
 
 def _plan(**changes):
     plan = {
-        "version": 2,
+        "version": 3,
         "dataset": {
             "path": "/d",
             "format": "msd",
@@ -18,6 +18,7 @@ def _plan(**changes):
             "num_classes": 2,
             "cases": ["a"],
             "labels": {"0": "background", "1": "x"},
+            "label_values": [0, 1],
         },
         "target_spacing": [1.0, 1.0],
         "normalization": {"scheme": "none"},
@@ -30,10 +31,11 @@ def _plan(**changes):
     return plan
 
 
-def test_version_1_names_the_network_settings_overrides_and_is_read_as_version_2():
+def test_version_1_names_the_network_settings_overrides_and_is_read_in_the_current_version():
     old = _plan(version=1, model={"name": "usema", "overrides": {"head_dim": 8}})
+    del old["dataset"]["label_values"]
     new = migrate_plans(old)
-    assert new["version"] == PLANS_VERSION == 2 and new["model"] == {
+    assert new["version"] == PLANS_VERSION == 3 and new["model"] == {
         "name": "usema",
         "network_settings": {"head_dim": 8},
     }
@@ -41,6 +43,30 @@ def test_version_1_names_the_network_settings_overrides_and_is_read_as_version_2
     current = _plan()
     assert migrate_plans(current) is current and migrate_plans("not a plan") == "not a plan"
     validate_plans(new, "plans.json")
+
+
+def _version_2(label_mode, num_classes=2, **dataset):
+    plan = _plan(version=2)
+    del plan["dataset"]["label_values"]
+    plan["dataset"].update(label_mode=label_mode, num_classes=num_classes, **dataset)
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("old", "values", "ignore_value"),
+    [
+        # version 2 trained on the file values (semantic) or on 0/1 (binary) and predicted those: kept
+        (_version_2("semantic", 3), [0, 1, 2], None),
+        (_version_2("binary"), [0, 1], None),
+        (_version_2("semantic", 3, ignore_label=3), [0, 1, 2], 3),
+        (_version_2("instance", 3), None, None),
+    ],
+)
+def test_version_2_plans_get_the_label_values_they_predicted(old, values, ignore_value):
+    new = migrate_plans(old)
+    validate_plans(new, "plans.json")
+    assert new["dataset"].get("label_values") == values and new["dataset"].get("ignore_value") == ignore_value
+    assert "label_values" not in old["dataset"]
 
 
 @pytest.mark.parametrize(
@@ -63,7 +89,12 @@ def test_version_1_names_the_network_settings_overrides_and_is_read_as_version_2
             },
             "training.num_workers",
         ),
-        ({"version": 3}, "version"),
+        ({"version": 4}, "version"),
+        ({"dataset": {**_plan()["dataset"], "label_values": [0]}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "label_values": [255, 0]}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "label_mode": "instance"}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "ignore_label": 2}}, "dataset.ignore_value"),
+        ({"dataset": {**_plan()["dataset"], "ignore_label": 2, "ignore_value": 1}}, "dataset.ignore_value"),
     ],
 )
 def test_a_broken_edit_is_named_by_its_key(changes, key):

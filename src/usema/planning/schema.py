@@ -1,7 +1,11 @@
 """What a plans.json must hold: checked on every load, so that a user's edit that breaks it is named; and how
 plans of an older version are read.
 
-Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`.
+Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`;
+3 records the label files' value of each training class (`dataset.label_values`) and of the ignore label
+(`dataset.ignore_value`). Plans of versions 1 and 2 were trained on classes that are the file values
+(semantic) or on 0/1 masks whatever the files held (binary), and predicted those: they are read with the
+values [0, 1, ..., K-1] and an ignore value equal to their ignore label, which keeps what they predict.
 """
 
 from __future__ import annotations
@@ -13,20 +17,28 @@ from typing import Any
 from usema.data.datasets import LABEL_MODES
 from usema.errors import DataError
 
-PLANS_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+PLANS_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+# label modes whose classes have label file values (instance labels hold instance ids)
+VALUED_LABEL_MODES = ("semantic", "binary")
 NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
 
 
 def migrate_plans(plans: Any) -> Any:
     """Plans of an older version in the current format (a copy; anything else is returned as it is, for
     `validate_plans` to name what is wrong)."""
-    if not isinstance(plans, dict) or plans.get("version") != 1:
+    if not isinstance(plans, dict) or plans.get("version") not in (1, 2):
         return plans
     plans = copy.deepcopy(plans)
     model = plans.get("model")
     if isinstance(model, dict) and "overrides" in model:
         model["network_settings"] = model.pop("overrides")
+    info = plans.get("dataset")
+    if isinstance(info, dict) and isinstance(info.get("num_classes"), int):
+        if info.get("label_mode") in VALUED_LABEL_MODES:
+            info.setdefault("label_values", list(range(info["num_classes"])))
+        if info.get("ignore_label") is not None:
+            info.setdefault("ignore_value", info["ignore_label"])
     plans["version"] = PLANS_VERSION
     return plans
 
@@ -57,7 +69,8 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         "training",
     ):
         need(key in plans, key, "is missing")
-    need(plans["version"] == PLANS_VERSION, "version", f"must be {' or '.join(map(str, READABLE_VERSIONS))}")
+    versions = ", ".join(map(str, READABLE_VERSIONS[:-1])) + f" or {READABLE_VERSIONS[-1]}"
+    need(plans["version"] == PLANS_VERSION, "version", f"must be {versions}")
     info = plans["dataset"]
     need(isinstance(info, dict), "dataset", "must be an object")
     for key in (
@@ -81,6 +94,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         "must be dataset.num_classes (the training class one past the last) or absent",
     )
     need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
+    _validate_label_values(info, need, count)
     need(
         isinstance(info["cases"], list)
         and len(info["cases"]) > 0
@@ -121,6 +135,31 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
     need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
     need(count(training.get("num_workers", 0), 0), "training.num_workers", "must be an integer >= 0")
+
+
+def _validate_label_values(info: dict[str, Any], need: Any, count: Any) -> None:
+    """`label_values`: the file value of each class, 0 first, increasing (semantic and binary labels only);
+    `ignore_value`: the ignore label's file value, beside `ignore_label` and none of the classes' values."""
+    values = info.get("label_values")
+    if info["label_mode"] in VALUED_LABEL_MODES:
+        need(
+            isinstance(values, list)
+            and len(values) == info["num_classes"]
+            and all(count(v, 0) for v in values)
+            and values[0] == 0
+            and all(a < b for a, b in zip(values, values[1:])),
+            "dataset.label_values",
+            f"must list the label file value of each of the {info['num_classes']} classes, 0 first, increasing",
+        )
+    else:
+        need(values is None, "dataset.label_values", "must be absent for instance labels")
+    ignore = info.get("ignore_value")
+    need(
+        (ignore is None) == (info.get("ignore_label") is None)
+        and (ignore is None or (count(ignore, 0) and ignore not in (values or []))),
+        "dataset.ignore_value",
+        "must be the ignore label's value in the label files (no class's), given with dataset.ignore_label",
+    )
 
 
 def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:
