@@ -78,8 +78,8 @@ def _plans_for_run(
     data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str,
     edits: dict[str, Any], estimate: bool,
 ) -> Plans:
-    """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (timed and
-    fitted to the CPU budget on a CPU when `estimate`). An existing plan must have been made from the same
+    """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (its training
+    timed, for the lines printed, when `estimate`). An existing plan must have been made from the same
     dataset, label mode and plan-shaping --plan edits."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
@@ -198,8 +198,8 @@ def train(
     RUN/plans.json names while any fold holds checkpoints.
     Precision "auto" (else the plan's): fp32 on CPU, bf16 autocast on CUDA (fp16 with a GradScaler where the
     GPU lacks bf16); "bf16" also works on CPU. `resume` continues from checkpoint_latest, bit-identically on CPU.
-    A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to
-    a CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
+    A new plan is made for the training device (`plan_for_device`: the compact network and a 30-minute
+    training budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
     the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
     their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
     data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
