@@ -192,3 +192,12 @@ def test_edits_are_validated_and_saving_writes_nothing_broken(tmp_path):
     with pytest.raises(DataError, match="training.epochs"):
         plans.with_training(dataclasses.replace(plans.training, epochs=0))
     assert not (tmp_path / PLANS_NAME).exists()
+
+
+def test_case_sizes_are_the_foreground_voxels_else_the_image_voxels():
+    data = plan_data()
+    assert Plans(data).case_sizes() is None  # a fingerprint without shapes or counts
+    data["fingerprint"] = {"shapes": [[2, 3, 4], [5, 5, 5]]}
+    assert Plans(data).case_sizes() == {"c0": 24, "c1": 125}
+    data["fingerprint"]["foreground_voxels"] = [7, 3]
+    assert Plans(data).case_sizes() == {"c0": 7, "c1": 3}

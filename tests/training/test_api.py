@@ -15,6 +15,7 @@ from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
 from usema.planning import Plans
 from usema.training.api import apply_choices, stop_if_interrupted, train
 from usema.training.checkpoint import load_checkpoint
+from usema.training.splits import validation_subset
 from usema.utils.lock import folder_lock
 
 CHECKPOINT_KEYS = {
@@ -77,9 +78,14 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
     assert best["epoch"] == int(best_row["epoch"])
     assert best["best_dice"] == pytest.approx(float(best_row["val_dice"]), abs=1e-5)
     assert summary["best_dice"] == pytest.approx(best["best_dice"])
-    # the split was written, is reused, and fold 1 validates on the first of its held-out cases only
+    # the split was written, is reused, and fold 1 validates on one of its held-out cases (val_max_cases 1),
+    # drawn by size and recorded in the fold's folder
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    assert latest["val_cases"] == splits[1]["val"][:1]
+    recorded = json.loads((fold_dir / "validation_cases.json").read_text())
+    assert latest["val_cases"] == recorded["cases"] == validation_subset(
+        splits[1]["val"], 1, Plans.load(run).case_sizes()
+    )
+    assert recorded["held_out"] == len(splits[1]["val"]) == 2 and recorded["stratified_by_size"]
     assert latest["train_cases"] == splits[1]["train"]
 
 

@@ -215,9 +215,20 @@ class Plans:
         median = np.median(shapes * spacings / np.asarray(self.target_spacing), axis=0)
         return [max(1, int(round(s))) for s in median]
 
+    def case_sizes(self) -> dict[str, int] | None:
+        """Each planned case's size, what the validation subset is stratified by: its foreground voxels as the
+        fingerprint counted them, else its voxels; None for plans whose fingerprint has neither."""
+        fingerprint, cases = self._data.get("fingerprint") or {}, self.dataset.case_ids
+        sizes = fingerprint.get("foreground_voxels")
+        if sizes is None and fingerprint.get("shapes"):
+            sizes = [int(np.prod(shape)) for shape in fingerprint["shapes"]]
+        if sizes is None or len(sizes) != len(cases):
+            return None
+        return {case: int(size) for case, size in zip(cases, sizes, strict=True)}
+
     def validated_cases_per_epoch(self, folds: int = 5) -> int:
         """How many held-out cases each epoch validates: a fold's share of the cases, at most
-        val_max_cases."""
+        val_max_cases (a draw stratified by size: `usema.training.splits.validation_subset`)."""
         held_out = max(1, len(self.dataset.case_ids) // folds)
         limit = self.training.val_max_cases
         return min(held_out, limit) if limit else held_out

@@ -20,7 +20,7 @@ from usema.training.data import load_training_cases
 from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
 from usema.training.distributed import barrier, init_distributed, shutdown
 from usema.training.loop import Trainer
-from usema.training.splits import load_or_create_splits
+from usema.training.splits import load_or_create_splits, validation_subset, write_validation_subset
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
 
@@ -240,9 +240,12 @@ def train(
         budget = max_minutes if max_minutes is not None else settings.time_budget_minutes
 
         split = splits[fold]
-        limit = settings.val_max_cases
+        sizes = plans.case_sizes()
+        validated = validation_subset(split["val"], settings.val_max_cases, sizes)
+        if ctx.is_main:
+            write_validation_subset(run_dir / f"fold_{fold}", validated, len(split["val"]), sizes is not None)
         train_cases = load_training_cases(run_dir, split["train"])
-        val_cases = load_training_cases(run_dir, split["val"][:limit] if limit else split["val"])
+        val_cases = load_training_cases(run_dir, validated)
         latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
         resume_from = latest if resume and latest.is_file() else None
         if resume and resume_from is None and ctx.is_main:
