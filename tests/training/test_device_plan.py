@@ -9,8 +9,8 @@ import pytest
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning import Plans
 from usema.training.device_plan import (
-    CPU_NETWORK,
     CPU_MAX_EPOCHS,
+    CPU_NETWORK,
     CPU_TRAINING_MINUTES,
     compact_network,
     device_mismatch,
