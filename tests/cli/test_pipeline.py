@@ -34,12 +34,13 @@ def test_plan_on_a_cpu_says_what_it_chose_why_and_how_long_training_takes(phanto
     out = capsys.readouterr().out.splitlines()
     plans = Plans.load(tmp_path / "run")
     assert out[0] == f"wrote {tmp_path / 'run' / 'plans.json'}"
-    patch, epochs = "x".join(map(str, plans.patch_size)), plans.training.epochs
+    patch = "x".join(map(str, plans.patch_size))
     assert out[1].startswith("planned for cpu: usema with base_features 16, max_features 128, blocks_per_stage 1, "
                              f"head_dim 16, sema_per_stage deepest-2; patch {patch}, "
-                             f"batch {plans.batch_size}, adamw lr 0.003, {epochs} epochs of 100 steps")
+                             f"batch {plans.batch_size}, adamw lr 0.003, 30 minutes of training (at most 1000 "
+                             "epochs of 100 steps)")
     assert out[2].startswith("why: on a CPU the preset's full widths")
-    assert out[3].startswith("training: about ") and "on this CPU" in out[3] and "timed here" in out[3]
+    assert out[3].startswith("training: 30 minutes on this CPU hold about ") and "steps timed" in out[3]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="plans for a GPU that is not here")
@@ -57,7 +58,7 @@ def test_plan_for_a_gpu_on_a_machine_without_one_is_made_and_not_timed(phantoms,
     assert warning == [
         f"usema: warning: {tmp_path / 'run' / 'plans.json'} was planned for cuda and this run trains on cpu; chosen "
         "for cuda: a network without the compact CPU settings (a cpu plan takes the compact network); sgd lr 0.01 (a cpu plan: adamw "
-        "lr 0.003); 250000 steps (a cpu plan: what fits 30 minutes); patch "
+        "lr 0.003); 250000 steps (a cpu plan: 30 minutes); patch "
         f"{'x'.join(map(str, plans.patch_size))} and batch {plans.batch_size} sized for a 5 GiB budget. "
         "`usema plan DATA -o NEW_RUN --device cpu` plans for this device"
     ]

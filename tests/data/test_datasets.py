@@ -1,4 +1,5 @@
-"""Format detection, case loading and the checks on bad input."""
+"""Format detection, case loading, the checks on bad input, the instance <-> class encoding, and the label
+files' values (0/255 masks, dataset.json labels 0, 2, 5) mapped to training classes and back."""
 
 import json
 import warnings
@@ -8,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from usema.data.datasets import check_dataset, load_case
+from usema.data.datasets import check_dataset, load_case, resolve_label_values, to_label_values
 from usema.data.instances import BOUNDARY, INTERIOR
 from usema.data.layouts import load_dataset
 from usema.errors import DataError
+from usema.planning import plan_dataset
 
 SHAPE = (6, 7, 5)
 
@@ -246,3 +248,60 @@ def test_no_warnings_for_a_consistent_dataset(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_dataset(spec)
+
+
+# ------------------------------------------------------------------------------------- label values
+def test_0_255_masks_are_one_class_whose_value_is_255(tmp_path):
+    root = make_folder2d(tmp_path / "mask", modes=("L", "L"), label_values=255)
+    with pytest.warns(UserWarning, match="binary"):
+        spec = load_dataset(root)
+    assert spec.labels == {0: "background", 1: "foreground"} and spec.label_values == [0, 255]
+    label = load_case(spec, spec.cases[0])[1]
+    assert set(np.unique(label)) == {0, 1}
+    np.testing.assert_array_equal(to_label_values(label, spec.class_values), 255 * label)
+    # asked for binary labels, the folder is read when the plan needs its values (at planning)
+    spec = load_dataset(root, label_mode="binary")
+    assert spec.label_values is None and resolve_label_values(spec).label_values == [0, 255]
+
+
+def test_binary_masks_of_several_values_are_written_as_1(tmp_path):
+    spec = load_dataset(make_msd(tmp_path / "msd"), label_mode="binary")  # labels 1 and 2, merged
+    assert spec.label_values == [0, 1]
+    spec = load_dataset(make_msd(tmp_path / "one", labels={"0": "background", "7": "tumour"}), "binary")
+    assert spec.label_values == [0, 7]
+
+
+def test_dataset_json_labels_0_2_5_are_the_classes_0_1_2(tmp_path):
+    root = make_msd(tmp_path / "msd", labels={"0": "background", "2": "organ", "5": "lesion"})
+    for i in range(3):  # the label files hold 2 and 5 where _label holds 1 and 2
+        path = root / "labelsTr" / f"case_{i}.nii.gz"
+        path.unlink()
+        _nifti(path, np.choose(_label(i), [0, 2, 5]).astype(np.uint8))
+    spec = load_dataset(root)
+    assert spec.labels == {0: "background", 1: "organ", 2: "lesion"} and spec.label_values == [0, 2, 5]
+    label = load_case(spec, spec.cases[1])[1]
+    np.testing.assert_array_equal(label, _label(1))
+    np.testing.assert_array_equal(to_label_values(label, spec.label_values), np.choose(_label(1), [0, 2, 5]))
+    plans = plan_dataset(root, tmp_path / "run", device="cpu", patch_size=[8, 8, 8], batch_size=2)
+    assert plans.dataset.label_values == [0, 2, 5] and plans.dataset.value_names() == {2: "organ", 5: "lesion"}
+    assert plans.fingerprint["class_voxels"] == {"1": 3 * 18, "2": 3 * 4}
+
+
+def test_values_the_labels_do_not_declare_and_labels_without_background_are_refused(tmp_path):
+    root = make_msd(tmp_path / "msd", labels={"0": "background", "1": "a", "5": "b"})  # the files hold 2
+    with pytest.raises(DataError, match=r"label values \[2\] are not declared in the dataset's labels \[0, 1, 5\]"):
+        load_case(load_dataset(root), load_dataset(root).cases[0])
+    with pytest.raises(DataError, match="must include 0"):
+        load_dataset(make_msd(tmp_path / "nobg", labels={"1": "a", "2": "b"}))
+
+
+def test_a_2d_folder_of_values_0_2_5_names_its_classes_by_value(tmp_path):
+    root = tmp_path / "f2d"
+    make_folder2d(root, modes=("L", "L"))
+    for i, value in enumerate((2, 5)):
+        label = np.zeros((10, 12), dtype=np.uint8)
+        label[2:6, 3:8] = value
+        Image.fromarray(label).save(root / "labels" / f"img{i}.png")
+    spec = load_dataset(root, label_mode="semantic")
+    assert spec.labels == {0: "background", 1: "class_2", 2: "class_5"} and spec.label_values == [0, 2, 5]
+    assert np.unique(load_case(spec, spec.case("img1"))[1]).tolist() == [0, 2]

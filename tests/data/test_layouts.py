@@ -89,3 +89,21 @@ def test_region_labels_are_still_refused(tmp_path):
     data = make_nnunet_with_ignore(tmp_path / "data", labels={"background": 0, "whole": [1, 2], "ignore": 3})
     with pytest.raises(DataError, match=r"label 'whole': region-based or non-integer labels \(\[1, 2\]\) are not"):
         load_dataset(data)
+
+
+def test_non_consecutive_labels_keep_their_ignore_value(tmp_path):
+    data = make_nnunet_with_ignore(tmp_path / "data", labels={"background": 0, "b": 2, "ignore": 3})
+    for path in (data / "labelsTr").iterdir():  # no value 1: the labels are 0, 2 and the ignore label 3
+        label = np.asarray(nib.load(path).dataobj)
+        nib.save(nib.Nifti1Image(np.where(label == 1, 0, label).astype(np.uint8), np.eye(4)), path)
+    spec = load_dataset(data)
+    assert spec.label_values == [0, 2] and (spec.ignore_label, spec.ignore_value) == (2, 3)
+    _, label, _ = load_case(spec, spec.cases[0])
+    assert sorted(np.unique(label).tolist()) == [0, 1, 2] and np.all(label[:, 7:, :] == 2)
+    plans = plan_dataset(data, tmp_path / "run", device="cpu", patch_size=[8, 8, 8], batch_size=2)
+    info = plans.dataset
+    assert (info.label_values, info.ignore_label, info.ignore_value) == ([0, 2], 2, 3)
+    binary = plan_dataset(data, tmp_path / "binary", label_mode="binary", device="cpu", patch_size=[8, 8, 8],
+                          batch_size=2).dataset
+    # binary: the one foreground value 2 is the class's; the ignore label keeps its value 3
+    assert (binary.label_values, binary.ignore_label, binary.ignore_value) == ([0, 2], 2, 3)

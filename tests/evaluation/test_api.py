@@ -304,3 +304,61 @@ def test_the_dataset_json_beside_the_reference_names_it(ignore_cases, capsys):
     assert main(["evaluate", str(ignore_cases / "pred"), str(reference), "-o", str(ignore_cases / "e")]) == 0
     summary = json.loads((ignore_cases / "e" / "summary.json").read_text())
     assert summary["ignore_label"] == 3 and summary["classes"]["1"]["dice"]["mean"] == pytest.approx(1.0)
+
+
+def _masks(folder, values):
+    """PNG masks a.png and b.png holding a square of `values[0]` and `values[1]`."""
+    for name, value in zip("ab", values, strict=True):
+        mask = np.zeros((8, 8), dtype=np.int64)
+        mask[2:6, 2:6] = value
+        _write_png(mask, folder / f"{name}.png")
+    return folder
+
+
+def test_predictions_and_references_that_share_no_value_stop_with_what_was_found(tmp_path, capsys):
+    from usema.cli import main
+
+    pred, gt = _masks(tmp_path / "pred", (1, 1)), _masks(tmp_path / "gt", (255, 255))
+    with pytest.raises(UsemaError, match=r"predictions in .*pred hold label values \[1\] and the references in "
+                                         r".*gt hold \[255\]: no value in common, so every Dice would be 0"):
+        evaluate(pred, gt)
+    assert not (tmp_path / "evaluation").exists()  # nothing scored, nothing written
+    assert main(["evaluate", str(pred), str(gt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("usema evaluate: error: the predictions in") and "--run RUN" in err[0]
+    # values in common: scored, the stray value warned about
+    _masks(pred, (255, 1))
+    with pytest.warns(UserWarning, match=r"label values \[1\] that the reference labels \[255\] do not declare"):
+        assert evaluate(pred, gt)["classes"]["255"]["dice"]["mean"] == 0.5
+
+
+def _plan_file(folder, label_values, label_mode="binary"):
+    """A run folder whose plans.json records `label_values` for the classes background and lesion."""
+    folder.mkdir()
+    plan = {
+        "version": 4,
+        "dataset": {"path": "/d", "format": "folder2d", "spatial_dims": 2, "num_channels": 1,
+                    "label_mode": label_mode, "num_classes": 2, "cases": ["a", "b"],
+                    "labels": {"0": "background", "1": "lesion"}, "label_values": label_values},
+        "target_spacing": [1.0, 1.0], "normalization": {"scheme": "zscore_per_image"},
+        "patch_size": [8, 8], "batch_size": 2, "model": {"name": "usema"},
+        "training": {"optimizer": "adamw", "lr": 0.003, "epochs": 1, "iters_per_epoch": 1},
+    }
+    (folder / "plans.json").write_text(json.dumps(plan))
+    return folder
+
+
+def test_given_its_run_the_classes_are_the_plans_label_values_under_its_names(tmp_path):
+    from usema.cli import main
+
+    pred, gt = _masks(tmp_path / "pred", (255, 0)), _masks(tmp_path / "gt", (255, 255))
+    run = _plan_file(tmp_path / "run", [0, 255])
+    summary = evaluate(pred, gt, output=tmp_path / "scores", run=run)
+    assert summary["classes"] == {"255": {**summary["classes"]["255"], "name": "lesion"}}
+    assert summary["classes"]["255"]["dice"]["mean"] == 0.5
+    assert main(["evaluate", str(pred), str(gt), "-o", str(tmp_path / "cli"), "--run", str(run / "plans.json")]) == 0
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["classes"] == summary["classes"]
+    # a run that predicts 0/1 (as plans made before label values did) against 0/255 references
+    with pytest.raises(UsemaError, match=r"references in .*gt hold label values \[255\] and the classes of "
+                                         r".*old.plans\.json have the values \[1\]"):
+        evaluate(pred, gt, output=tmp_path / "old_scores", run=_plan_file(tmp_path / "old", [0, 1]))

@@ -37,6 +37,7 @@ def test_fingerprint_values(tmp_path):
     assert fingerprint["median_shape"] == [6.0, 5.0, 6.0]
     assert fingerprint["median_spacing"] == [1.0, 1.0, 2.0]
     assert fingerprint["class_voxels"] == {"1": 24, "2": 3}
+    assert fingerprint["foreground_voxels"] == [9, 9, 9]  # per case, what validation is stratified by
     stats = fingerprint["intensity"][0]
     assert fingerprint["intensity_over"] == "foreground"
     assert (stats["min"], stats["max"]) == (10.0, 12.0)  # background (-5) never sampled

@@ -13,8 +13,9 @@ from usema.planning.plans import is_plans_file
 from usema.planning.settings import DEFAULT_LR
 
 
-def plan_data(version=3, model="usema-nosema", settings=None, patch=(16, 16, 16)):
-    """A complete plan as planning writes it (version 1 named the network settings "overrides")."""
+def plan_data(version=4, model="usema-nosema", settings=None, patch=(16, 16, 16)):
+    """A complete plan as planning writes it (version 1 named the network settings "overrides"; versions 1 and 2
+    record no label values)."""
     settings = (
         settings
         if settings is not None
@@ -33,6 +34,7 @@ def plan_data(version=3, model="usema-nosema", settings=None, patch=(16, 16, 16)
             "label_mode": "semantic",
             "num_classes": 3,
             "cases": ["c0", "c1"],
+            **({"label_values": [0, 1, 2]} if version >= 4 else {}),
         },
         "fingerprint": {"num_cases": 2},
         "target_spacing": [1.0] * len(patch),
@@ -88,13 +90,14 @@ def test_a_version_1_plan_loads_and_is_saved_in_the_current_version(tmp_path):
     (tmp_path / PLANS_NAME).write_text(json.dumps(old))
     assert is_plans_file(tmp_path / PLANS_NAME)
     plans = Plans.load(tmp_path)
-    assert plans.version == 3 and plans.network_settings == old["model"]["overrides"]
+    assert plans.version == 4 and plans.network_settings == old["model"]["overrides"]
     plans.save(tmp_path)
     stored = json.loads((tmp_path / PLANS_NAME).read_text())
-    assert stored["version"] == 3 and "overrides" not in stored["model"]
+    assert stored["version"] == 4 and "overrides" not in stored["model"]
+    assert stored["dataset"]["label_values"] == [0, 1, 2]  # what the version 1 plan predicted
     assert stored["model"]["network_settings"] == old["model"]["overrides"]
     assert Plans.load(tmp_path / PLANS_NAME) == plans
-    with pytest.raises(DataError, match="'version' must be one of 1, 2, 3"):
+    with pytest.raises(DataError, match="'version' must be one of 1, 2, 3, 4"):
         Plans({**old, "version": 7})
 
 
@@ -189,3 +192,12 @@ def test_edits_are_validated_and_saving_writes_nothing_broken(tmp_path):
     with pytest.raises(DataError, match="training.epochs"):
         plans.with_training(dataclasses.replace(plans.training, epochs=0))
     assert not (tmp_path / PLANS_NAME).exists()
+
+
+def test_case_sizes_are_the_foreground_voxels_else_the_image_voxels():
+    data = plan_data()
+    assert Plans(data).case_sizes() is None  # a fingerprint without shapes or counts
+    data["fingerprint"] = {"shapes": [[2, 3, 4], [5, 5, 5]]}
+    assert Plans(data).case_sizes() == {"c0": 24, "c1": 125}
+    data["fingerprint"]["foreground_voxels"] = [7, 3]
+    assert Plans(data).case_sizes() == {"c0": 7, "c1": 3}

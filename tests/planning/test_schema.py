@@ -18,6 +18,7 @@ def _plan(**changes):
             "num_classes": 2,
             "cases": ["a"],
             "labels": {"0": "background", "1": "x"},
+            "label_values": [0, 1],
         },
         "target_spacing": [1.0, 1.0],
         "normalization": {"scheme": "none"},
@@ -32,9 +33,10 @@ def _plan(**changes):
 
 def test_version_1_names_the_network_settings_overrides_and_earlier_plans_name_every_stage():
     old = _plan(version=1, model={"name": "usema", "overrides": {"head_dim": 8}})
+    del old["dataset"]["label_values"]
     new = migrate_plans(old)
     # before version 3 a plan that named no placement built the class default of its time: a block per stage
-    assert new["version"] == PLANS_VERSION == 3 and new["model"] == {
+    assert new["version"] == PLANS_VERSION == 4 and new["model"] == {
         "name": "usema",
         "network_settings": {"head_dim": 8, "sema_per_stage": "all"},
     }
@@ -42,6 +44,30 @@ def test_version_1_names_the_network_settings_overrides_and_earlier_plans_name_e
     current = _plan()
     assert migrate_plans(current) is current and migrate_plans("not a plan") == "not a plan"
     validate_plans(new, "plans.json")
+
+
+def _version_2(label_mode, num_classes=2, **dataset):
+    plan = _plan(version=2)
+    del plan["dataset"]["label_values"]
+    plan["dataset"].update(label_mode=label_mode, num_classes=num_classes, **dataset)
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("old", "values", "ignore_value"),
+    [
+        # version 2 trained on the file values (semantic) or on 0/1 (binary) and predicted those: kept
+        (_version_2("semantic", 3), [0, 1, 2], None),
+        (_version_2("binary"), [0, 1], None),
+        (_version_2("semantic", 3, ignore_label=3), [0, 1, 2], 3),
+        (_version_2("instance", 3), None, None),
+    ],
+)
+def test_version_2_plans_get_the_label_values_they_predicted(old, values, ignore_value):
+    new = migrate_plans(old)
+    validate_plans(new, "plans.json")
+    assert new["dataset"].get("label_values") == values and new["dataset"].get("ignore_value") == ignore_value
+    assert "label_values" not in old["dataset"]
 
 
 @pytest.mark.parametrize(
@@ -59,7 +85,7 @@ def test_version_1_names_the_network_settings_overrides_and_earlier_plans_name_e
 )
 def test_version_2_plans_name_the_placement_they_were_built_with(model, settings):
     new = migrate_plans(_plan(version=2, model=model))
-    assert new["version"] == 3 and new["model"]["name"] == model["name"]
+    assert new["version"] == 4 and new["model"]["name"] == model["name"]
     assert new["model"].get("network_settings", {}) == settings
 
 
@@ -95,7 +121,12 @@ def test_a_checkpoints_description_is_migrated_with_the_version_of_its_plans():
             },
             "training.num_workers",
         ),
-        ({"version": 4}, "version"),
+        ({"version": 5}, "version"),
+        ({"dataset": {**_plan()["dataset"], "label_values": [0]}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "label_values": [255, 0]}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "label_mode": "instance"}}, "dataset.label_values"),
+        ({"dataset": {**_plan()["dataset"], "ignore_label": 2}}, "dataset.ignore_value"),
+        ({"dataset": {**_plan()["dataset"], "ignore_label": 2, "ignore_value": 1}}, "dataset.ignore_value"),
     ],
 )
 def test_a_broken_edit_is_named_by_its_key(changes, key):

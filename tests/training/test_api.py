@@ -15,6 +15,7 @@ from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
 from usema.planning import Plans
 from usema.training.api import apply_choices, stop_if_interrupted, train
 from usema.training.checkpoint import load_checkpoint
+from usema.training.splits import validation_subset
 from usema.utils.lock import folder_lock
 
 CHECKPOINT_KEYS = {
@@ -77,9 +78,14 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
     assert best["epoch"] == int(best_row["epoch"])
     assert best["best_dice"] == pytest.approx(float(best_row["val_dice"]), abs=1e-5)
     assert summary["best_dice"] == pytest.approx(best["best_dice"])
-    # the split was written, is reused, and fold 1 validates on the first of its held-out cases only
+    # the split was written, is reused, and fold 1 validates on one of its held-out cases (val_max_cases 1),
+    # drawn by size and recorded in the fold's folder
     splits = json.loads((run / "splits.json").read_text())["splits"]
-    assert latest["val_cases"] == splits[1]["val"][:1]
+    recorded = json.loads((fold_dir / "validation_cases.json").read_text())
+    assert latest["val_cases"] == recorded["cases"] == validation_subset(
+        splits[1]["val"], 1, Plans.load(run).case_sizes()
+    )
+    assert recorded["held_out"] == len(splits[1]["val"]) == 2 and recorded["stratified_by_size"]
     assert latest["train_cases"] == splits[1]["train"]
 
 
@@ -358,3 +364,27 @@ def test_a_fold_count_the_dataset_cannot_fill_is_refused_before_preprocessing(tm
     with pytest.raises(UsemaError, match="5 folds need at least 5 cases"):
         train(data, tmp_path / "run", epochs=1, iters_per_epoch=1, device="cpu", folds=5)
     assert not (tmp_path / "run" / "preprocessed").exists()
+
+
+def test_every_model_of_a_split_validates_on_the_same_cases_drawn_by_size(tiny_run, tmp_path):
+    import shutil
+
+    data, run = tiny_run
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    train(data, run, folds=2, epochs=1, iters_per_epoch=1, device="cpu", plan_edits={"val_max_cases": 2})
+    shutil.copy(run / "splits.json", other / "splits.json")  # a comparison shares its split, as the bench does
+    train(data, other, model="usema", folds=2, epochs=1, iters_per_epoch=1, device="cpu", seed=7,
+          plan_edits={"val_max_cases": 2})
+
+    recorded = [json.loads((folder / "fold_0" / "validation_cases.json").read_text()) for folder in (run, other)]
+    assert recorded[0] == recorded[1] and recorded[0]["stratified_by_size"]
+    validated = recorded[0]["cases"]
+    assert [load_checkpoint(folder / "fold_0" / "checkpoint_latest.pt")["val_cases"] for folder in (run, other)] == [
+        validated, validated]
+    held_out = json.loads((run / "splits.json").read_text())["splits"][0]["val"]
+    assert len(validated) == 2 and set(validated) < set(held_out) and validated != sorted(held_out)[:2]
+    # one case from the smaller and one from the larger part of the fold's foreground sizes
+    sizes = Plans.load(run).case_sizes()
+    by_size = sorted(held_out, key=lambda case: (sizes[case], case))
+    assert by_size.index(validated[0]) // 2 != by_size.index(validated[1]) // 2

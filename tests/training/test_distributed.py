@@ -65,6 +65,7 @@ def test_torchrun_two_processes_write_one_checkpoint_set(tiny_run):
         "checkpoint_latest.pt",
         "progress.png",
         "train_log.csv",
+        "validation_cases.json",
     ]
     with (fold_dir / "train_log.csv").open(newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]  # one writer

@@ -1,11 +1,12 @@
-"""k-fold splits: deterministic by seed, disjoint, covering, groups kept whole, stored and reused."""
+"""k-fold splits: deterministic by seed, disjoint, covering, groups kept whole, stored and reused; the validation
+subset drawn from a held-out fold."""
 
 import json
 
 import pytest
 
 from usema.errors import DataError, UsemaError
-from usema.training.splits import load_or_create_splits, make_splits, read_groups_csv
+from usema.training.splits import load_or_create_splits, make_splits, read_groups_csv, validation_subset
 
 CASES = [f"case_{i:02d}" for i in range(23)]
 
@@ -84,3 +85,19 @@ def test_split_is_not_written_when_asked_not_to(tmp_path):
     splits = load_or_create_splits(tmp_path, CASES, folds=3, seed=1, write=False)
     assert not (tmp_path / "splits.json").exists()
     assert splits == make_splits(CASES, 3, 1)
+
+
+def test_the_validation_subset_spans_the_sizes_and_is_not_the_first_cases_by_name():
+    held_out = [f"case_{i:02d}" for i in range(20)]
+    # names follow acquisition order, and the objects grow with it (the first cases are the hardest)
+    sizes = {case: 100 * (i + 1) for i, case in enumerate(held_out)}
+    subset = validation_subset(held_out, 4, sizes)
+    assert len(subset) == 4 and subset != held_out[:4] and subset == sorted(subset)
+    # one case from each quarter of the sizes
+    assert [held_out.index(case) // 5 for case in subset] == [0, 1, 2, 3]
+    assert validation_subset(list(reversed(held_out)), 4, sizes) == subset  # a function of the cases, not order
+    assert validation_subset(held_out, 4, sizes, seed=1) != subset  # drawn, with the fixed seed by default
+    # without sizes a seeded draw; a limit of the fold's size or none: every case
+    unsized = validation_subset(held_out, 4)
+    assert len(set(unsized)) == 4 and unsized == validation_subset(held_out, 4) and unsized != held_out[:4]
+    assert validation_subset(held_out, None, sizes) == validation_subset(held_out, 20, sizes) == held_out

@@ -119,6 +119,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="reference voxels of this value are scored nowhere (default: the 'ignore' label of the "
         "dataset.json beside or above GT, as nnU-Net)",
     )
+    p.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        metavar="RUN",
+        help="the run (or its plans.json) that made the predictions: score the classes in the dataset's label "
+        "values under the plan's names",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -170,5 +178,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         instance=args.instance,
         chill=args.chill,
         ignore_label=args.ignore_label,
+        run=args.run,
     )
     return 0

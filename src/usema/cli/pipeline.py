@@ -35,7 +35,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p,
         "train",
         "; the plan is made for it, and cuda need not be here: on a CPU the compact network "
-        "with the epochs that fit 30 minutes; the training is timed where the device is",
+        "trained for 30 minutes; the training is timed where the device is",
     )
     p.set_defaults(func=_cmd_plan)
 

@@ -5,7 +5,7 @@ training arrays (usema.data.layouts reads a folder of each layout into a Dataset
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,8 +42,11 @@ class Case:
 
 @dataclass
 class DatasetSpec:
-    """A dataset's layout and meaning. `labels` are the training classes (for binary and instance label modes
-    the classes the labels are mapped to, not the file values)."""
+    """A dataset's layout and meaning. `labels` are the training classes 0..K-1 with their names (for binary and
+    instance label modes the classes the labels are mapped to); `label_values` the value each class has in the
+    label files (0/255 masks: [0, 255]; dataset.json labels 0, 2, 5: [0, 2, 5]), None in instance mode, whose
+    files hold instance ids, and for binary 2D folders until planning has read the masks
+    (`resolve_label_values`)."""
 
     root: Path
     format: str
@@ -56,6 +59,7 @@ class DatasetSpec:
     manifest: Path | None = None  # dataset.json, where there is one
     # the value of nnU-Net's "ignore" label in the label files, where dataset.json declares one
     ignore_value: int | None = None
+    label_values: list[int] | None = None
     # a converted channel count was warned about: a dataset says so once, not once per image
     announced_channel_mix: bool = field(default=False, repr=False)
 
@@ -68,6 +72,12 @@ class DatasetSpec:
     def ignore_label(self) -> int | None:
         """The training-class value of the ignore label's voxels (num_classes, one past the last class)."""
         return None if self.ignore_value is None else self.num_classes
+
+    @property
+    def class_values(self) -> list[int]:
+        """The label file value of each training class (index = class): `label_values`, else the classes
+        themselves (instance mode)."""
+        return list(self.label_values) if self.label_values is not None else list(range(self.num_classes))
 
     @property
     def num_channels(self) -> int:
@@ -168,8 +178,9 @@ def load_case(spec: DatasetSpec, case: Case) -> tuple[np.ndarray, np.ndarray | N
 
 
 def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) -> np.ndarray:
-    """Map a label file's values to training classes for the dataset's label mode (semantic: checked as
-    is)."""
+    """Map a label file's values to training classes for the dataset's label mode: binary, every value but 0
+    (and the ignore label) is class 1; semantic, the value `spec.class_values[k]` is class k (the ignore label's
+    value becomes `spec.ignore_label`), any other value is a DataError."""
     if spec.label_mode == "binary":
         classes = (raw > 0).astype(np.int64)
         if spec.ignore_value is not None:
@@ -177,13 +188,48 @@ def to_training_classes(raw: np.ndarray, spec: DatasetSpec, source: str | Path) 
         return classes
     if spec.label_mode == "instance":
         return instances_to_classes(raw)
-    undeclared = sorted(set(label_values(raw).tolist()) - set(spec.labels) - {spec.ignore_value})
+    values = spec.class_values
+    undeclared = sorted(set(label_values(raw).tolist()) - set(values) - {spec.ignore_value})
     if undeclared:
         raise DataError(
-            source,
-            f"label values {undeclared} are not declared in the dataset's labels {sorted(spec.labels)}",
+            source, f"label values {undeclared} are not declared in the dataset's labels {values}"
         )
-    return raw.astype(np.int64, copy=False)
+    if values == list(range(len(values))):  # the classes are the values (the ignore label's too)
+        return raw.astype(np.int64, copy=False)
+    lookup = np.zeros(max(values + [spec.ignore_value or 0]) + 1, dtype=np.int64)
+    lookup[values] = np.arange(len(values))
+    if spec.ignore_value is not None:
+        lookup[spec.ignore_value] = spec.ignore_label
+    return lookup[raw]
+
+
+def to_label_values(classes: np.ndarray, class_values: Sequence[int]) -> np.ndarray:
+    """Training classes (*S) as the label files' values: class k becomes `class_values[k]` (the inverse of
+    `to_training_classes` for semantic and binary labels)."""
+    values = np.asarray(class_values, dtype=np.int64)
+    if np.array_equal(values, np.arange(len(values))):
+        return np.asarray(classes, dtype=np.int64)
+    return values[np.asarray(classes)]
+
+
+def binary_label_values(found: Iterable[int], ignore_value: int | None = None) -> list[int]:
+    """The label values of binary masks that hold the values `found`: [0, V] where V is their one
+    foreground value (0/255 masks stay 0/255), [0, 1] where they hold several (merged into one class) or
+    none."""
+    foreground = sorted(set(found) - {0, ignore_value})
+    return [0, foreground[0] if len(foreground) == 1 else 1]
+
+
+def resolve_label_values(spec: DatasetSpec, cases: Iterable[Case] | None = None) -> DatasetSpec:
+    """`spec` with its label values known: binary masks whose foreground value the layout did not declare
+    (2D folders read with label mode "binary") are read (`cases`, default all) to find it."""
+    if spec.label_values is None and spec.label_mode == "binary":
+        found: set[int] = set()
+        for case in spec.cases if cases is None else cases:
+            if case.label is not None:
+                found.update(label_values(read_label(case.label)[0]).tolist())
+        spec.label_values = binary_label_values(found, spec.ignore_value)
+    return spec
 
 
 def check_dataset(spec: DatasetSpec, case_ids: Iterable[str] | None = None) -> None:

@@ -12,10 +12,9 @@ import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from usema.data.channels import channel_names_for, is_convertible
 from usema.data.datasets import (
@@ -24,11 +23,12 @@ from usema.data.datasets import (
     LABEL_MODES,
     Case,
     DatasetSpec,
+    binary_label_values,
     lexical_absolute,
     modality_of,
 )
 from usema.data.instances import INSTANCE_CLASSES
-from usema.data.io import probe_image, read_label, strip_suffix, suffix_of
+from usema.data.io import label_values, probe_image, read_label, strip_suffix, suffix_of
 from usema.errors import DataError
 
 
@@ -128,18 +128,24 @@ def dataset_ignore_value(folder: str | Path) -> int | None:
     return None
 
 
-def _training_labels(declared: dict[int, str] | None, label_mode: str, where: Path) -> dict[int, str]:
+def _training_labels(
+    declared: dict[int, str] | None, label_mode: str, where: Path
+) -> tuple[dict[int, str], list[int] | None]:
+    """The training classes {class: name} of the declared labels {file value: name} and the file value of
+    each class: semantic, the declared values in order (0 must be one: background); binary, background and
+    the declared foreground value where there is one (None where the masks must tell, see
+    `resolve_label_values`); instance, the instance classes and no values."""
     if label_mode == "binary":
-        return dict(BINARY_CLASSES)
+        values = binary_label_values(declared) if declared and len(declared) > 1 else None
+        return dict(BINARY_CLASSES), values
     if label_mode == "instance":
-        return dict(INSTANCE_CLASSES)
+        return dict(INSTANCE_CLASSES), None
     if not declared:
         raise DataError(where, "no labels declared; semantic label mode needs them")
-    if sorted(declared) != list(range(len(declared))):
-        raise DataError(
-            where, f"labels must be consecutive integers from 0 (background); found {sorted(declared)}"
-        )
-    return declared
+    if 0 not in declared:
+        raise DataError(where, f"labels must include 0 (background); found {sorted(declared)}")
+    values = sorted(declared)
+    return {k: declared[value] for k, value in enumerate(values)}, values
 
 
 def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
@@ -163,8 +169,8 @@ def _load_msd(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str)
     labels_meta = meta.get("labels")
     declared = _int_keyed(labels_meta, manifest, "labels") if labels_meta else None
     declared, ignore = _split_ignore(declared, label_mode, manifest)
-    labels = _training_labels(declared, label_mode, manifest)
-    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode, ignore)
+    labels, values = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "msd", manifest, cases, declared_names, labels, label_mode, ignore, values)
 
 
 def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: str) -> DatasetSpec:
@@ -191,8 +197,8 @@ def _load_nnunet(root: Path, manifest: Path, meta: dict[str, Any], label_mode: s
     if not cases:
         raise DataError(root / "imagesTr", f"empty dataset: no *_0000{ending} images")
     declared, ignore = _split_ignore(declared, label_mode, manifest)
-    labels = _training_labels(declared, label_mode, manifest)
-    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode, ignore)
+    labels, values = _training_labels(declared, label_mode, manifest)
+    return _finish(root, "nnunet", manifest, cases, channel_names, labels, label_mode, ignore, values)
 
 
 def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> list[Case]:
@@ -245,24 +251,30 @@ def _load_folder2d(root: Path, label_mode: str | None) -> DatasetSpec:
         if stem not in labels:
             raise DataError(image, "no label file with the same name in labels/")
         cases.append(Case(stem, [image], labels[stem]))
+    found = None  # the values of every mask, where reading them is needed anyway
     if label_mode is None:
-        label_mode = _guess_label_mode(root, [c.label for c in cases if c.label])
-    declared = None
-    if label_mode == "semantic":
-        top = max(int(read_label(case.label)[0].max(initial=0)) for case in cases if case.label)
-        declared = {0: "background", **{k: f"class_{k}" for k in range(1, top + 1)}}
-    return _finish(
-        root, "folder2d", None, cases, None, _training_labels(declared, label_mode, root), label_mode
-    )
+        label_mode, found = _guess_label_mode(root, [c.label for c in cases if c.label])
+    elif label_mode == "semantic":
+        found = _values_in(c.label for c in cases if c.label)
+    declared = {0: "background", **{k: f"class_{k}" for k in found if k}} if found is not None else None
+    labels, values = _training_labels(declared, label_mode, root)
+    return _finish(root, "folder2d", None, cases, None, labels, label_mode, label_values=values)
 
 
-def _guess_label_mode(root: Path, labels: list[Path]) -> str:
-    """16- or 32-bit label files hold instance ids; 0/255 masks are binary; anything else is semantic."""
+def _values_in(labels: Iterable[Path]) -> set[int]:
+    """Every value that the label files hold."""
+    return set().union(*(label_values(read_label(path)[0]).tolist() for path in labels))
+
+
+def _guess_label_mode(root: Path, labels: list[Path]) -> tuple[str, set[int] | None]:
+    """The label mode the files look like, and the values they hold (None for instance ids): 16- or 32-bit
+    label files hold instance ids; masks of 0 and one value above 1 (0/255) are binary; anything else is
+    semantic."""
     _, geometry = probe_image(labels[0])
     if str(geometry.extra.get("mode", "")).startswith("I") or read_label(labels[0])[0].max(initial=0) > 255:
-        guess = "instance"
+        guess, values = "instance", None
     else:
-        values = set().union(*(np.unique(read_label(p)[0]).tolist() for p in labels))
+        values = _values_in(labels)
         guess = "binary" if len(values) == 2 and max(values) > 1 else "semantic"
     if guess != "semantic":
         warnings.warn(
@@ -270,7 +282,7 @@ def _guess_label_mode(root: Path, labels: list[Path]) -> str:
             f"choose)",
             stacklevel=4,
         )
-    return guess
+    return guess, values
 
 
 def _finish(
@@ -282,6 +294,7 @@ def _finish(
     labels: dict[int, str],
     label_mode: str,
     ignore_value: int | None = None,
+    label_values: list[int] | None = None,
 ) -> DatasetSpec:
     """Probe the images (header only where possible) for spatial dims and channel counts."""
     # Declared channels: the first case shows the layout; undeclared (2D folders): every image votes.
@@ -325,7 +338,7 @@ def _finish(
     modality = modality_of(channel_names) if fmt != "folder2d" else "unknown"
     return DatasetSpec(
         root, fmt, spatial_dims, channel_names, modality, labels, label_mode, cases, manifest, ignore_value,
-        announced,
+        label_values, announced,
     )
 
 

@@ -4,7 +4,9 @@ Cases are matched by file stem (".nii.gz" aware). Every reference case must have
 is an error, never a silent skip, because skipping it would inflate the scores; `chill` (nnU-Net's --chill)
 scores the predicted cases only, with a warning. Predictions without a reference are ignored with a warning (a
 prediction folder may hold test cases or overlays), and so are predicted label values that the reference does
-not declare.
+not declare. Predictions and references that share no label value at all (0/1 masks against 0/255 masks) are
+not scored: every Dice would be 0 whatever the predictions are worth, so the evaluation stops and says what
+each holds. Given the run that predicted them, the plan's label values are the classes.
 
 Voxels whose reference holds nnU-Net's ignore label (the `ignore_label` argument, else the "ignore" label of
 the dataset.json beside or above the reference folder) are left out of every class's score, as nnU-Net does:
@@ -35,6 +37,7 @@ from usema.evaluation.report import (
     write_per_case_csv,
     write_summary_json,
 )
+from usema.planning.plans import Plans
 
 INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
 # More classes than this in a "semantic" reference usually means instance ids were given without --instance.
@@ -132,16 +135,60 @@ def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
     return dict(sorted((k, v) for k, v in names.items() if k > 0))
 
 
-def _reference_classes(pairs: Sequence[tuple[str, Path, Path]], ignore_label: int | None) -> dict[int, str]:
-    """The foreground label values seen in any reference file (but the ignore label), named by their value."""
-    values: set[int] = set()
-    for _, _, gt_path in pairs:
-        values.update(label_values(read_label(gt_path)[0]).tolist())
-    classes = {v: str(v) for v in sorted(values) if v > 0 and v != ignore_label}
-    if len(classes) > MANY_CLASSES:
+def _values_found(pairs: Sequence[tuple[str, Path, Path]]) -> tuple[dict[int, str], set[int]]:
+    """The label values of the predictions (each with the first case holding it) and of the references."""
+    predicted: dict[int, str] = {}
+    referenced: set[int] = set()
+    for case, pred_path, gt_path in pairs:
+        for value in label_values(read_label(pred_path)[0]).tolist():
+            predicted.setdefault(value, case)
+        referenced.update(label_values(read_label(gt_path)[0]).tolist())
+    return predicted, referenced
+
+
+def _classes_and_checks(
+    pred: Path,
+    gt: Path,
+    pairs: Sequence[tuple[str, Path, Path]],
+    labels: Mapping[Any, str] | None,
+    ignore_label: int | None,
+    named_by: str,
+) -> dict[int, str]:
+    """The classes to score ({label value: name}: `labels`, else the foreground values of the references),
+    after checking that predictions, references and classes share their values. Where they share none (masks
+    of 0/1 against masks of 0/255, say) every Dice would be 0, which says nothing about the predictions: that
+    stops the evaluation with what was found; predicted values outside the classes are warned about."""
+    predicted, referenced = _values_found(pairs)
+    predicted_fg = sorted(set(predicted) - {0, ignore_label})
+    referenced_fg = sorted(referenced - {0, ignore_label})
+    if labels is None:
+        classes = {v: str(v) for v in referenced_fg}
+        if len(classes) > MANY_CLASSES:
+            warnings.warn(
+                f"the reference holds {len(classes)} label values: if these are instance ids, use instance=True",
+                stacklevel=4,
+            )
+    else:
+        classes = {k: v for k, v in _class_names(labels).items() if k != ignore_label}
+        if referenced_fg and not set(referenced_fg) & set(classes):
+            raise UsemaError(
+                f"the references in {gt} hold label values {referenced_fg} and the classes of {named_by} "
+                f"have the values {sorted(classes)}: no value in common, so every Dice would be 0. Score "
+                "references in the label values of the dataset the classes are from"
+            )
+    if predicted_fg and referenced_fg and not set(predicted_fg) & set(classes):
+        raise UsemaError(
+            f"the predictions in {pred} hold label values {predicted_fg} and the references in {gt} hold "
+            f"{referenced_fg}: no value in common, so every Dice would be 0. Score usema predictions with "
+            "their run (--run RUN), whose plan maps its classes to the dataset's label values; other "
+            "predictions in the references' values"
+        )
+    undeclared = [v for v in predicted_fg if v not in classes]
+    if undeclared:
         warnings.warn(
-            f"the reference holds {len(classes)} label values: if these are instance ids, use instance=True",
-            stacklevel=3,
+            f"predictions hold label values {undeclared} that the reference labels {sorted(classes)} "
+            f"do not declare (e.g. case {predicted[undeclared[0]]}); they are not scored",
+            stacklevel=4,
         )
     return classes
 
@@ -191,6 +238,7 @@ def evaluate(
     labels: Mapping[Any, str] | None = None,
     chill: bool = False,
     ignore_label: int | None = None,
+    run: str | Path | Plans | None = None,
 ) -> dict[str, Any]:
     """Score predictions against references; write OUTPUT/per_case.csv and OUTPUT/summary.json; return the
     summary.
@@ -198,13 +246,23 @@ def evaluate(
     Per case and class: Dice, NSD (tolerance in mm: `tolerance_mm`, one value or one per class; default 1 mm
     in 3D, 2 px in 2D) and HD95 in mm. With `instance=True` the files hold instance ids: the foreground (label
     > 0) gets Dice/NSD/HD95 and the instances F1, precision and recall at IoU >= 0.5. Classes are `labels`
-    ({id: name}, e.g. the plan's or dataset.json's) or the label values > 0 seen in the references; predicted
-    values outside them are warned about. Output defaults to PRED/../evaluation (never inside the reference
-    folder). `chill` scores the predicted cases only, where every reference case needs a prediction otherwise.
-    Reference voxels of `ignore_label` (default: the dataset's "ignore" label, see the module docstring) are
+    ({label value: name}, e.g. dataset.json's), else those of `run` (a run folder, its plans.json or a Plans:
+    the dataset's label values under the plan's class names, its ignore label, instance scoring for instance
+    labels), else the label values > 0 seen in the references. Predictions and references that share no label
+    value stop with a UsemaError saying what each holds; predicted values outside the classes are warned
+    about. Output defaults to PRED/../evaluation (never inside the reference folder). `chill` scores the
+    predicted cases only, where every reference case needs a prediction otherwise. Reference voxels of
+    `ignore_label` (default: the plan's, else the dataset's "ignore" label, see the module docstring) are
     scored nowhere.
     """
     pred, gt = Path(pred), Path(gt)
+    named_by = "the labels given"
+    if run is not None:
+        plans = run if isinstance(run, Plans) else Plans.load(run)
+        info, named_by = plans.dataset, str(plans.source)
+        instance = instance or info.label_values is None
+        labels = labels if labels is not None or instance else info.value_names()
+        ignore_label = ignore_label if ignore_label is not None else info.ignore_value
     if ignore_label is None:
         ignore_label = dataset_ignore_value(gt if gt.is_dir() else gt.parent)
     pairs = pair_cases(pred, gt, chill)
@@ -216,10 +274,8 @@ def evaluate(
 
     if instance:
         class_names = {1: "foreground"}
-    elif labels is not None:
-        class_names = {k: v for k, v in _class_names(labels).items() if k != ignore_label}
     else:
-        class_names = _reference_classes(pairs, ignore_label)
+        class_names = _classes_and_checks(pred, gt, pairs, labels, ignore_label, named_by)
     if not class_names:
         raise DataError(
             gt, "no foreground class to score (all references are empty and no labels were given)"
@@ -229,12 +285,8 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     tolerances: dict[int, float] | None = None
     spatial_dims: int | None = None
-    undeclared: dict[int, str] = {}  # predicted label value outside the classes -> the first case holding it
     for case, pred_path, gt_path in pairs:
         prediction, reference, spacing = _read_pair(pred_path, gt_path)
-        if not instance:
-            for value in set(label_values(prediction).tolist()) - set(class_names) - {0}:
-                undeclared.setdefault(value, case)
         if spatial_dims is None:
             spatial_dims = reference.ndim
             tolerances = resolve_tolerances(tolerance_mm, list(class_names), spatial_dims)
@@ -253,12 +305,6 @@ def evaluate(
             rows.append({"case": case, "class": label, "name": name, **scores})
 
     assert tolerances is not None
-    if undeclared:
-        warnings.warn(
-            f"predictions hold label values {sorted(undeclared)} that the reference labels {sorted(class_names)} "
-            f"do not declare (e.g. case {undeclared[min(undeclared)]}); they are not scored",
-            stacklevel=2,
-        )
     details: dict[str, Any] = {
         "pred": str(pred),
         "gt": str(gt),

@@ -87,10 +87,13 @@ def predict(
         for index, case in enumerate(progress(cases, desc="predict", unit="case")):
             image, geometry = predictor.read(case.images)
             probabilities = predictor.probabilities_on_input_grid(image, geometry)
-            segmentation = predictor.labels_of(probabilities)
+            classes = probabilities.argmax(axis=0)
+            segmentation = predictor.labels_of_classes(classes)
             written.append(write_segmentation(segmentation, geometry, targets[index]))
             if save_probabilities:
                 write_probabilities(probabilities, geometry, case, plans, output)
             if overlay:
-                write_overlay(image, segmentation, geometry, overlays[index])
+                # coloured by class, whatever value the files give it (0/255 masks: the first colour)
+                shown = segmentation if plans.dataset.label_values is None else classes
+                write_overlay(image, shown, geometry, overlays[index])
     return written

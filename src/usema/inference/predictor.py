@@ -16,6 +16,7 @@ from monai.inferers import SlidingWindowInferer
 from torch import nn
 
 from usema.data.channels import convert_channels
+from usema.data.datasets import to_label_values
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
 from usema.errors import CheckpointError, DataError, UsemaError
@@ -134,12 +135,17 @@ class Predictor:
         return restore_geometry(self.probabilities(prepared), geometry, self.plans)
 
     def labels_of(self, probabilities: np.ndarray) -> np.ndarray:
-        """Label map (*S) int64 of class probabilities (K, *S): the argmax, which is the label value in
-        semantic and binary mode; in instance mode the classes are turned back into instance ids 1..N."""
-        classes = probabilities.argmax(axis=0)
-        if self.plans.dataset.label_mode == "instance":
+        """Label map (*S) int64 of class probabilities (K, *S) in the dataset's label values: the argmax class
+        as the value the plan records for it (0/255 masks give 0/255); in instance mode the classes are turned
+        back into instance ids 1..N."""
+        return self.labels_of_classes(probabilities.argmax(axis=0))
+
+    def labels_of_classes(self, classes: np.ndarray) -> np.ndarray:
+        """Label map (*S) int64 of a training-class map (*S): see `labels_of`."""
+        info = self.plans.dataset
+        if info.label_values is None:  # instance labels
             return classes_to_instances(classes)
-        return classes.astype(np.int64)
+        return to_label_values(classes, info.label_values)
 
     def segment(self, image: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
         """Label map (*geometry.shape) int64 of an input image (C, *S) as read (see `labels_of`)."""

@@ -44,6 +44,8 @@ def case_properties(geometry: ImageGeometry, case: InferenceCase, plans: Plans) 
         "images": [str(path) for path in case.images],
         "classes": dict(plans.dataset.labels),
         "label_mode": plans.dataset.label_mode,
+        # the label value the segmentation files give each probability channel (None: instance ids)
+        "label_values": plans.dataset.label_values,
         "geometry": geometry.to_dict(),
     }
 

@@ -22,13 +22,15 @@ def compute_fingerprint(
     spec: DatasetSpec, cases: Sequence[Case] | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Shapes, spacings, their medians, per-channel intensity statistics over foreground voxels (mean, std,
-    0.5 and 99.5 percentiles) and voxel counts per foreground class."""
+    0.5 and 99.5 percentiles), voxel counts per foreground class, and each case's foreground voxels (where
+    every case has a label)."""
     cases = list(spec.cases if cases is None else cases)
     rng = np.random.default_rng(seed)
     shapes, spacings = [], []
     foreground: list[np.ndarray] = []
     everywhere: list[np.ndarray] = []  # used only when no case has any foreground
     class_voxels = np.zeros(spec.num_classes, dtype=np.int64)
+    foreground_voxels: list[int] = []  # per case: what the validation subset is stratified by
     for case in tqdm(cases, desc="fingerprint", unit="case", disable=None):
         image, label, geometry = load_case(spec, case)
         shapes.append(list(geometry.shape))
@@ -38,6 +40,7 @@ def compute_fingerprint(
         if label is not None:
             class_voxels += np.bincount(label.ravel(), minlength=spec.num_classes)[: spec.num_classes]
             inside = np.flatnonzero(label.ravel() > 0)
+            foreground_voxels.append(int(inside.size))
             if inside.size:
                 foreground.append(flat[:, inside[rng.integers(0, inside.size, SAMPLES_PER_CASE)]])
     samples = np.concatenate(foreground or everywhere, axis=1).astype(np.float64)
@@ -62,4 +65,5 @@ def compute_fingerprint(
         "intensity": intensity,
         "intensity_over": "foreground" if foreground else "all voxels",
         "class_voxels": {str(k): int(class_voxels[k]) for k in range(1, spec.num_classes)},
+        **({"foreground_voxels": foreground_voxels} if len(foreground_voxels) == len(cases) else {}),
     }

@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import Case, DatasetSpec, lexical_absolute, with_channel_count
+from usema.data.datasets import (
+    Case,
+    DatasetSpec,
+    lexical_absolute,
+    resolve_label_values,
+    with_channel_count,
+)
 from usema.data.layouts import load_dataset
 from usema.errors import DataError, UsemaError
 from usema.planning.fingerprint import compute_fingerprint
@@ -219,6 +225,7 @@ def plan_dataset(
     if edits.get("num_channels"):
         spec = with_channel_count(spec, int(edits["num_channels"]))
     cases = _planned_cases(spec, edits.get("case_ids"), edits.get("max_cases"))
+    spec = resolve_label_values(spec, cases)
 
     fingerprint = compute_fingerprint(spec, cases, seed=int(edits.get("seed") or 0))
     spacing = [float(s) for s in (edits.get("target_spacing") or target_spacing_for(fingerprint["spacings"]))]
@@ -257,8 +264,15 @@ def plan_dataset(
                 "label_mode": spec.label_mode,
                 "num_classes": spec.num_classes,
                 "cases": [c.case_id for c in cases],
+                # the label files' value of each class: training reads them as classes, prediction writes
+                # them back (instance labels hold instance ids: none)
+                **({"label_values": spec.class_values} if spec.label_mode != "instance" else {}),
                 # nnU-Net's ignore label: its voxels (training class num_classes) count in no loss, no score
-                **({"ignore_label": spec.ignore_label} if spec.ignore_label is not None else {}),
+                **(
+                    {"ignore_label": spec.ignore_label, "ignore_value": spec.ignore_value}
+                    if spec.ignore_label is not None
+                    else {}
+                ),
             },
             "fingerprint": fingerprint,
             "target_spacing": spacing,

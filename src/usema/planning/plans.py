@@ -48,11 +48,23 @@ class DatasetInfo:
     # the training-class value (num_classes) of nnU-Net's "ignore" label, whose voxels count in no loss and no
     # score; None without one
     ignore_label: int | None = None
+    # the label files' value of each training class (index = class; 0/255 masks: [0, 255]): what training
+    # reads as classes and prediction writes back; None for instance labels (the files hold instance ids)
+    label_values: list[int] | None = None
+    # the ignore label's value in the label files (None without one)
+    ignore_value: int | None = None
 
     @property
     def class_names(self) -> list[str]:
         """The names of the foreground training classes 1..num_classes-1 (the class number where unnamed)."""
         return [str(self.labels.get(str(k), k)) for k in range(1, self.num_classes)]
+
+    def value_names(self) -> dict[int, str]:
+        """{label file value: name} of the foreground classes, as predictions and references hold them (instance
+        labels: {1: "foreground"}, every instance id being foreground)."""
+        if self.label_values is None:
+            return {1: "foreground"}
+        return dict(zip(self.label_values[1:], self.class_names, strict=True))
 
 
 class _Absent:
@@ -129,6 +141,8 @@ class Plans:
             num_classes=int(info["num_classes"]),
             case_ids=list(info["cases"]),
             ignore_label=None if info.get("ignore_label") is None else int(info["ignore_label"]),
+            label_values=None if info.get("label_values") is None else [int(v) for v in info["label_values"]],
+            ignore_value=None if info.get("ignore_value") is None else int(info["ignore_value"]),
         )
 
     @property
@@ -201,18 +215,30 @@ class Plans:
         median = np.median(shapes * spacings / np.asarray(self.target_spacing), axis=0)
         return [max(1, int(round(s))) for s in median]
 
+    def case_sizes(self) -> dict[str, int] | None:
+        """Each planned case's size, what the validation subset is stratified by: its foreground voxels as the
+        fingerprint counted them, else its voxels; None for plans whose fingerprint has neither."""
+        fingerprint, cases = self._data.get("fingerprint") or {}, self.dataset.case_ids
+        sizes = fingerprint.get("foreground_voxels")
+        if sizes is None and fingerprint.get("shapes"):
+            sizes = [int(np.prod(shape)) for shape in fingerprint["shapes"]]
+        if sizes is None or len(sizes) != len(cases):
+            return None
+        return {case: int(size) for case, size in zip(cases, sizes, strict=True)}
+
     def validated_cases_per_epoch(self, folds: int = 5) -> int:
         """How many held-out cases each epoch validates: a fold's share of the cases, at most
-        val_max_cases."""
+        val_max_cases (a draw stratified by size: `usema.training.splits.validation_subset`)."""
         held_out = max(1, len(self.dataset.case_ids) // folds)
         limit = self.training.val_max_cases
         return min(held_out, limit) if limit else held_out
 
     def dataset_spec(self) -> DatasetSpec:
-        """The dataset the plan was made for, with the plan's label mode and channel count (a user's edit
-        included)."""
+        """The dataset the plan was made for, with the plan's label mode, label values and channel count (a
+        user's edit included)."""
         info = self.dataset
         spec = load_dataset(info.path, info.label_mode)
+        spec.label_values = info.label_values
         return with_channel_count(spec, info.num_channels, info.channel_names)
 
     # ----------------------------------------------------------------------------------------------- edits

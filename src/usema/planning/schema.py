@@ -4,7 +4,10 @@ plans of an older version are read.
 Versions: 1 named the network's keyword arguments `model.overrides`; 2 names them `model.network_settings`;
 3 came with DEFAULT_PLACEMENT as the USEMA class's own default: a plan of an earlier version that names no SEMA
 placement was trained with the class default of its time, a block in every stage, which the migration writes
-into it.
+into it. 4 records the label files' value of each training class (`dataset.label_values`) and of the ignore label
+(`dataset.ignore_value`). Plans before version 4 were trained on classes that are the file values (semantic) or
+on 0/1 masks whatever the files held (binary), and predicted those: they are read with the values
+[0, 1, ..., K-1] and an ignore value equal to their ignore label, which keeps what they predict.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Any
 from usema.data.datasets import LABEL_MODES
 from usema.errors import DataError, UsemaError
 
-PLANS_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+PLANS_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+# label modes whose classes have label file values (instance labels hold instance ids)
+VALUED_LABEL_MODES = ("semantic", "binary")
 NORMALIZATION_SCHEMES = ("zscore_per_image", "ct", "none", "per_channel")
 # The SEMA placement of plans before version 3 that name none: the USEMA class's default then.
 EARLIER_PLACEMENT = "all"
@@ -32,6 +37,11 @@ def migrate_plans(plans: Any) -> Any:
     model, dataset = plans.get("model"), plans.get("dataset")
     if isinstance(model, dict) and isinstance(dataset, dict):
         plans["model"] = _migrate_model(model, dataset.get("spatial_dims"), plans["version"])
+    if isinstance(dataset, dict) and isinstance(dataset.get("num_classes"), int):
+        if dataset.get("label_mode") in VALUED_LABEL_MODES:
+            dataset.setdefault("label_values", list(range(dataset["num_classes"])))
+        if dataset.get("ignore_label") is not None:
+            dataset.setdefault("ignore_value", dataset["ignore_label"])
     plans["version"] = PLANS_VERSION
     return plans
 
@@ -115,6 +125,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         "must be dataset.num_classes (the training class one past the last) or absent",
     )
     need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
+    _validate_label_values(info, need, count)
     need(
         isinstance(info["cases"], list)
         and len(info["cases"]) > 0
@@ -155,6 +166,31 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
     need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
     need(count(training.get("num_workers", 0), 0), "training.num_workers", "must be an integer >= 0")
+
+
+def _validate_label_values(info: dict[str, Any], need: Any, count: Any) -> None:
+    """`label_values`: the file value of each class, 0 first, increasing (semantic and binary labels only);
+    `ignore_value`: the ignore label's file value, beside `ignore_label` and none of the classes' values."""
+    values = info.get("label_values")
+    if info["label_mode"] in VALUED_LABEL_MODES:
+        need(
+            isinstance(values, list)
+            and len(values) == info["num_classes"]
+            and all(count(v, 0) for v in values)
+            and values[0] == 0
+            and all(a < b for a, b in zip(values, values[1:])),
+            "dataset.label_values",
+            f"must list the label file value of each of the {info['num_classes']} classes, 0 first, increasing",
+        )
+    else:
+        need(values is None, "dataset.label_values", "must be absent for instance labels")
+    ignore = info.get("ignore_value")
+    need(
+        (ignore is None) == (info.get("ignore_label") is None)
+        and (ignore is None or (count(ignore, 0) and ignore not in (values or []))),
+        "dataset.ignore_value",
+        "must be the ignore label's value in the label files (no class's), given with dataset.ignore_label",
+    )
 
 
 def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:

@@ -35,6 +35,9 @@ def preprocessing_key(plans: Plans) -> str:
         "target_spacing": plans.target_spacing,
         "normalization": plans.normalization,
     }
+    values = info.label_values
+    if info.label_mode == "semantic" and values != list(range(info.num_classes)):
+        relevant["label_values"] = values  # they decide the classes (keys of plans with 0..K-1 stay as they were)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

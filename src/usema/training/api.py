@@ -20,7 +20,7 @@ from usema.training.data import load_training_cases
 from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
 from usema.training.distributed import barrier, init_distributed, shutdown
 from usema.training.loop import Trainer
-from usema.training.splits import load_or_create_splits
+from usema.training.splits import load_or_create_splits, validation_subset, write_validation_subset
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
 
@@ -78,8 +78,8 @@ def _plans_for_run(
     data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str,
     edits: dict[str, Any], estimate: bool,
 ) -> Plans:
-    """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (timed and
-    fitted to the CPU budget on a CPU when `estimate`). An existing plan must have been made from the same
+    """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (its training
+    timed, for the lines printed, when `estimate`). An existing plan must have been made from the same
     dataset, label mode and plan-shaping --plan edits."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
@@ -200,8 +200,8 @@ def train(
     is the device's (`usema.utils.device.resolve_precision`: bf16 autocast on CUDA and on CPUs with native bf16,
     fp16 with a GradScaler on GPUs without bf16, fp32 elsewhere).
     `resume` continues from checkpoint_latest, bit-identically on CPU.
-    A new plan is made for the training device (`plan_for_device`: the compact network, timed and fitted to
-    a CPU budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
+    A new plan is made for the training device (`plan_for_device`: the compact network and a 30-minute
+    training budget on a CPU); a plan made for another kind of device trains as it is, with a warning that names
     the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
     their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
     data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
@@ -242,9 +242,12 @@ def train(
         budget = max_minutes if max_minutes is not None else settings.time_budget_minutes
 
         split = splits[fold]
-        limit = settings.val_max_cases
+        sizes = plans.case_sizes()
+        validated = validation_subset(split["val"], settings.val_max_cases, sizes)
+        if ctx.is_main:
+            write_validation_subset(run_dir / f"fold_{fold}", validated, len(split["val"]), sizes is not None)
         train_cases = load_training_cases(run_dir, split["train"])
-        val_cases = load_training_cases(run_dir, split["val"][:limit] if limit else split["val"])
+        val_cases = load_training_cases(run_dir, validated)
         latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
         resume_from = latest if resume and latest.is_file() else None
         if resume and resume_from is None and ctx.is_main:

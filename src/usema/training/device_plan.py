@@ -6,13 +6,16 @@ budget, SGD for 1000 epochs of 250 steps. On a CPU that training takes days (a 2
 CPU plan takes what the README's CPU runs use: the compact network (widths 16 doubling to at most 128, one
 residual block per stage, head_dim 16, SEMA blocks where plans put them), AdamW at 3e-3, a memory budget of
 2 GiB, which under the planner's memory model holds a batch of 4 patches of 256x256 pixels or of 40x56x40
-voxels (2 larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and as many
-epochs as fit 30 minutes, as timed here.
+voxels (2 larger patches from larger images), 100 steps an epoch validated on at most 20 cases, and a
+training budget of 30 minutes, stored as such (`time_budget_minutes`): the run stops, and its learning rate
+has decayed, when the minutes are spent, however fast this machine happens to be. The epochs are a fixed cap
+(nnU-Net's 1000), not a count fitted to a timing: the plan is a function of the data and the device, and the
+same dataset planned twice gives the same plans.json whatever else the machine was doing. The timing that
+`usema plan` prints says how many steps the budget will hold here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,9 @@ CPU_NETWORK = {
 CPU_MEMORY_BUDGET_GB = 2.0
 CPU_TRAINING_MINUTES = 30.0
 CPU_ITERS_PER_EPOCH = 100
+# The cap on a CPU plan's epochs: the time budget ends its training well before (100,000 steps).
+CPU_MAX_EPOCHS = 1000
 CPU_VAL_MAX_CASES = 20
-# An epoch too long for the CPU budget is cut to fit it, but not below this many steps.
-MIN_ITERS_PER_EPOCH = 10
 
 
 def compact_network(model: str) -> dict[str, Any]:
@@ -42,21 +45,6 @@ def compact_network(model: str) -> dict[str, Any]:
     SEMA blocks; UNETR takes none of them)."""
     check_settings(model, 3, {})  # an unknown model is named here
     return settings_it_takes(model, 3, CPU_NETWORK)
-
-
-def _fit_to_cpu_budget(plans: Plans, estimate: TrainingEstimate) -> Plans:
-    """The plan with the epochs (and, for very slow steps, the steps per epoch) that make training take about
-    CPU_TRAINING_MINUTES at the timed speed; `estimate` is updated to them."""
-    budget = 60.0 * CPU_TRAINING_MINUTES
-    epochs = int(budget // estimate.epoch_seconds)
-    if epochs < 1:
-        validation = estimate.validated_cases * estimate.validation_case_seconds
-        iters = int((budget - validation) // estimate.step_seconds)
-        estimate.iters_per_epoch = max(MIN_ITERS_PER_EPOCH, iters)
-        epochs = 1
-    estimate.epochs = epochs
-    training = dataclasses.replace(plans.training, epochs=epochs, iters_per_epoch=estimate.iters_per_epoch)
-    return plans.with_training(training)
 
 
 def plan_for_device(
@@ -73,8 +61,8 @@ def plan_for_device(
     """Plan `data` into RUN/plans.json for `device` (auto: the one present; cpu; cuda or cuda:N, which need
     not be here) and, with `estimate`, time its training on this machine when the device is here.
 
-    A CPU plan is the compact one of the module docstring, its epochs fitted to CPU_TRAINING_MINUTES unless
-    `edits` set them. `edits` (KEY=JSON of --plan: patch_size, batch_size, network_settings, training keys,
+    A CPU plan is the compact one of the module docstring, trained for CPU_TRAINING_MINUTES (at most
+    CPU_MAX_EPOCHS epochs) unless `edits` set the epochs or the budget. `edits` (KEY=JSON of --plan: patch_size, batch_size, network_settings, training keys,
     ...) replace the planner's choices and are recorded in the plan. Returns the plan and the estimate (None
     when not timed).
     """
@@ -88,6 +76,9 @@ def plan_for_device(
         planner_edits["network_settings"] = {**compact_network(model), **given}
         planner_edits.setdefault("iters_per_epoch", CPU_ITERS_PER_EPOCH)
         planner_edits.setdefault("val_max_cases", CPU_VAL_MAX_CASES)
+        if "epochs" not in edits:  # the length is the budget's; given epochs are the user's own length
+            planner_edits.setdefault("time_budget_minutes", CPU_TRAINING_MINUTES)
+            planner_edits["epochs"] = CPU_MAX_EPOCHS
         if memory_budget_gb is None:
             memory_budget_gb = CPU_MEMORY_BUDGET_GB
     plans = plan_dataset(
@@ -102,8 +93,6 @@ def plan_for_device(
     timed = None
     if estimate and (kind == "cpu" or device_kind("auto") == "cuda"):
         timed = estimate_training(plans, resolve_device(device), folds)
-        if kind == "cpu" and "epochs" not in edits:
-            plans = _fit_to_cpu_budget(plans, timed)
     plans = plans.with_planning_record(plan_edits=edits)
     plans.save(run_dir)
     return plans, timed
@@ -127,6 +116,15 @@ def _network_words(plans: Plans) -> str:
     return words
 
 
+def training_length(plans: Plans) -> str:
+    """How long the plan trains, in words: its time budget (and the epoch cap) or its epochs."""
+    training = plans.training
+    epochs = f"{training.epochs} epochs of {training.iters_per_epoch} steps"
+    if training.time_budget_minutes is None:
+        return epochs
+    return f"{training.time_budget_minutes:g} minutes of training (at most {epochs})"
+
+
 def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
     """What `usema plan` prints: the choices, why (on a CPU), and how long training will take."""
     kind = plans.planned_device or "cpu"
@@ -134,16 +132,15 @@ def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
     lines = [
         f"planned for {kind}: {plans.model_name} with {_network_words(plans)}; "
         f"patch {'x'.join(map(str, plans.patch_size))}, "
-        f"batch {plans.batch_size}, {training.optimizer} lr {training.lr:g}, "
-        f"{training.epochs} epochs of {training.iters_per_epoch} steps"
+        f"batch {plans.batch_size}, {training.optimizer} lr {training.lr:g}, {training_length(plans)}"
     ]
     if kind == "cpu":
         lines.append(
             "why: on a CPU the preset's full widths at nnU-Net's patch and step count train for days; the "
             f"compact network of the README's CPU runs, patches within a {CPU_MEMORY_BUDGET_GB:g} GiB budget "
             "(a batch of 4 "
-            f"patches of 256x256 pixels or 40x56x40 voxels), AdamW and the epochs that fit "
-            f"{CPU_TRAINING_MINUTES:g} minutes keep a CPU run to about half an hour"
+            f"patches of 256x256 pixels or 40x56x40 voxels), AdamW and a budget of "
+            f"{CPU_TRAINING_MINUTES:g} minutes keep a CPU run to half an hour"
         )
     if estimate is not None:
         lines.append(f"training: {estimate.describe()}")
@@ -176,13 +173,15 @@ def device_mismatch(plans: Plans, device: str, where: str | Path = PLANS_NAME) -
         differing.append(
             f"{training.optimizer} lr {training.lr:g} (a {kind} plan: {other.optimizer} lr {other.lr:g})"
         )
-    steps = training.epochs * training.iters_per_epoch
+    steps = f"{training.epochs * training.iters_per_epoch} steps"
+    if training.time_budget_minutes is not None:
+        steps = f"{training.time_budget_minutes:g} minutes or {steps}, whichever ends first"
     other_steps = (
         f"{other.epochs * other.iters_per_epoch}"
         if kind == "cuda"
-        else f"what fits {CPU_TRAINING_MINUTES:g} minutes"
+        else f"{CPU_TRAINING_MINUTES:g} minutes"
     )
-    differing.append(f"{steps} steps (a {kind} plan: {other_steps})")
+    differing.append(f"{steps} (a {kind} plan: {other_steps})")
     budget = plans.planned_for.get("memory_budget_gb")
     if budget is not None:
         differing.append(

@@ -17,20 +17,31 @@ from usema.planning.plans import Plans
 from usema.utils.progress import duration
 
 DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU"}
-# Steps timed after one untimed warm-up step (the first allocates memory and picks kernels).
-TIMED_STEPS = 2
+# Steps timed after one untimed warm-up step (the first allocates memory and picks kernels): at least
+# MIN_TIMED_STEPS and MIN_TIMING_SECONDS of them, so that one slow step (another process taking the CPU a
+# moment) moves the median little; at most MAX_TIMED_STEPS. The estimate only informs: no plan depends on it.
+MIN_TIMED_STEPS = 5
+MIN_TIMING_SECONDS = 5.0
+MAX_TIMED_STEPS = 20
 
 
 @dataclass
 class TrainingEstimate:
-    """Measured seconds of one training step and of validating one case, and the plan's epochs they make."""
+    """Measured seconds of one training step (the median of `step_samples`) and of validating one case, and
+    the plan's training length they make: its epochs, or as many steps as its time budget holds."""
 
     device: str
-    step_seconds: float
+    step_samples: list[float]
     validation_case_seconds: float
     epochs: int
     iters_per_epoch: int
     validated_cases: int
+    budget_minutes: float | None = None
+
+    @property
+    def step_seconds(self) -> float:
+        """The median timed step."""
+        return float(np.median(self.step_samples))
 
     @property
     def epoch_seconds(self) -> float:
@@ -38,19 +49,38 @@ class TrainingEstimate:
         return self.iters_per_epoch * self.step_seconds + self.validated_cases * self.validation_case_seconds
 
     @property
+    def epochs_run(self) -> float:
+        """The epochs training will run: the plan's, or those its time budget holds at the timed speed."""
+        if self.budget_minutes is None:
+            return float(self.epochs)
+        return min(float(self.epochs), 60.0 * self.budget_minutes / self.epoch_seconds)
+
+    @property
     def total_seconds(self) -> float:
-        """The whole planned training."""
-        return self.epochs * self.epoch_seconds
+        """The whole planned training (the budget, where it ends the training first)."""
+        return self.epochs_run * self.epoch_seconds
+
+    def noise(self) -> str:
+        """How much the timed steps varied: their count and range."""
+        low, high = min(self.step_samples), max(self.step_samples)
+        return f"{len(self.step_samples)} steps timed, {low:.2f} to {high:.2f} s"
 
     def describe(self) -> str:
         """One line: the total and how it was measured."""
-        steps = self.epochs * self.iters_per_epoch
+        steps = int(self.epochs_run * self.iters_per_epoch)
+        measured = (
+            f"at {self.step_seconds:.2f} s a step ({self.noise()}) and a validation of {self.validated_cases} "
+            f"cases at {self.validation_case_seconds:.2f} s each after every epoch (timed here on the median "
+            "image shape)"
+        )
+        if self.budget_minutes is not None and self.epochs_run < self.epochs:
+            return (
+                f"{self.budget_minutes:g} minutes on this {DEVICE_WORDS[self.device]} hold about {steps} steps "
+                f"({self.epochs_run:.1f} epochs of {self.iters_per_epoch}) {measured}"
+            )
         return (
             f"about {duration(self.total_seconds)} on this {DEVICE_WORDS[self.device]}: {steps} steps "
-            f"({self.epochs} epochs of {self.iters_per_epoch}) at {self.step_seconds:.2f} s "
-            "and a validation of "
-            f"{self.validated_cases} cases at {self.validation_case_seconds:.2f} s each after every epoch "
-            f"(timed here: {TIMED_STEPS} training steps and one validation case of the median image shape)"
+            f"({self.epochs} epochs of {self.iters_per_epoch}) {measured}"
         )
 
 
@@ -107,7 +137,11 @@ def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> Tra
     from usema.training.validation import confusion_counts
 
     with timing_trainer(plans, device) as (trainer, step):
-        seconds = [step() for _ in range(1 + TIMED_STEPS)]  # the first, untimed, allocates and picks kernels
+        seconds: list[float] = []  # the first, untimed, allocates memory and picks kernels
+        while len(seconds) <= MIN_TIMED_STEPS or (
+            sum(seconds[1:]) < MIN_TIMING_SECONDS and len(seconds) <= MAX_TIMED_STEPS
+        ):
+            seconds.append(step())
         case = trainer.val_cases[0]
         started = time.perf_counter()
         confusion_counts(trainer.network, [case], trainer.patch_size, plans.dataset.num_classes, device,
@@ -117,9 +151,10 @@ def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> Tra
     training = plans.training
     return TrainingEstimate(
         device=device.type,
-        step_seconds=float(np.median(seconds[1:])),
+        step_samples=seconds[1:],
         validation_case_seconds=validation,
         epochs=training.epochs,
         iters_per_epoch=training.iters_per_epoch,
         validated_cases=plans.validated_cases_per_epoch(folds),
+        budget_minutes=training.time_budget_minutes,
     )

@@ -1,4 +1,5 @@
-"""Deterministic k-fold cross-validation splits, optionally keeping groups of cases (e.g. one patient) together."""
+"""Deterministic k-fold cross-validation splits, optionally keeping groups of cases (e.g. one patient) together,
+and the held-out cases that in-training validation scores."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from usema.errors import DataError, UsemaError
 from usema.utils.atomic import atomic_path
 
 SPLITS_NAME = "splits.json"
+# RUN/fold_K/VALIDATION_NAME: the cases in-training validation scores, as drawn
+VALIDATION_NAME = "validation_cases.json"
+# The validation subset's seed is fixed, not the training seed: every model trained on a split validates on
+# the same cases, so their validation curves and best checkpoints compare.
+VALIDATION_SEED = 0
 
 
 def read_groups_csv(path: str | Path, case_ids: Sequence[str]) -> dict[str, str]:
@@ -124,3 +130,40 @@ def load_or_create_splits(
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(payload, indent=1) + "\n")
     return splits
+
+
+def validation_subset(
+    held_out: Sequence[str], limit: int | None, sizes: Mapping[str, int] | None = None,
+    seed: int = VALIDATION_SEED,
+) -> list[str]:
+    """The held-out cases that in-training validation scores (sorted): all of them, or `limit` of them drawn
+    with `seed`, stratified by size where `sizes` covers them: the cases sorted by size are cut into `limit`
+    strata of (nearly) equal count and one case is drawn from each, so the subset spans small to large
+    objects. Never the first cases by name, which follow acquisition order in many datasets."""
+    cases = sorted(held_out)
+    if limit is None or limit >= len(cases):
+        return cases
+    rng = np.random.default_rng(seed)
+    if sizes is None or any(case not in sizes for case in cases):
+        return sorted(cases[i] for i in rng.choice(len(cases), size=limit, replace=False))
+    by_size = sorted(cases, key=lambda case: (sizes[case], case))
+    strata = np.array_split(np.arange(len(by_size)), limit)
+    return sorted(by_size[int(stratum[rng.integers(len(stratum))])] for stratum in strata)
+
+
+def write_validation_subset(
+    fold_dir: str | Path, cases: Sequence[str], held_out: int, stratified: bool
+) -> Path:
+    """Record the fold's validation cases in FOLD/validation_cases.json (atomically): the cases, how many were
+    held out, whether the draw was stratified by size, and its seed. Returns the path."""
+    path = Path(fold_dir) / VALIDATION_NAME
+    payload = {
+        "cases": list(cases),
+        "held_out": held_out,
+        "stratified_by_size": stratified and len(cases) < held_out,
+        "seed": VALIDATION_SEED,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
