@@ -187,7 +187,7 @@ def test_chaos_anisotropic_four_organs_plan_train_predict_evaluate(chaos_dir, tm
     gt = tmp_path / "gt"
     gt.mkdir()
     (gt / f"{val_case}.nii.gz").symlink_to(data / "labelsTr" / f"{val_case}.nii.gz")
-    usema("evaluate", tmp_path / "pred", gt, "-o", tmp_path / "scores")
+    usema("evaluate", tmp_path / "pred", gt, "-o", tmp_path / "scores", "--run", run)  # the plan's class names
     summary = json.loads((tmp_path / "scores" / "summary.json").read_text())
     assert [entry["name"] for entry in summary["classes"].values()] == ["liver", "right kidney", "left kidney",
                                                                        "spleen"]
