@@ -40,12 +40,12 @@ from usema.utils.atomic import atomic_write_text
 from usema.utils.lock import folder_lock
 from usema.utils.provenance import git_commit, provenance
 
-# Known datasets under the shared data folder: (folder, label mode, instance scoring).
+# Known datasets under the shared data folder: (folder, label mode; instance labels are scored as instances).
 DATASETS = {
-    "hippocampus": ("hippocampus", "semantic", False),
-    "dsb2018": ("dsb2018", "instance", True),
-    "kvasir_seg": ("kvasir_seg", "semantic", False),
-    "chaos_mr_t2": ("chaos_mr_t2", "semantic", False),
+    "hippocampus": ("hippocampus", "semantic"),
+    "dsb2018": ("dsb2018", "instance"),
+    "kvasir_seg": ("kvasir_seg", "semantic"),
+    "chaos_mr_t2": ("chaos_mr_t2", "semantic"),
 }
 FOLDS = 5
 # The split is drawn once for every model, as nnU-Net does: a training seed changes the initialisation and
@@ -62,18 +62,18 @@ def _default_data_root() -> Path:
     return Path(os.environ.get("USEMA_DATA_ROOT", Path.cwd().parent / "shared" / "data"))
 
 
-def resolve_dataset(dataset: str, data_root: str | Path | None = None) -> tuple[str, Path, str, bool]:
-    """(name, folder, label mode, instance scoring) of a known dataset name or a dataset folder."""
+def resolve_dataset(dataset: str, data_root: str | Path | None = None) -> tuple[str, Path, str | None]:
+    """(name, folder, label mode) of a known dataset name or a dataset folder (whose mode the planner finds)."""
     if dataset in DATASETS:
-        folder, mode, instance = DATASETS[dataset]
+        folder, mode = DATASETS[dataset]
         path = Path(data_root or _default_data_root()) / folder
         if not path.is_dir():
             raise UsemaError(f"dataset {dataset!r} not found at {path} (set --data-root)")
-        return dataset, path, mode, instance
+        return dataset, path, mode
     path = Path(dataset)
     if not path.is_dir():
         raise UsemaError(f"{dataset}: neither a known dataset ({', '.join(DATASETS)}) nor a folder")
-    return path.name, path, "semantic", False
+    return path.name, path, None
 
 
 class _LoadSampler:
@@ -111,7 +111,7 @@ def _link_references(cases, folder: Path) -> Path:
     return folder
 
 
-def _score(run_dir: Path, fold: int, cases, spec, instance: bool, device: str, precision: str | None,
+def _score(run_dir: Path, fold: int, cases, device: str, precision: str | None,
            tta: bool) -> tuple[dict, float, Path]:
     """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds,
     evaluation folder)."""
@@ -127,11 +127,10 @@ def _score(run_dir: Path, fold: int, cases, spec, instance: bool, device: str, p
             fold=fold, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
     references = _link_references(cases, fold_dir / "bench_references")
-    labels = None if instance else spec.labels
     evaluation = fold_dir / f"bench_evaluation{suffix}"
-    # the references are linked without their dataset.json: the dataset's ignore label is passed on
-    scores = evaluate(predictions, references, output=evaluation, instance=instance, labels=labels,
-                      ignore_label=spec.ignore_value)
+    # the references are linked without their dataset.json: the run's plan gives the classes, their label
+    # values and names, and the ignore label
+    scores = evaluate(predictions, references, output=evaluation, run=run_dir)
     return scores, seconds, evaluation
 
 
@@ -160,7 +159,7 @@ def _prepare_run(run_dir: Path, base_plans: Plans, variant: Variant, steps: int 
         os.symlink(os.path.relpath(shared / PREPROCESSED_DIR, run_dir), link)
 
 
-def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, instance: bool, device: str,
+def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
             budget_minutes: float | None, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
     """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
     scores, validation curve) and writes it to fold_K/bench_result.json."""
@@ -191,10 +190,10 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, instance: bo
     spec = load_dataset(data, plans.dataset.label_mode)
     held_out = load_or_create_splits(run_dir, plans.dataset.case_ids, FOLDS, SPLIT_SEED)[fold]["val"]
     cases = [spec.case(c) for c in held_out]
-    _, predict_seconds, evaluation = _score(run_dir, fold, cases, spec, instance, device, None, tta)
+    _, predict_seconds, evaluation = _score(run_dir, fold, cases, device, None, tta)
     extra = {}
     for precision in also_infer:
-        _, seconds, folder = _score(run_dir, fold, cases, spec, instance, device, precision, tta)
+        _, seconds, folder = _score(run_dir, fold, cases, device, precision, tta)
         extra[precision] = {"predict_seconds": seconds, "evaluation": str(folder)}
     record = collect_run(run_dir, fold, variant, json.loads(done_marker.read_text()), evaluation,
                          predict_seconds, extra)
@@ -202,7 +201,7 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, instance: bo
     return record
 
 
-def _base_plans(data: Path, runs: Path, label_mode: str, device: str, precision: str,
+def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, precision: str,
                 plan_edits: dict[str, Any], steps: int | None) -> Plans:
     """The study's shared plan: made once for the training device (`plan_for_device`, untimed: on a CPU the
     compact network), then read back; a later invocation with other steps is refused."""
@@ -295,7 +294,7 @@ def run_accuracy_benchmark(
         raise UsemaError(f"--folds {bad_folds}: folds are 0 to {FOLDS - 1}")
     variants = [Variant(v.label, v.model, {**(network_settings or {}).get(v.model, {}), **v.settings})
                 for v in expand_placements(models, placements)]
-    name, data, label_mode, instance = resolve_dataset(dataset, data_root)
+    name, data, label_mode = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
     files = ReportFiles(Path(output), name)
     with folder_lock(runs / "bench_planning"):  # one process plans and preprocesses; a second one waits
@@ -329,7 +328,7 @@ def run_accuracy_benchmark(
                 continue
             try:
                 _prepare_run(run_dir, base_plans, variant, steps_of[variant.label], runs)
-                record = run_one(data, run_dir, fold, variant, instance, device, budget_minutes, also_infer, tta)
+                record = run_one(data, run_dir, fold, variant, device, budget_minutes, also_infer, tta)
             finally:
                 claim.__exit__(None, None, None)
             with folder_lock(files.output / ".bench_report"):
