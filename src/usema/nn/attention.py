@@ -82,8 +82,8 @@ def to_window_layout(grid: torch.Tensor, spatial_shape: Sequence[int], window: S
     # (B, n1, w1, n2, w2, ..., *features) -> (B, n1, n2, ..., w1, w2, ..., *features)
     order = [0] + [1 + 2 * i for i in range(ndim)] + [2 + 2 * i for i in range(ndim)]
     order += list(range(1 + 2 * ndim, grid.dim()))
-    windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
-    return grid.permute(order).reshape(batch * windows, math.prod(window), math.prod(features))
+    # -1 is batch * number of windows; a product over a generator here would break torch.compile's graph
+    return grid.permute(order).reshape(-1, math.prod(window), math.prod(features))
 
 
 def from_window_layout(
