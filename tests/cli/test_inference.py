@@ -74,6 +74,24 @@ def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_p
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_export_keeps_existing_files_and_the_fold_folders(two_fold_run, tmp_path, capsys):
+    _, run = two_fold_run
+    checkpoint = run / "fold_0" / "checkpoint_best.pt"
+    before = checkpoint.read_bytes()
+    assert main(["export", str(run), "-o", str(checkpoint), "--overwrite"]) == 2
+    assert f"{checkpoint}: lies in the run's fold folder {run / 'fold_0'}" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(run / "fold_1" / "model.pt")]) == 2
+    assert not (run / "fold_1" / "model.pt").exists() and checkpoint.read_bytes() == before
+
+    existing = tmp_path / "model.pt"
+    existing.write_bytes(b"someone's model")
+    assert main(["export", str(run), "-o", str(existing)]) == 2
+    assert f"{existing}: exists already; give --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"someone's model"
+    assert main(["export", str(run), "-o", str(existing), "--overwrite"]) == 0
+    assert existing.read_bytes() != b"someone's model"
+
+
 def test_export_refuses_other_formats_and_untrained_folds(two_fold_run, tmp_path, capsys):
     _, run = two_fold_run
     assert main(["export", str(run), "-o", str(tmp_path / "model.h5")]) == 2

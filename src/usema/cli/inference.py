@@ -89,6 +89,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=["best", "latest"],
         help="the fold's best or latest checkpoint (default: best)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
@@ -145,7 +146,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from usema.inference.export import export_run
 
-    path, shape = export_run(args.run, args.output, fold=args.fold, checkpoint=args.checkpoint)
+    path, shape = export_run(
+        args.run, args.output, fold=args.fold, checkpoint=args.checkpoint, overwrite=args.overwrite
+    )
     print(
         f"wrote {path}: input 'image' of shape {list(shape)} (one patch, prepared as "
         f"{args.run / 'plans.json'} "

@@ -81,15 +81,39 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     return path
 
 
+def check_export_target(output: Path, run_dir: Path, overwrite: bool) -> None:
+    """Refuse an export over an existing file (unless `overwrite`) and any export into a fold folder of the
+    run, whose checkpoints a model.pt could replace (predict would then find an unreadable checkpoint)."""
+    from usema.data.datasets import is_within
+    from usema.errors import UsemaError
+
+    for fold_dir in Path(run_dir).glob("fold_*"):
+        if is_within(output, fold_dir):
+            raise UsemaError(
+                f"{output}: lies in the run's fold folder {fold_dir}, which holds its checkpoints; "
+                "export to a file outside the fold folders"
+            )
+    if output.is_dir():
+        raise UsemaError(f"{output}: is a folder; give the exported file's name (model.onnx or model.pt)")
+    if output.exists() and not overwrite:
+        raise UsemaError(f"{output}: exists already; give --overwrite to replace it, or another name")
+
+
 def export_run(
-    run_dir: str | Path, output: str | Path, fold: int = 0, checkpoint: str = "best", opset: int = 18
+    run_dir: str | Path,
+    output: str | Path,
+    fold: int = 0,
+    checkpoint: str = "best",
+    opset: int = 18,
+    overwrite: bool = False,
 ) -> tuple[Path, tuple[int, ...]]:
     """Export fold `fold`'s `checkpoint` of a trained run to `output`: ONNX for a .onnx name, TorchScript for
     a .pt one.
 
     The network is exported for inputs of one patch, (1, channels, *patch_size), as the sliding window feeds
     it, in fp32 on the CPU; it takes images prepared as RUN/plans.json says (spacing, normalisation) and
-    returns logits (1, classes, *patch_size). Returns the path and the input shape.
+    returns logits (1, classes, *patch_size). Returns the path and the input shape. An existing `output` is
+    replaced only with `overwrite`; outputs inside the run's fold folders are refused (`check_export_target`).
     """
     from usema.errors import UsemaError
     from usema.inference.predictor import load_predictor
@@ -104,6 +128,7 @@ def export_run(
         raise UsemaError(
             f"{output}: export writes .onnx (ONNX) or .pt (TorchScript) files, not {output.suffix!r}"
         )
+    check_export_target(output, Path(run_dir), overwrite)
     predictor = load_predictor(
         run_dir, checkpoint=checkpoint, fold=fold, device="cpu", precision="fp32", tta=False
     )
