@@ -18,6 +18,7 @@ from usema.data.io import (
     suffix_of,
 )
 from usema.errors import DataError
+from usema.inference.probabilities import is_prediction_folder
 from usema.planning.plans import Plans
 
 # nnU-Net raw naming: one file per channel, CASE_0000.ext, CASE_0001.ext, ...
@@ -155,6 +156,8 @@ def check_output_location(
         else:
             input_files.add(path)
     dataset = dataset_holding(output)
+    if dataset is not None and is_prediction_folder(dataset):
+        dataset = None  # the dataset.json of an earlier `--save-probabilities`, which nnU-Net's tools read
     if dataset is not None or (planned_from is not None and is_within(output, planned_from)):
         raise DataError(
             output,
