@@ -55,8 +55,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-probabilities",
         action="store_true",
-        help="also write OUT/CASE.npz (key 'probabilities': classes x spatial, on the image's grid) "
-        "and OUT/CASE.pkl (the image's properties), as nnU-Net does",
+        help="also write OUT/CASE.npz (key 'probabilities': classes x spatial in nnU-Net's axis order, on the "
+        "image's grid), OUT/CASE.pkl (the image's properties) and OUT/dataset.json and plans.json, as nnU-Net "
+        "does: nnUNetv2_ensemble combines such folders with nnU-Net's",
     )
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
     p.add_argument(
