@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,baselines,nnunet]"
+	$(PY) -m pip install --quiet -e ".[test,export,baselines,nnunet]"
 	@# nnU-Net and its UNets, whose other requirements are the nnunet extra: --no-deps because
 	@# dynamic-network-architectures also lists timm (for architectures we do not use), whose torchvision
 	@# requirement would replace the installed torch with another build.

@@ -150,10 +150,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     path, shape = export_run(
         args.run, args.output, fold=args.fold, checkpoint=args.checkpoint, overwrite=args.overwrite
     )
+    batch = "any batch of patches" if path.suffix.lower() == ".onnx" else "one patch"
     print(
-        f"wrote {path}: input 'image' of shape {list(shape)} (one patch, prepared as "
-        f"{args.run / 'plans.json'} "
-        "says: spacing and normalisation), output 'logits' per class"
+        f"wrote {path}: input 'image' of shape {['batch', *shape[1:]]} ({batch}, prepared as "
+        f"{args.run / 'plans.json'} says: spacing and normalisation), output 'logits' per class"
     )
     return 0
 

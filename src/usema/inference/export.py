@@ -53,8 +53,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     """Export `model` to ONNX at `path` with input "image" and output "logits", opset `opset`.
 
     Uses the torch.export-based (dynamo) exporter where torch and onnxscript provide it, else the TorchScript
-    one. As with tracing, the graph is exported for the example's size (no dynamic axes: the model's padding to
-    its total stride is Python arithmetic). Weights are stored inside the one file (no external-data side file that the atomic rename would
+    one. The batch axis is dynamic (any number of patches per call); the spatial axes are the example's: the
+    SEMA window partition of each stage depends on its map size, and so do the padding and masks the graph
+    holds. Weights are stored inside the one file (no external-data side file that the atomic rename would
     orphan), which limits the model to ONNX's 2 GB protobuf size; usema's networks are far below it.
     """
     path = Path(path)
@@ -70,6 +71,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         kwargs["dynamo"] = importlib.util.find_spec("onnxscript") is not None
     if kwargs.get("dynamo") and "external_data" in accepted:
         kwargs["external_data"] = False
+    if kwargs.get("dynamo"):
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
+        # an example of one would fix the batch: torch.export takes sizes 0 and 1 for constants
+        example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
+    else:
+        kwargs["dynamic_axes"] = {"image": {0: "batch"}, "logits": {0: "batch"}}
 
     def export() -> None:
         with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -110,9 +117,9 @@ def export_run(
     """Export fold `fold`'s `checkpoint` of a trained run to `output`: ONNX for a .onnx name, TorchScript for
     a .pt one.
 
-    The network is exported for inputs of one patch, (1, channels, *patch_size), as the sliding window feeds
-    it, in fp32 on the CPU; it takes images prepared as RUN/plans.json says (spacing, normalisation) and
-    returns logits (1, classes, *patch_size). Returns the path and the input shape. An existing `output` is
+    The network is exported for patches, (batch, channels, *patch_size), as the sliding window feeds it, in
+    fp32 on the CPU (ONNX: any batch; TorchScript: traced with one patch); it takes images prepared as
+    RUN/plans.json says (spacing, normalisation) and returns logits (batch, classes, *patch_size). Returns the path and the input shape. An existing `output` is
     replaced only with `overwrite`; outputs inside the run's fold folders are refused (`check_export_target`).
     """
     from usema.errors import UsemaError
