@@ -182,6 +182,7 @@ def train(
     plan_edits: dict[str, Any] | None = None,
     num_workers: int | None = None,
     pretrained_weights: str | Path | None = None,
+    force_pretrained: bool = False,
 ) -> dict[str, Any]:
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
@@ -203,7 +204,8 @@ def train(
     the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
     their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
     data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
-    names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint).
+    names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint); weights
+    of which less than half fit are refused unless `force_pretrained`.
     """
     started = time.monotonic()
     data, run_dir = Path(data), Path(run_dir)
@@ -265,6 +267,7 @@ def train(
             autocast_dtype=autocast_dtype,
             budget_seconds=60.0 * float(budget) if budget is not None else None,
             pretrained_weights=pretrained_weights,
+            force_pretrained=force_pretrained,
         )
         summary = trainer.run(resume_from=resume_from)
     summary.update(
