@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	@# dynamic-network-architectures also lists timm (for architectures we do not use), whose torchvision
 	@# requirement would replace the installed torch with another build.
 	$(PY) -m pip install --quiet --no-deps "dynamic-network-architectures>=0.4.4,<0.5" "nnunetv2>=2.8.1,<2.9"
+	@# -tr nnUNetTrainerUSEMA: nnU-Net's trainer search finds a module at the top of its trainer folder before
+	@# it imports its Primus trainers, which need timm (left out above); see docs/nnunet.md.
+	$(VENV)/bin/usema nnunet-install-trainer
 	touch $(STAMP)
 
 demo: $(STAMP)
