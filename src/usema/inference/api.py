@@ -69,12 +69,19 @@ def predict(
     fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
     folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
     Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
+    RUN may also be an nnU-Net results folder of a USEMA model (`usema.integrations.nnunet.results`).
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise UsemaError("nothing to predict: give at least one input file or folder")
     output = Path(output)
+    from usema.integrations.nnunet.results import is_results_folder, predict_results_folder
+
+    if is_results_folder(run_dir):  # an nnU-Net results folder of a USEMA model: nnU-Net's predictor
+        return predict_results_folder(run_dir, inputs, output, checkpoint=checkpoint, fold=fold, folds=folds, tta=tta,
+                                      step_size=step_size, device=device, save_probabilities=save_probabilities,
+                                      overwrite=overwrite)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, folds=folds, device=device,
                                precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans

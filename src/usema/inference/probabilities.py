@@ -38,6 +38,8 @@ NNUNET_READER_WRITER = {"png": "NaturalImage2DIO", "bmp": "NaturalImage2DIO", "j
 # What marks OUT/plans.json as usema's description of a prediction folder, not a dataset's plan.
 PREDICTIONS_KEY = "usema_predictions"
 FOLDER_FILES = ("dataset.json", "plans.json")
+# What nnU-Net's predictor writes beside dataset.json and plans.json in its output folders.
+NNUNET_PREDICTION_ARGS = "predict_from_raw_data_args.json"
 
 
 def probability_paths(output: str | Path, case_id: str) -> tuple[Path, Path]:
@@ -51,8 +53,10 @@ def folder_paths(output: str | Path) -> list[Path]:
 
 
 def is_prediction_folder(folder: str | Path) -> bool:
-    """Whether `folder` holds the plans.json that `write_folder_files` writes (a prediction folder with
-    probabilities, not a dataset, although it holds a dataset.json)."""
+    """Whether `folder` holds the plans.json that `write_folder_files` writes, or is an output folder of
+    nnU-Net's predictor: a folder of predictions, not a dataset, although it holds a dataset.json."""
+    if (Path(folder) / NNUNET_PREDICTION_ARGS).is_file():
+        return True
     try:
         return PREDICTIONS_KEY in json.loads((Path(folder) / "plans.json").read_text())
     except (OSError, ValueError, TypeError):

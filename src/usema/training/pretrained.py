@@ -40,7 +40,8 @@ def _numpy_globals() -> list:
     return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
 
 
-def _read_allowing_numpy(path: Path):
+def read_checkpoint_allowing_numpy(path: Path):
+    """`read_checkpoint_file` with the numpy types of nnU-Net's checkpoints allowed (`_numpy_globals`)."""
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     if safe_globals is None:  # torch 2.4 has the global allow-list only
         torch.serialization.add_safe_globals(_numpy_globals())
@@ -50,7 +51,7 @@ def _read_allowing_numpy(path: Path):
 
 
 def _state_dict_of(path: Path) -> dict[str, torch.Tensor]:
-    payload = _read_allowing_numpy(path)
+    payload = read_checkpoint_allowing_numpy(path)
     if isinstance(payload, dict):
         for entry in _WEIGHT_ENTRIES:
             if isinstance(payload.get(entry), dict):
