@@ -88,6 +88,7 @@ def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monk
     assert main(["nnunet-plans", str(preprocessed / "nnUNetResEncUNetMPlans.json"), "--head-dim", "8"]) == 0
     plans = json.loads((preprocessed / f"{PLANS}.json").read_text())
     plans["configurations"]["3d_fullres"]["batch_size"] = 2
+    plans["continue_training"] = False  # what nnU-Net's get_trainer_from_args adds before it builds the trainer
 
     # train with the trainer route, a few iterations
     trainer = nnUNetTrainerUSEMA(plans, "3d_fullres", 0, json.loads((raw / "dataset.json").read_text()),
