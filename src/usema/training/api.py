@@ -18,7 +18,7 @@ from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
-from usema.training.distributed import barrier, init_distributed, shutdown
+from usema.training.distributed import barrier, init_distributed, require_shared_run_folder, shutdown
 from usema.training.loop import Trainer
 from usema.training.splits import load_or_create_splits
 from usema.utils.device import resolve_device, resolve_precision
@@ -231,6 +231,7 @@ def train(
             load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv)
             preprocess_dataset(plans, run_dir)
         barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
+        require_shared_run_folder(ctx, run_dir, PLANS_NAME)
         plans = Plans.load(run_dir)
         splits = load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv, write=False)
         plans = apply_choices(
