@@ -1,11 +1,10 @@
 """An nnU-Net user's round trip on a tiny generated dataset: nnU-Net plans and preprocesses, `usema nnunet-plans`
 converts, nnUNetTrainerUSEMA trains a few iterations, `usema predict` reads nnU-Net's results folder, and
-nnUNetv2_ensemble and nnUNetv2_evaluate_folder take a usema prediction folder beside an nnU-Net one."""
+nnUNetv2_ensemble and nnUNetv2_evaluate_folder take a usema prediction folder beside an nnU-Net one. nnU-Net's
+commands run as the functions its console scripts call, in this process (a fresh interpreter per command costs
+more than the rest on a small machine)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -22,15 +21,8 @@ from usema.cli import main  # noqa: E402
 pytestmark = pytest.mark.slow  # nnU-Net preprocesses, trains and predicts, some of it in subprocesses
 
 DATASET = "Dataset986_Phantoms"
-CASES, TEST_CASES = 4, 1
+CASES, TEST_CASES = 5, 1  # nnU-Net's five folds need five training cases
 PLANS = "nnUNetResEncUNetMPlans_USEMA"
-
-
-def nnunet_command(name: str, *args, env: dict) -> None:
-    """Run one of nnU-Net's console scripts (installed beside this Python) and fail with its output."""
-    result = subprocess.run([str(Path(sys.executable).parent / name), *map(str, args)], capture_output=True,
-                            text=True, env=env, timeout=300)
-    assert result.returncode == 0, f"{name} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
 def raw_dataset(root: Path) -> tuple[Path, Path, Path]:
@@ -67,30 +59,35 @@ def usema_run(raw: Path, run: Path) -> Path:
 
 
 def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monkeypatch):
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager  # noqa: F401 (nnU-Net present)
+    from nnunetv2.ensembling.ensemble import ensemble_folders
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprints,
+        plan_experiments,
+        preprocess,
+    )
 
     from usema.integrations.nnunet.trainer import nnUNetTrainerUSEMA
 
     raw, test_images, test_labels = raw_dataset(tmp_path)
     settings = {"nnUNet_raw": tmp_path / "raw", "nnUNet_preprocessed": tmp_path / "preprocessed",
-                "nnUNet_results": tmp_path / "results", "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
-                "OMP_NUM_THREADS": "1", "nnUNet_compile": "f"}
-    # nnU-Net's planner sets torch's threads to nnUNet_n_proc_DA (1 in its processes); training in this process
-    # reads 0 as "no augmentation workers"
-    env = {**os.environ, **{k: str(v) for k, v in settings.items()}, "nnUNet_n_proc_DA": "1"}
+                "nnUNet_results": tmp_path / "results", "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1",
+                "nnUNet_compile": "f"}
     for key, value in settings.items():
         monkeypatch.setenv(key, str(value))
 
-    # plan with nnU-Net, convert with usema
-    nnunet_command("nnUNetv2_plan_and_preprocess", "-d", "986", "-pl", "nnUNetPlannerResEncM", "-c", "3d_fullres",
-                   "-np", "1", "-npfp", "1", env=env)
+    # nnUNetv2_plan_and_preprocess -d 986 -pl nnUNetPlannerResEncM -c 3d_fullres, then usema nnunet-plans
+    extract_fingerprints([986], num_processes=1, check_dataset_integrity=True, show_progress_bar=False)
+    plan_experiments([986], "nnUNetPlannerResEncM")
+    preprocess([986], "nnUNetResEncUNetMPlans", ["3d_fullres"], [1], show_progress_bar=False)
     preprocessed = tmp_path / "preprocessed" / DATASET
     assert main(["nnunet-plans", str(preprocessed / "nnUNetResEncUNetMPlans.json"), "--head-dim", "8"]) == 0
     plans = json.loads((preprocessed / f"{PLANS}.json").read_text())
     plans["configurations"]["3d_fullres"]["batch_size"] = 2
     plans["continue_training"] = False  # what nnU-Net's get_trainer_from_args adds before it builds the trainer
 
-    # train with the trainer route, a few iterations
+    # the trainer route, a few iterations (nnUNet_n_proc_DA 0: augmentation in this process)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
     trainer = nnUNetTrainerUSEMA(plans, "3d_fullres", 0, json.loads((raw / "dataset.json").read_text()),
                                  device=torch.device("cpu"))
     trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 2, 1
@@ -110,16 +107,17 @@ def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monk
         assert sorted(p.name for p in folder.glob(f"{case}*")) == [f"{case}.nii.gz", f"{case}.npz", f"{case}.pkl"]
     with np.load(nnunet_out / f"{case}.npz") as theirs, np.load(usema_out / f"{case}.npz") as ours:
         assert theirs["probabilities"].shape == ours["probabilities"].shape  # one axis order
-
-    # ensemble the two folders with nnU-Net (usema's first: its dataset.json and plans.json are read), evaluate
-    nnunet_command("nnUNetv2_ensemble", "-i", usema_out, nnunet_out, "-o", tmp_path / "ensemble", "-np", "1", env=env)
-    with np.load(nnunet_out / f"{case}.npz") as theirs, np.load(usema_out / f"{case}.npz") as ours:
         mean = (theirs["probabilities"] + ours["probabilities"]) / 2
+
+    # nnUNetv2_ensemble -i USEMA NNUNET -o ENSEMBLE: the first folder's dataset.json and plans.json are read
+    ensemble_folders([str(usema_out), str(nnunet_out)], str(tmp_path / "ensemble"), num_processes=1)
     ensemble = nib.load(str(tmp_path / "ensemble" / f"{case}.nii.gz"))
     np.testing.assert_array_equal(np.asarray(ensemble.dataobj).transpose(2, 1, 0), mean.argmax(axis=0))
     np.testing.assert_allclose(ensemble.affine, nib.load(str(test_labels / f"{case}.nii.gz")).affine, atol=1e-4)
+    # nnUNetv2_evaluate_folder GT PRED -djfile -pfile, on the ensemble and on the usema folder
     for folder in (tmp_path / "ensemble", usema_out):
-        nnunet_command("nnUNetv2_evaluate_folder", test_labels, folder, "-djfile", usema_out / "dataset.json",
-                       "-pfile", usema_out / "plans.json", "-np", "1", env=env)
+        compute_metrics_on_folder2(str(test_labels), str(folder), str(usema_out / "dataset.json"),
+                                   str(usema_out / "plans.json"), num_processes=1)
         summary = json.loads((folder / "summary.json").read_text())
         assert [entry["prediction_file"] for entry in summary["metric_per_case"]] == [str(folder / f"{case}.nii.gz")]
+        assert set(summary["mean"]) == {"1", "2"}
