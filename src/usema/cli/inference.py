@@ -13,7 +13,13 @@ PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register predict, export and evaluate."""
     p = sub.add_parser("predict", help="predict files or folders with a trained run")
-    p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
+    p.add_argument(
+        "run",
+        type=Path,
+        help="the run folder (plans.json and fold_K/ checkpoints), or nnU-Net's results folder of a USEMA model "
+        "(TRAINER__PLANS__CONFIGURATION: nnU-Net's predictor with its checkpoint_best.pth, or with "
+        "checkpoint_final.pth for --checkpoint latest)",
+    )
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"

@@ -11,6 +11,7 @@ nnU-Net's: CASE.<file ending> per case, with `save_probabilities` also CASE.npz 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -68,6 +69,9 @@ def predict_results_folder(
     """Segment `inputs` (files or folders, nnU-Net's CASE_0000 naming) with the USEMA network of an nnU-Net
     results folder, through nnU-Net's predictor; the folds' outputs are averaged as nnU-Net does. Returns the
     segmentation paths. `checkpoint` "best" reads checkpoint_best.pth, "latest" checkpoint_final.pth."""
+    if importlib.util.find_spec("nnunetv2") is None:
+        raise UsemaError(f"{folder}: an nnU-Net results folder, which nnU-Net predicts: pip install --no-deps "
+                         "nnunetv2 (docs/nnunet.md)")
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
