@@ -37,5 +37,8 @@ def test_a_results_folder_of_another_network_or_without_the_checkpoint_is_refuse
                                          "predict it with nnUNetv2_predict"):
         predict(resenc_results, [tmp_path], tmp_path / "out", checkpoint="latest")
     with pytest.raises(CheckpointError, match=r"fold_0/checkpoint_best.pth: no such nnU-Net checkpoint"):
+        predict(resenc_results, [tmp_path], tmp_path / "out", fold=0)
+    with pytest.raises(CheckpointError, match=r"__3d_fullres: no fold holds checkpoint_best.pth; nnU-Net's other one "
+                                              r"is checkpoint_final.pth \(--checkpoint latest\)"):
         predict(resenc_results, [tmp_path], tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -48,8 +48,11 @@ def _fold_checkpoints(folder: Path, checkpoint: str, fold: int | None, folds) ->
         wanted = [str(f) for f in ([folds] if isinstance(folds, (int, str)) else folds)]
     paths = [folder / f"fold_{number}" / name for number in wanted]
     missing = [path for path in paths if not path.is_file()]
-    if not paths or missing:
-        raise CheckpointError(f"{missing[0] if missing else folder / 'fold_*' / name}: no such nnU-Net checkpoint")
+    if missing:
+        raise CheckpointError(f"{missing[0]}: no such nnU-Net checkpoint")
+    if not paths:
+        other = "checkpoint_final.pth (--checkpoint latest)" if checkpoint == "best" else "checkpoint_best.pth"
+        raise CheckpointError(f"{folder}: no fold holds {name}; nnU-Net's other one is {other}")
     return paths
 
 
