@@ -11,11 +11,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[test,baselines,nnunet,docs]"
+	$(PY) -m pip install --quiet -e ".[test,export,baselines,nnunet,docs]"
 	@# nnU-Net and its UNets, whose other requirements are the nnunet extra: --no-deps because
 	@# dynamic-network-architectures also lists timm (for architectures we do not use), whose torchvision
 	@# requirement would replace the installed torch with another build.
 	$(PY) -m pip install --quiet --no-deps "dynamic-network-architectures>=0.4.4,<0.5" "nnunetv2>=2.8.1,<2.9"
+	@# -tr nnUNetTrainerUSEMA: nnU-Net's trainer search finds a module at the top of its trainer folder before
+	@# it imports its Primus trainers, which need timm (left out above); see docs/nnunet.md.
+	$(VENV)/bin/usema nnunet-install-trainer
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -64,16 +64,35 @@ def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_p
 
     _, run = two_fold_run
     assert main(["export", str(run), "-o", str(tmp_path / "model.onnx"), "--fold", "1"]) == 0
-    assert "input 'image' of shape [1, 1, 16, 16]" in capsys.readouterr().out
+    assert "input 'image' of shape ['batch', 1, 16, 16] (any batch of patches" in capsys.readouterr().out
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    image = np.random.default_rng(0).normal(size=(1, 1, 16, 16)).astype(np.float32)
-    (logits,) = session.run(["logits"], {"image": image})
     network = usema.load(run, fold=1, device="cpu", precision="fp32").model
-    with torch.no_grad():
-        expected = network(torch.from_numpy(image)).numpy()
-    assert logits.shape == (1, 3, 16, 16)
-    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+    for batch in (1, 2):  # the sliding window feeds several patches at once
+        image = np.random.default_rng(batch).normal(size=(batch, 1, 16, 16)).astype(np.float32)
+        (logits,) = session.run(["logits"], {"image": image})
+        with torch.no_grad():
+            expected = network(torch.from_numpy(image)).numpy()
+        assert logits.shape == (batch, 3, 16, 16)
+        np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_keeps_existing_files_and_the_fold_folders(two_fold_run, tmp_path, capsys):
+    _, run = two_fold_run
+    checkpoint = run / "fold_0" / "checkpoint_best.pt"
+    before = checkpoint.read_bytes()
+    assert main(["export", str(run), "-o", str(checkpoint), "--overwrite"]) == 2
+    assert f"{checkpoint}: lies in the run's fold folder {run / 'fold_0'}" in capsys.readouterr().err
+    assert main(["export", str(run), "-o", str(run / "fold_1" / "model.pt")]) == 2
+    assert not (run / "fold_1" / "model.pt").exists() and checkpoint.read_bytes() == before
+
+    existing = tmp_path / "model.pt"
+    existing.write_bytes(b"someone's model")
+    assert main(["export", str(run), "-o", str(existing)]) == 2
+    assert f"{existing}: exists already; give --overwrite" in capsys.readouterr().err
+    assert existing.read_bytes() == b"someone's model"
+    assert main(["export", str(run), "-o", str(existing), "--overwrite"]) == 0
+    assert existing.read_bytes() != b"someone's model"
 
 
 def test_export_refuses_other_formats_and_untrained_folds(two_fold_run, tmp_path, capsys):

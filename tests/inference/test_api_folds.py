@@ -2,6 +2,7 @@
 size, saved probabilities, and progress lines in a log."""
 
 import io
+import json
 import pickle
 import shutil
 
@@ -52,17 +53,19 @@ def test_probabilities_are_saved_as_nnunet_does(two_fold_run, tmp_path):
         assert stored.files == ["probabilities"]
         probabilities = stored["probabilities"]
     segmentation = np.asarray(Image.open(path))
-    assert probabilities.dtype == np.float32 and probabilities.shape == (3, *segmentation.shape)
+    # nnU-Net's layout of a 2D image: a leading spatial axis of one, spacing 999 along it
+    assert probabilities.dtype == np.float32 and probabilities.shape == (3, 1, *segmentation.shape)
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
-    np.testing.assert_array_equal(probabilities.argmax(axis=0), segmentation)
+    np.testing.assert_array_equal(probabilities.argmax(axis=0)[0], segmentation)
     with open(tmp_path / "out" / f"{case}.pkl", "rb") as handle:
         properties = pickle.load(handle)
-    assert properties["spacing"] == [1.0, 1.0]
-    assert properties["shape_before_cropping"] == list(segmentation.shape)
-    assert properties["bbox_used_for_cropping"] == [[0, segmentation.shape[0]], [0, segmentation.shape[1]]]
-    assert properties["case_id"] == case and properties["images"] == [str(image)]
+    assert properties["spacing"] == [999.0, 1.0, 1.0]
+    assert properties["shape_before_cropping"] == [1, *segmentation.shape]
+    assert properties["bbox_used_for_cropping"] == [[0, 1], [0, segmentation.shape[0]], [0, segmentation.shape[1]]]
+    assert properties["usema"]["case_id"] == case and properties["usema"]["images"] == [str(image)]
     # the plan's class names: a 2D folder names none
-    assert properties["classes"] == {"0": "background", "1": "class_1", "2": "class_2"}
+    assert properties["usema"]["classes"] == {"0": "background", "1": "class_1", "2": "class_2"}
+    assert json.loads((tmp_path / "out" / "plans.json").read_text())["image_reader_writer"] == "NaturalImage2DIO"
 
 
 def test_saved_probabilities_are_outputs_that_need_overwrite(two_fold_run, tmp_path):

@@ -101,7 +101,7 @@ def test_a_2d_folder_of_0_255_masks_is_predicted_in_0_255(tmp_path):
     assert outlined[0] > 0 and sum(outlined[1:]) == 0
     # the probabilities' properties say which value each channel is
     properties = pickle.loads((tmp_path / "pred" / f"{case}.pkl").read_bytes())
-    assert properties["label_values"] == [0, 255]
+    assert properties["usema"]["label_values"] == [0, 255]
 
 
 def test_a_3d_dataset_labelled_0_2_5_is_predicted_in_0_2_5(tmp_path):

@@ -73,6 +73,20 @@ def test_channel_suffix_is_only_stripped_for_nnunet_or_multichannel_plans(tmp_pa
         collect_cases(files, plans(num_channels=1, fmt="nnunet"))
 
 
+def test_nnunet_named_inputs_lose_the_channel_suffix_whatever_the_training_layout(tmp_path):
+    # nnU-Net's evaluator matches CASE.nii.gz; a run trained on MSD or folder data must name its outputs so too
+    named = touch(tmp_path / "imagesTs", "la_003_0000.nii.gz", "la_007_0000.nii.gz")
+    numbered = touch(tmp_path / "frames", "img_0000.png", "img_0001.png")
+    for fmt in ("msd", "folder", "nnunet"):
+        assert [c.output_name for c in collect_cases([tmp_path / "imagesTs"], plans(fmt=fmt))] == [
+            "la_003.nii.gz",
+            "la_007.nii.gz",
+        ]
+        assert [c.case_id for c in collect_cases(named[:1], plans(fmt=fmt))] == ["la_003"]
+    assert [c.case_id for c in collect_cases([tmp_path / "frames"], plans())] == ["img_0000", "img_0001"]
+    assert [c.images for c in collect_cases(numbered, plans())] == [(numbered[0],), (numbered[1],)]
+
+
 def test_missing_unsupported_and_empty_inputs_are_named(tmp_path):
     with pytest.raises(DataError, match="nope.png: input not found"):
         collect_cases([tmp_path / "nope.png"], plans())

@@ -7,7 +7,7 @@ from torch import nn
 
 from usema.data.io import ImageGeometry
 from usema.errors import CheckpointError, UsemaError
-from usema.inference.predictor import Predictor, load_predictor
+from usema.inference.predictor import Predictor, load_predictor, with_results_on_cpu_if_out_of_memory
 from usema.models import registry
 from usema.planning import Plans
 from usema.training.checkpoint import save_checkpoint
@@ -278,3 +278,30 @@ def test_predict_takes_an_array_at_the_plan_spacing_or_its_own():
         predictor.predict(image[None, None].repeat(2, axis=0))
     with pytest.raises(UsemaError, match=r"spacing \[1.0\] has 1 values"):
         predictor.predict(image, spacing=[1.0])
+
+
+def test_results_that_do_not_fit_the_device_are_kept_on_the_cpu(capsys):
+    # a GPU that holds every window but not the whole image's results: the first run fails, the second keeps
+    # the image and the results on the CPU and sends only the windows to the device
+    predictor = make_predictor(Ramp(), plans_for(2, [8, 8], batch_size=3), tta=True)
+    image = np.random.default_rng(0).normal(size=(1, 19, 13)).astype(np.float32)
+    expected = predictor.probabilities(image)
+    tried = []
+
+    def sliding_window(results_device):
+        tried.append(results_device.type)
+        if results_device.type != "cpu":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.1 GiB")
+        return predictor._probabilities(image, results_device)
+
+    result = with_results_on_cpu_if_out_of_memory(sliding_window, torch.device("cuda"))
+
+    assert tried == ["cuda", "cpu"]
+    np.testing.assert_array_equal(result, expected)
+    assert "do not fit in cuda memory: they are kept on the CPU" in capsys.readouterr().err
+
+    def out_of_memory(results_device):
+        raise torch.cuda.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # on the CPU there is nowhere else to go
+        with_results_on_cpu_if_out_of_memory(out_of_memory, torch.device("cpu"))

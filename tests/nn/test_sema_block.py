@@ -84,3 +84,14 @@ def test_odd_channels_per_head_are_refused_with_rope():
     with pytest.raises(ValueError, match="even"):
         SEMABlock(24, 2, head_dim=3)
     SEMABlock(24, 2, head_dim=3, use_rope=False)
+
+
+@pytest.mark.parametrize("valid_shape", [None, (5, 10, 10)])
+def test_the_block_compiles_to_one_graph_without_breaks(valid_shape):
+    # nnU-Net compiles its network on CUDA; a graph break per window partition made 33 graphs of one USEMA
+    torch.manual_seed(0)
+    block = SEMABlock(16, 3, head_dim=8).eval()
+    explanation = torch._dynamo.explain(block)(torch.randn(1, 16, 6, 10, 10), valid_shape)
+    assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), [
+        reason.reason for reason in explanation.break_reasons
+    ]

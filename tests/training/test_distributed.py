@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from usema.errors import UsemaError
 from usema.training.checkpoint import load_checkpoint
 from usema.training.distributed import (
     DistributedContext,
@@ -15,6 +16,7 @@ from usema.training.distributed import (
     any_process,
     gather_objects,
     init_distributed,
+    require_shared_run_folder,
 )
 
 
@@ -27,6 +29,17 @@ def test_without_torchrun_everything_is_single_process(monkeypatch):
     assert torch.equal(all_reduce_sum(ctx, torch.tensor([2.0])), torch.tensor([2.0]))
     assert any_process(ctx, True) and not any_process(ctx, False)
     assert gather_objects(ctx, {"a": 1}) == [{"a": 1}]
+
+
+def test_a_rank_that_cannot_see_the_run_folder_says_it_must_be_shared(tmp_path):
+    # another machine of a multi-node torchrun, whose RUN is a local folder: rank 0 wrote the plan elsewhere
+    worker = DistributedContext(rank=3, world_size=4, local_rank=1)
+    with pytest.raises(UsemaError, match=rf"rank 3 on .*: {tmp_path / 'plans.json'} is not there, although rank 0 "
+                                         r"has written it; .* every machine sees \(a shared file system\)"):
+        require_shared_run_folder(worker, tmp_path, "plans.json")
+    require_shared_run_folder(DistributedContext(), tmp_path, "plans.json")  # rank 0 wrote it itself
+    (tmp_path / "plans.json").write_text("{}")
+    require_shared_run_folder(worker, tmp_path, "plans.json")
 
 
 # Two processes on a shared 2-core machine: keep it small, and in a group of its own under pytest-xdist.

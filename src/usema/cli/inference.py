@@ -14,7 +14,13 @@ PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register predict, export and evaluate."""
     p = sub.add_parser("predict", help="predict files or folders with a trained run")
-    p.add_argument("run", type=Path, help="the run folder (plans.json and fold_K/ checkpoints)")
+    p.add_argument(
+        "run",
+        type=Path,
+        help="the run folder (plans.json and fold_K/ checkpoints), or nnU-Net's results folder of a USEMA model "
+        "(TRAINER__PLANS__CONFIGURATION: nnU-Net's predictor with its checkpoint_best.pth, or with "
+        "checkpoint_final.pth for --checkpoint latest)",
+    )
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"
@@ -56,8 +62,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--save-probabilities",
         action="store_true",
-        help="also write OUT/CASE.npz (key 'probabilities': classes x spatial, on the image's grid) "
-        "and OUT/CASE.pkl (the image's properties), as nnU-Net does",
+        help="also write OUT/CASE.npz (key 'probabilities': classes x spatial in nnU-Net's axis order, on the "
+        "image's grid), OUT/CASE.pkl (the image's properties) and OUT/dataset.json and plans.json, as nnU-Net "
+        "does: nnUNetv2_ensemble combines such folders with nnU-Net's",
     )
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
     p.add_argument(
@@ -90,6 +97,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         choices=["best", "latest"],
         help="the fold's best or latest checkpoint (default: best)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("evaluate", help="score predictions against ground truth")
@@ -158,11 +166,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from usema.inference.export import export_run
 
-    path, shape = export_run(args.run, args.output, fold=args.fold, checkpoint=args.checkpoint)
+    path, shape = export_run(
+        args.run, args.output, fold=args.fold, checkpoint=args.checkpoint, overwrite=args.overwrite
+    )
+    batch = "any batch of patches" if path.suffix.lower() == ".onnx" else "one patch"
     print(
-        f"wrote {path}: input 'image' of shape {list(shape)} (one patch, prepared as "
-        f"{args.run / 'plans.json'} "
-        "says: spacing and normalisation), output 'logits' per class"
+        f"wrote {path}: input 'image' of shape {['batch', *shape[1:]]} ({batch}, prepared as "
+        f"{args.run / 'plans.json'} says: spacing and normalisation), output 'logits' per class"
     )
     return 0
 

@@ -101,7 +101,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="CKPT",
         help="start from the tensors of this checkpoint whose names and shapes match (the others keep "
-        "their initialisation; the report lists them)",
+        "their initialisation; the report lists them); an nnU-Net checkpoint of a residual-encoder UNet "
+        "(checkpoint_final.pth) is mapped onto USEMA's encoder and decoder by structure",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="start from --pretrained-weights even when less than half of its tensors fit the network",
     )
     p.add_argument("--resume", action="store_true", help="continue the fold's run from its latest checkpoint")
     p.add_argument(
@@ -167,6 +173,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         plan_edits=key_json(args.plan, "--plan", "KEY"),
         num_workers=args.num_workers,
         pretrained_weights=args.pretrained_weights,
+        force_pretrained=args.force,
     )
     stop_if_interrupted(summary)
     return 0

@@ -1,4 +1,5 @@
-"""The commands around the pipeline: `models`, `bench ...`, `analyze ...` and `nnunet-plans`."""
+"""The commands around the pipeline: `models`, `bench ...`, `analyze ...`, `nnunet-plans` and
+`nnunet-install-trainer`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from usema.cli.options import add_device, add_plan_edits, json_object, key_json,
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register models, nnunet-plans, bench and analyze."""
+    """Register models, nnunet-plans, nnunet-install-trainer, bench and analyze."""
     p = sub.add_parser("models", help="list the model presets with parameter counts")
     p.set_defaults(func=_cmd_models)
 
@@ -26,6 +27,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
     p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default: 32)")
     p.set_defaults(func=_cmd_nnunet_plans)
+
+    p = sub.add_parser("nnunet-install-trainer",
+                       help="put nnUNetTrainerUSEMA into nnU-Net's trainer folder, where -tr finds it")
+    p.add_argument("--folder", type=Path, default=None,
+                   help="nnU-Net's nnunetv2/training/nnUNetTrainer (default: the installed nnU-Net's)")
+    p.set_defaults(func=_cmd_nnunet_install_trainer)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     _add_attention(bench)
@@ -163,6 +170,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from usema.models.summary import print_model_table
 
     print_model_table()
+    return 0
+
+
+def _cmd_nnunet_install_trainer(args: argparse.Namespace) -> int:
+    from usema.integrations.nnunet import install_trainer
+
+    path = install_trainer(args.folder)
+    print(f"wrote {path} (nnU-Net: -tr nnUNetTrainerUSEMA)")
     return 0
 
 

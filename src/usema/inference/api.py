@@ -12,7 +12,12 @@ from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
 from usema.inference.predictor import DEFAULT_STEP_SIZE, Predictor, load_predictor
-from usema.inference.probabilities import probability_paths, write_probabilities
+from usema.inference.probabilities import (
+    folder_paths,
+    probability_paths,
+    write_folder_files,
+    write_probabilities,
+)
 from usema.utils.atomic import removed_if_left_empty
 from usema.utils.progress import progress
 
@@ -59,24 +64,31 @@ def predict(
     Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and
     geometry (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings (on by default, as
     nnU-Net); `step_size` is the distance between sliding windows as a fraction of the patch;
-    `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl as nnU-Net does (see
-    `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
+    `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl, and OUTPUT/dataset.json and plans.json, as
+    nnU-Net does (see `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
     fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
     folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
     Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
+    RUN may also be an nnU-Net results folder of a USEMA model (`usema.integrations.nnunet.results`).
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise UsemaError("nothing to predict: give at least one input file or folder")
     output = Path(output)
+    from usema.integrations.nnunet.results import is_results_folder, predict_results_folder
+
+    if is_results_folder(run_dir):  # an nnU-Net results folder of a USEMA model: nnU-Net's predictor
+        return predict_results_folder(run_dir, inputs, output, checkpoint=checkpoint, fold=fold, folds=folds, tta=tta,
+                                      step_size=step_size, device=device, save_probabilities=save_probabilities,
+                                      overwrite=overwrite)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, folds=folds, device=device,
                                precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
     extras = [path for case in cases for path in probability_paths(output, case.case_id)]
-    extras = extras if save_probabilities else []
+    extras = extras + folder_paths(output) if save_probabilities else []
     overlays = [overlay_path(output, case) for case in cases] if overlay else []
     check_output_location(output, inputs, targets + extras + overlays, overwrite, plans.dataset.path)
 
@@ -92,6 +104,9 @@ def predict(
             written.append(write_segmentation(segmentation, geometry, targets[index]))
             if save_probabilities:
                 write_probabilities(probabilities, geometry, case, plans, output)
+                if index == 0:
+                    ending = written[0].name[len(case.case_id) :]
+                    write_folder_files(output, plans, geometry, ending)
             if overlay:
                 # coloured by class, whatever value the files give it (0/255 masks: the first colour)
                 shown = segmentation if plans.dataset.label_values is None else classes

@@ -53,8 +53,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     """Export `model` to ONNX at `path` with input "image" and output "logits", opset `opset`.
 
     Uses the torch.export-based (dynamo) exporter where torch and onnxscript provide it, else the TorchScript
-    one. As with tracing, the graph is exported for the example's size (no dynamic axes: the model's padding to
-    its total stride is Python arithmetic). Weights are stored inside the one file (no external-data side file that the atomic rename would
+    one. The batch axis is dynamic (any number of patches per call); the spatial axes are the example's: the
+    SEMA window partition of each stage depends on its map size, and so do the padding and masks the graph
+    holds. Weights are stored inside the one file (no external-data side file that the atomic rename would
     orphan), which limits the model to ONNX's 2 GB protobuf size; usema's networks are far below it.
     """
     path = Path(path)
@@ -70,6 +71,12 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         kwargs["dynamo"] = importlib.util.find_spec("onnxscript") is not None
     if kwargs.get("dynamo") and "external_data" in accepted:
         kwargs["external_data"] = False
+    if kwargs.get("dynamo"):
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
+        # an example of one would fix the batch: torch.export takes sizes 0 and 1 for constants
+        example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
+    else:
+        kwargs["dynamic_axes"] = {"image": {0: "batch"}, "logits": {0: "batch"}}
 
     def export() -> None:
         with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -81,15 +88,39 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     return path
 
 
+def check_export_target(output: Path, run_dir: Path, overwrite: bool) -> None:
+    """Refuse an export over an existing file (unless `overwrite`) and any export into a fold folder of the
+    run, whose checkpoints a model.pt could replace (predict would then find an unreadable checkpoint)."""
+    from usema.data.datasets import is_within
+    from usema.errors import UsemaError
+
+    for fold_dir in Path(run_dir).glob("fold_*"):
+        if is_within(output, fold_dir):
+            raise UsemaError(
+                f"{output}: lies in the run's fold folder {fold_dir}, which holds its checkpoints; "
+                "export to a file outside the fold folders"
+            )
+    if output.is_dir():
+        raise UsemaError(f"{output}: is a folder; give the exported file's name (model.onnx or model.pt)")
+    if output.exists() and not overwrite:
+        raise UsemaError(f"{output}: exists already; give --overwrite to replace it, or another name")
+
+
 def export_run(
-    run_dir: str | Path, output: str | Path, fold: int = 0, checkpoint: str = "best", opset: int = 18
+    run_dir: str | Path,
+    output: str | Path,
+    fold: int = 0,
+    checkpoint: str = "best",
+    opset: int = 18,
+    overwrite: bool = False,
 ) -> tuple[Path, tuple[int, ...]]:
     """Export fold `fold`'s `checkpoint` of a trained run to `output`: ONNX for a .onnx name, TorchScript for
     a .pt one.
 
-    The network is exported for inputs of one patch, (1, channels, *patch_size), as the sliding window feeds
-    it, in fp32 on the CPU; it takes images prepared as RUN/plans.json says (spacing, normalisation) and
-    returns logits (1, classes, *patch_size). Returns the path and the input shape.
+    The network is exported for patches, (batch, channels, *patch_size), as the sliding window feeds it, in
+    fp32 on the CPU (ONNX: any batch; TorchScript: traced with one patch); it takes images prepared as
+    RUN/plans.json says (spacing, normalisation) and returns logits (batch, classes, *patch_size). Returns the path and the input shape. An existing `output` is
+    replaced only with `overwrite`; outputs inside the run's fold folders are refused (`check_export_target`).
     """
     from usema.errors import UsemaError
     from usema.inference.predictor import load_predictor
@@ -104,6 +135,7 @@ def export_run(
         raise UsemaError(
             f"{output}: export writes .onnx (ONNX) or .pt (TorchScript) files, not {output.suffix!r}"
         )
+    check_export_target(output, Path(run_dir), overwrite)
     predictor = load_predictor(
         run_dir, checkpoint=checkpoint, fold=fold, device="cpu", precision="fp32", tta=False
     )

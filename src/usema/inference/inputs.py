@@ -18,6 +18,7 @@ from usema.data.io import (
     suffix_of,
 )
 from usema.errors import DataError
+from usema.inference.probabilities import is_prediction_folder
 from usema.planning.plans import Plans
 
 # nnU-Net raw naming: one file per channel, CASE_0000.ext, CASE_0001.ext, ...
@@ -85,27 +86,40 @@ def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[In
     return sorted(cases, key=lambda case: (case.case_id, case.images))
 
 
+def _nnunet_named(files: list[Path]) -> bool:
+    """Whether one-channel inputs are named as nnU-Net names them (CASE_0000.ext, no other channel number), so
+    that the prediction is named CASE.ext, as nnU-Net's evaluator expects, whatever layout the run was trained
+    on. Numbered cases (img_0000, img_0001, ...) are not channel files."""
+    channels = [_CHANNEL_FILE.fullmatch(strip_suffix(path.name)) for path in files]
+    numbers = {match["channel"] for match in channels if match is not None}
+    return numbers == {"0000"}
+
+
 def collect_cases(inputs: Sequence[str | Path], plans: Plans) -> list[InferenceCase]:
     """Turn input files and folders into cases, grouping nnU-Net channel files by the plan's channel count.
+
+    Inputs named as nnU-Net names one-channel images (CASE_0000.ext only) are case CASE for any plan.
 
     A folder contributes every supported image file directly inside it; files given by name form one group.
     Missing paths, unsupported files and empty folders raise DataError.
     """
     num_channels = plans.dataset.num_channels
-    channel_files = num_channels > 1 or plans.dataset.format == "nnunet"
+    planned_channel_files = num_channels > 1 or plans.dataset.format == "nnunet"
     cases: list[InferenceCase] = []
     loose_files: list[Path] = []
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            cases += _group(_list_folder(path), num_channels, channel_files)
+            files = _list_folder(path)
+            cases += _group(files, num_channels, planned_channel_files or _nnunet_named(files))
         elif path.is_file():
             format_of(path)  # DataError naming the file when its type is not supported
             loose_files.append(path)
         else:
             raise DataError(path, "input not found")
     if loose_files:
-        cases += _group(sorted(set(loose_files)), num_channels, channel_files)
+        files = sorted(set(loose_files))
+        cases += _group(files, num_channels, planned_channel_files or _nnunet_named(files))
     return cases
 
 
@@ -142,6 +156,8 @@ def check_output_location(
         else:
             input_files.add(path)
     dataset = dataset_holding(output)
+    if dataset is not None and is_prediction_folder(dataset):
+        dataset = None  # the dataset.json of an earlier `--save-probabilities`, which nnU-Net's tools read
     if dataset is not None or (planned_from is not None and is_within(output, planned_from)):
         raise DataError(
             output,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,13 +104,22 @@ class Predictor:
         """Softmax probabilities (K, *S) float32 of a preprocessed image (C, *S), by Gaussian sliding window.
 
         The softmax is averaged over the folds' networks and, with `tta`, over every mirroring of the spatial
-        axes (2^d passes per network, each flipped back before averaging).
+        axes (2^d passes per network, each flipped back before averaging). The image and the summed results
+        stay on the network's device; where they do not fit in its memory they are kept on the CPU and only the
+        windows go to the device (`with_results_on_cpu_if_out_of_memory`), as nnU-Net does.
         """
+        return with_results_on_cpu_if_out_of_memory(
+            lambda results_device: self._probabilities(image, results_device), self.device
+        )
+
+    def _probabilities(self, image: np.ndarray, results_device: torch.device) -> np.ndarray:
         inferer = SlidingWindowInferer(
             roi_size=self.plans.patch_size,
             sw_batch_size=self.plans.batch_size,
             overlap=1.0 - self.step_size,
             mode="gaussian",
+            sw_device=self.device,
+            device=results_device,
         )
         spatial_axes = range(2, 2 + self.spatial_dims)
         flips = [()]
@@ -117,7 +127,7 @@ class Predictor:
             flips = [
                 axes for n in range(len(spatial_axes) + 1) for axes in itertools.combinations(spatial_axes, n)
             ]
-        batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(self.device)
+        batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None].to(results_device)
         total = None
         with torch.inference_mode(), self._autocast():
             for model in self.models:
@@ -184,6 +194,26 @@ class Predictor:
         if len(spacing) != self.spatial_dims:
             raise UsemaError(f"spacing {spacing} has {len(spacing)} values for a {self.spatial_dims}D model")
         return self.segment(array, ImageGeometry(array.shape[1:], spacing, None, "array"))
+
+
+# torch.OutOfMemoryError from torch 2.5 on; torch.cuda's name for it before
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def with_results_on_cpu_if_out_of_memory(run: Callable[[torch.device], Any], device: torch.device) -> Any:
+    """`run(device)`: the sliding window with the image and its results on `device`; if that runs out of the
+    device's memory, `run(cpu)` again with them on the CPU (the network stays on `device`), with a warning. A
+    large image's summed class probabilities can exceed a GPU's memory while every window fits."""
+    try:
+        return run(device)
+    except OUT_OF_MEMORY:
+        if device.type == "cpu":
+            raise
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    print(f"the image and its results do not fit in {device} memory: they are kept on the CPU, the windows "
+          f"go to {device} (slower)", file=sys.stderr, flush=True)
+    return run(torch.device("cpu"))
 
 
 def check_step_size(step_size: float) -> float:

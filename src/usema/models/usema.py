@@ -7,7 +7,6 @@ layout is ours.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -18,7 +17,7 @@ from torch import nn
 from usema.nn.attention import as_tuple
 from usema.nn.cpu_guards import guard_strided_pointwise_convs
 from usema.nn.mamba import MambaLayer
-from usema.nn.padding import crop_outputs, pad_to_multiple, total_stride
+from usema.nn.padding import ceil_div, crop_outputs, pad_to_multiple, spatial_sizes, total_stride
 from usema.nn.sema_block import SEMABlock
 
 NORM = ("instance", {"affine": True})
@@ -191,9 +190,9 @@ class USEMA(nn.Module):
 
     def stage_sizes(self, size: Sequence[int]) -> list[tuple[int, ...]]:
         """The part of each stage's map that holds data, for an input of `size` (ceil division by the strides)."""
-        sizes, current = [], tuple(int(s) for s in size)
+        sizes, current = [], spatial_sizes(size)
         for stride in self.strides:
-            current = tuple(math.ceil(c / s) for c, s in zip(current, stride, strict=True))
+            current = tuple(ceil_div(c, s) for c, s in zip(current, stride, strict=True))
             sizes.append(current)
         return sizes
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from usema.nn.padding import padded_size, spatial_sizes
 from usema.nn.rope import apply_pair_rotation
 
 ATTENTION_MODES = ("sema", "window", "mean", "full", "linear")
@@ -40,12 +41,13 @@ def effective_window(spatial_shape: Sequence[int], window_size: int | Sequence[i
     window = as_tuple(window_size, len(spatial_shape), "window_size")
     if any(w < 1 for w in window):
         raise ValueError(f"window_size must be positive, got {window}")
-    return tuple(min(w, s) for w, s in zip(window, spatial_shape, strict=True))
+    # a comparison rather than min(): on a symbolic size it settles the window to an int (a guard on the size)
+    return tuple(w if s >= w else s for w, s in zip(window, spatial_shape, strict=True))
 
 
 def window_padding(spatial_shape: Sequence[int], window: Sequence[int]) -> tuple[list[int], list[int]]:
     """The grid padded up to whole windows, and the matching F.pad list (head_dim, then the last axis first)."""
-    padded = [math.ceil(s / w) * w for s, w in zip(spatial_shape, window, strict=True)]
+    padded = list(padded_size(spatial_shape, window))
     pad = [0, 0]
     for s, p in zip(reversed(spatial_shape), reversed(padded), strict=True):
         pad += [0, p - s]
@@ -82,8 +84,8 @@ def to_window_layout(grid: torch.Tensor, spatial_shape: Sequence[int], window: S
     # (B, n1, w1, n2, w2, ..., *features) -> (B, n1, n2, ..., w1, w2, ..., *features)
     order = [0] + [1 + 2 * i for i in range(ndim)] + [2 + 2 * i for i in range(ndim)]
     order += list(range(1 + 2 * ndim, grid.dim()))
-    windows = math.prod(p // w for p, w in zip(padded, window, strict=True))
-    return grid.permute(order).reshape(batch * windows, math.prod(window), math.prod(features))
+    # -1 is batch * number of windows; a product over a generator here would break torch.compile's graph
+    return grid.permute(order).reshape(-1, math.prod(window), math.prod(features))
 
 
 def from_window_layout(
@@ -234,7 +236,7 @@ def sema_attention(
     `valid_shape`: the leading part of the grid that is data (the rest is padding, e.g. a network's padding
     to its total stride): attention runs on that part alone and the padding's outputs are zero.
     """
-    spatial_shape = tuple(int(s) for s in spatial_shape)
+    spatial_shape = spatial_sizes(spatial_shape)
     if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
         raise ValueError(f"q, k, v must be (batch, heads, N, head_dim); got {q.shape}, {k.shape}, {v.shape}")
     if math.prod(spatial_shape) != q.shape[2]:
@@ -242,7 +244,7 @@ def sema_attention(
     if mode not in ATTENTION_MODES:
         raise ValueError(f"unknown attention mode {mode!r}; choose one of {ATTENTION_MODES}")
     batch, heads = q.shape[:2]
-    valid = spatial_shape if valid_shape is None else tuple(int(s) for s in valid_shape)
+    valid = spatial_shape if valid_shape is None else spatial_sizes(valid_shape)
 
     def grid(t: torch.Tensor) -> torch.Tensor:  # (B, H, N, d) -> (B, *valid, H, d), a view
         return crop_to(t.transpose(1, 2).reshape(batch, *spatial_shape, heads, t.shape[-1]), valid)

@@ -13,9 +13,21 @@ import torch
 import torch.nn.functional as F
 
 
+# Shape arithmetic in integers only: sizes may be symbolic (torch.export, torch.compile with dynamic shapes),
+# where math.ceil of a true division or int() would fix the graph to one input size.
+def ceil_div(size: int, divisor: int) -> int:
+    """`size` / `divisor` rounded up, in integers."""
+    return -(-size // divisor)
+
+
+def spatial_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
+    """`sizes` as a tuple of ints, keeping symbolic sizes (torch.SymInt) symbolic."""
+    return tuple(s if isinstance(s, torch.SymInt) else int(s) for s in sizes)
+
+
 def padded_size(size: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]:
     """`size` rounded up, per axis, to a multiple of `multiple`."""
-    return tuple(math.ceil(s / m) * m for s, m in zip(size, multiple, strict=True))
+    return tuple(ceil_div(s, m) * m for s, m in zip(size, multiple, strict=True))
 
 
 def pad_to_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -53,6 +65,6 @@ def crop_outputs(outputs: Sequence[torch.Tensor], size: Sequence[int],
             if strides is None:
                 raise ValueError("strides are needed to crop lower-resolution (deep supervision) outputs")
             scale = [sc * st for sc, st in zip(scale, strides[level], strict=True)]
-        keep = [math.ceil(s / sc) for s, sc in zip(size, scale, strict=True)]
+        keep = [ceil_div(s, sc) for s, sc in zip(size, scale, strict=True)]
         cropped.append(out[(slice(None), slice(None), *(slice(0, k) for k in keep))])
     return cropped

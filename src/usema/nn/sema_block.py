@@ -19,6 +19,7 @@ from usema.nn.attention import (
     pad_to_grid,
 )
 from usema.nn.depthwise import depthwise_conv
+from usema.nn.padding import spatial_sizes
 from usema.nn.rope import apply_rope, rope_angles, window_rope_table
 
 
@@ -144,7 +145,7 @@ class SEMABlock(nn.Module):
 
     def forward(self, x: torch.Tensor, valid_shape: Sequence[int] | None = None) -> torch.Tensor:
         spatial_shape = tuple(x.shape[2:])
-        valid = spatial_shape if valid_shape is None else tuple(int(s) for s in valid_shape)
+        valid = spatial_shape if valid_shape is None else spatial_sizes(valid_shape)
         x = _to_grid(_to_tokens(x).contiguous(), spatial_shape)  # channels-last (see _to_tokens)
         x = x + self.cpe1(x)
         shortcut = _to_tokens(x)

@@ -18,7 +18,7 @@ from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
-from usema.training.distributed import barrier, init_distributed, shutdown
+from usema.training.distributed import barrier, init_distributed, require_shared_run_folder, shutdown
 from usema.training.loop import Trainer
 from usema.training.splits import load_or_create_splits, validation_subset, write_validation_subset
 from usema.utils.device import resolve_device, resolve_precision
@@ -182,6 +182,7 @@ def train(
     plan_edits: dict[str, Any] | None = None,
     num_workers: int | None = None,
     pretrained_weights: str | Path | None = None,
+    force_pretrained: bool = False,
 ) -> dict[str, Any]:
     """Train fold `fold` of `folds` on `data`, writing RUN/fold_K/{checkpoint_latest.pt, checkpoint_best.pt,
     train_log.csv, progress.png}; returns a summary (best validation Dice, epochs run, checkpoint paths).
@@ -205,7 +206,8 @@ def train(
     the settings chosen for that device. `plan_edits` (--plan KEY=JSON) shape a new plan; on an existing one
     their training keys apply to this run and the others must be those it was planned with. `num_workers` sets the
     data loader processes. `pretrained_weights` starts a new fold from the tensors of that checkpoint whose
-    names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint).
+    names and shapes match (`load_matching_weights`; a resumed fold continues from its own checkpoint); weights
+    of which less than half fit are refused unless `force_pretrained`.
     """
     started = time.monotonic()
     data, run_dir = Path(data), Path(run_dir)
@@ -231,6 +233,7 @@ def train(
             load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv)
             preprocess_dataset(plans, run_dir)
         barrier(ctx)  # the others wait for the plan, the preprocessed cases and the split
+        require_shared_run_folder(ctx, run_dir, PLANS_NAME)
         plans = Plans.load(run_dir)
         splits = load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv, write=False)
         plans = apply_choices(
@@ -270,6 +273,7 @@ def train(
             autocast_dtype=autocast_dtype,
             budget_seconds=60.0 * float(budget) if budget is not None else None,
             pretrained_weights=pretrained_weights,
+            force_pretrained=force_pretrained,
         )
         summary = trainer.run(resume_from=resume_from)
     summary.update(

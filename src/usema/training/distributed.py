@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from usema.errors import UsemaError
 
 # Rank 0 plans and preprocesses while the others wait at a barrier: allow it time on a large dataset.
 SETUP_TIMEOUT = datetime.timedelta(hours=3)
@@ -91,3 +95,16 @@ def shutdown(ctx: DistributedContext) -> None:
     """Leave the process group at the end of training."""
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def require_shared_run_folder(ctx: DistributedContext, run_dir: str | os.PathLike, plans_name: str) -> None:
+    """After rank 0 has written RUN/plans.json: UsemaError on a rank that cannot see it. Every rank reads the
+    plan, the split and the preprocessed cases from RUN, so under torchrun on several machines RUN must be a
+    folder they all see (a shared file system), not a path that exists on each machine on its own."""
+    plans = Path(run_dir) / plans_name
+    if not ctx.is_main and not plans.is_file():
+        raise UsemaError(
+            f"rank {ctx.rank} on {socket.gethostname()}: {plans} is not there, although rank 0 has written it; "
+            "with torchrun on several machines RUN must be one folder that every machine sees (a shared file "
+            "system)"
+        )

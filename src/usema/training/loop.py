@@ -73,6 +73,7 @@ class Trainer:
         autocast_dtype: torch.dtype | None = None,
         budget_seconds: float | None = None,
         pretrained_weights: str | Path | None = None,
+        force_pretrained: bool = False,
     ):
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
         self.fold_dir = Path(run_dir) / f"fold_{fold}"
@@ -93,7 +94,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
         self.network = plans.build_network(self.settings.deep_supervision)
         if pretrained_weights is not None:
-            report = load_matching_weights(self.network, pretrained_weights)
+            report = load_matching_weights(self.network, pretrained_weights, force=force_pretrained)
             if ctx.is_main:
                 print("\n".join(report), file=sys.stderr)
         self.network = self.network.to(self.device)
