@@ -299,7 +299,8 @@ def run_accuracy_benchmark(
     files = ReportFiles(Path(output), name)
     with folder_lock(runs / "bench_planning"):  # one process plans and preprocesses; a second one waits
         base_plans = _base_plans(data, runs, label_mode, device, precision, dict(plan_edits or {}), steps)
-        preprocess_dataset(base_plans, runs)
+        if not measure_steps:  # the step costs are timed on random data
+            preprocess_dataset(base_plans, runs)
     if measure_steps:
         plans_by_label = {v.label: base_plans.with_model(v.model, v.settings or None) for v in variants}
         measured = measure_step_costs(plans_by_label, resolve_device(device))
