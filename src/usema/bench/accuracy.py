@@ -228,7 +228,7 @@ def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, pre
                                  "another --runs-dir")
             plans = plans.with_training(plans.training.with_choices(epochs=steps // iters))
             plans.save(runs)
-    atomic_write_text(runs / "bench_study.json", json.dumps({"steps": steps}))
+        atomic_write_text(runs / "bench_study.json", json.dumps({"steps": steps}))
     return plans
 
 
@@ -298,7 +298,9 @@ def run_accuracy_benchmark(
     runs = Path(runs_dir) / name
     files = ReportFiles(Path(output), name)
     with folder_lock(runs / "bench_planning"):  # one process plans and preprocesses; a second one waits
-        base_plans = _base_plans(data, runs, label_mode, device, precision, dict(plan_edits or {}), steps)
+        # measuring the step costs fixes no step count: the budget is chosen from them
+        base_plans = _base_plans(data, runs, label_mode, device, precision, dict(plan_edits or {}),
+                                 None if measure_steps else steps)
         if not measure_steps:  # the step costs are timed on random data
             preprocess_dataset(base_plans, runs)
     if measure_steps:
