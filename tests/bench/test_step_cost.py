@@ -30,3 +30,18 @@ def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_comput
     extended, steps_of = _variants_with_compute(variants, 600, files, 100)
     assert [v.label for v in extended] == ["usema", "usema-nosema", "nnunet", "nnunet@compute"]
     assert steps_of == {"usema": 600, "usema-nosema": 600, "nnunet": 600, "nnunet@compute": 800}
+
+
+def test_the_command_measures_without_preprocessing_or_fixing_the_steps(tmp_path):
+    from usema.cli import main
+
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
+    assert main(["bench", "accuracy", "--dataset", str(data), "--models", "usema", "usema-nosema", "--steps", "4",
+                 "--measure-step-cost", "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),
+                 "--device", "cpu", "--threads", "1", "--plan", "patch_size=[16,16]", "batch_size=2",
+                 'network_settings={"base_features": 8, "max_features": 16, "head_dim": 8}']) == 0
+    measured = json.loads((tmp_path / "results" / "step_cost_phantoms.json").read_text())
+    assert set(measured["seconds_per_step"]) == {"usema", "usema-nosema"} and measured["commit"]
+    study = tmp_path / "runs" / "phantoms"
+    assert (study / "plans.json").is_file()
+    assert not (study / "preprocessed").exists() and not (study / "bench_study.json").exists()
