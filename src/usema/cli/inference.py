@@ -99,7 +99,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         default=None,
-        help="folder of per_case.csv and summary.json (default: PRED/../evaluation)",
+        help="folder of per_case.csv and summary.json (default: PRED_evaluation beside PRED, named after it)",
     )
     p.add_argument(
         "--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class"
