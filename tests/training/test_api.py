@@ -358,3 +358,36 @@ def test_a_fold_count_the_dataset_cannot_fill_is_refused_before_preprocessing(tm
     with pytest.raises(UsemaError, match="5 folds need at least 5 cases"):
         train(data, tmp_path / "run", epochs=1, iters_per_epoch=1, device="cpu", folds=5)
     assert not (tmp_path / "run" / "preprocessed").exists()
+
+
+def test_a_resumed_run_ends_with_the_checkpoints_predict_needs(tiny_run, monkeypatch):
+    from usema.training import loop
+
+    data, run = tiny_run
+    fold = run / "fold_0"
+    original_save = loop.save_checkpoint
+
+    def best_finds_no_space(payload, path):
+        if path.name == "checkpoint_best.pt":
+            raise UsemaError(f"{path}: cannot write it, no space left on device")
+        return original_save(payload, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", best_finds_no_space)
+    with pytest.raises(UsemaError, match="checkpoint_best.pt: cannot write it"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    # best is written before latest: no latest checkpoint claims an epoch whose best is not on disk
+    assert not (fold / "checkpoint_latest.pt").exists()
+    monkeypatch.undo()
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+
+    # a fold whose best checkpoint was lost (a crash in an earlier usema, a deleted file): the resumed run
+    # writes one even when no epoch is left to train
+    (fold / "checkpoint_best.pt").unlink()
+    with pytest.warns(UserWarning, match="no checkpoint_best.pt was written .* holds the last epoch, 1"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+    (fold / "checkpoint_best.pt").unlink()
+    summary = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert summary["best_epoch"] == 2  # the lost best no longer counts: the next validated epoch is the best
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 2

@@ -1,5 +1,6 @@
 """Checkpoints read with weights_only: a damaged file is called corrupt, a file holding code is refused as such."""
 
+import errno
 import os
 import struct
 import zipfile
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from usema.errors import CheckpointError
+from usema.errors import CheckpointError, UsemaError
 from usema.training.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -60,3 +61,48 @@ def test_an_older_checkpoints_network_settings_are_read_and_checked_against_the_
     assert load_checkpoint(path, expected_model=expected)["model"] == expected
     with pytest.raises(CheckpointError, match=r"network_settings=\{'head_dim': 8\}, expected \{\} by"):
         load_checkpoint(path, expected_model={**expected, "network_settings": {}}, expected_by="plans.json")
+
+
+def _enforce_fail():
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def _wrapped_no_space():
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError as err:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from err
+
+
+@pytest.mark.parametrize(
+    "failure,message",
+    [
+        (_wrapped_no_space, "cannot write it, no space left on device; free some space"),
+        (_enforce_fail, r"cannot write the checkpoint, torch's writer failed \(\[enforce fail at inline_container"),
+    ],
+)
+def test_a_failed_torch_save_is_one_line_naming_the_file_and_the_old_checkpoint_stays(
+    tmp_path, monkeypatch, failure, message
+):
+    path = _valid(tmp_path / "checkpoint_latest.pt")
+
+    def failing_save(payload, handle):
+        handle.write(b"PK\x03\x04 part of an archive")
+        failure()
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(UsemaError, match=rf"{path}: {message}") as err:
+        save_checkpoint({"model_state": {"w": torch.zeros(3)}, "model": {"name": "usema"}}, path)
+    assert "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["model_state"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+
+
+def test_a_runtime_error_that_is_no_write_failure_is_not_called_one(tmp_path, monkeypatch):
+    def failing_save(payload, handle):
+        raise RuntimeError("cannot pickle a generator")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(RuntimeError, match="cannot pickle a generator"):
+        save_checkpoint({"model_state": {}, "model": {}}, tmp_path / "x.pt")

@@ -163,12 +163,35 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
-        """Write checkpoint_latest (and checkpoint_best) from the main process; every process must call it."""
+        """Write checkpoint_best (when `best`) and then checkpoint_latest from the main process; every process
+        must call it. In that order a stop between the two (a kill, a full disk) leaves the latest checkpoint
+        of the epoch before, which a resumed run redoes, never a latest one that counts a best not on disk."""
         payload = self._payload()
         if self.ctx.is_main:
-            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
             if best:
                 save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["best"])
+            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
+
+    def _best_is_missing(self) -> bool:
+        """Whether the fold has trained epochs but no checkpoint_best (agreed by every process)."""
+        missing = self.ctx.is_main and not (self.fold_dir / CHECKPOINT_NAMES["best"]).is_file()
+        return self.epoch > 0 and any_process(self.ctx, missing)
+
+    def _save_missing_best(self, log: TrainingLog | None) -> None:
+        """Write the current state as checkpoint_best when the fold has none (a run stopped, e.g. by a full
+        disk, before it wrote one): predict needs it; the warning says which epoch it holds."""
+        if not self._best_is_missing():
+            return
+        logged = [row["val_dice"] for row in log.rows if int(row["epoch"]) == self.epoch] if log else []
+        dice = logged[-1] if logged else self.last_dice
+        if self.ctx.is_main:
+            warnings.warn(
+                f"{self.fold_dir}: no {CHECKPOINT_NAMES['best']} was written before the run stopped; it now "
+                f"holds the last epoch, {self.epoch} (validation Dice {dice:.4f})",
+                stacklevel=3,
+            )
+        self.best_dice, self.best_epoch = float(dice), self.epoch
+        self.save(best=True)
 
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
@@ -198,6 +221,8 @@ class Trainer:
         self.partial = payload.get("partial_epoch")
         self.best_dice = float(payload.get("best_dice", -1.0))
         self.best_epoch = int(payload.get("best_epoch", 0))
+        if self._best_is_missing():  # lost before it was written: the next validated epoch writes one
+            self.best_dice, self.best_epoch = -1.0, 0
         # checkpoints from before the field existed: the logged epochs' seconds (see run())
         self.trained_before = float(payload.get("trained_seconds", float("nan")))
         self.clock_start = time.monotonic()
@@ -294,6 +319,8 @@ class Trainer:
                         out_of_time = self.epoch < self.settings.epochs
                         break
                 stop_signal = stop.signal_number
+                if not interrupted:
+                    self._save_missing_best(log)
         finally:
             if log is not None:
                 log.close()
