@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from usema.errors import CheckpointError
 from usema.planning.plans import Plans
+from usema.planning.settings import planned_loader_workers
 from usema.preprocessing.storage import PreprocessedCase
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
@@ -77,6 +78,8 @@ class Trainer:
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
         self.fold_dir = Path(run_dir) / f"fold_{fold}"
         self.settings = plans.training
+        workers = self.settings.num_workers
+        self.loader_workers = planned_loader_workers() if workers is None else workers
         self.autocast_dtype = autocast_dtype
         # The budget is of training time over the whole run, resumes included: the checkpoint carries the
         # seconds trained so far, so a resumed run gets what is left and its learning rate keeps decaying.
@@ -287,11 +290,6 @@ class Trainer:
         # a run resumed with its budget already spent trains no further step: it only closes (validates and
         # logs) an epoch that a stop cut short, and otherwise ends at once
         spent = resume_from is not None and self._past_deadline()
-        if spent and self.ctx.is_main:
-            print(
-                f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
-                file=sys.stderr,
-            )
         self.model.train()
         try:
             with StopRequest(announce=self.ctx.is_main) as stop:
@@ -319,6 +317,8 @@ class Trainer:
                         out_of_time = self.epoch < self.settings.epochs
                         break
                 stop_signal = stop.signal_number
+                if out_of_time:
+                    self._report_spent_budget()
                 if not interrupted:
                     self._save_missing_best(log)
         finally:
@@ -344,6 +344,16 @@ class Trainer:
         """Wall-clock seconds of training (validation included) over the whole run, resumes included."""
         return self.trained_before + (time.monotonic() - self.clock_start)
 
+    def _report_spent_budget(self) -> None:
+        """Say (once, from the main process) that the time budget ends the run before its last epoch."""
+        if self.ctx.is_main and self.budget_seconds is not None:
+            print(
+                f"{self.fold_dir}: the training budget of {self.budget_seconds / 60:g} minutes is spent after "
+                f"epoch {self.epoch} of {self.settings.epochs}; a larger one (--max-minutes, max_minutes) with "
+                "--resume trains on",
+                file=sys.stderr,
+            )
+
     def _past_deadline(self) -> bool:
         """Whether the training-time budget is spent (agreed by every process)."""
         return self.budget_seconds is not None and any_process(
@@ -363,7 +373,7 @@ class Trainer:
         batches = EpochBatches(
             self.sampler, self.batch_size, iterations, self.seed, self.ctx.rank, epoch, done
         )
-        loader = epoch_loader(batches, self.settings.num_workers, pin_memory=self.device.type == "cuda")
+        loader = epoch_loader(batches, self.loader_workers, pin_memory=self.device.type == "cuda")
         bar = tqdm(
             total=iterations,
             initial=done,
