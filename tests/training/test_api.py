@@ -391,3 +391,21 @@ def test_a_resumed_run_ends_with_the_checkpoints_predict_needs(tiny_run, monkeyp
     summary = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     assert summary["best_epoch"] == 2  # the lost best no longer counts: the next validated epoch is the best
     assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("minutes", [0, -1.0, math.nan, math.inf])
+def test_a_budget_that_is_no_positive_number_is_refused_before_any_work(tiny_run, minutes):
+    data, run = tiny_run
+    with pytest.raises(UsemaError, match=rf"max_minutes {minutes!r}: must be a positive, finite number of minutes"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, max_minutes=minutes)
+    assert not (run / "fold_0").exists()
+
+
+def test_a_budget_that_ends_the_run_says_so(tiny_run, capsys):
+    data, run = tiny_run
+    summary = train(data, run, epochs=3, iters_per_epoch=1, device="cpu", folds=2, max_minutes=1e-6)
+    assert summary["out_of_time"] and summary["last_epoch"] == 1
+    assert (
+        f"{run / 'fold_0'}: the training budget of 1e-06 minutes is spent after epoch 1 of 3; a larger one "
+        "(--max-minutes, max_minutes) with --resume trains on"
+    ) in capsys.readouterr().err.splitlines()
