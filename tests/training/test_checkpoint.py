@@ -106,3 +106,32 @@ def test_a_runtime_error_that_is_no_write_failure_is_not_called_one(tmp_path, mo
     monkeypatch.setattr(torch, "save", failing_save)
     with pytest.raises(RuntimeError, match="cannot pickle a generator"):
         save_checkpoint({"model_state": {}, "model": {}}, tmp_path / "x.pt")
+
+
+# How torch 2.4 worded a refusal (2.6 and later put the advice first and the reason on a line of its own).
+TORCH_2_4_REFUSAL = (
+    "Weights only load failed. Re-running `torch.load` with `weights_only` set to `False` will likely succeed, but "
+    "it can result in arbitrary code execution. Do it only if you got the file from a trusted source. Please file "
+    "an issue with the following so that we can make `weights_only=True` compatible with your use case: "
+    "WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global by default. Please "
+    "use `torch.serialization.add_safe_globals([system])` to allowlist this global if you trust this class/function."
+)
+
+
+@pytest.mark.parametrize("torch_words", [None, TORCH_2_4_REFUSAL])
+def test_a_refusal_names_what_was_refused_and_never_advises_loading_unsafely(tmp_path, monkeypatch, torch_words):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state": RunsCode(), "model": {}}, path)
+    if torch_words is not None:
+        def refuse(*args, **kwargs):
+            raise pickle.UnpicklingError(torch_words)
+
+        monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load")
+    assert "GLOBAL posix.system" in message or "GLOBAL os.system" in message
+    assert "weights_only" not in message and "trust" not in message and "\n" not in message

@@ -90,10 +90,22 @@ def read_checkpoint_file(path: str | Path) -> Any:
                 f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
             ) from err
         raise CheckpointError(
-            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
+            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load "
+            f"({_refused_object(err)}); usema loads tensors, numbers, strings, lists and dicts only"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({err})") from err
+
+
+def _refused_object(err: Exception) -> str:
+    """What torch's weights_only unpickler refused, without the advice it gives beside it (to load with
+    weights_only=False, i.e. to run the file's code: the one unsafe thing to do with an unknown file)."""
+    text = str(err)
+    named = re.search(r"GLOBAL [\w.]+", text)  # the class or function the file would import and call
+    if named:
+        return f"unsupported {named.group(0)}"
+    reason = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\.?$)", text, re.S)
+    return reason.group(1).strip() if reason else "an object outside those"
 
 
 def _pickle_is_intact(path: Path) -> bool:
