@@ -409,3 +409,12 @@ def test_a_budget_that_ends_the_run_says_so(tiny_run, capsys):
         f"{run / 'fold_0'}: the training budget of 1e-06 minutes is spent after epoch 1 of 3; a larger one "
         "(--max-minutes, max_minutes) with --resume trains on"
     ) in capsys.readouterr().err.splitlines()
+
+
+def test_training_plan_edits_are_checked_before_any_work_on_an_existing_plan(tiny_run):
+    data, run = tiny_run
+    with pytest.raises(UsemaError, match=r'^--plan lr="fast": must be a positive number$'):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, plan_edits={"lr": "fast"})
+    with pytest.raises(UsemaError, match=r"^--plan val_max_cases=-1: must be an integer >= 0 \(0 or null: every"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, plan_edits={"val_max_cases": -1})
+    assert not (run / "fold_0").exists() and not (run / "splits.json").exists()

@@ -130,7 +130,7 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     budget = training.get("time_budget_minutes")
     need(budget is None or is_positive(budget), "training.time_budget_minutes", "must be a positive number or null")
     cases = training.get("val_max_cases")
-    need(cases is None or is_count(cases), "training.val_max_cases", "must be an integer >= 1 or null")
+    need(cases is None or is_count(cases, 0), "training.val_max_cases", "must be an integer >= 0 or null")
 
 
 def _validate_normalization(norm: Any, num_channels: int, need: Any) -> None:

@@ -160,7 +160,7 @@ _ALLOWED_VALUES: dict[str, tuple[Any, str]] = {
     "precision": (lambda v: v in ("auto", "fp32", "bf16", "fp16"), "'auto', 'fp32', 'bf16' or 'fp16'"),
     "num_workers": (lambda v: is_count(v, 0), "an integer >= 0"),
     "time_budget_minutes": (is_positive, "a positive, finite number of minutes"),
-    "val_max_cases": (is_count, "an integer >= 1"),
+    "val_max_cases": (lambda v: is_count(v, 0), "an integer >= 0 (0 or null: every held-out case)"),
 }
 
 

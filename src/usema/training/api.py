@@ -216,6 +216,8 @@ def train(
         raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
     if max_minutes is not None and not is_positive(max_minutes):
         raise UsemaError(f"max_minutes {max_minutes!r}: must be a positive, finite number of minutes")
+    for key, value in split_plan_edits(plan_edits)[0].items():
+        check_setting(key, value)  # the plan-shaping edits are checked by the planner, before it reads a case
     if pretrained_weights is not None and not Path(pretrained_weights).is_file():
         raise CheckpointError(f"{pretrained_weights}: pretrained weights not found")
     chosen_device = resolve_device(device)
