@@ -305,3 +305,10 @@ def test_a_given_batch_is_the_plans_and_null_leaves_it_to_the_planner(tmp_path):
     assert plan_dataset(data, tmp_path / "planned", device="cpu", batch_size=None).batch_size == 2
     with pytest.raises(UsemaError, match="memory budget 0 GiB: must be a positive"):
         plan_dataset(data, tmp_path / "none", device="cpu", memory_budget_gb=0)
+
+
+def test_network_settings_the_network_refuses_are_no_plan(tmp_path):
+    with pytest.raises(DataError, match=r"plans\.json: model 'usema' cannot be built from its network settings: RoPE"):
+        plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu",
+                     network_settings={"base_features": 4, "head_dim": 4})
+    assert not (tmp_path / "run" / "plans.json").exists()

@@ -306,6 +306,7 @@ def plan_dataset(
         },
         run_dir / PLANS_NAME,
     )
+    plans.check_network()  # a network that would not build (e.g. --plan network_settings) is no plan
     plans.save(run_dir)
     return plans
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
+from usema.planning.planner import check_plan_edits
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
@@ -105,6 +106,7 @@ def _plans_for_run(
             f"{where} was made for {info.label_mode} labels, not {label_mode}: use a new run folder"
         )
     shaping = split_plan_edits(edits)[1]
+    check_plan_edits(shaping, plans.spatial_dims)
     planned_with = split_plan_edits(plans.plan_edits)[1]
     changed = sorted(key for key in shaping if shaping[key] != planned_with.get(key))
     if changed:

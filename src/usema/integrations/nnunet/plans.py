@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from usema.errors import DataError, UsemaError
 from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, USEMAnnUNet, usema_arguments
+from usema.models.registry import check_it_builds
 from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
 from usema.nn.attention import ATTENTION_MODES
 from usema.utils.atomic import atomic_path
@@ -62,20 +61,14 @@ def usema_architecture(architecture: dict[str, Any], placement: Placement = DEFA
     except ValueError as err:
         raise UsemaError(str(err)) from None
     arch_kwargs.update(sema_per_stage=semas, attention=attention, window_size=window_size, head_dim=head_dim)
-    _check_it_builds(_imported(arch_kwargs, requires_import))
+    # what USEMA refuses (e.g. fewer features_per_stage than stages) is named now, not when nnU-Net trains
+    imported = _imported(arch_kwargs, requires_import)
+    try:
+        check_it_builds(lambda: USEMAnnUNet(input_channels=1, num_classes=2, deep_supervision=True, **imported))
+    except UsemaError as err:
+        raise UsemaError(f"its network would not build: {err}") from None
     return {**architecture, "network_class_name": NETWORK_CLASS_NAME, "arch_kwargs": arch_kwargs,
             "_kw_requires_import": requires_import}
-
-
-def _check_it_builds(arch_kwargs: dict[str, Any]) -> None:
-    """Build the network nnU-Net would build from `arch_kwargs` (imported), on the meta device (no memory, no
-    weights, under a second for nnU-Net's largest plans), so that what USEMA refuses (e.g. fewer
-    features_per_stage than stages) is named when the plans are written, not when nnU-Net trains."""
-    try:
-        with torch.device("meta"):
-            USEMAnnUNet(input_channels=1, num_classes=2, deep_supervision=True, **arch_kwargs)
-    except (TypeError, ValueError) as err:  # UsemaError (a setting USEMA cannot honour) passes as it is
-        raise UsemaError(f"its network would not build: {err}") from None
 
 
 def _read_plans(path: Path) -> dict[str, Any]:
