@@ -189,7 +189,7 @@ def test_training_keys_of_plan_edits_apply_before_the_named_choices(tiny_run):
     out = apply_choices(plans, epochs=4, settings={"lr": 1e-3, "val_max_cases": 3, "num_workers": 2, "epochs": 9})
     training = out.training
     assert (training.lr, training.val_max_cases, training.num_workers, training.epochs) == (1e-3, 3, 2, 4)
-    with pytest.raises(UsemaError, match="could not convert string to float"):
+    with pytest.raises(UsemaError, match='^--plan lr="fast": must be a positive number$'):
         apply_choices(plans, settings={"lr": "fast"})
 
 
