@@ -45,3 +45,26 @@ def test_an_unknown_device_is_refused_naming_the_option(capsys):
         _build_parser().parse_args(["train", "DATA", "-o", "RUN", "--device", "gpu"])
     assert stop.value.code == 2
     assert "argument --device: 'gpu' is not a device: choose auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "D", "-o", "R", "--max-minutes", "0"], "argument --max-minutes: '0' is not a positive, finite number"),
+        (["train", "D", "-o", "R", "--max-minutes", "-5"], "argument --max-minutes: '-5' is not a positive"),
+        (["train", "D", "-o", "R", "--max-minutes", "nan"], "argument --max-minutes: 'nan' is not a positive"),
+        (["train", "D", "-o", "R", "--max-minutes", "inf"], "argument --max-minutes: 'inf' is not a positive"),
+        (["train", "D", "-o", "R", "--epochs", "0"], "argument --epochs: '0' is not an integer >= 1"),
+        (["train", "D", "-o", "R", "--iters-per-epoch", "two"], "argument --iters-per-epoch: 'two' is not an integer"),
+        (["train", "D", "-o", "R", "--num-workers", "-1"], "argument --num-workers: '-1' is not an integer >= 0"),
+        (["train", "D", "-o", "R", "--fold", "-1"], "argument --fold: '-1' is not an integer >= 0"),
+        (["plan", "D", "-o", "R", "--memory-gb", "0"], "argument --memory-gb: '0' is not a positive, finite number"),
+        (["evaluate", "P", "G", "--tolerance-mm", "-1"], "argument --tolerance-mm: '-1' is not a positive"),
+        (["nnunet-plans", "P.json", "--head-dim", "0"], "argument --head-dim: '0' is not an integer >= 1"),
+    ],
+)
+def test_numeric_options_are_checked_before_any_work_naming_the_value(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"usema {argv[0]}: error: {message}")

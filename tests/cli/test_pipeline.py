@@ -100,3 +100,18 @@ def test_train_stops_at_max_minutes_and_starts_from_pretrained_weights(phantoms,
                  "--pretrained-weights", str(tmp_path / "nothing.pt")]) == 2
     assert capsys.readouterr().err.strip() == (
         f"usema train: error: {tmp_path / 'nothing.pt'}: pretrained weights not found")
+
+
+def test_train_with_epochs_describes_the_training_it_runs_and_the_batch_the_plan_chose(phantoms, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(phantoms, run, "--plan", TINY, "batch_size=3") == 0
+    err = capsys.readouterr().err.splitlines()
+    plans = Plans.load(run)
+    patch = "x".join(map(str, plans.patch_size))
+    planned = next(line for line in err if line.startswith("planned for cpu: "))
+    assert planned.endswith(f"patch {patch}, batch 3, adamw lr 0.003, 1 epochs of 2 steps")
+    why = next(line for line in err if line.startswith("why: "))
+    assert f"(here a batch of 3 patches of {patch})" in why
+    assert "training: not timed, its epochs were given (train prints each epoch's time)" in err
+    assert not any("no CPU on this machine" in line for line in err)
+    assert "num_workers" not in Plans.load(run).to_dict()["training"]  # the training machine's, not the plan's

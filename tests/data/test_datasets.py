@@ -118,6 +118,21 @@ def test_detects_folder2d_and_converts_the_minority_channel_count(tmp_path):
     assert label.sum() == 20
 
 
+def test_a_tie_of_channel_counts_is_not_called_a_majority(tmp_path):
+    with pytest.warns(UserWarning, match=r"1 of 3 images do not have 1 channel\(s\) \(2 have: the majority\)"):
+        load_dataset(make_folder2d(tmp_path / "most", modes=("L", "L", "RGB")))
+    root = make_folder2d(tmp_path / "tie", modes=("L", "RGB", "L", "RGB"))
+    with pytest.warns(UserWarning) as caught:
+        spec = load_dataset(root)
+    assert spec.num_channels == 3  # the tie goes to the larger count
+    message = str(caught[0].message)
+    assert message == (
+        f"{root}: 2 of 4 images do not have 3 channel(s) (2 have: as many as have 1, and a tie goes to the larger "
+        "count); they are converted on load"
+    )
+    assert "majority" not in message
+
+
 def test_folder2d_label_modes(tmp_path):
     root = make_folder2d(tmp_path / "mask", modes=("L", "L"), label_values=255)
     with pytest.warns(UserWarning, match="binary"):

@@ -52,7 +52,7 @@ def test_nifti_folders_give_per_case_scores_and_summary(nifti_cases, tmp_path, c
     pred, gt = nifti_cases
     summary = evaluate(pred, gt)
 
-    out = tmp_path / "evaluation"  # default: PRED/../evaluation
+    out = tmp_path / "pred_evaluation"  # default: PRED_evaluation beside PRED
     rows = _read_rows(out / "per_case.csv")
     assert sorted(rows) == [("case_a", "1"), ("case_a", "2"), ("case_b", "1"), ("case_b", "2")]
     # shifted cube (see test_metrics): 32 of 64 voxels shared; 28 of 56 surface voxels within 1 mm; HD95 2 x 2 mm
@@ -140,7 +140,7 @@ def test_missing_prediction_is_an_error_naming_the_case(nifti_cases):
     with pytest.raises(DataError, match="case_b") as err:
         evaluate(pred, gt)
     assert err.value.path == gt / "case_b.nii.gz"
-    assert not (pred.parent / "evaluation").exists()
+    assert not (pred.parent / "pred_evaluation").exists()
 
 
 def test_extra_predictions_are_ignored_with_a_warning_and_duplicates_refused(nifti_cases, tmp_path):
@@ -181,17 +181,31 @@ def test_single_files_and_output_refusing_to_overwrite_an_input(nifti_cases, tmp
 def test_default_output_is_never_inside_the_reference(tmp_path):
     for folder in ("p", "q", "gt/pred", "preds", "evaluation"):
         (tmp_path / folder).mkdir(parents=True)
-    assert default_output_dir(tmp_path / "p", tmp_path / "q") == (tmp_path / "evaluation").resolve()
+    assert default_output_dir(tmp_path / "p", tmp_path / "q") == (tmp_path / "p_evaluation").resolve()
     # predictions inside the reference folder: the results go beside the reference folder
     assert (
         default_output_dir(tmp_path / "gt" / "pred", tmp_path / "gt")
         == (tmp_path / "pred_evaluation").resolve()
     )
-    # "evaluation" is the reference folder itself: use a name after the predictions instead
-    assert (
-        default_output_dir(tmp_path / "preds", tmp_path / "evaluation")
-        == (tmp_path / "preds_evaluation").resolve()
-    )
+    # one predicted file: named after its case
+    assert default_output_dir(tmp_path / "p" / "case_a.nii.gz", tmp_path / "q" / "case_a.nii.gz") == (
+        tmp_path / "p" / "case_a_evaluation"
+    ).resolve()
+
+
+def test_two_prediction_folders_in_one_parent_keep_their_own_results(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    other = tmp_path / "other_pred"
+    other.mkdir()
+    for path in pred.iterdir():  # the same cases, case_b left empty: its scores differ from pred's
+        other.joinpath(path.name).write_bytes(path.read_bytes())
+    _write_nifti(np.zeros(SHAPE, np.uint8), other / "case_b.nii.gz")
+    first, second = evaluate(pred, gt), evaluate(other, gt)
+    assert first["classes"]["1"]["dice"]["mean"] != second["classes"]["1"]["dice"]["mean"]
+    for folder, summary in ((pred, first), (other, second)):
+        written = json.loads((tmp_path / f"{folder.name}_evaluation" / "summary.json").read_text())
+        assert written["pred"] == str(folder)
+        assert written["classes"]["1"]["dice"]["mean"] == summary["classes"]["1"]["dice"]["mean"]
 
 
 def test_cli_reports_a_missing_prediction_as_one_line(nifti_cases, capsys):

@@ -39,3 +39,17 @@ def test_an_untrained_run_and_bad_fold_lists_are_refused(tmp_path, two_fold_run)
         resolve_folds(two_fold_run[1], fold=0, folds=[1])
     with pytest.raises(UsemaError, match=r"fold numbers or 'all', got \['all', '1'\]"):
         resolve_folds(two_fold_run[1], folds=["all", "1"])
+
+
+def test_loading_a_run_that_is_not_there_says_so(tmp_path):
+    import usema
+
+    missing = tmp_path / "no" / "such" / "run"
+    with pytest.raises(UsemaError, match=rf"^{missing}: run folder not found \(a run folder holds plans.json"):
+        usema.load(missing)
+    afile = tmp_path / "plans.json"
+    afile.write_text("{}")
+    with pytest.raises(UsemaError, match=rf"^{afile}: is a file, not a run folder"):
+        usema.load(str(afile))
+    with pytest.raises(UsemaError, match=r"^the run folder must be a path \(a str or Path\), got None$"):
+        usema.load(None)

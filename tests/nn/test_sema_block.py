@@ -84,6 +84,10 @@ def test_odd_channels_per_head_are_refused_with_rope():
     with pytest.raises(ValueError, match="even"):
         SEMABlock(24, 2, head_dim=3)
     SEMABlock(24, 2, head_dim=3, use_rope=False)
+    # fewer channels per head than RoPE rotates over the axes: refused when built, not at the first forward pass
+    with pytest.raises(ValueError, match="RoPE over 3 axes needs at least 6 channels per head"):
+        SEMABlock(8, 3, head_dim=4)
+    SEMABlock(8, 3, head_dim=4, mode="mean")  # the mean reads no queries or keys: nothing to rotate
 
 
 @pytest.mark.parametrize("valid_shape", [None, (5, 10, 10)])

@@ -268,3 +268,47 @@ def test_a_training_entry_without_label_is_refused_at_planning_naming_dataset_js
         DataError, match=r"dataset\.json: the training case 'ct_1' \(ct_1\.nii\.gz\) has no label"
     ):
         plan_dataset(root, tmp_path / "run", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"patch_size": [32, 32]}, r"--plan patch_size=\[32, 32\]: must be 3 positive integers, one per axis of this 3D"),
+        ({"patch_size": [0, 0, 0]}, r"--plan patch_size=\[0, 0, 0\]: must be 3 positive integers"),
+        ({"batch_size": "two"}, '--plan batch_size="two": must be an integer >= 1'),
+        ({"batch_size": 0}, "--plan batch_size=0: must be an integer >= 1"),
+        ({"target_spacing": [0, 1, 1]}, r"--plan target_spacing=\[0, 1, 1\]: must be 3 positive numbers \(mm\)"),
+        ({"target_spacing": [float("inf"), 1, 1]}, "--plan target_spacing=.Infinity, 1, 1.: must be 3 positive"),
+        ({"epochs": 0}, "--plan epochs=0: must be an integer >= 1"),
+        ({"lr": float("nan")}, "--plan lr=NaN: must be a positive number"),
+        ({"time_budget_minutes": -5}, "--plan time_budget_minutes=-5: must be a positive, finite number"),
+        ({"network_settings": [16]}, r"--plan network_settings=\[16\]: must be a JSON object"),
+    ],
+)
+def test_plan_edits_are_checked_before_any_case_is_read(tmp_path, monkeypatch, edit, message):
+    from usema.planning import planner
+
+    def never(*args, **kwargs):
+        raise AssertionError("the fingerprint was computed before the edits were checked")
+
+    data = _ct_dataset(tmp_path / "ct")
+    monkeypatch.setattr(planner, "compute_fingerprint", never)
+    with pytest.raises(UsemaError, match=message) as err:
+        plan_dataset(data, tmp_path / "run", device="cpu", **edit)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "plans.json").exists()
+
+
+def test_a_given_batch_is_the_plans_and_null_leaves_it_to_the_planner(tmp_path):
+    data = _ct_dataset(tmp_path / "ct")
+    assert plan_dataset(data, tmp_path / "one", device="cpu", batch_size=1).batch_size == 1
+    assert plan_dataset(data, tmp_path / "planned", device="cpu", batch_size=None).batch_size == 2
+    with pytest.raises(UsemaError, match="memory budget 0 GiB: must be a positive"):
+        plan_dataset(data, tmp_path / "none", device="cpu", memory_budget_gb=0)
+
+
+def test_network_settings_the_network_refuses_are_no_plan(tmp_path):
+    with pytest.raises(DataError, match=r"plans\.json: model 'usema' cannot be built from its network settings: RoPE"):
+        plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu",
+                     network_settings={"base_features": 4, "head_dim": 4})
+    assert not (tmp_path / "run" / "plans.json").exists()

@@ -195,7 +195,7 @@ def test_training_keys_of_plan_edits_apply_before_the_named_choices(tiny_run):
     out = apply_choices(plans, epochs=4, settings={"lr": 1e-3, "val_max_cases": 3, "num_workers": 2, "epochs": 9})
     training = out.training
     assert (training.lr, training.val_max_cases, training.num_workers, training.epochs) == (1e-3, 3, 2, 4)
-    with pytest.raises(UsemaError, match="could not convert string to float"):
+    with pytest.raises(UsemaError, match='^--plan lr="fast": must be a positive number$'):
         apply_choices(plans, settings={"lr": "fast"})
 
 
@@ -388,3 +388,63 @@ def test_every_model_of_a_split_validates_on_the_same_cases_drawn_by_size(tiny_r
     sizes = Plans.load(run).case_sizes()
     by_size = sorted(held_out, key=lambda case: (sizes[case], case))
     assert by_size.index(validated[0]) // 2 != by_size.index(validated[1]) // 2
+
+
+def test_a_resumed_run_ends_with_the_checkpoints_predict_needs(tiny_run, monkeypatch):
+    from usema.training import loop
+
+    data, run = tiny_run
+    fold = run / "fold_0"
+    original_save = loop.save_checkpoint
+
+    def best_finds_no_space(payload, path):
+        if path.name == "checkpoint_best.pt":
+            raise UsemaError(f"{path}: cannot write it, no space left on device")
+        return original_save(payload, path)
+
+    monkeypatch.setattr(loop, "save_checkpoint", best_finds_no_space)
+    with pytest.raises(UsemaError, match="checkpoint_best.pt: cannot write it"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    # best is written before latest: no latest checkpoint claims an epoch whose best is not on disk
+    assert not (fold / "checkpoint_latest.pt").exists()
+    monkeypatch.undo()
+    train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+
+    # a fold whose best checkpoint was lost (a crash in an earlier usema, a deleted file): the resumed run
+    # writes one even when no epoch is left to train
+    (fold / "checkpoint_best.pt").unlink()
+    with pytest.warns(UserWarning, match="no checkpoint_best.pt was written .* holds the last epoch, 1"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+    (fold / "checkpoint_best.pt").unlink()
+    summary = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
+    assert summary["best_epoch"] == 2  # the lost best no longer counts: the next validated epoch is the best
+    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("minutes", [0, -1.0, math.nan, math.inf])
+def test_a_budget_that_is_no_positive_number_is_refused_before_any_work(tiny_run, minutes):
+    data, run = tiny_run
+    with pytest.raises(UsemaError, match=rf"max_minutes {minutes!r}: must be a positive, finite number of minutes"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, max_minutes=minutes)
+    assert not (run / "fold_0").exists()
+
+
+def test_a_budget_that_ends_the_run_says_so(tiny_run, capsys):
+    data, run = tiny_run
+    summary = train(data, run, epochs=3, iters_per_epoch=1, device="cpu", folds=2, max_minutes=1e-6)
+    assert summary["out_of_time"] and summary["last_epoch"] == 1
+    assert (
+        f"{run / 'fold_0'}: the training budget of 1e-06 minutes is spent after epoch 1 of 3; a larger one "
+        "(--max-minutes, max_minutes) with --resume trains on"
+    ) in capsys.readouterr().err.splitlines()
+
+
+def test_training_plan_edits_are_checked_before_any_work_on_an_existing_plan(tiny_run):
+    data, run = tiny_run
+    with pytest.raises(UsemaError, match=r'^--plan lr="fast": must be a positive number$'):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, plan_edits={"lr": "fast"})
+    with pytest.raises(UsemaError, match=r"^--plan val_max_cases=-1: must be an integer >= 0 \(0 or null: every"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, plan_edits={"val_max_cases": -1})
+    assert not (run / "fold_0").exists() and not (run / "splits.json").exists()

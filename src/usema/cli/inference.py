@@ -6,7 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from usema.cli.options import add_device
+from usema.cli.options import add_device, count_from, positive_number
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
@@ -26,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--fold", type=int, default=None, metavar="N", help="predict with fold N alone")
+    which.add_argument("--fold", type=count_from(0), default=None, metavar="N", help="predict with fold N alone")
     which.add_argument(
         "--folds",
         nargs="+",
@@ -90,7 +90,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="model.onnx (ONNX, input 'image', output 'logits') or model.pt (TorchScript)",
     )
-    p.add_argument("--fold", type=int, default=0, help="the fold whose network is exported (default: 0)")
+    p.add_argument("--fold", type=count_from(0), default=0, help="the fold whose network is exported (default: 0)")
     p.add_argument(
         "--checkpoint",
         default="best",
@@ -108,10 +108,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         default=None,
-        help="folder of per_case.csv and summary.json (default: PRED/../evaluation)",
+        help="folder of per_case.csv and summary.json (default: PRED_evaluation beside PRED, named after it)",
     )
     p.add_argument(
-        "--tolerance-mm", type=float, nargs="+", default=None, help="NSD tolerance, one or one per class"
+        "--tolerance-mm", type=positive_number, nargs="+", default=None, help="NSD tolerance, one or one per class"
     )
     p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 
 from usema.errors import UsemaError
@@ -17,6 +18,33 @@ def device_name(text: str) -> str:
     if not _DEVICE.fullmatch(name):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: choose auto, cpu, cuda or cuda:N")
     return name
+
+
+def positive_number(text: str) -> float:
+    """A positive, finite number as typed (argparse names the option when it is none: 0, -1, nan, inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive, finite number")
+    return value
+
+
+def count_from(low: int):
+    """An argparse type: an integer of at least `low` as typed."""
+
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= {low}")
+        return value
+
+    count.__name__ = f"integer >= {low}"
+    return count
 
 
 def add_device(parser: argparse.ArgumentParser, what: str = "run", more: str = "") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usema.cli.options import add_device, add_plan_edits, key_json
+from usema.cli.options import add_device, add_plan_edits, count_from, key_json, positive_number
 
 LABEL_MODES = ["semantic", "binary", "instance"]
 
@@ -26,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--memory-gb",
-        type=float,
+        type=positive_number,
         default=None,
         help="memory budget that sizes patch and batch (default: 5 GiB on a GPU, 2 GiB on a CPU)",
     )
@@ -49,16 +49,16 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="what the label files hold (default: semantic; 2D folders are guessed)",
     )
-    p.add_argument("--fold", type=int, default=0, help="the fold to train, 0 to FOLDS-1 (default: 0)")
+    p.add_argument("--fold", type=count_from(0), default=0, help="the fold to train, 0 to FOLDS-1 (default: 0)")
     p.add_argument(
-        "--folds", type=int, default=5, help="how many folds the cases are split into (default: 5)"
+        "--folds", type=count_from(1), default=5, help="how many folds the cases are split into (default: 5)"
     )
     p.add_argument(
         "--groups", type=Path, default=None, help="CSV case_id,group: cases of a group stay in one fold"
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the plan's)")
+    p.add_argument("--epochs", type=count_from(1), default=None, help="epochs (default: the plan's)")
     p.add_argument(
-        "--iters-per-epoch", type=int, default=None, help="optimizer steps per epoch (default: the plan's)"
+        "--iters-per-epoch", type=count_from(1), default=None, help="optimizer steps per epoch (default: the plan's)"
     )
     p.add_argument(
         "--optimizer",
@@ -83,7 +83,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-minutes",
-        type=float,
+        type=positive_number,
         default=None,
         help="training time of the whole run, resumes included; the learning rate decays to 0 there "
         "(default: the plan's time_budget_minutes, else none)",
@@ -91,9 +91,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_plan_edits(p, example="patch_size=[32,32] batch_size=8 lr=0.001")
     p.add_argument(
         "--num-workers",
-        type=int,
+        type=count_from(0),
         default=None,
-        help="data loader processes that draw the augmented batches (default: the plan's, 0)",
+        help="data loader processes that draw the augmented batches (default: half this machine's CPUs shared "
+        "among the training processes on it, at most 8 each; 0: the training process draws them)",
     )
     p.add_argument(
         "--pretrained-weights",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usema.cli.options import add_device, add_plan_edits, json_object, key_json, placement
+from usema.cli.options import add_device, add_plan_edits, count_from, json_object, key_json, placement
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +24,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(0: the conv-only control) or one count per stage, e.g. 0,0,1,1,1,1 (default: where "
                         "usema's own plans put them, usema.models.usema.DEFAULT_PLACEMENT)")
     p.add_argument("--attention", default="sema", help="the SEMA blocks' attention mode (default: sema)")
-    p.add_argument("--window-size", type=int, default=None, help="default: 7 in 2D, 5 in 3D")
-    p.add_argument("--head-dim", type=int, default=32, help="channels per attention head (default: 32)")
+    p.add_argument("--window-size", type=count_from(1), default=None, help="default: 7 in 2D, 5 in 3D")
+    p.add_argument("--head-dim", type=count_from(1), default=32, help="channels per attention head (default: 32)")
     p.set_defaults(func=_cmd_nnunet_plans)
 
     p = sub.add_parser("nnunet-install-trainer",

@@ -311,17 +311,24 @@ def _finish(
     if channel_names is None:
         counts = Counter(channels for _, channels, _ in probed)
         majority = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        tied = sorted(c for c, n in counts.items() if n == counts[majority] and c != majority)
+        # a tie is no majority: say so, and which count wins it
+        why = (
+            f"as many as have {' or '.join(map(str, tied))}, and a tie goes to the larger count"
+            if tied else "the majority"
+        )
         channel_names = channel_names_for(majority)
         for path, channels, geo in probed:
             if channels != majority and not is_convertible(channels, majority, geo):
                 raise DataError(
-                    path, f"has {channels} channel(s) but most images of the dataset have {majority}"
+                    path,
+                    f"has {channels} channel(s) but {counts[majority]} images of the dataset have {majority} ({why})",
                 )
         if len(counts) > 1:
             others = len(probed) - counts[majority]
             warnings.warn(
-                f"{root}: {others} of {len(cases)} images do not have {majority} channel(s) (the majority); "
-                f"they are converted on load",
+                f"{root}: {others} of {len(cases)} images do not have {majority} channel(s) "
+                f"({counts[majority]} have: {why}); they are converted on load",
                 stacklevel=4,
             )
             announced = True

@@ -113,17 +113,15 @@ def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Pat
 
 
 def default_output_dir(pred: Path, gt: Path) -> Path:
-    """PRED/../evaluation, or a sibling named after PRED when that would fall inside the reference folder."""
-    pred_folder = (pred if pred.is_dir() else pred.parent).resolve()
+    """PRED_evaluation beside the prediction folder PRED (CASE_evaluation beside a prediction file), beside the
+    reference folder instead when that would fall inside it: named after its predictions, so that the results
+    of two prediction folders in one parent never overwrite each other."""
+    pred = pred.resolve()
+    name = f"{pred.name if pred.is_dir() else strip_suffix(pred.name)}_evaluation"
     gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
-    for candidate in (
-        pred_folder.parent / "evaluation",
-        pred_folder.parent / f"{pred_folder.name}_evaluation",
-    ):
-        if not is_within(candidate, gt_folder):
-            return candidate
+    candidate = pred.parent / name
     # The predictions live inside the reference folder: put the results beside the reference folder.
-    return gt_folder.parent / f"{pred_folder.name}_evaluation"
+    return gt_folder.parent / name if is_within(candidate, gt_folder) else candidate
 
 
 def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
@@ -250,7 +248,7 @@ def evaluate(
     the dataset's label values under the plan's class names, its ignore label, instance scoring for instance
     labels), else the label values > 0 seen in the references. Predictions and references that share no label
     value stop with a UsemaError saying what each holds; predicted values outside the classes are warned
-    about. Output defaults to PRED/../evaluation (never inside the reference folder). `chill` scores the
+    about. Output defaults to PRED_evaluation beside PRED (`default_output_dir`; never inside the reference folder). `chill` scores the
     predicted cases only, where every reference case needs a prediction otherwise. Reference voxels of
     `ignore_label` (default: the plan's, else the dataset's "ignore" label, see the module docstring) are
     scored nowhere.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,17 @@ from usema.errors import CheckpointError, UsemaError
 from usema.training.checkpoint import CHECKPOINT_NAMES
 
 _FOLD_DIR = re.compile(r"fold_(\d+)")
+
+
+def run_folder(run_dir: object) -> Path:
+    """`run_dir` as a Path; UsemaError when it is no path (e.g. None) or names no existing folder."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise UsemaError(f"the run folder must be a path (a str or Path), got {run_dir!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        what = "is a file, not a run folder" if path.exists() else "run folder not found"
+        raise UsemaError(f"{path}: {what} (a run folder holds plans.json and fold_K/ checkpoints)")
+    return path
 
 
 def checkpoint_path(run_dir: str | Path, checkpoint: str = "best", fold: int = 0) -> Path:

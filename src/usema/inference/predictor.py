@@ -21,7 +21,7 @@ from usema.data.datasets import to_label_values
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
 from usema.errors import CheckpointError, DataError, UsemaError
-from usema.inference.folds import checkpoint_path, resolve_folds
+from usema.inference.folds import checkpoint_path, resolve_folds, run_folder
 from usema.planning.network import build_described_network
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.preprocessing.image import preprocess_image, restore_geometry
@@ -284,7 +284,7 @@ def load_predictor(
     precision; `tta` and `step_size` are the Predictor's. A fold never trained, a checkpoint of another model
     than RUN/plans.json's, or folds trained with other preprocessing raise one error naming the file.
     """
-    run_dir = Path(run_dir)
+    run_dir = run_folder(run_dir)
     check_step_size(step_size)
     numbers = resolve_folds(run_dir, checkpoint, fold, folds)
     torch_device = resolve_device(device)

@@ -9,6 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import torch
 from torch import nn
 
 from usema.errors import UsemaError
@@ -148,6 +149,17 @@ def build_model(
         deep_supervision=deep_supervision,
         **kwargs,
     )
+
+
+def check_it_builds(build: Callable[[], nn.Module]) -> None:
+    """Call `build` on the meta device (no memory, no weights; under a second for nnU-Net's largest networks):
+    the ValueError or TypeError of a network that would not build (a setting it refuses) as UsemaError, now
+    rather than when it trains."""
+    try:
+        with torch.device("meta"):
+            build()
+    except (TypeError, ValueError) as err:
+        raise UsemaError(str(err)) from err
 
 
 def _ensure_builders() -> None:

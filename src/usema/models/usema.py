@@ -142,7 +142,8 @@ class USEMA(nn.Module):
         self.features = features
 
         total_sema = sum(semas)
-        rates = torch.linspace(0, drop_path, max(total_sema, 1)).tolist()
+        # on the CPU whatever the default device: a network built on the meta device (to check it) needs values
+        rates = torch.linspace(0, drop_path, max(total_sema, 1), device="cpu").tolist()
         self.encoder = nn.ModuleList()
         channels = in_channels
         for stage in range(n_stages):

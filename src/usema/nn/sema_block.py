@@ -74,6 +74,10 @@ class SEMABlock(nn.Module):
             raise ValueError(f"channels {channels} are not divisible by num_heads {num_heads}")
         if use_rope and mode != "mean" and (channels // num_heads) % 2:
             raise ValueError(f"RoPE rotates feature pairs: channels per head must be even, got {channels // num_heads}")
+        if use_rope and mode != "mean" and channels // num_heads < 2 * spatial_dims:
+            # refused here, when the network is built, rather than at its first forward pass
+            raise ValueError(f"RoPE over {spatial_dims} axes needs at least {2 * spatial_dims} channels per head "
+                             f"(head_dim), got {channels // num_heads}")
         self.channels, self.spatial_dims, self.mode, self.num_heads = channels, spatial_dims, mode, num_heads
         self.window_size = window_size if window_size is not None else DEFAULT_WINDOW[spatial_dims]
         self.use_rope = use_rope

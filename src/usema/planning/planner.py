@@ -31,8 +31,8 @@ from usema.errors import DataError, UsemaError
 from usema.planning.fingerprint import compute_fingerprint
 from usema.planning.network import network_settings_for
 from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
-from usema.planning.schema import PLANS_VERSION
-from usema.planning.settings import TRAINING_KEYS, TrainingSettings
+from usema.planning.schema import PLANS_VERSION, is_count, is_positive
+from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from usema.planning.windows import placement_settings, sema_stages_of, target_window, tiling_patch
 from usema.utils.memory import physical_memory_bytes
 
@@ -192,6 +192,29 @@ def default_memory_budget_gb(device: str) -> float:
     return min(DEFAULT_MEMORY_BUDGET_GB, ram / 2 / 2**30) if ram else DEFAULT_MEMORY_BUDGET_GB
 
 
+def check_plan_edits(edits: dict[str, Any], spatial_dims: int) -> None:
+    """UsemaError naming the first plan edit (--plan KEY=JSON) whose value a plan of a `spatial_dims`-D dataset
+    cannot take, and what it can; None means "planned". Run before any case is read."""
+    def per_axis(check: Any) -> Any:
+        return lambda v: isinstance(v, list) and len(v) == spatial_dims and all(map(check, v))
+
+    axes = f"one per axis of this {spatial_dims}D dataset"
+    allowed = {
+        "patch_size": (per_axis(is_count), f"{spatial_dims} positive integers, {axes}"),
+        "target_spacing": (per_axis(is_positive), f"{spatial_dims} positive numbers (mm), {axes}"),
+        "batch_size": (is_count, "an integer >= 1"),
+        "num_channels": (is_count, "an integer >= 1"),
+        "max_cases": (is_count, "an integer >= 1"),
+        "case_ids": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of case ids"),
+        "seed": (lambda v: is_count(v, 0), "an integer >= 0"),
+        "device": (lambda v: isinstance(v, str), "a device name"),
+        "network_settings": (lambda v: isinstance(v, dict), "a JSON object of the network's settings"),
+        "model_overrides": (lambda v: isinstance(v, dict), "a JSON object of the network's settings"),
+    }
+    for key, value in edits.items():
+        check_setting(key, value, allowed if key in allowed else None)
+
+
 # ------------------------------------------------------------------------------------------------ planning
 def plan_dataset(
     data: str | Path,
@@ -214,12 +237,15 @@ def plan_dataset(
     unknown = sorted(set(plan_edits) - set(PLAN_EDITS))
     if unknown:
         raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
+    if memory_budget_gb is not None and not is_positive(memory_budget_gb):
+        raise UsemaError(f"memory budget {memory_budget_gb!r} GiB: must be a positive, finite number")
     edits = dict(plan_edits)
-    given_settings = dict(edits.get("network_settings") or edits.get("model_overrides") or {})
     from usema.utils.device import device_kind  # imports torch: only when planning
 
     device = device_kind(edits.get("device") or "auto")  # a plan for a GPU may be made without one
     spec = load_dataset(data, label_mode)
+    check_plan_edits({**edits, **training_edits}, spec.spatial_dims)
+    given_settings = dict(edits.get("network_settings") or edits.get("model_overrides") or {})
     run_dir = Path(run_dir)
     _check_plans_location(spec, run_dir / PLANS_NAME)
     if edits.get("num_channels"):
@@ -278,7 +304,7 @@ def plan_dataset(
             "target_spacing": spacing,
             "normalization": normalization_for(spec.channel_names, fingerprint["intensity"]),
             "patch_size": network["patch_size"],
-            "batch_size": int(edits.get("batch_size") or planned_batch),
+            "batch_size": planned_batch if edits.get("batch_size") is None else edits["batch_size"],
             "model": {
                 "name": model,
                 "network_settings": network_settings_for(
@@ -294,6 +320,7 @@ def plan_dataset(
         },
         run_dir / PLANS_NAME,
     )
+    plans.check_network()  # a network that would not build (e.g. --plan network_settings) is no plan
     plans.save(run_dir)
     return plans
 

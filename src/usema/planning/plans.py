@@ -296,13 +296,20 @@ class Plans:
         return build_described_network(self.network_description(), deep_supervision)
 
     def check_network(self) -> None:
-        """DataError naming the plans file when its model is unknown or its network settings hold a setting
-        the model does not take: a typo names the key and lists the model's settings."""
+        """DataError naming the plans file when its model is unknown, its network settings hold a setting the
+        model does not take (a typo names the key and lists the model's settings), or a value the network
+        refuses (`check_it_builds`)."""
+        from usema.models.registry import check_it_builds  # imports torch: only where a network is checked
+
         settings = self.network_description()["network_settings"]
         try:
             check_network_settings(self.model_name, self.spatial_dims, settings)
         except UsemaError as err:
             raise DataError(self.source, str(err)) from err
+        try:
+            check_it_builds(self.build_network)
+        except UsemaError as err:
+            raise DataError(self.source, f"model {self.model_name!r} cannot be built from its network settings: {err}") from err
 
     def difference_from(self, trained: Plans) -> str | None:
         """The first setting in which this plan differs from `trained` where a checkpoint trained under

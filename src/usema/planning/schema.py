@@ -13,6 +13,7 @@ on 0/1 masks whatever the files held (binary), and predicted those: they are rea
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,16 @@ def _migrate_model(model: dict[str, Any], spatial_dims: Any, version: int) -> di
     return model
 
 
+def is_count(value: Any, low: int = 1) -> bool:
+    """Whether `value` is an integer (not a bool) of at least `low`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def is_positive(value: Any) -> bool:
+    """Whether `value` is a finite number (not a bool) above 0: JSON's NaN and Infinity are not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+
+
 def validate_plans(plans: Any, source: str | Path) -> None:
     """Raise DataError(source, ...) naming the first key of (current-version) plans that is missing or has the
     wrong type or value."""
@@ -82,12 +93,6 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise DataError(source, f"plans key {key!r} {what}")
-
-    def count(value: Any, low: int = 1) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-    def positive(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
     need(isinstance(plans, dict), "(top level)", "must be a JSON object")
     for key in (
@@ -117,15 +122,15 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         need(key in info, f"dataset.{key}", "is missing")
     dims = info["spatial_dims"]
     need(dims in (2, 3), "dataset.spatial_dims", "must be 2 or 3")
-    need(count(info["num_channels"]), "dataset.num_channels", "must be an integer >= 1")
-    need(count(info["num_classes"], 2), "dataset.num_classes", "must be an integer >= 2")
+    need(is_count(info["num_channels"]), "dataset.num_channels", "must be an integer >= 1")
+    need(is_count(info["num_classes"], 2), "dataset.num_classes", "must be an integer >= 2")
     need(
         info.get("ignore_label") in (None, info["num_classes"]),
         "dataset.ignore_label",
         "must be dataset.num_classes (the training class one past the last) or absent",
     )
     need(info["label_mode"] in LABEL_MODES, "dataset.label_mode", f"must be one of {', '.join(LABEL_MODES)}")
-    _validate_label_values(info, need, count)
+    _validate_label_values(info, need, is_count)
     need(
         isinstance(info["cases"], list)
         and len(info["cases"]) > 0
@@ -135,17 +140,17 @@ def validate_plans(plans: Any, source: str | Path) -> None:
     )
     spacing = plans["target_spacing"]
     need(
-        isinstance(spacing, list) and len(spacing) == dims and all(map(positive, spacing)),
+        isinstance(spacing, list) and len(spacing) == dims and all(map(is_positive, spacing)),
         "target_spacing",
         f"must be {dims} positive numbers",
     )
     patch = plans["patch_size"]
     need(
-        isinstance(patch, list) and len(patch) == dims and all(map(count, patch)),
+        isinstance(patch, list) and len(patch) == dims and all(map(is_count, patch)),
         "patch_size",
         f"must be {dims} positive integers",
     )
-    need(count(plans["batch_size"]), "batch_size", "must be an integer >= 1")
+    need(is_count(plans["batch_size"]), "batch_size", "must be an integer >= 1")
     _validate_normalization(plans["normalization"], info["num_channels"], need)
     model = plans["model"]
     need(isinstance(model, dict) and isinstance(model.get("name"), str), "model.name", "must be a string")
@@ -155,17 +160,22 @@ def validate_plans(plans: Any, source: str | Path) -> None:
         need(
             isinstance(strides, list)
             and len(strides) >= 1
-            and all(isinstance(s, list) and len(s) == dims and all(map(count, s)) for s in strides),
+            and all(isinstance(s, list) and len(s) == dims and all(map(is_count, s)) for s in strides),
             "model.network_settings.strides",
             f"must be a list of [{dims} positive integers] per stage",
         )
     training = plans["training"]
     need(isinstance(training, dict), "training", "must be an object")
     need(training.get("optimizer") in ("sgd", "adamw"), "training.optimizer", "must be 'sgd' or 'adamw'")
-    need(positive(training.get("lr")), "training.lr", "must be a positive number")
-    need(count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
-    need(count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
-    need(count(training.get("num_workers", 0), 0), "training.num_workers", "must be an integer >= 0")
+    need(is_positive(training.get("lr")), "training.lr", "must be a positive number")
+    need(is_count(training.get("epochs")), "training.epochs", "must be an integer >= 1")
+    need(is_count(training.get("iters_per_epoch")), "training.iters_per_epoch", "must be an integer >= 1")
+    workers = training.get("num_workers")
+    need(workers is None or is_count(workers, 0), "training.num_workers", "must be an integer >= 0 or absent")
+    budget = training.get("time_budget_minutes")
+    need(budget is None or is_positive(budget), "training.time_budget_minutes", "must be a positive number or null")
+    cases = training.get("val_max_cases")
+    need(cases is None or is_count(cases, 0), "training.val_max_cases", "must be an integer >= 0 or null")
 
 
 def _validate_label_values(info: dict[str, Any], need: Any, count: Any) -> None:

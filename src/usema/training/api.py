@@ -12,8 +12,10 @@ from typing import Any
 
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
+from usema.planning.planner import check_plan_edits
 from usema.planning.plans import PLANS_NAME, Plans
-from usema.planning.settings import TRAINING_KEYS, TrainingSettings
+from usema.planning.schema import is_positive
+from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
@@ -43,6 +45,8 @@ def apply_choices(
     if model is not None and model != plans.model_name:
         plans = plans.with_model(model)
     given = {key: value for key, value in (settings or {}).items() if value is not None}
+    for key, value in given.items():
+        check_setting(key, value)
     if given:
         try:
             training = TrainingSettings.from_dict({**plans.training.to_dict(), **given})
@@ -76,16 +80,17 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def _plans_for_run(
     data: Path, run_dir: Path, model: str | None, label_mode: str | None, device: str,
-    edits: dict[str, Any], estimate: bool,
+    edits: dict[str, Any], epochs: int | None, iters_per_epoch: int | None,
 ) -> Plans:
     """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (its training
-    timed, for the lines printed, when `estimate`). An existing plan must have been made from the same
-    dataset, label mode and plan-shaping --plan edits."""
+    timed, for the lines printed, when `estimate`; its description shows the epochs and steps this run trains).
+    An existing plan must have been made from the same dataset, label mode and plan-shaping --plan edits."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
         plans, timed = plan_for_device(data, run_dir, device, model=model or "usema", label_mode=label_mode,
-                                       edits=edits, estimate=estimate)
-        for line in describe_plan(plans, timed):
+                                       edits=edits, estimate=epochs is None)
+        trained = plans.with_training(plans.training.with_choices(epochs=epochs, iters_per_epoch=iters_per_epoch))
+        for line in describe_plan(trained, timed):
             print(line, file=sys.stderr)
         return plans
     plans = Plans.load(run_dir)
@@ -100,6 +105,7 @@ def _plans_for_run(
             f"{where} was made for {info.label_mode} labels, not {label_mode}: use a new run folder"
         )
     shaping = split_plan_edits(edits)[1]
+    check_plan_edits(shaping, plans.spatial_dims)
     planned_with = split_plan_edits(plans.plan_edits)[1]
     changed = sorted(key for key in shaping if shaping[key] != planned_with.get(key))
     if changed:
@@ -213,6 +219,10 @@ def train(
     data, run_dir = Path(data), Path(run_dir)
     if not 0 <= fold < folds:
         raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
+    if max_minutes is not None and not is_positive(max_minutes):
+        raise UsemaError(f"max_minutes {max_minutes!r}: must be a positive, finite number of minutes")
+    for key, value in split_plan_edits(plan_edits)[0].items():
+        check_setting(key, value)  # the plan-shaping edits are checked by the planner, before it reads a case
     if pretrained_weights is not None and not Path(pretrained_weights).is_file():
         raise CheckpointError(f"{pretrained_weights}: pretrained weights not found")
     chosen_device = resolve_device(device)
@@ -222,7 +232,7 @@ def train(
         if ctx.is_main:
             cleanup.enter_context(folder_lock(run_dir))  # the one writer, until training ends
             plans = _plans_for_run(data, run_dir, model, label_mode, str(ctx.device), dict(plan_edits or {}),
-                                   estimate=epochs is None)
+                                   epochs, iters_per_epoch)
             mismatch = device_mismatch(plans, ctx.device.type, run_dir / PLANS_NAME)
             if mismatch:
                 warnings.warn(mismatch, stacklevel=2)

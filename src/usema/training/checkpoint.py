@@ -7,6 +7,7 @@ import os
 import pickle
 import pickletools
 import random
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,35 @@ from typing import Any
 import numpy as np
 import torch
 
-from usema.errors import CheckpointError
+from usema.errors import CheckpointError, UsemaError
 from usema.planning.schema import migrate_network_description
-from usema.utils.atomic import atomic_path
+from usema.utils.atomic import atomic_path, full_disk_errno
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
+# How torch's archive writer reports a write that failed (versions differ; some lose the OSError's errno).
+_WRITER_FAILURE = re.compile(r"inline_container|PytorchStreamWriter|iostream error|file write failed")
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write `payload` to `path` atomically: a temporary file in the same folder, fsync, then rename.
 
-    A kill at any moment leaves either the previous checkpoint or the new one, never a torn file.
+    A kill at any moment leaves either the previous checkpoint or the new one, never a torn file; a failed
+    write (a full disk, however torch reports it) raises UsemaError naming `path`.
     The payload must hold only tensors, numbers, strings, lists and dicts, so that it loads with
     ``weights_only=True``.
     """
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(payload, handle)
+        try:
+            torch.save(payload, handle)
+        except RuntimeError as err:
+            if full_disk_errno(err) is not None or not _WRITER_FAILURE.search(str(err)):
+                raise  # a full disk is named by atomic_path; anything else is not a write failure
+            reason = str(err).strip().splitlines()[0]
+            raise UsemaError(
+                f"{path}: cannot write the checkpoint, torch's writer failed ({reason}); if the disk is full, free "
+                "some space and run again (files written before are intact)"
+            ) from err
         handle.flush()
         os.fsync(handle.fileno())
     return path
@@ -80,10 +93,22 @@ def read_checkpoint_file(path: str | Path) -> Any:
                 f"{path}: corrupt checkpoint (not a readable torch archive or pickle); train again or use a copy"
             ) from err
         raise CheckpointError(
-            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load ({err})"
+            f"{path}: refused, the checkpoint holds objects that would need arbitrary code to load "
+            f"({_refused_object(err)}); usema loads tensors, numbers, strings, lists and dicts only"
         ) from err
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({err})") from err
+
+
+def _refused_object(err: Exception) -> str:
+    """What torch's weights_only unpickler refused, without the advice it gives beside it (to load with
+    weights_only=False, i.e. to run the file's code: the one unsafe thing to do with an unknown file)."""
+    text = str(err)
+    named = re.search(r"GLOBAL [\w.]+", text)  # the class or function the file would import and call
+    if named:
+        return f"unsupported {named.group(0)}"
+    reason = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\.\s|\.?$)", text, re.S)
+    return reason.group(1).strip() if reason else "an object outside those"
 
 
 def _pickle_is_intact(path: Path) -> bool:

@@ -73,7 +73,8 @@ def plan_for_device(
         given = (
             planner_edits.pop("network_settings", None) or planner_edits.pop("model_overrides", None) or {}
         )
-        planner_edits["network_settings"] = {**compact_network(model), **given}
+        # a given value that is no object of settings is left for plan_dataset to name
+        planner_edits["network_settings"] = {**compact_network(model), **given} if isinstance(given, dict) else given
         planner_edits.setdefault("iters_per_epoch", CPU_ITERS_PER_EPOCH)
         planner_edits.setdefault("val_max_cases", CPU_VAL_MAX_CASES)
         if "epochs" not in edits:  # the length is the budget's; given epochs are the user's own length
@@ -129,21 +130,22 @@ def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
     """What `usema plan` prints: the choices, why (on a CPU), and how long training will take."""
     kind = plans.planned_device or "cpu"
     training = plans.training
+    patch = "x".join(map(str, plans.patch_size))
     lines = [
-        f"planned for {kind}: {plans.model_name} with {_network_words(plans)}; "
-        f"patch {'x'.join(map(str, plans.patch_size))}, "
+        f"planned for {kind}: {plans.model_name} with {_network_words(plans)}; patch {patch}, "
         f"batch {plans.batch_size}, {training.optimizer} lr {training.lr:g}, {training_length(plans)}"
     ]
     if kind == "cpu":
         lines.append(
             "why: on a CPU the preset's full widths at nnU-Net's patch and step count train for days; the "
             f"compact network of the README's CPU runs, patches within a {CPU_MEMORY_BUDGET_GB:g} GiB budget "
-            "(a batch of 4 "
-            f"patches of 256x256 pixels or 40x56x40 voxels), AdamW and a budget of "
+            f"(here a batch of {plans.batch_size} patches of {patch}), AdamW and a budget of "
             f"{CPU_TRAINING_MINUTES:g} minutes keep a CPU run to half an hour"
         )
     if estimate is not None:
         lines.append(f"training: {estimate.describe()}")
+    elif kind == "cpu" or device_kind("auto") == "cuda":  # the device is here: the caller chose the epochs
+        lines.append("training: not timed, its epochs were given (train prints each epoch's time)")
     else:
         lines.append(
             f"training: not timed, no {DEVICE_WORDS[kind]} on this machine (train prints each epoch's time)"

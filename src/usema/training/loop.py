@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from usema.errors import CheckpointError
 from usema.planning.plans import Plans
+from usema.planning.settings import planned_loader_workers
 from usema.preprocessing.storage import PreprocessedCase
 from usema.training.checkpoint import (
     CHECKPOINT_NAMES,
@@ -78,6 +79,8 @@ class Trainer:
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
         self.fold_dir = Path(run_dir) / f"fold_{fold}"
         self.settings = plans.training
+        workers = self.settings.num_workers
+        self.loader_workers = planned_loader_workers() if workers is None else workers
         self.autocast_dtype = autocast_dtype
         # The budget is of training time over the whole run, resumes included: the checkpoint carries the
         # seconds trained so far, so a resumed run gets what is left and its learning rate keeps decaying.
@@ -164,12 +167,35 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
-        """Write checkpoint_latest (and checkpoint_best) from the main process; every process must call it."""
+        """Write checkpoint_best (when `best`) and then checkpoint_latest from the main process; every process
+        must call it. In that order a stop between the two (a kill, a full disk) leaves the latest checkpoint
+        of the epoch before, which a resumed run redoes, never a latest one that counts a best not on disk."""
         payload = self._payload()
         if self.ctx.is_main:
-            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
             if best:
                 save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["best"])
+            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
+
+    def _best_is_missing(self) -> bool:
+        """Whether the fold has trained epochs but no checkpoint_best (agreed by every process)."""
+        missing = self.ctx.is_main and not (self.fold_dir / CHECKPOINT_NAMES["best"]).is_file()
+        return self.epoch > 0 and any_process(self.ctx, missing)
+
+    def _save_missing_best(self, log: TrainingLog | None) -> None:
+        """Write the current state as checkpoint_best when the fold has none (a run stopped, e.g. by a full
+        disk, before it wrote one): predict needs it; the warning says which epoch it holds."""
+        if not self._best_is_missing():
+            return
+        logged = [row["val_dice"] for row in log.rows if int(row["epoch"]) == self.epoch] if log else []
+        dice = logged[-1] if logged else self.last_dice
+        if self.ctx.is_main:
+            warnings.warn(
+                f"{self.fold_dir}: no {CHECKPOINT_NAMES['best']} was written before the run stopped; it now "
+                f"holds the last epoch, {self.epoch} (validation Dice {dice:.4f})",
+                stacklevel=3,
+            )
+        self.best_dice, self.best_epoch = float(dice), self.epoch
+        self.save(best=True)
 
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
@@ -199,6 +225,8 @@ class Trainer:
         self.partial = payload.get("partial_epoch")
         self.best_dice = float(payload.get("best_dice", -1.0))
         self.best_epoch = int(payload.get("best_epoch", 0))
+        if self._best_is_missing():  # lost before it was written: the next validated epoch writes one
+            self.best_dice, self.best_epoch = -1.0, 0
         # checkpoints from before the field existed: the logged epochs' seconds (see run())
         self.trained_before = float(payload.get("trained_seconds", float("nan")))
         self.clock_start = time.monotonic()
@@ -263,11 +291,6 @@ class Trainer:
         # a run resumed with its budget already spent trains no further step: it only closes (validates and
         # logs) an epoch that a stop cut short, and otherwise ends at once
         spent = resume_from is not None and self._past_deadline()
-        if spent and self.ctx.is_main:
-            print(
-                f"{self.fold_dir}: the training budget is spent; give a larger one (max_minutes) to train on",
-                file=sys.stderr,
-            )
         self.model.train()
         try:
             with StopRequest(announce=self.ctx.is_main) as stop:
@@ -295,6 +318,10 @@ class Trainer:
                         out_of_time = self.epoch < self.settings.epochs
                         break
                 stop_signal = stop.signal_number
+                if out_of_time:
+                    self._report_spent_budget()
+                if not interrupted:
+                    self._save_missing_best(log)
         finally:
             if log is not None:
                 log.close()
@@ -318,6 +345,16 @@ class Trainer:
         """Wall-clock seconds of training (validation included) over the whole run, resumes included."""
         return self.trained_before + (time.monotonic() - self.clock_start)
 
+    def _report_spent_budget(self) -> None:
+        """Say (once, from the main process) that the time budget ends the run before its last epoch."""
+        if self.ctx.is_main and self.budget_seconds is not None:
+            print(
+                f"{self.fold_dir}: the training budget of {self.budget_seconds / 60:g} minutes is spent after "
+                f"epoch {self.epoch} of {self.settings.epochs}; a larger one (--max-minutes, max_minutes) with "
+                "--resume trains on",
+                file=sys.stderr,
+            )
+
     def _past_deadline(self) -> bool:
         """Whether the training-time budget is spent (agreed by every process)."""
         return self.budget_seconds is not None and any_process(
@@ -337,7 +374,7 @@ class Trainer:
         batches = EpochBatches(
             self.sampler, self.batch_size, iterations, self.seed, self.ctx.rank, epoch, done
         )
-        loader = epoch_loader(batches, self.settings.num_workers, pin_memory=self.device.type == "cuda")
+        loader = epoch_loader(batches, self.loader_workers, pin_memory=self.device.type == "cuda")
         bar = tqdm(
             total=iterations,
             initial=done,

@@ -24,17 +24,31 @@ def _suffix(name: str) -> str:
     return Path(name).suffix
 
 
+def full_disk_errno(err: BaseException | None) -> int | None:
+    """ENOSPC or EDQUOT when `err` is, or was raised from or while handling, a write that found no space (torch.save
+    wraps such an OSError in a RuntimeError, or raises it while handling its own "enforce fail"); else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err.errno
+        err = err.__cause__ or err.__context__
+    return None
+
+
 @contextlib.contextmanager
 def reporting_full_disk(path: str | Path) -> Iterator[None]:
-    """Turn a write that fails for want of disk space or quota (ENOSPC, EDQUOT) into a UsemaError naming `path`:
-    one line the user can act on, where a traceback would only repeat it."""
+    """Turn a write that fails for want of disk space or quota (ENOSPC, EDQUOT, also inside the RuntimeError that
+    torch.save raises) into a UsemaError naming `path`: one line the user can act on, where a traceback would only
+    repeat it."""
     try:
         yield
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as err:
+        number = full_disk_errno(err)
+        if number is None:
             raise
         raise UsemaError(
-            f"{path}: cannot write it, {os.strerror(err.errno).lower()}; free some space and run again "
+            f"{path}: cannot write it, {os.strerror(number).lower()}; free some space and run again "
             "(files written before are intact)"
         ) from err
 

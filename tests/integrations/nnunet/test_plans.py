@@ -132,3 +132,23 @@ def test_without_a_placement_the_converted_network_is_the_usema_default(resenc_p
     default = USEMA(in_channels=1, num_classes=3, **{k: v for k, v in usema_arguments(arch_kwargs).items()
                                                     if k != "sema_per_stage"})
     assert count_parameters(converted) == count_parameters(default)
+
+
+@pytest.mark.parametrize(
+    "key,value,problem",
+    [
+        ("features_per_stage", [8, 16], "features has 2 entries, expected one per stage (3)"),
+        ("n_blocks_per_stage", [1, 2, 2, 2], "blocks_per_stage has 4 entries, expected one per stage (3)"),
+        ("n_conv_per_stage_decoder", [1], "decoder_convs has 1 entries, expected one per stage (2)"),
+    ],
+)
+def test_plans_whose_network_would_not_build_are_refused_when_written(
+    resenc_plans_file, resenc_plans, tmp_path, capsys, key, value, problem
+):
+    broken = json.loads(json.dumps(resenc_plans))
+    broken["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"][key] = value
+    source = tmp_path / "Broken.json"
+    source.write_text(json.dumps(broken))
+    message = cli_error(capsys, source, "-o", tmp_path / "BrokenUSEMA.json")
+    assert message == f"{source}: configuration '3d_fullres': its network would not build: {problem}"
+    assert not (tmp_path / "BrokenUSEMA.json").exists()

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from usema.errors import DataError, UsemaError
-from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, usema_arguments
+from usema.integrations.nnunet.network import NETWORK_CLASS_NAME, USEMAnnUNet, usema_arguments
+from usema.models.registry import check_it_builds
 from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
 from usema.nn.attention import ATTENTION_MODES
 from usema.utils.atomic import atomic_path
@@ -60,6 +61,12 @@ def usema_architecture(architecture: dict[str, Any], placement: Placement = DEFA
     except ValueError as err:
         raise UsemaError(str(err)) from None
     arch_kwargs.update(sema_per_stage=semas, attention=attention, window_size=window_size, head_dim=head_dim)
+    # what USEMA refuses (e.g. fewer features_per_stage than stages) is named now, not when nnU-Net trains
+    imported = _imported(arch_kwargs, requires_import)
+    try:
+        check_it_builds(lambda: USEMAnnUNet(input_channels=1, num_classes=2, deep_supervision=True, **imported))
+    except UsemaError as err:
+        raise UsemaError(f"its network would not build: {err}") from None
     return {**architecture, "network_class_name": NETWORK_CLASS_NAME, "arch_kwargs": arch_kwargs,
             "_kw_requires_import": requires_import}
 
