@@ -19,13 +19,23 @@ def _studies(output: Path) -> list[ReportFiles]:
             for path in sorted(output.glob("accuracy_*.json"))]
 
 
+def _verdict_cell(result: dict, total_folds: int) -> str:
+    """The verdict with its mean difference and interval; "pending" until every fold of the protocol is in."""
+    interval = f"{result['mean']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}]"
+    if len(result["folds"]) < total_folds:
+        return f"pending, {len(result['folds'])} of {total_folds} folds ({interval})"
+    return f"{result['verdict']} ({interval})"
+
+
 def _sentence(name: str, folds: int, total: int, verdicts: list[dict]) -> str:
     if not verdicts:
         return f"- {name}: no comparison yet."
     parts = [f"{v['verdict']} than {v['control']}" if v["verdict"] in ("better", "worse")
              else f"{v['verdict']} against {v['control']}" for v in verdicts]
-    status = "" if folds >= total else f" (so far {folds} of {total} folds: not yet the protocol's answer)"
-    return f"- {name}: USEMA is " + "; ".join(parts) + f" in Dice{status}."
+    if folds < total:
+        return (f"- {name}: {folds} of {total} folds so far; no verdict until every fold is in "
+                "(the interval needs the folds' spread).")
+    return f"- {name}: USEMA is " + "; ".join(parts) + " in Dice."
 
 
 def write_summary(output: str | Path) -> Path | None:
@@ -54,9 +64,7 @@ def write_summary(output: str | Path) -> Path | None:
         if protocol["steps"] is None:
             verdict_cells = ["none (wall clock)" for _ in controls]
         else:
-            verdict_cells = [
-                f"{results[c]['verdict']} ({results[c]['mean']:+.3f} [{results[c]['low']:+.3f}, {results[c]['high']:+.3f}])"
-                if c in results else "" for c in controls]
+            verdict_cells = [_verdict_cell(results[c], protocol["folds"]) if c in results else "" for c in controls]
         minutes = [float(r["train_minutes"]) for r in rows if r["model"] == "usema"]
         steps = protocol["steps"] if protocol["steps"] is not None else f"{protocol['budget_minutes']:g} min"
         lines.append(f"| {study.name} | " + " | ".join(cells + verdict_cells) + f" | {steps} | "
