@@ -109,7 +109,9 @@ def test_train_with_epochs_describes_the_training_it_runs_and_the_batch_the_plan
     plans = Plans.load(run)
     patch = "x".join(map(str, plans.patch_size))
     planned = next(line for line in err if line.startswith("planned for cpu: "))
-    assert planned.endswith(f"patch {patch}, batch 3, adamw lr 0.003, 1 epochs of 2 steps")
+    # the epochs it trains, within the CPU plan's stored 30-minute budget
+    assert planned.endswith(f"patch {patch}, batch 3, adamw lr 0.003, 30 minutes of training (at most 1 epochs of "
+                            "2 steps)")
     why = next(line for line in err if line.startswith("why: "))
     assert f"(here a batch of 3 patches of {patch})" in why
     assert "training: not timed, its epochs were given (train prints each epoch's time)" in err
