@@ -74,6 +74,8 @@ def test_a_consistent_gain_is_better_and_a_fold_dependent_one_is_no_difference()
                                 "| +0.0270 | [+0.02") and lines[-2].endswith("| 0.0004 | better |")
     budget = comparison_lines(per_case, rows, verdicts=False)
     assert budget[-2].endswith("| none (wall-clock budget) |")
+    one_fold = [r for r in per_case if r["fold"] == "0"]
+    assert comparison_lines(one_fold, rows, total_folds=5)[-2].endswith("| pending (1 of 5 folds) |")
 
 
 def test_runs_of_different_commits_get_no_verdict():

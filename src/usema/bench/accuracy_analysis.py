@@ -133,8 +133,10 @@ def paired_comparisons(per_case: list[dict[str, str]], rows: list[dict[str, str]
 
 
 def comparison_lines(per_case: list[dict[str, str]], rows: list[dict[str, str]],
-                     metrics: tuple[str, ...] = ("dice",), verdicts: bool = True) -> list[str]:
-    """The report's table of paired comparisons (empty where there is nothing to compare)."""
+                     metrics: tuple[str, ...] = ("dice",), verdicts: bool = True,
+                     total_folds: int | None = None) -> list[str]:
+    """The report's table of paired comparisons (empty where there is nothing to compare); a comparison over
+    fewer than `total_folds` folds (the protocol's) is pending, whatever its interval."""
     results = paired_comparisons(per_case, rows, metrics)
     if not results:
         return []
@@ -146,8 +148,8 @@ def comparison_lines(per_case: list[dict[str, str]], rows: list[dict[str, str]],
     for r in results:
         per_fold = ", ".join(f"{v:+.3f}" for v in r["per_fold"].values())
         verdict = r["verdict"] if verdicts else "none (wall-clock budget)"
-        if len(r["folds"]) < 2 and verdict in ("better", "worse"):
-            verdict += " (one fold: cases only)"
+        if verdicts and total_folds is not None and len(r["folds"]) < total_folds:
+            verdict = f"pending ({len(r['folds'])} of {total_folds} folds)"
         lines.append(f"| {r['ours']} - {r['control']} | {r['metric']} | {len(r['folds'])} | {r['cases']} | "
                      f"{per_fold} | {r['mean']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | "
                      f"{r['p_holm']:.3g} | {verdict} |")

@@ -254,7 +254,8 @@ def write_report(files: ReportFiles) -> Path:
               for label, s in meta["network_settings"].items()]
     lines += ["", *_step_cost_lines(files), "", *fold_table_lines(means, metrics), "",
               "Every run (mean scores re-derived from per_case_" + files.name + ".csv):", "", *_table(columns, table)]
-    comparisons = comparison_lines(per_case, rows, metrics, verdicts=protocol["steps"] is not None)
+    comparisons = comparison_lines(per_case, rows, metrics, verdicts=protocol["steps"] is not None,
+                                   total_folds=protocol.get("folds"))
     if comparisons:
         lines += ["", *comparisons]
     curves = curve_lines(files.curves(), files.plot)

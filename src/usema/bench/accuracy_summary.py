@@ -76,5 +76,5 @@ def write_summary(output: str | Path) -> Path | None:
         "verdicts: USEMA minus the control, hierarchical bootstrap over folds and cases, Holm-corrected within "
         "each dataset's report (mean difference and 95% interval); training minutes as measured on the machine "
         "that ran them (load bends them; steps do not). Each dataset's report, per-case scores and commands: "
-        "accuracy_DATASET.md beside this file.", "", *lines, "", *sentences]) + "\n"
+        "benchmarks/cv/accuracy_DATASET.md.", "", *lines, "", *sentences]) + "\n"
     return atomic_write_text(output / SUMMARY_NAME, text)
