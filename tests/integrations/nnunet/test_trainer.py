@@ -81,13 +81,20 @@ def test_nnunets_search_of_an_extra_trainer_folder_finds_the_trainer():
 
 
 def test_the_whole_search_by_name_through_nnunet_exttrainer(monkeypatch):
+    from usema.integrations.nnunet import TRAINER_MODULE, nnunet_trainer_folder
+
     monkeypatch.setenv("nnUNet_extTrainer", str(ext_trainer_folder()))
     try:
         import timm  # noqa: F401
     except Exception:
+        timm_missing = True
+    else:
+        timm_missing = False
+    installed = (nnunet_trainer_folder() / TRAINER_MODULE).is_file()  # `usema nnunet-install-trainer` (make runs it)
+    if timm_missing and not installed:
         # nnU-Net 2.8 imports its own Primus trainers (dynamic-network-architectures -> timm -> torchvision) before
-        # it reads nnUNet_extTrainer; without timm its search stops there, whatever the trainer (README: link the
-        # module into nnU-Net's trainer folder instead, or install torchvision matching torch)
+        # it reads nnUNet_extTrainer; without timm its search stops there, whatever the trainer: the module
+        # installed at the top of nnU-Net's trainer folder is found before that import
         with pytest.raises(ModuleNotFoundError, match="timm"):
             recursive_find_trainer_class_by_name("nnUNetTrainerUSEMA")
     else:
