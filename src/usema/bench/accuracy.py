@@ -323,22 +323,17 @@ def run_accuracy_benchmark(
             if files.has_row(variant.label, fold):
                 continue
             run_dir = runs / variant.label / f"run_fold_{fold}"
-            try:
-                claim = folder_lock(run_dir / "bench_claim")
-                claim.__enter__()
-            except UsemaError:
-                print(f"{variant.label} fold {fold}: claimed by another process, skipped")
-                continue
-            try:
+            with contextlib.ExitStack() as claim:
+                try:
+                    claim.enter_context(folder_lock(run_dir / "bench_claim"))
+                except UsemaError:
+                    print(f"{variant.label} fold {fold}: claimed by another process, skipped")
+                    continue
                 _prepare_run(run_dir, base_plans, variant, steps_of[variant.label], runs)
                 record = run_one(data, run_dir, fold, variant, device, budget_minutes, also_infer, tta)
-            finally:
-                claim.__exit__(None, None, None)
             with folder_lock(files.output / ".bench_report"):
                 files.add_record(record, protocol)
                 write_report(files)
                 write_summary(files.output)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in record["row"].items()}))
-    with contextlib.suppress(FileNotFoundError):
-        return files.rows()
-    return []
+    return files.rows()
