@@ -59,7 +59,7 @@ def two_fold_run(tmp_path_factory):
     """(data, run) of a 2D phantom dataset planned for a tiny USEMA, whose folds 0 and 1 hold untrained networks of
     different seeds as checkpoint_best.pt and checkpoint_latest.pt (shared: copy the run before changing it)."""
     from usema.data.phantoms import make_phantom_dataset
-    from usema.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
     from usema.training.checkpoint import CHECKPOINT_NAMES, save_checkpoint
 
     root = tmp_path_factory.mktemp("two_folds")

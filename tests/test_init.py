@@ -50,3 +50,24 @@ def test_plan_train_predict_evaluate_from_the_top_level(tmp_path, one_thread):
     assert sorted(p.name for p in written) == sorted(p.name for p in (data / "images").iterdir())
     scores = usema.evaluate(tmp_path / "pred", data / "labels", tmp_path / "scores")
     assert scores["num_cases"] == 4 and (tmp_path / "scores" / "summary.json").is_file()
+
+
+def test_plan_times_with_the_trainers_timing_unless_asked_not_to(tmp_path, monkeypatch):
+    import contextlib
+
+    import usema.training.timing
+    from usema.data.phantoms import make_phantom_dataset
+    from usema.planning.estimate import TimedTraining
+
+    timed = []
+
+    @contextlib.contextmanager
+    def time_training(plans, device):
+        timed.append(device)
+        yield TimedTraining(step=lambda: 1.0, validate_case=lambda: 1.0)
+
+    monkeypatch.setattr(usema.training.timing, "time_training", time_training)
+    data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=4, shape=(24, 20), seed=0)
+    estimate = usema.plan(data, tmp_path / "run", device="cpu")[1]
+    assert timed == [torch.device("cpu")] and set(estimate.step_samples) == {1.0}
+    assert usema.plan(data, tmp_path / "untimed", device="cpu", estimate=False)[1] is None and len(timed) == 1

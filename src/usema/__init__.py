@@ -27,14 +27,18 @@ if TYPE_CHECKING:  # torch is imported only when one of these runs, so `usema --
     from usema.planning.plans import Plans
 
 
-def plan(data: str | Path, run_dir: str | Path, **options: Any) -> tuple[Plans, Any]:
+def plan(data: str | Path, run_dir: str | Path, estimate: bool = True, **options: Any) -> tuple[Plans, Any]:
     """Plan the dataset folder `data` into `run_dir/plans.json` for a device (`usema plan`); returns the plan
-    and the training-time estimate (None when not timed). `options` are
-    `usema.training.device_plan.plan_for_device`'s: `device` ("auto", "cpu", "cuda", "cuda:N"), `model`,
-    `label_mode`, `memory_budget_gb`, `edits` (the `--plan KEY=JSON` edits), `estimate`, `folds`."""
-    from usema.training.device_plan import plan_for_device
+    and the training-time estimate (None when not timed). The one way to plan from Python: on a CPU the compact
+    network and a 30-minute training budget, on a GPU the planner's choices. With `estimate`, the training is
+    timed on this machine when the device is here (the trainer's own steps,
+    `usema.training.timing.time_training`). `options` are `usema.planning.plan_for_device`'s: `device`
+    ("auto", "cpu", "cuda", "cuda:N"), `model`, `label_mode`, `memory_budget_gb`, `edits` (the `--plan KEY=JSON`
+    edits), `folds`."""
+    from usema.planning import plan_for_device
+    from usema.training.timing import time_training
 
-    return plan_for_device(data, run_dir, **options)
+    return plan_for_device(data, run_dir, time_training=time_training if estimate else None, **options)
 
 
 def train(data: str | Path, run_dir: str | Path, **options: Any) -> dict[str, Any]:

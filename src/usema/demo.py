@@ -17,7 +17,8 @@ from usema.data.layouts import load_dataset
 from usema.data.phantoms import make_phantom_dataset
 from usema.evaluation.api import evaluate
 from usema.inference.api import predict
-from usema.planning import PLANS_NAME, plan_dataset
+from usema.planning import PLANS_NAME
+from usema.planning.planner import plan_dataset
 from usema.training.api import stop_if_interrupted, train
 from usema.training.splits import load_or_create_splits
 

@@ -11,7 +11,7 @@ from usema.analysis.dispersion import AttentionRecorder, attention_statistics, c
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 from usema.models import build_model
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 from usema.training.api import train
 
 

@@ -9,7 +9,7 @@ from usema.bench.accuracy_report import ReportFiles
 from usema.bench.step_cost import equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant
 from usema.data.phantoms import make_phantom_dataset
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 
 
 def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_compute(tmp_path):

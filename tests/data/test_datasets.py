@@ -13,7 +13,7 @@ from usema.data.datasets import check_dataset, load_case, resolve_label_values, 
 from usema.data.instances import BOUNDARY, INTERIOR
 from usema.data.layouts import load_dataset
 from usema.errors import DataError
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 
 SHAPE = (6, 7, 5)
 

@@ -10,7 +10,7 @@ import pytest
 from usema.data.datasets import load_case
 from usema.data.layouts import dataset_ignore_value, load_dataset
 from usema.errors import DataError
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 from usema.preprocessing.dataset import preprocess_dataset
 from usema.preprocessing.storage import open_case
 

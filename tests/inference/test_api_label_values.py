@@ -15,7 +15,7 @@ from usema.evaluation.api import evaluate
 from usema.inference.api import overlay_path, predict
 from usema.inference.inputs import InferenceCase
 from usema.inference.overlay import PALETTE
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 from usema.training.api import train
 from usema.training.checkpoint import load_checkpoint
 

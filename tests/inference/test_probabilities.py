@@ -16,7 +16,7 @@ nnunet_io = pytest.importorskip("nnunetv2.imageio.simpleitk_reader_writer")
 def run_3d(tmp_path_factory):
     """(image, run): an anisotropic, rotated 3D NIfTI case and an untrained tiny USEMA planned for it."""
     from usema.data.phantoms import make_phantom_dataset
-    from usema.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
     from usema.training.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("probabilities")

@@ -1,14 +1,17 @@
-"""Plans for the training device: the compact CPU plan and its time budget, the same plan however loaded the
-machine, and the warning when a plan made for one kind of device trains on another."""
+"""Plans for the training device: the compact CPU plan and its time budget, its estimate from the timer the
+caller passes, the same plan however loaded the machine, and the warning when a plan made for one kind of
+device trains on another."""
 
+import contextlib
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning import Plans
-from usema.training.device_plan import (
+from usema.planning.device import (
     CPU_MAX_EPOCHS,
     CPU_NETWORK,
     CPU_TRAINING_MINUTES,
@@ -16,7 +19,19 @@ from usema.training.device_plan import (
     device_mismatch,
     plan_for_device,
 )
-from usema.training.estimate import MIN_TIMED_STEPS, TrainingEstimate
+from usema.planning.estimate import MIN_TIMED_STEPS, TimedTraining, TrainingEstimate
+from usema.training.timing import time_training
+
+
+def _fake_timer(step_seconds, validation_seconds, calls):
+    """A timer whose steps and validation take the given seconds; records the (plans, device) it times."""
+
+    @contextlib.contextmanager
+    def time_fake(plans, device):
+        calls.append((plans, device))
+        yield TimedTraining(step=lambda: step_seconds, validate_case=lambda: validation_seconds)
+
+    return time_fake
 
 
 def test_the_compact_settings_are_those_the_model_takes_and_does_not_fix():
@@ -38,9 +53,11 @@ def test_the_estimate_says_how_many_steps_the_budget_holds_and_how_noisy_its_tim
     assert fixed.total_seconds == 380.0 and fixed.describe().startswith("about 6.3 min on this CPU: 200 steps")
 
 
-def test_a_cpu_plan_is_compact_and_trains_for_its_time_budget(tmp_path, one_thread):
+def test_a_cpu_plan_is_compact_and_trains_for_its_time_budget(tmp_path):
     data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=5, shape=(40, 36), seed=0)
-    plans, estimate = plan_for_device(data, tmp_path / "run", "cpu", edits={"val_max_cases": 1})
+    calls = []
+    plans, estimate = plan_for_device(data, tmp_path / "run", "cpu", edits={"val_max_cases": 1},
+                                      time_training=_fake_timer(1.5, 2.0, calls))
 
     network = plans.network_settings
     assert {k: network[k] for k in CPU_NETWORK} == CPU_NETWORK
@@ -52,30 +69,53 @@ def test_a_cpu_plan_is_compact_and_trains_for_its_time_budget(tmp_path, one_thre
     assert plans.planned_for == {**plans.planned_for, "device": "cpu", "memory_budget_gb": 2.0,
                                  "plan_edits": {"val_max_cases": 1}}
     assert plans == Plans.load(tmp_path / "run")  # as saved
-    assert len(estimate.step_samples) >= MIN_TIMED_STEPS and estimate.step_seconds > 0
     assert estimate.total_seconds == pytest.approx(60 * CPU_TRAINING_MINUTES)
 
-    given = plan_for_device(data, tmp_path / "epochs", "cpu", edits={"epochs": 3}, estimate=False)[0]
-    assert (given.training.epochs, given.training.time_budget_minutes) == (3, None)  # the user's length
+    given = plan_for_device(data, tmp_path / "epochs", "cpu", edits={"epochs": 3})
+    assert given[1] is None  # no timer, no estimate
+    assert (given[0].training.epochs, given[0].training.time_budget_minutes) == (3, None)  # the user's length
+
+
+def test_the_estimate_is_the_callers_timers_and_the_plan_does_not_depend_on_it(tmp_path):
+    data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=5, shape=(40, 36), seed=0)
+    calls = []
+    plans, estimate = plan_for_device(data, tmp_path / "slow", "cpu", edits={"val_max_cases": 1},
+                                      time_training=_fake_timer(1.5, 2.0, calls))
+    # the planned device travels to the timer, which times the plan as planned, once
+    [(timed, device)] = calls
+    assert device == torch.device("cpu")
+    assert (timed.patch_size, timed.batch_size, timed.network_settings, timed.training) == (
+        plans.patch_size, plans.batch_size, plans.network_settings, plans.training)
+    # one epoch: 100 steps of 1.5 s and 1 validation case of 2 s; the 30-minute budget holds 1800 / 152 epochs
+    assert estimate.step_samples == [1.5] * MIN_TIMED_STEPS and estimate.validation_case_seconds == 2.0
+    assert estimate.epoch_seconds == pytest.approx(152.0)
+    assert estimate.epochs_run == pytest.approx(1800 / 152)
+    assert estimate.describe().startswith("30 minutes on this CPU hold about 1184 steps (11.8 epochs of 100)")
+
+    fast = plan_for_device(data, tmp_path / "fast", "cpu", edits={"val_max_cases": 1},
+                           time_training=_fake_timer(0.015, 0.02, []))[1]
+    assert fast.epochs_run == CPU_MAX_EPOCHS and fast.total_seconds == pytest.approx(CPU_MAX_EPOCHS * 1.52)
+    assert (tmp_path / "slow" / "plans.json").read_text() == (tmp_path / "fast" / "plans.json").read_text()
 
 
 def test_planning_twice_gives_the_same_plan_even_while_another_process_loads_the_cpu(tmp_path, one_thread):
     data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=5, shape=(40, 36), seed=0)
     edits = {"network_settings": {"base_features": 4, "head_dim": 4}, "val_max_cases": 1}
-    quiet = plan_for_device(data, tmp_path / "quiet", "cpu", edits=edits)[1]
+    quiet = plan_for_device(data, tmp_path / "quiet", "cpu", edits=edits, time_training=time_training)[1]
     load = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        busy = plan_for_device(data, tmp_path / "busy", "cpu", edits=edits)[1]
+        busy = plan_for_device(data, tmp_path / "busy", "cpu", edits=edits, time_training=time_training)[1]
     finally:
         load.kill()
         load.wait()
     assert (tmp_path / "quiet" / "plans.json").read_text() == (tmp_path / "busy" / "plans.json").read_text()
     assert quiet.step_samples != busy.step_samples  # timed both times: only the estimate differs
+    assert len(quiet.step_samples) >= MIN_TIMED_STEPS and quiet.step_seconds > 0
 
 
 def test_a_gpu_plan_is_made_without_a_gpu_and_keeps_nnunets_schedule(tmp_path):
     data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=5, shape=(40, 36), seed=0)
-    plans, estimate = plan_for_device(data, tmp_path / "run", "cuda:1", estimate=False)
+    plans, estimate = plan_for_device(data, tmp_path / "run", "cuda:1")
     assert plans.planned_device == "cuda" and estimate is None
     assert "base_features" not in plans.network_settings
     training = plans.training

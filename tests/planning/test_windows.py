@@ -3,7 +3,8 @@
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.planning import Plans, plan_dataset
+from usema.planning import Plans
+from usema.planning.planner import plan_dataset
 from usema.planning.windows import axis_window, sema_windows, stage_map_sizes, tiling_patch
 
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from usema.data.io import ImageGeometry
 from usema.data.phantoms import make_phantom_dataset
-from usema.planning import Plans, plan_dataset
+from usema.planning import Plans
+from usema.planning.planner import plan_dataset
 from usema.preprocessing.dataset import preprocess_dataset, preprocessing_key
 from usema.preprocessing.storage import case_files, open_case
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from usema.data.phantoms import make_phantom_dataset
-from usema.planning import plan_dataset
+from usema.planning.planner import plan_dataset
 from usema.preprocessing.dataset import preprocess_dataset
 
 # A small real network from the registry (no attention: a few ms per step on one CPU thread).

@@ -201,7 +201,7 @@ def test_training_keys_of_plan_edits_apply_before_the_named_choices(tiny_run):
 
 def test_2d_training_with_the_attention_model(tmp_path):
     from usema.data.phantoms import make_phantom_dataset
-    from usema.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
 
     data = make_phantom_dataset(tmp_path / "data2d", spatial_dims=2, num_cases=4, shape=(40, 36), seed=2)
     run = tmp_path / "run2d"

@@ -205,7 +205,7 @@ def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, pre
                 plan_edits: dict[str, Any], steps: int | None) -> Plans:
     """The study's shared plan: made once for the training device (`plan_for_device`, untimed: on a CPU the
     compact network), then read back; a later invocation with other steps is refused."""
-    from usema.training.device_plan import plan_for_device
+    from usema.planning import plan_for_device
 
     if (runs / PLANS_NAME).is_file():
         plans = Plans.load(runs)
@@ -216,7 +216,7 @@ def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, pre
         if steps is None:
             # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
             edits.setdefault("epochs", 10_000)
-        plans, _ = plan_for_device(data, runs, device=device, label_mode=label_mode, edits=edits, estimate=False)
+        plans, _ = plan_for_device(data, runs, device=device, label_mode=label_mode, edits=edits)
     if steps is not None:
         iters = plans.training.iters_per_epoch
         if steps < 1 or steps % iters:

@@ -47,7 +47,8 @@ FIELDS = [
 def _prepared_run(data: Path, run: Path, num_cases: int, patch_size: Sequence[int] | None):
     """The plan of the first `num_cases` phantoms in `run` (made once), preprocessed."""
     from usema.data.layouts import load_dataset
-    from usema.planning import PLANS_NAME, Plans, plan_dataset
+    from usema.planning import PLANS_NAME, Plans
+    from usema.planning.planner import plan_dataset
     from usema.preprocessing.dataset import preprocess_dataset
 
     if (run / PLANS_NAME).is_file():

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from usema.planning import Plans
-from usema.training.estimate import timing_trainer
+from usema.training.timing import timing_trainer
 
 WARMUP_STEPS = 2
 

@@ -133,12 +133,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from usema.training.device_plan import describe_plan, plan_for_device
+    import usema
+    from usema.planning.device import describe_plan
 
-    plans, estimate = plan_for_device(
+    plans, estimate = usema.plan(
         args.data,
         args.output,
-        args.device,
+        device=args.device,
         model=args.model,
         label_mode=args.labels,
         memory_budget_gb=args.memory_gb,

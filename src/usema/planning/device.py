@@ -11,7 +11,8 @@ training budget of 30 minutes, stored as such (`time_budget_minutes`): the run s
 has decayed, when the minutes are spent, however fast this machine happens to be. The epochs are a fixed cap
 (nnU-Net's 1000), not a count fitted to a timing: the plan is a function of the data and the device, and the
 same dataset planned twice gives the same plans.json whatever else the machine was doing. The timing that
-`usema plan` prints says how many steps the budget will hold here.
+`usema plan` prints says how many steps the budget will hold here: planning times the trainer through the
+timer its caller passes (`usema.plan` passes the trainer's own, training's `timing.time_training`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from usema.models.registry import check_settings, settings_it_takes
+from usema.planning.estimate import DEVICE_WORDS, TrainingEstimate, TrainingTimer, estimate_training
 from usema.planning.planner import plan_dataset
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.settings import TrainingSettings
-from usema.training.estimate import DEVICE_WORDS, TrainingEstimate, estimate_training
 from usema.utils.device import device_kind, resolve_device
 
 CPU_NETWORK = {
@@ -55,11 +56,12 @@ def plan_for_device(
     label_mode: str | None = None,
     memory_budget_gb: float | None = None,
     edits: dict[str, Any] | None = None,
-    estimate: bool = True,
+    time_training: TrainingTimer | None = None,
     folds: int = 5,
 ) -> tuple[Plans, TrainingEstimate | None]:
     """Plan `data` into RUN/plans.json for `device` (auto: the one present; cpu; cuda or cuda:N, which need
-    not be here) and, with `estimate`, time its training on this machine when the device is here.
+    not be here) and, given the trainer's timing `time_training`, time its training on this machine when the
+    device is here (`estimate_training`; `folds` say how many cases each epoch validates).
 
     A CPU plan is the compact one of the module docstring, trained for CPU_TRAINING_MINUTES (at most
     CPU_MAX_EPOCHS epochs) unless `edits` set the epochs or the budget. `edits` (KEY=JSON of --plan: patch_size, batch_size, network_settings, training keys,
@@ -92,8 +94,8 @@ def plan_for_device(
         **planner_edits,
     )
     timed = None
-    if estimate and (kind == "cpu" or device_kind("auto") == "cuda"):
-        timed = estimate_training(plans, resolve_device(device), folds)
+    if time_training is not None and (kind == "cpu" or device_kind("auto") == "cuda"):
+        timed = estimate_training(plans, resolve_device(device), time_training, folds)
     plans = plans.with_planning_record(plan_edits=edits)
     plans.save(run_dir)
     return plans, timed

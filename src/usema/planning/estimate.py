@@ -1,20 +1,24 @@
-"""How long a plan trains on a device: a few of the trainer's own steps and one validation case, timed."""
+"""How long a plan trains on a device: a few of the trainer's own steps and one validation case, timed.
+
+Planning owns the estimate (how many steps are timed, what they make of the plan's epochs and budget) but not
+the trainer: the caller passes the trainer's timing as a `TrainingTimer` (training's `timing.time_training`,
+which `usema.plan` and `usema train` pass), so that planning imports nothing from training.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from usema.planning.plans import Plans
 from usema.utils.progress import duration
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_WORDS = {"cpu": "CPU", "cuda": "GPU"}
 # Steps timed after one untimed warm-up step (the first allocates memory and picks kernels): at least
@@ -84,70 +88,34 @@ class TrainingEstimate:
         )
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+@dataclass(frozen=True)
+class TimedTraining:
+    """The trainer of a plan, set up on `device` for timing, as two functions that return seconds: `step` runs
+    one training step (batch drawn, forward, loss, backward, update), `validate_case` validates one case with
+    the network as the steps left it."""
+
+    step: Callable[[], float]
+    validate_case: Callable[[], float]
 
 
-@contextlib.contextmanager
-def timing_trainer(plans: Plans, device: torch.device) -> Iterator[tuple[Any, Callable[[], float]]]:
-    """The plan's trainer on one random case of the median image shape (at least the patch), and a function that
-    runs one of its training steps (batch drawn, forward, loss, backward, update) and returns its seconds.
-    Changes the global random state."""
-    from usema.preprocessing.storage import open_case, write_case
-    from usema.training.distributed import DistributedContext
-    from usema.training.loop import Trainer
-    from usema.utils.device import resolve_precision
-
-    rng = np.random.default_rng(0)
-    shape = [max(m, p) for m, p in zip(plans.median_shape_at_target(), plans.patch_size, strict=True)]
-    num_classes = plans.dataset.num_classes
-    autocast = resolve_precision(plans.training.precision, device)
-    with tempfile.TemporaryDirectory() as scratch:  # the timing case, and the trainer's (unwritten) run folder
-        folder = Path(scratch)
-        write_case(
-            folder,
-            "timing",
-            rng.normal(size=(plans.dataset.num_channels, *shape)).astype(np.float32),
-            rng.integers(0, num_classes, size=shape).astype(np.uint8),
-            num_classes,
-            "timing",
-        )
-        case = open_case(folder, "timing")
-        trainer = Trainer(
-            plans, folder, 0, [case], [case], DistributedContext(device=device), autocast_dtype=autocast
-        )
-
-        def step() -> float:
-            _synchronize(device)
-            # the batch too: without loader workers it is drawn in the step's time
-            started = time.perf_counter()
-            images, labels = trainer.sampler.batch(trainer.batch_size, rng)
-            trainer._train_step(images, labels)  # the trainer's own step: forward, loss, backward, update
-            _synchronize(device)
-            return time.perf_counter() - started
-
-        yield trainer, step
+# The trainer's timing: (plans, device) -> a context that sets the plan's trainer up (and tears it down) and
+# gives its TimedTraining.
+TrainingTimer = Callable[[Plans, "torch.device"], AbstractContextManager[TimedTraining]]
 
 
-def estimate_training(plans: Plans, device: torch.device, folds: int = 5) -> TrainingEstimate:
-    """Time the plan's training on `device`: its network, batch, patch, augmentation, optimizer and precision
-    in the trainer's own step, on random data of the median image shape, and one validation of such a case.
-    Prints nothing but the network's attention lines; changes the global random state."""
-    from usema.training.validation import confusion_counts
-
-    with timing_trainer(plans, device) as (trainer, step):
+def estimate_training(
+    plans: Plans, device: torch.device, time_training: TrainingTimer, folds: int = 5
+) -> TrainingEstimate:
+    """Time the plan's training on `device` with the trainer's timing `time_training`: an untimed warm-up
+    step, then at least MIN_TIMED_STEPS steps and MIN_TIMING_SECONDS (at most MAX_TIMED_STEPS), then one
+    validation case; the plan's training length follows from the median step."""
+    with time_training(plans, device) as timed:
         seconds: list[float] = []  # the first, untimed, allocates memory and picks kernels
         while len(seconds) <= MIN_TIMED_STEPS or (
             sum(seconds[1:]) < MIN_TIMING_SECONDS and len(seconds) <= MAX_TIMED_STEPS
         ):
-            seconds.append(step())
-        case = trainer.val_cases[0]
-        started = time.perf_counter()
-        confusion_counts(trainer.network, [case], trainer.patch_size, plans.dataset.num_classes, device,
-                         trainer.autocast_dtype, plans.batch_size)
-        _synchronize(device)
-        validation = time.perf_counter() - started
+            seconds.append(timed.step())
+        validation = timed.validate_case()
     training = plans.training
     return TrainingEstimate(
         device=device.type,

@@ -12,6 +12,7 @@ from typing import Any
 
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
+from usema.planning.device import describe_plan, device_mismatch, plan_for_device
 from usema.planning.planner import check_plan_edits
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
@@ -19,10 +20,10 @@ from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setti
 from usema.preprocessing.dataset import preprocess_dataset
 from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
-from usema.training.device_plan import describe_plan, device_mismatch, plan_for_device
 from usema.training.distributed import barrier, init_distributed, require_shared_run_folder, shutdown
 from usema.training.loop import Trainer
 from usema.training.splits import load_or_create_splits, validation_subset, write_validation_subset
+from usema.training.timing import time_training
 from usema.utils.device import resolve_device, resolve_precision
 from usema.utils.lock import folder_lock
 
@@ -83,12 +84,13 @@ def _plans_for_run(
     edits: dict[str, Any], epochs: int | None, iters_per_epoch: int | None,
 ) -> Plans:
     """RUN/plans.json as the user left it, or a new plan of `data` for `device` when there is none (its training
-    timed, for the lines printed, when `estimate`; its description shows the epochs and steps this run trains).
+    timed with the trainer's timing, for the lines printed, when the epochs are the plan's; its description
+    shows the epochs and steps this run trains).
     An existing plan must have been made from the same dataset, label mode and plan-shaping --plan edits."""
     if not (run_dir / PLANS_NAME).is_file():
         print(f"planning {data} into {run_dir / PLANS_NAME}", file=sys.stderr)
         plans, timed = plan_for_device(data, run_dir, device, model=model or "usema", label_mode=label_mode,
-                                       edits=edits, estimate=epochs is None)
+                                       edits=edits, time_training=time_training if epochs is None else None)
         trained = plans.with_training(plans.training.with_choices(epochs=epochs, iters_per_epoch=iters_per_epoch))
         for line in describe_plan(trained, timed):
             print(line, file=sys.stderr)

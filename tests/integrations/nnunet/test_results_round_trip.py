@@ -46,7 +46,7 @@ def raw_dataset(root: Path) -> tuple[Path, Path, Path]:
 
 def usema_run(raw: Path, run: Path) -> Path:
     """A usema run planned on the same raw dataset, its fold 0 an untrained tiny USEMA (the format is the point)."""
-    from usema.planning import plan_dataset
+    from usema.planning.planner import plan_dataset
     from usema.training.checkpoint import save_checkpoint
 
     plans = plan_dataset(raw, run, device="cpu", patch_size=[16, 16, 16], batch_size=2,
