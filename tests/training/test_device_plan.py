@@ -19,6 +19,10 @@ def test_the_old_plan_for_device_warns_and_makes_the_plan_usema_plan_makes(tmp_p
     assert timed is None and untimed is None and old.patch_size == new.patch_size
     assert (tmp_path / "old" / "plans.json").read_text() == (tmp_path / "new" / "plans.json").read_text()
     assert old.training.time_budget_minutes == device.CPU_TRAINING_MINUTES
+    with pytest.warns(FutureWarning):  # the old positions: estimate after edits
+        positional = device_plan.plan_for_device(data, tmp_path / "positional", "cpu", "usema", None, None, edits,
+                                                 False)
+    assert positional[1] is None and positional[0].patch_size == new.patch_size
 
 
 def test_the_old_names_warn_and_are_the_new_ones():

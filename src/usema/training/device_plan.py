@@ -5,7 +5,6 @@ with the trainer's timing, as before)."""
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 from usema.planning import device as _device
@@ -35,24 +34,20 @@ def _warn(name: str, instead: str) -> None:
     )
 
 
-def plan_for_device(
-    data: str | Path,
-    run_dir: str | Path,
-    device: str = "auto",
-    model: str = "usema",
-    label_mode: str | None = None,
-    memory_budget_gb: float | None = None,
-    edits: dict[str, Any] | None = None,
-    estimate: bool = True,
-    folds: int = 5,
-) -> tuple[Plans, TrainingEstimate | None]:
+# The old signature: `estimate` where planning now takes the timing.
+_ARGUMENTS = ("data", "run_dir", "device", "model", "label_mode", "memory_budget_gb", "edits", "estimate", "folds")
+
+
+def plan_for_device(*args: Any, **options: Any) -> tuple[Plans, TrainingEstimate | None]:
     """Deprecated: `usema.plan` (the same arguments), or `usema.planning.plan_for_device` with the trainer's
-    timing as `time_training`."""
+    timing as `time_training`. Takes the old arguments: data, run_dir, device="auto", model="usema",
+    label_mode=None, memory_budget_gb=None, edits=None, estimate=True, folds=5."""
     _warn("plan_for_device", "usema.plan")
-    return _device.plan_for_device(
-        data, run_dir, device, model=model, label_mode=label_mode, memory_budget_gb=memory_budget_gb,
-        edits=edits, time_training=time_training if estimate else None, folds=folds,
-    )
+    if len(args) > len(_ARGUMENTS):
+        raise TypeError(f"plan_for_device takes at most {len(_ARGUMENTS)} positional arguments")
+    named = {**dict(zip(_ARGUMENTS, args)), **options}
+    estimate = named.pop("estimate", True)
+    return _device.plan_for_device(**named, time_training=time_training if estimate else None)
 
 
 def __getattr__(name: str) -> Any:
