@@ -64,16 +64,18 @@ def test_export_onnx_matches_the_fold_network_in_onnxruntime(two_fold_run, tmp_p
 
     _, run = two_fold_run
     assert main(["export", str(run), "-o", str(tmp_path / "model.onnx"), "--fold", "1"]) == 0
-    assert "input 'image' of shape ['batch', 1, 16, 16] (any batch of patches" in capsys.readouterr().out
+    assert ("input 'image' of shape ['batch', 1, 'height', 'width'] (any batch and any spatial size"
+            in capsys.readouterr().out)
 
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     network = usema.load(run, fold=1, device="cpu", precision="fp32").model
-    for batch in (1, 2):  # the sliding window feeds several patches at once
-        image = np.random.default_rng(batch).normal(size=(batch, 1, 16, 16)).astype(np.float32)
+    # the sliding window feeds several patches of the plan's size at once; a whole image may be larger
+    for batch, size in ((1, (16, 16)), (2, (16, 16)), (1, (32, 48)), (2, (24, 20))):
+        image = np.random.default_rng(batch).normal(size=(batch, 1, *size)).astype(np.float32)
         (logits,) = session.run(["logits"], {"image": image})
         with torch.no_grad():
             expected = network(torch.from_numpy(image)).numpy()
-        assert logits.shape == (batch, 3, 16, 16)
+        assert logits.shape == (batch, 3, *size)
         np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
 
 

@@ -80,7 +80,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(
-        "export", help="write one fold's network as ONNX or TorchScript, for use outside usema"
+        "export",
+        help="write one fold's network as ONNX or TorchScript, for use outside usema",
+        description="Write one fold's network as ONNX or TorchScript, for use outside usema. USEMA and nnU-Net "
+        "networks give files that take any batch and any spatial size (input (batch, channels, *spatial), "
+        "output logits at that size), as the network does: the padding to the total stride and SEMA's windows "
+        "(each stage keeps its window size, the number of windows follows the input) are computed in the "
+        "graph. Other networks take patches of the plan's size only (ONNX: any batch; TorchScript: one "
+        "patch). Images are prepared as RUN/plans.json says (spacing, normalisation).",
     )
     p.add_argument("run", type=Path, help="the run folder")
     p.add_argument(
@@ -88,7 +95,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         required=True,
-        help="model.onnx (ONNX, input 'image', output 'logits') or model.pt (TorchScript)",
+        help="model.onnx (ONNX, input 'image', output 'logits'; dynamic batch and, for USEMA and nnU-Net, "
+        "spatial axes) or model.pt (TorchScript)",
     )
     p.add_argument("--fold", type=count_from(0), default=0, help="the fold whose network is exported (default: 0)")
     p.add_argument(
@@ -169,9 +177,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     path, shape = export_run(
         args.run, args.output, fold=args.fold, checkpoint=args.checkpoint, overwrite=args.overwrite
     )
-    batch = "any batch of patches" if path.suffix.lower() == ".onnx" else "one patch"
+    if all(isinstance(size, str) for size in shape[2:]):
+        takes = "any batch and any spatial size"
+    else:
+        takes = "any batch of patches" if shape[0] == "batch" else "one patch"
     print(
-        f"wrote {path}: input 'image' of shape {['batch', *shape[1:]]} ({batch}, prepared as "
+        f"wrote {path}: input 'image' of shape {list(shape)} ({takes}, prepared as "
         f"{args.run / 'plans.json'} says: spacing and normalisation), output 'logits' per class"
     )
     return 0

@@ -1,4 +1,10 @@
-"""Export a trained network for deployment outside usema: TorchScript and ONNX, both written atomically."""
+"""Export a trained network for deployment outside usema: TorchScript and ONNX, both written atomically.
+
+Networks that declare `exports_any_size` (USEMA with SEMA blocks, nnU-Net's UNets) are exported with their
+shape arithmetic recorded in the graph: the padding to the total stride, SEMA's window partition, its padding
+and masks follow the input, so the files take any batch and any spatial size, with the outputs the network
+gives at that size. Other networks (UNETR, Swin-UNETR, U-Mamba) are fixed to the example's spatial size.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,14 @@ import torch
 from torch import nn
 
 from usema.data.io import atomic_path
+
+# The dynamic spatial axes of an exported graph, named as the axes of usema's arrays (z, y, x in 3D).
+SPATIAL_AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+
+
+def exports_any_size(model: nn.Module) -> bool:
+    """Whether `model` says that its traced graph takes any batch and spatial size (`exports_any_size`)."""
+    return bool(getattr(model, "exports_any_size", False))
 
 
 def _in_eval_mode(model: nn.Module, export: Callable[[], None]) -> None:
@@ -28,9 +42,10 @@ def _in_eval_mode(model: nn.Module, export: Callable[[], None]) -> None:
 def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path) -> Path:
     """Trace `model` on `example` (N, C, *spatial) and save it as TorchScript at `path` (load: torch.jit.load).
 
-    Tracing records the operations run for `example`; shape arithmetic done in Python (window padding, for
-    instance) is fixed to the example's spatial size, so export with the size you will run (the plan's patch
-    size suits a sliding-window deployment). The model's training flag is restored afterwards.
+    For a network that `exports_any_size`, the trace records its shape arithmetic and takes any batch and
+    spatial size. For others, shape arithmetic done in Python (padding, tiling) is fixed to the example's
+    size, so export with the size you will run (the plan's patch size suits a sliding-window deployment). The
+    model's training flag is restored afterwards.
     """
     path = Path(path)
 
@@ -38,7 +53,8 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path
         with warnings.catch_warnings():
             # torch>=2.9 marks torch.jit as deprecated; TorchScript stays the format libtorch (C++) loads,
             # which is why this function exists, so the warning would only be noise here. Tracer warnings
-            # say that Python shape arithmetic is frozen to the example, which the docstring states.
+            # say that Python shape arithmetic is frozen to the example, which the docstring states (for
+            # usema's any-size networks, only torch's own input checks in instance norm raise them).
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(model, example)
@@ -49,16 +65,24 @@ def export_torchscript(model: nn.Module, example: torch.Tensor, path: str | Path
     return path
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 18) -> Path:
+def export_onnx(
+    model: nn.Module, example: torch.Tensor, path: str | Path, opset: int = 18, any_size: bool | None = None
+) -> Path:
     """Export `model` to ONNX at `path` with input "image" and output "logits", opset `opset`.
 
-    Uses the torch.export-based (dynamo) exporter where torch and onnxscript provide it, else the TorchScript
-    one. The batch axis is dynamic (any number of patches per call); the spatial axes are the example's: the
-    SEMA window partition of each stage depends on its map size, and so do the padding and masks the graph
-    holds. Weights are stored inside the one file (no external-data side file that the atomic rename would
-    orphan), which limits the model to ONNX's 2 GB protobuf size; usema's networks are far below it.
+    The batch axis is dynamic. With `any_size` (default: `exports_any_size(model)`) so are the spatial axes
+    (named as in `SPATIAL_AXIS_NAMES`): the graph takes any size the network takes and gives its outputs at
+    that size; SEMA keeps each stage's window and the number of windows follows the map. Such a graph comes
+    from the TorchScript-based exporter, which records the shape arithmetic as it runs: torch.export would have
+    to prove the bounds of the window padding and cropping (ceil divisions) for every size, which it cannot,
+    and fails or fixes the sizes. Without `any_size` the spatial axes are the example's, and the
+    torch.export-based (dynamo) exporter is used where torch and onnxscript provide it. Weights are stored
+    inside the one file (no external-data side file that the atomic rename would orphan), which limits the
+    model to ONNX's 2 GB protobuf size; usema's networks are far below it.
     """
     path = Path(path)
+    if any_size is None:
+        any_size = exports_any_size(model)
     accepted = inspect.signature(torch.onnx.export).parameters
     kwargs: dict = {
         "input_names": ["image"],
@@ -68,7 +92,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
     }
     # torch>=2.5 chooses the exporter with this flag; older torch has only the TorchScript one.
     if "dynamo" in accepted:
-        kwargs["dynamo"] = importlib.util.find_spec("onnxscript") is not None
+        kwargs["dynamo"] = not any_size and importlib.util.find_spec("onnxscript") is not None
     if kwargs.get("dynamo") and "external_data" in accepted:
         kwargs["external_data"] = False
     if kwargs.get("dynamo"):
@@ -76,12 +100,21 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, opset
         # an example of one would fix the batch: torch.export takes sizes 0 and 1 for constants
         example = example.expand(max(2, example.shape[0]), *example.shape[1:]).contiguous()
     else:
-        kwargs["dynamic_axes"] = {"image": {0: "batch"}, "logits": {0: "batch"}}
+        axes = {0: "batch"}
+        if any_size:
+            axes.update(enumerate(SPATIAL_AXIS_NAMES[example.dim() - 2], start=2))
+        kwargs["dynamic_axes"] = {"image": axes, "logits": axes}
 
     def export() -> None:
         with atomic_path(path) as tmp, warnings.catch_warnings():
-            # The TorchScript exporter warns that it is legacy; when used it is the fallback chosen on purpose.
+            # The TorchScript exporter warns that it is legacy; when used it is chosen on purpose (see above).
+            # Its tracer warnings come from torch's own input checks (instance norm) for usema's networks.
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # Instance norm normalises with the input's statistics in eval mode too, as ONNX's does: the
+            # exporter's note that it exports it "with train=True" says nothing wrong.
+            warnings.filterwarnings("ignore", "ONNX export mode is set to TrainingMode.EVAL, but operator "
+                                    "'instance_norm'", UserWarning)
             torch.onnx.export(model, (example,), str(tmp), **kwargs)
 
     _in_eval_mode(model, export)
@@ -113,14 +146,17 @@ def export_run(
     checkpoint: str = "best",
     opset: int = 18,
     overwrite: bool = False,
-) -> tuple[Path, tuple[int, ...]]:
+) -> tuple[Path, tuple[int | str, ...]]:
     """Export fold `fold`'s `checkpoint` of a trained run to `output`: ONNX for a .onnx name, TorchScript for
     a .pt one.
 
-    The network is exported for patches, (batch, channels, *patch_size), as the sliding window feeds it, in
-    fp32 on the CPU (ONNX: any batch; TorchScript: traced with one patch); it takes images prepared as
-    RUN/plans.json says (spacing, normalisation) and returns logits (batch, classes, *patch_size). Returns the path and the input shape. An existing `output` is
-    replaced only with `overwrite`; outputs inside the run's fold folders are refused (`check_export_target`).
+    The network is exported in fp32 on the CPU, traced on one patch of the plan's size; it takes images
+    prepared as RUN/plans.json says (spacing, normalisation) and returns logits (batch, classes, *spatial).
+    Networks that `exports_any_size` (USEMA, nnU-Net) give files that take any batch and any spatial size;
+    others take patches of the plan's size (ONNX: any batch; TorchScript: one patch). Returns the path and the
+    input shape the file takes: an axis name where the axis is dynamic ("batch", "height", ...), the size
+    where it is fixed. An existing `output` is replaced only with `overwrite`; outputs inside the run's fold
+    folders are refused (`check_export_target`).
     """
     from usema.errors import UsemaError
     from usema.inference.predictor import load_predictor
@@ -140,6 +176,8 @@ def export_run(
         run_dir, checkpoint=checkpoint, fold=fold, device="cpu", precision="fp32", tta=False
     )
     plans = predictor.plans
-    shape = (1, plans.dataset.num_channels, *plans.patch_size)
-    writer(predictor.model, torch.zeros(shape))
-    return output, shape
+    channels, patch = plans.dataset.num_channels, tuple(plans.patch_size)
+    writer(predictor.model, torch.zeros(1, channels, *patch))
+    if exports_any_size(predictor.model):
+        return output, ("batch", channels, *SPATIAL_AXIS_NAMES[len(patch)])
+    return output, ("batch" if output.suffix.lower() == ".onnx" else 1, channels, *patch)

@@ -96,6 +96,10 @@ class NNUNet(nn.Module):
             self.net = PlainConvUNet(n_conv_per_stage=blocks, **common)
         self.net.apply(self.net.initialize)
 
+    # Convolutions only, and the padding to the total stride is traced: an exported graph takes any batch and
+    # spatial size (usema.inference.export).
+    exports_any_size = True
+
     @property
     def total_stride(self) -> tuple[int, ...]:
         """Per-axis product of the stage strides: inputs are padded to a multiple of this."""

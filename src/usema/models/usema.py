@@ -189,6 +189,13 @@ class USEMA(nn.Module):
         """Per-axis product of the stage strides: inputs are padded to a multiple of this."""
         return total_stride(self.strides)
 
+    @property
+    def exports_any_size(self) -> bool:
+        """Whether the network's traced graph (TorchScript, ONNX: usema.inference.export) takes any batch and
+        spatial size, its padding and SEMA windows following the input: true unless it has Mamba layers, whose
+        scan (mambapy) sizes its steps in Python, which tracing fixes to the example."""
+        return not any(isinstance(module, MambaLayer) for module in self.modules())
+
     def stage_sizes(self, size: Sequence[int]) -> list[tuple[int, ...]]:
         """The part of each stage's map that holds data, for an input of `size` (ceil division by the strides)."""
         sizes, current = [], spatial_sizes(size)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from usema.nn.padding import padded_size, spatial_sizes
+from usema.nn.padding import exporting, padded_size, spatial_sizes
 from usema.nn.rope import apply_pair_rotation
 
 ATTENTION_MODES = ("sema", "window", "mean", "full", "linear")
@@ -37,10 +37,17 @@ def as_tuple(value: int | Sequence[int], ndim: int, name: str = "value") -> tupl
 
 
 def effective_window(spatial_shape: Sequence[int], window_size: int | Sequence[int]) -> tuple[int, ...]:
-    """The window per axis, shrunk to the map where the map is smaller than the window."""
+    """The window per axis, shrunk to the map where the map is smaller than the window (not while exporting).
+
+    Shrinking saves work only: a map shorter than the window along an axis is one window along it either way,
+    and the whole window, its padded keys masked, gives the same attention. So an exported graph keeps the
+    window it was given at every size rather than branch on the map's (see `usema.nn.padding.exporting`).
+    """
     window = as_tuple(window_size, len(spatial_shape), "window_size")
     if any(w < 1 for w in window):
         raise ValueError(f"window_size must be positive, got {window}")
+    if exporting():
+        return window
     # a comparison rather than min(): on a symbolic size it settles the window to an int (a guard on the size)
     return tuple(w if s >= w else s for w, s in zip(window, spatial_shape, strict=True))
 
@@ -60,11 +67,30 @@ def window_token_mask(
     """(num_windows, window_tokens) bool, True where a window position holds a real (unpadded) token; None
     where the grid is a whole number of windows."""
     padded, pad = window_padding(spatial_shape, window)
+    if exporting():
+        # masked at every size (see `exporting`), from "position < size" per axis combined by broadcasting:
+        # the exporters fix an assignment into a slice to the example's size
+        ndim, valid = len(padded), None
+        for axis, (p, s) in enumerate(zip(padded, spatial_shape, strict=True)):
+            inside = (torch.arange(p, device=device) < s).reshape([-1 if a == axis else 1 for a in range(ndim)])
+            valid = inside if valid is None else valid & inside
+        return to_window_layout(valid[None, ..., None], padded, window)[..., 0]
     if not any(pad):
         return None
-    valid = torch.zeros(1, *padded, 1, dtype=torch.bool, device=device)
+    valid = torch.zeros(1, *padded, 1, dtype=torch.bool, device=device)  # 3x faster to build in eager
     valid[(slice(None), *(slice(0, s) for s in spatial_shape))] = True
     return to_window_layout(valid, padded, window)[..., 0]
+
+
+def pad_grid_end(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad the grid axes 1..len(size) of `t` (B, *grid, *features) at their end up to `size`.
+
+    F.pad, which the exporters record with sizes that follow the input; filling a slice of a zero tensor, as
+    the eager path does, exports as an Expand to the example's shape."""
+    pad = [0, 0] * (t.dim() - 1 - len(size))
+    for have, want in zip(reversed(t.shape[1 : 1 + len(size)]), reversed(tuple(size)), strict=True):
+        pad += [0, want - have]
+    return F.pad(t, pad)
 
 
 def to_window_layout(grid: torch.Tensor, spatial_shape: Sequence[int], window: Sequence[int]) -> torch.Tensor:
@@ -73,7 +99,9 @@ def to_window_layout(grid: torch.Tensor, spatial_shape: Sequence[int], window: S
     batch, ndim = grid.shape[0], len(window)
     features = grid.shape[1 + ndim :]
     padded, pad = window_padding(spatial_shape, window)
-    if any(pad):
+    if exporting():  # padded at every size (see `exporting`)
+        grid = pad_grid_end(grid, padded)
+    elif any(pad):
         full = grid.new_zeros(batch, *padded, *features)
         full[(slice(None), *(slice(0, s) for s in spatial_shape))] = grid
         grid = full
@@ -102,7 +130,7 @@ def from_window_layout(
         order += [1 + i, 1 + ndim + i]
     order.append(1 + 2 * ndim)
     out = out.permute(order).reshape(batch, *padded, out.shape[-1])
-    if any(pad):
+    if exporting() or any(pad):
         out = out[(slice(None), *(slice(0, s) for s in spatial_shape))]
     return out
 
@@ -122,8 +150,10 @@ def attend_windows(
     fused SDPA on CUDA and for unmasked fp32 on CPU; on CPU in bf16 or fp16 an explicit matmul-softmax-matmul
     (the CPU's fused kernel ran 2.5-4x slower than it there), and for masked fp32 one baddbmm that adds the
     mask and applies the scale inside the product (1.2x faster than SDPA with the mask, 1.6x faster than
-    masked_fill on the logits).
+    masked_fill on the logits). While exporting, broadcasting ops that name no size (see `exported_attention`).
     """
+    if exporting():
+        return exported_attention(q, k, v, key_mask, scale)
     length, heads, tokens, d = q.shape
     mask = None
     if key_mask is not None:  # window w of batch item b is row b * num_windows + w
@@ -138,6 +168,19 @@ def attend_windows(
         additive = additive.expand(length, heads, tokens, tokens).reshape(*flat, tokens)
         logits = torch.baddbmm(additive, q.reshape(*flat, d), k.reshape(*flat, d).transpose(1, 2), alpha=scale)
         logits = logits.view(length, heads, tokens, tokens)
+    return torch.matmul(torch.softmax(logits, dim=-1), v)
+
+
+def exported_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """`attend_windows` as the exported graph computes it: explicit matmul-softmax-matmul, the mask broadcast
+    over the batch by an unflatten. The eager kernels' reshapes to sizes multiplied out in Python came out of
+    the TorchScript-based ONNX exporter fixed to the example's batch; this names no size but the mask's."""
+    logits = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if key_mask is not None:  # (B * num_windows, ...) -> (B, num_windows, ...): window w of item b is row b * nw + w
+        logits = logits.unflatten(0, (-1, key_mask.shape[0]))
+        logits = logits.masked_fill(~key_mask[:, None, None, :], -math.inf).flatten(0, 1)
     return torch.matmul(torch.softmax(logits, dim=-1), v)
 
 
@@ -212,6 +255,8 @@ def crop_to(t: torch.Tensor, valid_shape: Sequence[int]) -> torch.Tensor:
 
 def pad_to_grid(t: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
     """(B, *valid, C) -> (B, *spatial_shape, C), zeros where the grid is not data."""
+    if exporting():
+        return pad_grid_end(t, spatial_shape)
     full = t.new_zeros(t.shape[0], *spatial_shape, t.shape[-1])
     full[(slice(None), *(slice(0, s) for s in t.shape[1:-1]))] = t
     return full
@@ -239,7 +284,7 @@ def sema_attention(
     spatial_shape = spatial_sizes(spatial_shape)
     if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
         raise ValueError(f"q, k, v must be (batch, heads, N, head_dim); got {q.shape}, {k.shape}, {v.shape}")
-    if math.prod(spatial_shape) != q.shape[2]:
+    if not exporting() and math.prod(spatial_shape) != q.shape[2]:
         raise ValueError(f"spatial_shape {spatial_shape} holds {math.prod(spatial_shape)} tokens, got N={q.shape[2]}")
     if mode not in ATTENTION_MODES:
         raise ValueError(f"unknown attention mode {mode!r}; choose one of {ATTENTION_MODES}")
@@ -251,7 +296,7 @@ def sema_attention(
 
     window = attention_window(mode, valid, window_size)
     out = grid_attention(grid(q), grid(k), grid(v), valid, window, mode, heads)
-    if valid != spatial_shape:
+    if exporting() or valid != spatial_shape:
         out = pad_to_grid(out, spatial_shape)
     return out.reshape(batch, -1, heads, v.shape[-1]).transpose(1, 2)
 

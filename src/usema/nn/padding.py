@@ -16,12 +16,30 @@ import torch.nn.functional as F
 # Shape arithmetic in integers only: sizes may be symbolic (torch.export, torch.compile with dynamic shapes),
 # where math.ceil of a true division or int() would fix the graph to one input size.
 def ceil_div(size: int, divisor: int) -> int:
-    """`size` / `divisor` rounded up, in integers."""
-    return -(-size // divisor)
+    """`size` / `divisor` rounded up, in integers (both positive)."""
+    # no floor division of a negative number: the TorchScript-based ONNX exporter writes // as ONNX's Div,
+    # which rounds toward zero
+    return (size + divisor - 1) // divisor
+
+
+def exporting() -> bool:
+    """Whether the model is being traced for export: by torch.jit.trace (TorchScript, and the TorchScript-based
+    ONNX exporter) or by torch.export.
+
+    Sizes are then traced (or symbolic) values, and a Python branch on one (is there padding? is the map
+    smaller than the window?) would fix the graph to the example's case. Code that branches on sizes takes
+    its general path while exporting instead (pad, crop and mask even by nothing), which computes the same
+    values for every size, so that the graph takes other sizes than the example's.
+    """
+    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
+    return torch.jit.is_tracing() or bool(is_exporting and is_exporting())
 
 
 def spatial_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
-    """`sizes` as a tuple of ints, keeping symbolic sizes (torch.SymInt) symbolic."""
+    """`sizes` as a tuple of ints, keeping symbolic sizes (torch.SymInt) symbolic and traced ones (0-dim
+    tensors under torch.jit.trace) traced: int() would fix them to the example's."""
+    if torch.jit.is_tracing():
+        return tuple(sizes)
     return tuple(s if isinstance(s, torch.SymInt) else int(s) for s in sizes)
 
 
@@ -33,11 +51,12 @@ def padded_size(size: Sequence[int], multiple: Sequence[int]) -> tuple[int, ...]
 def pad_to_size(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Zero-pad the spatial axes of `x` (batch, channels, *spatial) at their end up to `size`."""
     pad: list[int] = []
+    general = exporting()  # no branch on symbolic sizes (see `exporting`)
     for have, want in zip(reversed(x.shape[2:]), reversed(tuple(size)), strict=True):
-        if want < have:
+        if not general and want < have:
             raise ValueError(f"cannot pad size {tuple(x.shape[2:])} down to {tuple(size)}")
         pad += [0, want - have]
-    return F.pad(x, pad) if any(pad) else x
+    return F.pad(x, pad) if general or any(pad) else x
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: Sequence[int]) -> torch.Tensor:

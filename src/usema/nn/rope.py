@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from usema.nn.padding import exporting
+
 
 def rope_angles(spatial_shape: Sequence[int], head_dim: int, base: float = 10000.0,
                 device: torch.device | None = None) -> torch.Tensor:
@@ -55,7 +57,7 @@ def apply_pair_rotation(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor
     One complex multiplication where it can run; the same product written with real tensors while tracing
     for export.
     """
-    if _tracing():
+    if exporting():
         even, odd = x[..., 0::2], x[..., 1::2]
         cos, sin = rotation[..., 0].to(x.dtype), rotation[..., 1].to(x.dtype)
         return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
@@ -63,11 +65,6 @@ def apply_pair_rotation(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor
     pairs = torch.view_as_complex(real.unflatten(-1, (-1, 2)).contiguous())
     product = pairs * torch.view_as_complex(rotation.to(real.dtype).contiguous())
     return torch.view_as_real(product).flatten(-2).to(x.dtype)
-
-
-def _tracing() -> bool:
-    is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or bool(is_exporting and is_exporting())
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

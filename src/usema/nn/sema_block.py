@@ -19,18 +19,20 @@ from usema.nn.attention import (
     pad_to_grid,
 )
 from usema.nn.depthwise import depthwise_conv
-from usema.nn.padding import spatial_sizes
+from usema.nn.padding import exporting, spatial_sizes
 from usema.nn.rope import apply_rope, rope_angles, window_rope_table
 
 
 # The block keeps its feature maps channels-last: tokens (B, N, C) and grids (B, C, *S) are then views of one
 # another, and PyTorch's CPU depthwise convolutions are several times faster on channels-last input.
+# The axes are counted from the front: the TorchScript-based ONNX exporter writes movedim's negative axes into
+# the Transpose as they are, which onnxruntime refuses.
 def _to_tokens(x: torch.Tensor) -> torch.Tensor:
-    return x.movedim(1, -1).reshape(x.shape[0], -1, x.shape[1])  # (B, C, *S) -> (B, N, C)
+    return x.movedim(1, x.dim() - 1).reshape(x.shape[0], -1, x.shape[1])  # (B, C, *S) -> (B, N, C)
 
 
 def _to_grid(t: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
-    return t.reshape(t.shape[0], *spatial_shape, t.shape[2]).movedim(-1, 1)  # (B, N, C) -> (B, C, *S)
+    return t.reshape(t.shape[0], *spatial_shape, t.shape[2]).movedim(len(spatial_shape) + 1, 1)  # (B, N, C) -> (B, C, *S)
 
 
 class SEMABlock(nn.Module):
@@ -135,7 +137,7 @@ class SEMABlock(nn.Module):
             head_dim = channels // self.num_heads
             rope = window_rope_table(window, head_dim, scale=head_dim**-0.5, device=u_tokens.device)
         out = grid_attention(q, k, grid(u_tokens), valid_shape, window, self.mode, self.num_heads, rope)
-        if valid_shape != spatial_shape:
+        if exporting() or valid_shape != spatial_shape:  # no branch on symbolic sizes (see `exporting`)
             out = pad_to_grid(out, spatial_shape)
         return out.reshape(batch, -1, channels)
 
