@@ -103,7 +103,7 @@ def test_plan_on_six_hippocampus_cases(tmp_path, hippocampus_dir):
     info = plans.dataset
     assert (info.format, info.spatial_dims, info.num_channels, info.num_classes) == ("msd", 3, 1, 3)
     assert len(info.case_ids) == 6 and info.modality == "MR"
-    assert plans.normalization == {"scheme": "zscore_per_image"}
+    assert plans.normalization.to_dict() == {"scheme": "zscore_per_image"}
     assert plans.target_spacing == [1.0, 1.0, 1.0]
     stride = total_stride(plans.network_settings["strides"])
     assert all(p % s == 0 and 32 <= p <= 64 for p, s in zip(plans.patch_size, stride, strict=True))
@@ -159,11 +159,11 @@ def _ct_dataset(root):
 
 def test_ct_normalization_clips_to_foreground_percentiles(tmp_path):
     plans = plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", device="cpu")
-    norm = plans.normalization
-    assert norm["scheme"] == "ct" and plans.dataset.modality == "CT"
-    low, high = norm["clip"]
+    [norm] = plans.normalization.for_channels(1)
+    assert plans.normalization.scheme == norm.scheme == "ct" and plans.dataset.modality == "CT"
+    low, high = norm.clip
     assert 0 < low < 40 < high < 3000  # foreground percentiles: neither air nor the bright outlier
-    assert 35 < norm["mean"] < 60 and norm["std"] > 5
+    assert 35 < norm.mean < 60 and norm.std > 5
 
 
 def test_run_folder_inside_the_data_root_is_allowed_when_it_overwrites_nothing(tmp_path):

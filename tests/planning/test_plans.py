@@ -9,7 +9,7 @@ import torch
 
 from usema.errors import DataError
 from usema.planning import PLANS_NAME, Plans
-from usema.planning.plans import is_plans_file
+from usema.planning.plans import ChannelNormalization, Normalization, is_plans_file
 from usema.planning.settings import DEFAULT_LR
 
 
@@ -83,6 +83,24 @@ def test_sections_are_typed_and_absent_training_keys_take_the_one_set_of_default
     # the properties hand out copies: nothing outside edits the plan
     plans.network_settings["base_features"] = 99
     assert plans.network_settings["base_features"] == 4
+
+
+def test_the_normalization_is_typed_and_written_back_as_the_plan_holds_it():
+    shared = Plans(plan_data()).normalization
+    assert shared == Normalization((ChannelNormalization("zscore_per_image"),))
+    assert shared.scheme == "zscore_per_image" and shared.for_channels(2) == shared.channels * 2
+    ct = {"scheme": "ct", "clip": [-100, 200.5], "mean": 40, "std": 12.5}
+    per_channel = {"scheme": "per_channel", "channels": [ct, {"scheme": "none"}]}
+    data = plan_data()
+    data["dataset"].update(num_channels=2, channel_names=["CT", "noNorm"])
+    data["normalization"] = per_channel
+    normalization = Plans(data).normalization
+    assert normalization.scheme == "per_channel" and normalization.per_channel
+    first, second = normalization.for_channels(2)
+    assert (first.scheme, first.clip, first.mean, first.std, second.scheme) == ("ct", (-100, 200.5), 40, 12.5, "none")
+    # the values as the file holds them: the preprocessed cases' key (a hash of them) stays what it was
+    assert normalization.to_dict() == per_channel and str(normalization) == str(per_channel)
+    assert Normalization.from_dict(ct).to_dict() == ct
 
 
 def test_a_version_1_plan_loads_and_is_saved_in_the_current_version(tmp_path):

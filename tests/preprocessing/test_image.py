@@ -6,6 +6,7 @@ import pytest
 
 from usema.data.io import ImageGeometry
 from usema.planning import Plans
+from usema.planning.plans import Normalization
 from usema.preprocessing.image import (
     normalize,
     preprocess_image,
@@ -74,8 +75,10 @@ def test_2d_image_with_coarser_spacing_is_upsampled():
 def test_ct_and_per_channel_normalization():
     image = np.array([[[-1000.0, 0.0, 50.0, 3000.0]]], dtype=np.float32)
     ct = {"scheme": "ct", "clip": [-100.0, 200.0], "mean": 50.0, "std": 25.0}
-    np.testing.assert_allclose(normalize(image, ct)[0, 0], [-6.0, -2.0, 0.0, 6.0])
+    clipped = normalize(image, Normalization.from_dict(ct))
+    np.testing.assert_allclose(clipped[0, 0], [-6.0, -2.0, 0.0, 6.0])
     both = np.concatenate([image, image])
-    mixed = normalize(both, {"scheme": "per_channel", "channels": [ct, {"scheme": "none"}]})
+    per_channel = {"scheme": "per_channel", "channels": [ct, {"scheme": "none"}]}
+    mixed = normalize(both, Normalization.from_dict(per_channel))
     np.testing.assert_allclose(mixed[1], image[0])
-    np.testing.assert_allclose(mixed[0], normalize(image, ct)[0])
+    np.testing.assert_allclose(mixed[0], clipped[0])

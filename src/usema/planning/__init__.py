@@ -8,10 +8,12 @@ from typing import Any
 
 from usema.planning.device import plan_for_device
 from usema.planning.estimate import TrainingEstimate
-from usema.planning.plans import PLANS_NAME, DatasetInfo, Plans
+from usema.planning.plans import PLANS_NAME, DatasetInfo, Normalization, Plans
 from usema.planning.settings import TrainingSettings
 
-__all__ = ["PLANS_NAME", "DatasetInfo", "Plans", "TrainingEstimate", "TrainingSettings", "plan_for_device"]
+__all__ = [
+    "PLANS_NAME", "DatasetInfo", "Normalization", "Plans", "TrainingEstimate", "TrainingSettings", "plan_for_device"
+]
 
 
 def __getattr__(name: str) -> Any:

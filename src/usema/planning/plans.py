@@ -67,6 +67,68 @@ class DatasetInfo:
         return dict(zip(self.label_values[1:], self.class_names, strict=True))
 
 
+@dataclass(frozen=True)
+class ChannelNormalization:
+    """How one channel's intensities are normalised: "zscore_per_image" (by the image's own mean and standard
+    deviation), "ct" (clipped to `clip`, then (x - mean) / std, the dataset's foreground statistics) or
+    "none"."""
+
+    scheme: str
+    clip: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> ChannelNormalization:
+        """An entry of plans.json's "normalization" (validated: schema._validate_normalization)."""
+        clip = entry.get("clip")
+        return cls(str(entry["scheme"]), None if clip is None else (clip[0], clip[1]), entry.get("mean"),
+                   entry.get("std"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as plans.json holds it."""
+        entry: dict[str, Any] = {"scheme": self.scheme}
+        if self.clip is not None:
+            entry["clip"] = list(self.clip)
+        entry.update({key: value for key, value in (("mean", self.mean), ("std", self.std)) if value is not None})
+        return entry
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """The plan's intensity normalisation (plans.json "normalization", schema.NORMALIZATION_SCHEMES): one
+    `ChannelNormalization` for every channel, or, `per_channel` (the scheme "per_channel" in the file), one of
+    its own for each channel."""
+
+    channels: tuple[ChannelNormalization, ...]
+    per_channel: bool = False
+
+    @property
+    def scheme(self) -> str:
+        """The scheme as plans.json names it: the shared channel scheme, or "per_channel"."""
+        return "per_channel" if self.per_channel else self.channels[0].scheme
+
+    def for_channels(self, count: int) -> tuple[ChannelNormalization, ...]:
+        """The normalisation of each of `count` channels."""
+        return self.channels if self.per_channel else self.channels[:1] * count
+
+    @classmethod
+    def from_dict(cls, normalization: dict[str, Any]) -> Normalization:
+        """plans.json's "normalization" (validated)."""
+        if normalization["scheme"] == "per_channel":
+            return cls(tuple(ChannelNormalization.from_dict(e) for e in normalization["channels"]), True)
+        return cls((ChannelNormalization.from_dict(normalization),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalisation as plans.json holds it."""
+        if self.per_channel:
+            return {"scheme": "per_channel", "channels": [channel.to_dict() for channel in self.channels]}
+        return self.channels[0].to_dict()
+
+    def __str__(self) -> str:
+        return str(self.to_dict())
+
+
 class _Absent:
     """A key that one of two compared plans lacks."""
 
@@ -156,9 +218,9 @@ class Plans:
         return [float(s) for s in self._data["target_spacing"]]
 
     @property
-    def normalization(self) -> dict[str, Any]:
-        """The intensity normalisation (schema.NORMALIZATION_SCHEMES)."""
-        return copy.deepcopy(self._data["normalization"])
+    def normalization(self) -> Normalization:
+        """The intensity normalisation."""
+        return Normalization.from_dict(self._data["normalization"])
 
     @property
     def patch_size(self) -> list[int]:

@@ -33,7 +33,7 @@ def preprocessing_key(plans: Plans) -> str:
         "num_channels": info.num_channels,
         "num_classes": info.num_classes,
         "target_spacing": plans.target_spacing,
-        "normalization": plans.normalization,
+        "normalization": plans.normalization.to_dict(),
     }
     values = info.label_values
     if info.label_mode == "semantic" and values != list(range(info.num_classes)):

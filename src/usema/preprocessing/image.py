@@ -4,13 +4,11 @@ where the spacing differs), and the way back to the input's grid for predictions
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from usema.data.channels import convert_channels
 from usema.data.io import ImageGeometry
-from usema.planning.plans import Plans
+from usema.planning.plans import Normalization, Plans
 
 
 def target_shape(geometry: ImageGeometry, plans: Plans) -> tuple[int, ...]:
@@ -46,19 +44,15 @@ def _image_mode(spatial_dims: int) -> str:
     return "bicubic" if spatial_dims == 2 else "trilinear"  # torch has no tricubic interpolation
 
 
-def normalize(image: np.ndarray, normalization: dict[str, Any]) -> np.ndarray:
+def normalize(image: np.ndarray, normalization: Normalization) -> np.ndarray:
     """Apply the plan's normalisation to (C, *S): z-score per image, CT clip + global z-score, or none."""
-    entries = (
-        normalization["channels"]
-        if normalization["scheme"] == "per_channel"
-        else [normalization] * len(image)
-    )
+    entries = normalization.for_channels(len(image))
     out = np.empty(image.shape, dtype=np.float32)
     for channel, (values, entry) in enumerate(zip(image, entries, strict=True)):
-        if entry["scheme"] == "ct":
-            clipped = np.clip(values, *entry["clip"])
-            out[channel] = (clipped - entry["mean"]) / max(float(entry["std"]), 1e-8)
-        elif entry["scheme"] == "zscore_per_image":
+        if entry.scheme == "ct":
+            clipped = np.clip(values, *entry.clip)
+            out[channel] = (clipped - entry.mean) / max(float(entry.std), 1e-8)
+        elif entry.scheme == "zscore_per_image":
             out[channel] = (values - values.mean()) / max(float(values.std()), 1e-8)
         else:
             out[channel] = values
