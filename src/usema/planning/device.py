@@ -22,7 +22,7 @@ from typing import Any
 
 from usema.models.registry import check_settings, settings_it_takes
 from usema.planning.estimate import DEVICE_WORDS, TrainingEstimate, TrainingTimer, estimate_training
-from usema.planning.planner import plan_dataset
+from usema.planning.planner import given_network_settings, plan_dataset
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.settings import TrainingSettings
 from usema.utils.device import device_kind, resolve_device
@@ -72,9 +72,7 @@ def plan_for_device(
     edits = dict(edits or {})
     planner_edits = dict(edits)
     if kind == "cpu":
-        given = (
-            planner_edits.pop("network_settings", None) or planner_edits.pop("model_overrides", None) or {}
-        )
+        given = given_network_settings(planner_edits) or {}
         # a given value that is no object of settings is left for plan_dataset to name
         planner_edits["network_settings"] = {**compact_network(model), **given} if isinstance(given, dict) else given
         planner_edits.setdefault("iters_per_epoch", CPU_ITERS_PER_EPOCH)

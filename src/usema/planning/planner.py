@@ -53,7 +53,7 @@ CPU_MAX_BATCH = 4
 # nnU-Net's cap: one batch covers at most this share of the dataset's voxels (tiny sets would overfit).
 MAX_BATCH_SHARE_OF_DATASET = 0.05
 # What `plan_dataset` takes besides the training settings (its plan edits). `model_overrides` is the older
-# name of `network_settings` (still read, e.g. from `--plan model_overrides=...`).
+# name of `network_settings` (still read, e.g. from `--plan model_overrides=...`: `given_network_settings`).
 PLAN_EDITS = (
     "case_ids",
     "max_cases",
@@ -215,6 +215,12 @@ def check_plan_edits(edits: dict[str, Any], spatial_dims: int) -> None:
         check_setting(key, value, allowed if key in allowed else None)
 
 
+def given_network_settings(edits: dict[str, Any]) -> Any:
+    """The network settings that plan edits give, under `network_settings` or their older name
+    `model_overrides` (the first where both are given), taken out of `edits`; None when neither is."""
+    return edits.pop("network_settings", None) or edits.pop("model_overrides", None)
+
+
 # ------------------------------------------------------------------------------------------------ planning
 def plan_dataset(
     data: str | Path,
@@ -245,7 +251,7 @@ def plan_dataset(
     device = device_kind(edits.get("device") or "auto")  # a plan for a GPU may be made without one
     spec = load_dataset(data, label_mode)
     check_plan_edits({**edits, **training_edits}, spec.spatial_dims)
-    given_settings = dict(edits.get("network_settings") or edits.get("model_overrides") or {})
+    given_settings = dict(given_network_settings(edits) or {})
     run_dir = Path(run_dir)
     _check_plans_location(spec, run_dir / PLANS_NAME)
     if edits.get("num_channels"):
