@@ -58,9 +58,9 @@ def one_thread():
 def two_fold_run(tmp_path_factory):
     """(data, run) of a 2D phantom dataset planned for a tiny USEMA, whose folds 0 and 1 hold untrained networks of
     different seeds as checkpoint_best.pt and checkpoint_latest.pt (shared: copy the run before changing it)."""
+    from usema.checkpoint import CHECKPOINT_NAMES, Checkpoint
     from usema.data.phantoms import make_phantom_dataset
     from usema.planning.planner import plan_dataset
-    from usema.training.checkpoint import CHECKPOINT_NAMES, save_checkpoint
 
     root = tmp_path_factory.mktemp("two_folds")
     data = make_phantom_dataset(root / "data", spatial_dims=2, num_cases=4, shape=(24, 20), seed=0)
@@ -69,8 +69,8 @@ def two_fold_run(tmp_path_factory):
                          network_settings={"base_features": 4, "blocks_per_stage": 1, "head_dim": 4})
     for fold in (0, 1):
         torch.manual_seed(fold)
-        payload = {"model_state": plans.build_network().state_dict(), "plans": plans.to_dict(),
-                   "model": plans.network_description(False), "fold": fold, "epoch": 1}
+        network = plans.network
+        checkpoint = Checkpoint(network.build().state_dict(), network, plans, fold=fold, epoch=1)
         for name in CHECKPOINT_NAMES.values():
-            save_checkpoint(payload, run / f"fold_{fold}" / name)
+            checkpoint.save(run / f"fold_{fold}" / name)
     return data, run

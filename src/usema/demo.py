@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from usema.checkpoint import checkpoint_path
 from usema.data.layouts import load_dataset
 from usema.data.phantoms import make_phantom_dataset
 from usema.evaluation.api import evaluate
@@ -57,7 +58,7 @@ def run_demo(output: str | Path = "demo_run", device: str = "auto", seed: int = 
                      patch_size=training.pop("patch_size"), batch_size=training.pop("batch_size"), **training)
     steps = DEMO_TRAINING["epochs"] * DEMO_TRAINING["iters_per_epoch"]
     print(f"training a compact USEMA on {data} for {steps} steps", flush=True)
-    resume = (run / "fold_0" / "checkpoint_latest.pt").is_file()
+    resume = checkpoint_path(run, "latest", fold=0).is_file()
     summary = train(data, run, fold=0, folds=5, device=device, seed=seed, resume=resume)
     stop_if_interrupted(summary)
 

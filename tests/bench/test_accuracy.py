@@ -100,7 +100,7 @@ def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypat
 
     def stopped_train(data, run_dir, **kwargs):
         plans = Plans.load(run_dir)
-        plans.build_network()  # the model takes every setting its run's plan names
+        plans.network.build()  # the model takes every setting its run's plan names
         trained[plans.model_name] = (plans.network_settings, plans.training.epochs)
         return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "x.pt"}
 

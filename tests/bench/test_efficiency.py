@@ -2,8 +2,9 @@
 
 import pytest
 
-from usema.bench.efficiency import planned_network, run_efficiency_benchmark
+from usema.bench.efficiency import run_efficiency_benchmark
 from usema.bench.efficiency_report import read_efficiency_csv
+from usema.planning.network import network_for_patch
 
 pytest.importorskip("dynamic_network_architectures", reason="the nnU-Net baseline needs it")
 
@@ -42,20 +43,21 @@ def test_oom_and_timeouts_are_recorded_and_larger_inputs_skipped(tmp_path):
 
 
 def test_networks_are_built_as_plans_build_them():
-    settings = planned_network("usema", 3, (40, 56, 40), {"base_features": 16, "sema_per_stage": "all"})
+    every_stage = network_for_patch("usema", (40, 56, 40), 1, 3, {"base_features": 16, "sema_per_stage": "all"})
+    settings = every_stage.network_settings
     assert settings["strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
     assert settings["stage_windows"] == [[5, 4, 5], [5, 4, 5], [5, 7, 5], [5, 7, 5]]
     assert settings["base_features"] == 16
-    planned = planned_network("usema", 3, (40, 56, 40), {"base_features": 16})  # the plans' default placement
-    assert planned["sema_per_stage"] == "deepest-2"
+    planned = network_for_patch("usema", (40, 56, 40), 1, 3, {"base_features": 16}).network_settings
+    assert planned["sema_per_stage"] == "deepest-2"  # the plans' default placement
     assert planned["stage_windows"] == [None, None, [5, 7, 5], [5, 7, 5]]
-    assert "stage_windows" not in planned_network("usema-nosema", 3, (40, 56, 40), {})
+    assert "stage_windows" not in network_for_patch("usema-nosema", (40, 56, 40), 1, 3).network_settings
     from usema.bench.variants import expand_placements
 
     assert expand_placements(["usema", "usema-nosema", "nnunet"], ["all", "deepest-2"]) == [
         ("usema@all", "usema", {"sema_per_stage": "all"}), ("usema@deepest-2", "usema", {"sema_per_stage": "deepest-2"}),
         ("usema-nosema", "usema-nosema", {}), ("nnunet", "nnunet", {})]
-    assert planned_network("unetr", 2, (64, 64), {})["patch_size"] == [64, 64]
+    assert network_for_patch("unetr", (64, 64), 1, 3).network_settings["patch_size"] == [64, 64]
 
 
 def test_refuses_unknown_settings_before_measuring(tmp_path):

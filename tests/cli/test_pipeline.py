@@ -4,10 +4,10 @@ options (--plan, --num-workers, --max-minutes, --pretrained-weights)."""
 import pytest
 import torch
 
+from usema.checkpoint import Checkpoint
 from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning import Plans
-from usema.training.checkpoint import load_checkpoint
 
 TINY = 'network_settings={"base_features": 4, "blocks_per_stage": 1, "head_dim": 4}'
 
@@ -70,12 +70,12 @@ def test_train_plan_edits_shape_a_new_plan_and_only_training_keys_change_an_exis
     assert _train(phantoms, run, "--plan", TINY, "patch_size=[32,32]", "lr=0.001", "--num-workers", "1") == 0
     plans = Plans.load(run)
     assert plans.patch_size == [32, 32] and plans.network_settings["base_features"] == 4
-    trained = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["plans"]["training"]
-    assert trained["lr"] == 0.001 and trained["num_workers"] == 1
+    trained = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt").plans.training
+    assert trained.lr == 0.001 and trained.num_workers == 1
 
     # the same edits again, with a training key changed: continues the same plan
     assert _train(phantoms, run, "--plan", TINY, "patch_size=[32,32]", "lr=0.002", "--fold", "1") == 0
-    assert load_checkpoint(run / "fold_1" / "checkpoint_latest.pt")["plans"]["training"]["lr"] == 0.002
+    assert Checkpoint.load(run / "fold_1" / "checkpoint_latest.pt").plans.training.lr == 0.002
     capsys.readouterr()
     assert _train(phantoms, run, "--plan", "patch_size=[16,16]", "--fold", "1", "--overwrite") == 2
     assert capsys.readouterr().err.strip() == (

@@ -73,9 +73,9 @@ def test_hippocampus_plan_train_kill_resume_predict_evaluate(hippocampus_dir, tm
     assert latest.exists(), "no checkpoint written before the kill"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    from usema.training.checkpoint import load_checkpoint
+    from usema.checkpoint import Checkpoint
 
-    epochs_before = load_checkpoint(latest)["epoch"]
+    epochs_before = Checkpoint.load(latest).epoch
     assert 1 <= epochs_before < 40
 
     result = usema("train", data, "-o", run, "--folds", "5", "--device", "cpu", "--resume", "--epochs",

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from usema.checkpoint import write_checkpoint_file
 from usema.errors import DataError, UsemaError
 from usema.inference.api import OVERLAY_DIR, predict
 from usema.models import build_model, registry
-from usema.training.checkpoint import save_checkpoint
 
 
 def tiny_usema_overrides(spatial_dims: int) -> dict:
@@ -89,7 +89,7 @@ def make_run(run_dir: Path, plans: dict, model: nn.Module, checkpoint: str = "be
         "deep_supervision": False,
     }
     payload = {"model_state": model.state_dict(), "model": entry, "plans": plans, "epoch": 1}
-    save_checkpoint(payload, run_dir / "fold_0" / f"checkpoint_{checkpoint}.pt")
+    write_checkpoint_file(payload, run_dir / "fold_0" / f"checkpoint_{checkpoint}.pt")  # as an older usema wrote it
     return run_dir
 
 

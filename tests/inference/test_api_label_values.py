@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from usema.checkpoint import Checkpoint
 from usema.evaluation.api import evaluate
 from usema.inference.api import overlay_path, predict
 from usema.inference.inputs import InferenceCase
 from usema.inference.overlay import PALETTE
 from usema.planning.planner import plan_dataset
 from usema.training.api import train
-from usema.training.checkpoint import load_checkpoint
 
 TINY = {"base_features": 4, "blocks_per_stage": 1}
 
@@ -70,7 +70,7 @@ def _train_predict_evaluate(data, run, patch, tmp_path, files_of, epochs, iters)
                  network_settings=TINY, val_max_cases=1, num_workers=0)
     summary = train(data, run, folds=2, epochs=epochs, iters_per_epoch=iters, device="cpu")
     [case] = json.loads((run / "fold_0" / "validation_cases.json").read_text())["cases"]
-    assert load_checkpoint(run / "fold_0" / "checkpoint_best.pt")["val_cases"] == [case]
+    assert Checkpoint.load(run / "fold_0" / "checkpoint_best.pt").val_cases == [case]
     image, label = files_of(case)
     [written] = predict(run, [image], tmp_path / "pred", tta=False, overlay=True, save_probabilities=True)
     (tmp_path / "gt").mkdir()

@@ -4,8 +4,9 @@ import shutil
 
 import pytest
 
+from usema.checkpoint import trained_folds
 from usema.errors import CheckpointError, UsemaError
-from usema.inference.folds import resolve_folds, trained_folds
+from usema.inference.folds import resolve_folds
 
 
 def test_all_and_no_choice_mean_every_trained_fold(two_fold_run):

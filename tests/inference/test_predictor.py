@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+from usema.checkpoint import write_checkpoint_file
 from usema.data.io import ImageGeometry
 from usema.errors import CheckpointError, UsemaError
 from usema.inference.predictor import Predictor, load_predictor, with_results_on_cpu_if_out_of_memory
 from usema.models import registry
 from usema.planning import Plans
-from usema.training.checkpoint import save_checkpoint
 from usema.utils.device import resolve_precision
 
 
@@ -154,7 +154,7 @@ def save_run(run_dir, state, plans, deep_supervision, with_plans=True):
     payload = {"model_state": state, "model": entry, "epoch": 3}
     if with_plans:
         payload["plans"] = plans
-    save_checkpoint(payload, run_dir / "fold_1" / "checkpoint_best.pt")
+    write_checkpoint_file(payload, run_dir / "fold_1" / "checkpoint_best.pt")  # as usema wrote it before plans v2
 
 
 def test_deep_supervision_heads_are_dropped_and_the_rest_loaded(tmp_path, toy_models):

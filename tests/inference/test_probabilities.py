@@ -15,18 +15,18 @@ nnunet_io = pytest.importorskip("nnunetv2.imageio.simpleitk_reader_writer")
 @pytest.fixture(scope="module")
 def run_3d(tmp_path_factory):
     """(image, run): an anisotropic, rotated 3D NIfTI case and an untrained tiny USEMA planned for it."""
+    from usema.checkpoint import Checkpoint
     from usema.data.phantoms import make_phantom_dataset
     from usema.planning.planner import plan_dataset
-    from usema.training.checkpoint import save_checkpoint
 
     root = tmp_path_factory.mktemp("probabilities")
     data = make_phantom_dataset(root / "data", spatial_dims=3, num_cases=2, shape=(12, 10, 8), seed=0)
     plans = plan_dataset(data, root / "run", device="cpu", patch_size=[8, 8, 8], batch_size=2,
                          network_settings={"base_features": 6, "blocks_per_stage": 1, "head_dim": 6})
     torch.manual_seed(0)
-    payload = {"model_state": plans.build_network().state_dict(), "plans": plans.to_dict(),
-               "model": plans.network_description(False), "fold": 0, "epoch": 1}
-    save_checkpoint(payload, root / "run" / "fold_0" / "checkpoint_best.pt")
+    network = plans.network
+    Checkpoint(network.build().state_dict(), network, plans, fold=0, epoch=1).save(
+        root / "run" / "fold_0" / "checkpoint_best.pt")
     # an oblique grid of three different sizes and spacings, named as nnU-Net names its inputs
     source = nib.load(str(sorted((data / "imagesTr").iterdir())[0]))
     affine = np.array([[0.0, -1.5, 0, 10], [2.0, 0, 0, -5], [0, 0, 3.0, 7], [0, 0, 0, 1]])

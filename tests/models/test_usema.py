@@ -161,9 +161,10 @@ def _sema_layout(network):
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_every_builder_builds_the_default_placement(spatial_dims, monkeypatch):
     from usema.models import summary
+    from usema.models.spec import NetworkSpec
     from usema.models.summary import count_parameters
     from usema.models.usema import DEFAULT_PLACEMENT, blocks_per_placement
-    from usema.planning.network import build_described_network, network_settings_for
+    from usema.planning.network import network_settings_for
 
     settings = dict(base_features=8, max_features=32, blocks_per_stage=1, head_dim=8)
     direct = USEMA(spatial_dims, 1, 3, n_stages=4, **settings)
@@ -171,8 +172,7 @@ def test_every_builder_builds_the_default_placement(spatial_dims, monkeypatch):
     strides = [[1] * spatial_dims] + [[2] * spatial_dims] * 3
     planned_settings = network_settings_for("usema", spatial_dims, [32] * spatial_dims, strides, settings)
     assert planned_settings["sema_per_stage"] == DEFAULT_PLACEMENT  # plans name it, so old plans keep theirs
-    planned = build_described_network({"name": "usema", "spatial_dims": spatial_dims, "in_channels": 1,
-                                       "num_classes": 3, "network_settings": planned_settings})
+    planned = NetworkSpec("usema", spatial_dims, 1, 3, planned_settings).build()
     expected = blocks_per_placement(DEFAULT_PLACEMENT, 4)
     assert expected == [0, 0, 1, 1]
     for network in (direct, preset, planned):

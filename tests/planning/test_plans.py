@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from usema.errors import DataError
+from usema.models.spec import NetworkSpec
 from usema.planning import PLANS_NAME, Plans
 from usema.planning.plans import ChannelNormalization, Normalization, is_plans_file
 from usema.planning.settings import DEFAULT_LR
@@ -173,19 +174,18 @@ def test_another_model_gets_its_own_windows(tmp_path):
 
 def test_the_network_is_the_one_the_plan_trains(tmp_path):
     plans = Plans(plan_data())
-    description = plans.network_description(deep_supervision=True)
-    assert description == {
+    assert plans.network == NetworkSpec("usema-nosema", 3, 1, 3, plans.network_settings)
+    assert plans.network.to_dict() == {
         "name": "usema-nosema",
         "spatial_dims": 3,
         "in_channels": 1,
         "num_classes": 3,
         "network_settings": plans.network_settings,
-        "deep_supervision": True,
-    }
-    network = plans.build_network()
+    }  # what a checkpoint stores beside the weights (with the deep supervision it trained with)
+    network = plans.network.build()
     out = network(torch.zeros(1, 1, 16, 16, 16))
     assert out.shape == (1, 3, 16, 16, 16)  # the plan's channels and classes, one output without supervision
-    assert isinstance(plans.build_network(deep_supervision=True)(torch.zeros(1, 1, 16, 16, 16)), list)
+    assert isinstance(plans.network.build(deep_supervision=True)(torch.zeros(1, 1, 16, 16, 16)), list)
     typo = Plans(plan_data(settings={"blocks_per_stag": 1}), tmp_path / PLANS_NAME)
     with pytest.raises(
         DataError, match=r"plans\.json: model 'usema-nosema' has no network setting 'blocks_per_stag'"
@@ -197,10 +197,10 @@ def test_unetr_is_built_at_the_plans_patch_size():
     pytest.importorskip("einops", reason="MONAI's UNETR needs einops")
     small = {"feature_size": 4, "hidden_size": 12, "mlp_dim": 8, "num_heads": 1}
     plans = Plans(plan_data(model="unetr", settings=small, patch=(32, 32)))
-    assert plans.network_description()["network_settings"]["patch_size"] == [32, 32]
-    network = plans.build_network()
+    assert plans.network.network_settings["patch_size"] == [32, 32]
+    network = plans.network.build()
     assert network.img_size == (32, 32)
-    wider = Plans(plan_data(model="unetr", settings=small, patch=(64, 64))).build_network()
+    wider = Plans(plan_data(model="unetr", settings=small, patch=(64, 64))).network.build()
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     assert count(wider) - count(network) == 12 * (16 - 4)  # the position embedding grows with the patch
 

@@ -67,14 +67,14 @@ def test_plans_name_the_default_placement_and_older_plans_keep_every_stage(tmp_p
     n_stages = len(settings["strides"])
     # windows only where the placement puts SEMA blocks
     assert [w is not None for w in settings["stage_windows"]] == [False] * (n_stages - 2) + [True, True]
-    assert _sema_blocks(plans.build_network()) == [0] * (n_stages - 2) + [1, 1]
+    assert _sema_blocks(plans.network.build()) == [0] * (n_stages - 2) + [1, 1]
     # a plan made before placements were planned (version 1, `model.overrides`) names none: its network keeps
     # a SEMA block in every stage
     legacy = {**plans.to_dict(), "version": 1,
               "model": {"name": "usema", "overrides": {"strides": settings["strides"], "base_features": 8}}}
-    assert _sema_blocks(Plans(legacy).build_network()) == [1] * n_stages
+    assert _sema_blocks(Plans(legacy).network.build()) == [1] * n_stages
     # another model for this plan: usema-nosema takes no placement, usema gets the default one back
     nosema = plans.with_model("usema-nosema")
     assert "sema_per_stage" not in nosema.network_settings
-    assert _sema_blocks(nosema.build_network()) == [0] * n_stages
+    assert _sema_blocks(nosema.network.build()) == [0] * n_stages
     assert nosema.with_model("usema").network_settings["sema_per_stage"] == DEFAULT_PLACEMENT

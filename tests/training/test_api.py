@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from usema.checkpoint import Checkpoint, read_checkpoint_file
 from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
+from usema.models.spec import NetworkSpec
 from usema.planning import Plans
 from usema.training.api import apply_choices, stop_if_interrupted, train
-from usema.training.checkpoint import load_checkpoint
 from usema.training.splits import validation_subset
 from usema.utils.lock import folder_lock
 
@@ -61,32 +62,25 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
         assert float(row["train_loss"]) > 0
     assert float(rows[1]["lr"]) < float(rows[0]["lr"])  # poly decay, to 0 at the last step
     assert (fold_dir / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    latest = load_checkpoint(fold_dir / "checkpoint_latest.pt")
-    best = load_checkpoint(fold_dir / "checkpoint_best.pt")
-    assert set(latest) >= CHECKPOINT_KEYS
-    assert latest["epoch"] == 2 and latest["fold"] == 1
-    assert latest["model"] == {
-        "name": "usema-nosema",
-        "spatial_dims": 3,
-        "in_channels": 1,
-        "num_classes": 3,
-        "network_settings": latest["plans"]["model"]["network_settings"],
-        "deep_supervision": True,
-    }
-    assert set(latest["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    latest = Checkpoint.load(fold_dir / "checkpoint_latest.pt")
+    best = Checkpoint.load(fold_dir / "checkpoint_best.pt")
+    assert set(read_checkpoint_file(fold_dir / "checkpoint_latest.pt")) >= CHECKPOINT_KEYS  # the file's entries
+    assert latest.epoch == 2 and latest.fold == 1
+    assert latest.network == NetworkSpec("usema-nosema", 3, 1, 3, latest.plans.network_settings, deep_supervision=True)
+    assert set(latest.rng[0]) == {"python", "numpy", "torch", "cuda"}
     best_row = max(rows, key=lambda r: float(r["val_dice"]))
-    assert best["epoch"] == int(best_row["epoch"])
-    assert best["best_dice"] == pytest.approx(float(best_row["val_dice"]), abs=1e-5)
-    assert summary["best_dice"] == pytest.approx(best["best_dice"])
+    assert best.epoch == int(best_row["epoch"])
+    assert best.best_dice == pytest.approx(float(best_row["val_dice"]), abs=1e-5)
+    assert summary["best_dice"] == pytest.approx(best.best_dice)
     # the split was written, is reused, and fold 1 validates on one of its held-out cases (val_max_cases 1),
     # drawn by size and recorded in the fold's folder
     splits = json.loads((run / "splits.json").read_text())["splits"]
     recorded = json.loads((fold_dir / "validation_cases.json").read_text())
-    assert latest["val_cases"] == recorded["cases"] == validation_subset(
+    assert latest.val_cases == recorded["cases"] == validation_subset(
         splits[1]["val"], 1, Plans.load(run).case_sizes()
     )
     assert recorded["held_out"] == len(splits[1]["val"]) == 2 and recorded["stratified_by_size"]
-    assert latest["train_cases"] == splits[1]["train"]
+    assert latest.train_cases == splits[1]["train"]
 
 
 def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
@@ -105,11 +99,11 @@ def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
     assert first["last_epoch"] == 1 and first["out_of_time"]
     resumed = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, resume=True)
     assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
-    straight = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    pieced = load_checkpoint(other / "fold_0" / "checkpoint_latest.pt")
-    for key, value in straight["model_state"].items():
-        assert torch.equal(value, pieced["model_state"][key]), key
-    assert torch.equal(straight["rng"][0]["torch"], pieced["rng"][0]["torch"])
+    straight = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    pieced = Checkpoint.load(other / "fold_0" / "checkpoint_latest.pt")
+    for key, value in straight.model_state.items():
+        assert torch.equal(value, pieced.model_state[key]), key
+    assert torch.equal(straight.rng[0]["torch"], pieced.rng[0]["torch"])
     assert [r["epoch"] for r in _rows(other / "fold_0" / "train_log.csv")] == ["1", "2"]
     assert (
         _rows(other / "fold_0" / "train_log.csv")[1]["train_loss"]
@@ -156,9 +150,9 @@ def test_bf16_autocast_on_cpu_trains(tiny_run):
     data, run = tiny_run
     summary = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, precision="bf16")
     assert summary["precision"] == "bfloat16"
-    checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    assert checkpoint["plans"]["training"]["precision"] == "bf16"
-    assert all(v.dtype == torch.float32 for v in checkpoint["model_state"].values() if v.is_floating_point())
+    checkpoint = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    assert checkpoint.plans.training.precision == "bf16"
+    assert all(v.dtype == torch.float32 for v in checkpoint.model_state.values() if v.is_floating_point())
     assert math.isfinite(summary["best_dice"])
 
 
@@ -215,8 +209,8 @@ def test_2d_training_with_the_attention_model(tmp_path):
         network_settings={"base_features": 8, "blocks_per_stage": 1, "head_dim": 8},
     )
     summary = train(data, run, epochs=1, iters_per_epoch=2, device="cpu", folds=2)
-    checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_best.pt")
-    assert checkpoint["model"]["name"] == "usema" and checkpoint["model"]["spatial_dims"] == 2
+    checkpoint = Checkpoint.load(run / "fold_0" / "checkpoint_best.pt")
+    assert checkpoint.network.name == "usema" and checkpoint.network.spatial_dims == 2
     assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
     assert 0.0 <= summary["best_dice"] <= 1.0
 
@@ -247,10 +241,10 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
         patch.setattr(Trainer, "_train_step", step_slowly_then_ask_to_stop)
         first = train(data, run, epochs=2, iters_per_epoch=6, device="cpu", folds=2, seed=3, max_minutes=10)
     assert first["interrupted"] and first["last_epoch"] == 0
-    latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    spent = latest["trained_seconds"]
-    first_part = latest["partial_epoch"]["seconds"]
-    assert latest["partial_epoch"]["iterations"] == 1 and spent >= first_part >= 1.0
+    latest = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    spent = latest.trained_seconds
+    first_part = latest.partial_epoch["seconds"]
+    assert latest.partial_epoch["iterations"] == 1 and spent >= first_part >= 1.0
     assert _rows(run / "fold_0" / "train_log.csv") == []  # no epoch finished: only the checkpoint knows
     # resumed with a budget that the first part already spent: no further step; the cut epoch is closed
     with_spent_budget = {
@@ -263,17 +257,17 @@ def test_a_run_stopped_inside_its_first_epoch_resumes_with_what_is_left_of_its_b
     }
     resumed = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert resumed["out_of_time"] and resumed["last_epoch"] == 1
-    latest = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    assert latest["scheduler_state"]["last_epoch"] == 1 and latest["partial_epoch"] is None
+    latest = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    assert latest.steps == 1 and latest.partial_epoch is None
     rows = _rows(run / "fold_0" / "train_log.csv")
     assert len(rows) == 1 and 0.0 <= float(rows[0]["val_dice"]) <= 1.0
     # the epoch's row includes the seconds of its part before the stop, the run's count all of them
-    assert first_part <= float(rows[0]["seconds"]) <= latest["trained_seconds"]
-    assert latest["trained_seconds"] > spent
+    assert first_part <= float(rows[0]["seconds"]) <= latest.trained_seconds
+    assert latest.trained_seconds > spent
     # resumed again with the same budget: nothing left to train or close
     again = train(data, run, **with_spent_budget, max_minutes=spent / 60.0)
     assert again["out_of_time"] and again["epochs_run"] == 0
-    assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["scheduler_state"]["last_epoch"] == 1
+    assert Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt").steps == 1
     assert len(_rows(run / "fold_0" / "train_log.csv")) == 1
 
 
@@ -298,7 +292,7 @@ def test_a_finished_run_is_continued_or_replaced_only_when_asked(tiny_run):
     assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
     again = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, overwrite=True)
     assert again["last_epoch"] == 1 and [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1"]
-    assert load_checkpoint(run / "fold_0" / "checkpoint_best.pt")["epoch"] == 1  # no best of the replaced run
+    assert Checkpoint.load(run / "fold_0" / "checkpoint_best.pt").epoch == 1  # no best of the replaced run
 
 
 def test_another_model_into_a_trained_run_is_refused_and_the_plan_names_the_model_trained(tiny_run):
@@ -310,7 +304,7 @@ def test_another_model_into_a_trained_run_is_refused_and_the_plan_names_the_mode
     assert not (run / "fold_1").exists()
     train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, overwrite=True)
     assert json.loads((run / "plans.json").read_text())["model"]["name"] == "nnunet"
-    assert load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["model"]["name"] == "nnunet"
+    assert Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt").network.name == "nnunet"
 
 
 def test_an_interrupted_run_is_reported_as_such():
@@ -338,7 +332,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_checkpo
 ):
     import errno
 
-    from usema.training import checkpoint
+    from usema import checkpoint
 
     data, run = tiny_run
     train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
@@ -351,7 +345,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_error_and_the_last_checkpo
     with pytest.raises(UsemaError, match=rf"{latest}: cannot write it, no space left on device"):
         train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     monkeypatch.undo()
-    assert load_checkpoint(latest)["epoch"] == 1
+    assert Checkpoint.load(latest).epoch == 1
     resumed = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     assert resumed["last_epoch"] == 2
     assert [r["epoch"] for r in _rows(run / "fold_0" / "train_log.csv")] == ["1", "2"]
@@ -380,7 +374,7 @@ def test_every_model_of_a_split_validates_on_the_same_cases_drawn_by_size(tiny_r
     recorded = [json.loads((folder / "fold_0" / "validation_cases.json").read_text()) for folder in (run, other)]
     assert recorded[0] == recorded[1] and recorded[0]["stratified_by_size"]
     validated = recorded[0]["cases"]
-    assert [load_checkpoint(folder / "fold_0" / "checkpoint_latest.pt")["val_cases"] for folder in (run, other)] == [
+    assert [Checkpoint.load(folder / "fold_0" / "checkpoint_latest.pt").val_cases for folder in (run, other)] == [
         validated, validated]
     held_out = json.loads((run / "splits.json").read_text())["splits"][0]["val"]
     assert len(validated) == 2 and set(validated) < set(held_out) and validated != sorted(held_out)[:2]
@@ -391,36 +385,35 @@ def test_every_model_of_a_split_validates_on_the_same_cases_drawn_by_size(tiny_r
 
 
 def test_a_resumed_run_ends_with_the_checkpoints_predict_needs(tiny_run, monkeypatch):
-    from usema.training import loop
 
     data, run = tiny_run
     fold = run / "fold_0"
-    original_save = loop.save_checkpoint
+    original_save = Checkpoint.save
 
-    def best_finds_no_space(payload, path):
+    def best_finds_no_space(checkpoint, path):
         if path.name == "checkpoint_best.pt":
             raise UsemaError(f"{path}: cannot write it, no space left on device")
-        return original_save(payload, path)
+        return original_save(checkpoint, path)
 
-    monkeypatch.setattr(loop, "save_checkpoint", best_finds_no_space)
+    monkeypatch.setattr(Checkpoint, "save", best_finds_no_space)
     with pytest.raises(UsemaError, match="checkpoint_best.pt: cannot write it"):
         train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
     # best is written before latest: no latest checkpoint claims an epoch whose best is not on disk
     assert not (fold / "checkpoint_latest.pt").exists()
     monkeypatch.undo()
     train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
-    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+    assert Checkpoint.load(fold / "checkpoint_best.pt").epoch == 1
 
     # a fold whose best checkpoint was lost (a crash in an earlier usema, a deleted file): the resumed run
     # writes one even when no epoch is left to train
     (fold / "checkpoint_best.pt").unlink()
     with pytest.warns(UserWarning, match="no checkpoint_best.pt was written .* holds the last epoch, 1"):
         train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
-    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 1
+    assert Checkpoint.load(fold / "checkpoint_best.pt").epoch == 1
     (fold / "checkpoint_best.pt").unlink()
     summary = train(data, run, epochs=2, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     assert summary["best_epoch"] == 2  # the lost best no longer counts: the next validated epoch is the best
-    assert load_checkpoint(fold / "checkpoint_best.pt")["epoch"] == 2
+    assert Checkpoint.load(fold / "checkpoint_best.pt").epoch == 2
 
 
 @pytest.mark.parametrize("minutes", [0, -1.0, math.nan, math.inf])

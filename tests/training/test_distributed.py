@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+from usema.checkpoint import Checkpoint
 from usema.errors import UsemaError
-from usema.training.checkpoint import load_checkpoint
 from usema.training.distributed import (
     DistributedContext,
     all_reduce_sum,
@@ -82,8 +82,8 @@ def test_torchrun_two_processes_write_one_checkpoint_set(tiny_run):
     ]
     with (fold_dir / "train_log.csv").open(newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1"]  # one writer
-    checkpoint = load_checkpoint(fold_dir / "checkpoint_latest.pt")
-    assert checkpoint["world_size"] == 2 and checkpoint["epoch"] == 1
+    checkpoint = Checkpoint.load(fold_dir / "checkpoint_latest.pt")
+    assert checkpoint.world_size == 2 and checkpoint.epoch == 1
     # one RNG state per process, each seeded by seed + rank
-    first, second = checkpoint["rng"]
+    first, second = checkpoint.rng
     assert not torch.equal(first["torch"], second["torch"])

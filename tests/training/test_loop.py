@@ -7,9 +7,9 @@ import threading
 import pytest
 import torch
 
+from usema.checkpoint import Checkpoint
 from usema.training import loop
 from usema.training.api import train
-from usema.training.checkpoint import load_checkpoint
 
 
 def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, monkeypatch):
@@ -35,12 +35,12 @@ def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, mon
     stopped = train(data, run, epochs=2, iters_per_epoch=3, device="cpu", folds=2, seed=5)
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
     assert stopped["interrupted"] and stopped["last_epoch"] == 1
-    saved = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    assert saved["epoch"] == 1 and saved["partial_epoch"]["iterations"] == 1
+    saved = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    assert saved.epoch == 1 and saved.partial_epoch["iterations"] == 1
 
     monkeypatch.setattr(loop.Trainer, "_train_step", original_step)
     resumed = train(data, run, epochs=2, iters_per_epoch=3, device="cpu", folds=2, seed=5, resume=True)
     assert resumed["last_epoch"] == 2 and not resumed["interrupted"]
-    expected = load_checkpoint(straight / "fold_0" / "checkpoint_latest.pt")["model_state"]
-    got = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")["model_state"]
+    expected = Checkpoint.load(straight / "fold_0" / "checkpoint_latest.pt").model_state
+    got = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt").model_state
     assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from usema.checkpoint import write_checkpoint_file
 from usema.errors import CheckpointError
 from usema.models import build_model
-from usema.training.checkpoint import save_checkpoint
 from usema.training.pretrained import load_matching_weights
 
 SETTINGS = {"base_features": 4, "blocks_per_stage": 1, "n_stages": 3}
@@ -20,7 +20,7 @@ def _network(num_classes, seed):
 def test_matching_tensors_are_loaded_and_the_heads_of_another_class_count_reported(tmp_path):
     source, target = _network(4, seed=0), _network(3, seed=1)
     heads_before = {k: v.clone() for k, v in target.state_dict().items() if v.shape != source.state_dict()[k].shape}
-    save_checkpoint({"model_state": source.state_dict(), "model": {"name": "usema-nosema"}}, tmp_path / "ckpt.pt")
+    write_checkpoint_file({"model_state": source.state_dict(), "model": {"name": "usema-nosema"}}, tmp_path / "ckpt.pt")
 
     report = load_matching_weights(target, tmp_path / "ckpt.pt")
 

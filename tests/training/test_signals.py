@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from usema.training.checkpoint import load_checkpoint
+from usema.checkpoint import Checkpoint
 from usema.training.signals import StopRequest
 
 
@@ -66,6 +66,6 @@ def test_a_signal_mid_training_saves_a_checkpoint_and_exits_with_the_signal_code
     assert process.returncode == exit_code, stderr[-2000:]  # `usema train && usema predict` stops here
     assert f"{signum.name} received" in stderr
     assert stderr.strip().splitlines()[-1].startswith("usema train: stopped by a signal;")
-    checkpoint = load_checkpoint(run / "fold_0" / "checkpoint_latest.pt")
-    assert 1 <= checkpoint["epoch"] < 1000
-    assert checkpoint["model_state"] and checkpoint["optimizer_state"]["state"]
+    checkpoint = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
+    assert 1 <= checkpoint.epoch < 1000
+    assert checkpoint.model_state and checkpoint.optimizer_state["state"]

@@ -135,7 +135,7 @@ def _networks(run: Path, checkpoint: str, device: str, seed: int):
     predictor = load_predictor(run, checkpoint=checkpoint, fold=0, device=device)
     plans = predictor.plans
     torch.manual_seed(seed)
-    fresh = plans.build_network()
+    fresh = plans.network.build()
     networks = [("untrained", fresh.to(predictor.device).eval()), ("trained", predictor.model)]
     return plans.model_name, plans, networks
 

@@ -32,6 +32,7 @@ from usema.bench.accuracy_report import (
 from usema.bench.accuracy_summary import write_summary
 from usema.bench.step_cost import equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant, expand_placements
+from usema.checkpoint import checkpoint_path, fold_dir
 from usema.data.layouts import load_dataset
 from usema.errors import UsemaError
 from usema.planning import PLANS_NAME, Plans
@@ -119,15 +120,15 @@ def _score(run_dir: Path, fold: int, cases, device: str, precision: str | None,
     from usema.inference.api import predict
 
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
-    fold_dir = run_dir / f"fold_{fold}"
+    folder = fold_dir(run_dir, fold)
     started = time.monotonic()
-    predictions = fold_dir / f"bench_predictions{suffix}"
+    predictions = folder / f"bench_predictions{suffix}"
     # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
     predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
             fold=fold, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
-    references = _link_references(cases, fold_dir / "bench_references")
-    evaluation = fold_dir / f"bench_evaluation{suffix}"
+    references = _link_references(cases, folder / "bench_references")
+    evaluation = folder / f"bench_evaluation{suffix}"
     # the references are linked without their dataset.json: the run's plan gives the classes, their label
     # values and names, and the ignore label
     scores = evaluate(predictions, references, output=evaluation, run=run_dir)
@@ -166,13 +167,13 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
     from usema.training.api import stop_if_interrupted, train
     from usema.training.splits import load_or_create_splits
 
-    fold_dir = run_dir / f"fold_{fold}"
-    result_path = fold_dir / "bench_result.json"
+    folder = fold_dir(run_dir, fold)
+    result_path = folder / "bench_result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
-    done_marker = fold_dir / "bench_done.json"
+    done_marker = folder / "bench_done.json"
     if not done_marker.is_file():
-        started = (fold_dir / "checkpoint_latest.pt").is_file()
+        started = checkpoint_path(run_dir, "latest", fold).is_file()
         commit = git_commit()
         with _LoadSampler() as load:
             began = time.monotonic()

@@ -65,19 +65,19 @@ def collect_run(run_dir: Path, fold: int, variant, done: dict[str, Any], evaluat
                 predict_seconds: float, extra: dict[str, dict]) -> dict[str, Any]:
     """One run's record: its row, its per-case scores, its validation curve, its network settings and
     provenance (from `done`, what the training wrote when it ended)."""
-    from usema.training.checkpoint import load_checkpoint
+    from usema.checkpoint import Checkpoint, checkpoint_path, fold_dir
 
-    fold_dir = run_dir / f"fold_{fold}"
+    folder = fold_dir(run_dir, fold)
     plans = Plans.load(run_dir)
-    payload = load_checkpoint(fold_dir / "checkpoint_latest.pt")
-    steps = int(payload["scheduler_state"]["last_epoch"])
-    seconds = float(payload.get("trained_seconds") or 0.0)
+    latest = Checkpoint.load(checkpoint_path(run_dir, "latest", fold))
+    steps = latest.steps
+    seconds = latest.trained_seconds or 0.0
     per_case = [{"model": variant.label, "fold": fold, **r} for r in _read_csv(evaluation / "per_case.csv")]
     iters = plans.training.iters_per_epoch
     curve = [{"model": variant.label, "fold": fold, "epoch": int(float(r["epoch"])),
               "step": int(float(r["epoch"])) * iters, "val_dice": float(r["val_dice"])}
-             for r in _read_csv(fold_dir / "train_log.csv") if r.get("val_dice") not in (None, "", "nan")]
-    network = plans.build_network()  # as trained: UNETR at the plan's patch size
+             for r in _read_csv(folder / "train_log.csv") if r.get("val_dice") not in (None, "", "nan")]
+    network = plans.network.build()  # as trained: UNETR at the plan's patch size
     row = {
         "model": variant.label, "network": variant.model, "fold": fold, "seed": fold, "steps": steps,
         "epochs": len(curve), "params_m": sum(p.numel() for p in network.parameters()) / 1e6,

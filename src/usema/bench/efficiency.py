@@ -63,24 +63,13 @@ def grid_name(shape: tuple[int, ...]) -> str | int:
     return shape[0] if len(set(shape)) == 1 else "x".join(map(str, shape))
 
 
-def planned_network(name: str, dims: int, shape: tuple[int, ...], network: dict[str, Any]) -> dict[str, Any]:
-    """The settings model `name` is built with, as a plan for a `shape` patch (1 mm spacing) builds it: the
-    planner's strides, SEMA placement and windows, the patch size for networks fixed to it (UNETR), `network`
-    on top."""
-    from usema.planning.network import network_settings_for, settings_for_building
-    from usema.planning.planner import stage_strides
-
-    strides = stage_strides([float(s) for s in shape], [1.0] * dims)
-    return settings_for_building(name, network_settings_for(name, dims, shape, strides, network), shape)
-
-
 def measure_model(spec: dict) -> dict:
     """Runs in the child process: build the model, then measure one cold forward (peak memory and FLOPs under
     the FLOP counter) and one cold training step (peak memory), then time warm repeats of both."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from usema.models.spec import NetworkSpec
     from usema.models.summary import count_parameters
-    from usema.planning.network import build_described_network
 
     device = torch.device(spec["device"])
     keep_freed_memory()
@@ -88,9 +77,7 @@ def measure_model(spec: dict) -> dict:
     shape = tuple(spec["shape"])
     reset_peak_memory(device)
     base = memory_in_use(device)
-    model = build_described_network({"name": spec["model"], "spatial_dims": spec["dims"], "in_channels":
-                                     spec["in_channels"], "num_classes": spec["num_classes"],
-                                     "network_settings": spec["network"]}).to(device)
+    model = NetworkSpec.from_dict(spec["network"]).build().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     limit_memory(device, spec.get("memory_limit_bytes"))
     x = torch.randn(spec["batch"], spec["in_channels"], *shape, device=device)
@@ -164,6 +151,7 @@ def run_efficiency_benchmark(
     `placements`: time every SEMA preset once per placement of its SEMA blocks (rows "usema@deepest-2").
     """
     from usema.models.registry import list_models
+    from usema.planning.network import network_for_patch
     from usema.utils.device import resolve_device
 
     output = Path(output)
@@ -176,8 +164,10 @@ def run_efficiency_benchmark(
             raise UsemaError(f"unknown {name} {', '.join(unknown)}; choose from {', '.join(map(str, allowed))}")
     shapes = {d: sorted((parse_size(s, d) for s in ({2: sizes_2d, 3: sizes_3d}[d] or DEFAULT_SIZES[d])),
                         key=math.prod) for d in dims}
-    settings = {(v.label, d, shape): planned_network(v.model, d, shape, {**network, **v.settings})
-                for d in dims for v in variants for shape in shapes[d]}  # bad settings fail before measuring
+    # every network as a plan for a patch of that size (1 mm spacing) builds it; bad settings fail before measuring
+    planned = {(v.label, d, shape): network_for_patch(v.model, shape, in_channels, num_classes,
+                                                      {**network, **v.settings})
+               for d in dims for v in variants for shape in shapes[d]}
     if memory_limit_gb is None and dev.type == "cpu":
         memory_limit_gb = default_memory_limit_gb()
     rows = []
@@ -200,7 +190,7 @@ def run_efficiency_benchmark(
                                         precision=precision,
                                         in_channels=in_channels, num_classes=num_classes, repeats=repeats,
                                         time_limit_s=time_limit_s, device=str(dev),
-                                        network=settings[(name, d, shape)],
+                                        network=planned[(name, d, shape)].to_dict(),
                                         memory_limit_bytes=int(memory_limit_gb * 2**30) if memory_limit_gb else None)
                             row.update(run_isolated(measure_model, spec, time_limit_s, preload=PRELOAD))
                             if row["status"] in FAILED:

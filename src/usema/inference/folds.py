@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from usema.checkpoint import CHECKPOINT_NAMES, checkpoint_path, fold_dir, trained_folds
 from usema.errors import CheckpointError, UsemaError
-from usema.training.checkpoint import CHECKPOINT_NAMES
-
-_FOLD_DIR = re.compile(r"fold_(\d+)")
 
 
 def run_folder(run_dir: object) -> Path:
@@ -22,24 +19,6 @@ def run_folder(run_dir: object) -> Path:
         what = "is a file, not a run folder" if path.exists() else "run folder not found"
         raise UsemaError(f"{path}: {what} (a run folder holds plans.json and fold_K/ checkpoints)")
     return path
-
-
-def checkpoint_path(run_dir: str | Path, checkpoint: str = "best", fold: int = 0) -> Path:
-    """RUN/fold_K/checkpoint_{best,latest}.pt, as training writes it."""
-    if checkpoint not in CHECKPOINT_NAMES:
-        raise UsemaError(f"unknown checkpoint {checkpoint!r}; choose one of {', '.join(CHECKPOINT_NAMES)}")
-    return Path(run_dir) / f"fold_{fold}" / CHECKPOINT_NAMES[checkpoint]
-
-
-def trained_folds(run_dir: str | Path, checkpoint: str = "best") -> list[int]:
-    """The folds of RUN whose folder holds the `checkpoint` ("best" or "latest"), in order."""
-    run_dir = Path(run_dir)
-    found = []
-    for folder in run_dir.glob("fold_*") if run_dir.is_dir() else ():
-        match = _FOLD_DIR.fullmatch(folder.name)
-        if match and checkpoint_path(run_dir, checkpoint, int(match.group(1))).is_file():
-            found.append(int(match.group(1)))
-    return sorted(found)
 
 
 def resolve_folds(
@@ -71,7 +50,7 @@ def resolve_folds(
         raise UsemaError("no fold given to predict with")
     for number in numbers:
         if number not in available:
-            folder = Path(run_dir) / f"fold_{number}"
+            folder = fold_dir(run_dir, number)
             others = sorted(p.name for p in folder.glob("checkpoint_*.pt"))
             if others:  # trained, but without this checkpoint (e.g. latest asked for, best copied alone)
                 raise CheckpointError(

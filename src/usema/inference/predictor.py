@@ -16,16 +16,16 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
+from usema.checkpoint import Checkpoint, checkpoint_path
 from usema.data.channels import convert_channels
 from usema.data.datasets import to_label_values
 from usema.data.instances import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
 from usema.errors import CheckpointError, DataError, UsemaError
-from usema.inference.folds import checkpoint_path, resolve_folds, run_folder
-from usema.planning.network import build_described_network
+from usema.inference.folds import resolve_folds, run_folder
+from usema.models.spec import NetworkSpec
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.preprocessing.image import preprocess_image, restore_geometry
-from usema.training.checkpoint import load_checkpoint
 from usema.utils.device import resolve_device, resolve_precision
 
 # Windows a half patch apart (nnU-Net's step size 0.5) blended with a Gaussian (centre-weighted) map: window
@@ -35,7 +35,7 @@ DEFAULT_STEP_SIZE = 0.5
 PREPARATION_KEYS = ("target_spacing", "normalization", "patch_size")
 
 
-def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: Path) -> nn.Module:
+def _network_with_weights(network: NetworkSpec, state: dict[str, torch.Tensor], path: Path) -> nn.Module:
     """Build the checkpoint's network without deep supervision and load its weights.
 
     A network trained with deep supervision may carry extra low-resolution output heads that inference never
@@ -43,17 +43,17 @@ def _build_network(entry: dict[str, Any], state: dict[str, torch.Tensor], path: 
     weights are loaded with strict=False; every other key must match exactly: a missing key, or a stray key
     that is not one of those heads, raises CheckpointError rather than leaving a layer at its random init.
     """
-    model = build_described_network(entry, deep_supervision=False)
+    model = network.build(deep_supervision=False)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches are raised even with strict=False
-        raise CheckpointError(f"{path}: weights do not fit the model {entry['name']!r} ({err})") from err
+        raise CheckpointError(f"{path}: weights do not fit the model {network.name!r} ({err})") from err
     if result.missing_keys:
         raise CheckpointError(f"{path}: weights missing for {', '.join(result.missing_keys[:5])}")
     if result.unexpected_keys:
         heads: set[str] = set()
-        if entry.get("deep_supervision"):
-            supervised = build_described_network(entry, deep_supervision=True)
+        if network.deep_supervision:
+            supervised = network.build(deep_supervision=True)
             heads = set(supervised.state_dict()) - set(model.state_dict())
         stray = [key for key in result.unexpected_keys if key not in heads]
         if stray:
@@ -248,24 +248,20 @@ def _load_fold(run_dir: Path, path: Path) -> tuple[nn.Module, Plans]:
     if run_plans.is_file():
         # the run's plan says which model its folds hold: a checkpoint of another one (copied in, or left over
         # from an earlier run) is refused rather than used in its place
-        payload = load_checkpoint(
-            path, expected_model=Plans.load(run_dir).network_description(), expected_by=run_plans
-        )
+        checkpoint = Checkpoint.load(path, expected=Plans.load(run_dir).network, expected_by=run_plans)
     else:
-        payload = load_checkpoint(path)
-    entry = payload["model"]
-    plans = Plans(payload["plans"], path) if payload.get("plans") else Plans.load(run_dir)
+        checkpoint = Checkpoint.load(path)
+    network = checkpoint.network
+    plans = checkpoint.plans or Plans.load(run_dir)
     for plan_key, model_key in (("num_channels", "in_channels"), ("num_classes", "num_classes")):
-        if getattr(plans.dataset, plan_key) != int(entry[model_key]):
+        if getattr(plans.dataset, plan_key) != getattr(network, model_key):
             raise CheckpointError(
-                f"{path}: the model has {model_key}={entry[model_key]} but the plans say "
+                f"{path}: the model has {model_key}={getattr(network, model_key)} but the plans say "
                 f"{plan_key}={getattr(plans.dataset, plan_key)}; the checkpoint belongs to another plan"
             )
-    if plans.spatial_dims != int(entry["spatial_dims"]):
-        raise CheckpointError(
-            f"{path}: a {entry['spatial_dims']}D model with a {plans.spatial_dims}D patch size"
-        )
-    return _build_network(entry, payload["model_state"], path), plans
+    if plans.spatial_dims != network.spatial_dims:
+        raise CheckpointError(f"{path}: a {network.spatial_dims}D model with a {plans.spatial_dims}D patch size")
+    return _network_with_weights(network, checkpoint.model_state, path), plans
 
 
 def load_predictor(

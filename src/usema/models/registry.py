@@ -131,6 +131,27 @@ def settings_it_takes(name: str, spatial_dims: int, settings: dict[str, Any]) ->
     return taken
 
 
+def builder_call(
+    name: str,
+    spatial_dims: int,
+    in_channels: int,
+    num_classes: int,
+    deep_supervision: bool = False,
+    **network_settings: Any,
+) -> tuple[Builder, dict[str, Any]]:
+    """The builder of preset `name` and every keyword argument it is called with: the preset's settings,
+    `network_settings` over them (checked: `check_settings`), the dimensions, channels and classes."""
+    builder = check_settings(name, spatial_dims, network_settings)
+    kwargs = {**preset_kwargs(name, spatial_dims)[1], **network_settings}
+    return builder, dict(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        deep_supervision=deep_supervision,
+        **kwargs,
+    )
+
+
 def build_model(
     name: str,
     spatial_dims: int,
@@ -139,16 +160,11 @@ def build_model(
     deep_supervision: bool = False,
     **network_settings: Any,
 ) -> nn.Module:
-    """Build the preset `name`; `network_settings` add to the preset's settings (e.g. a plan's strides)."""
-    builder = check_settings(name, spatial_dims, network_settings)
-    kwargs = {**preset_kwargs(name, spatial_dims)[1], **network_settings}
-    return builder(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        num_classes=num_classes,
-        deep_supervision=deep_supervision,
-        **kwargs,
-    )
+    """Build the preset `name`; `network_settings` add to the preset's settings (e.g. a plan's strides). A
+    network described as data (a plan's, a checkpoint's) is built by `usema.models.spec.NetworkSpec.build`."""
+    builder, kwargs = builder_call(name, spatial_dims, in_channels, num_classes, deep_supervision,
+                                   **network_settings)
+    return builder(**kwargs)
 
 
 def check_it_builds(build: Callable[[], nn.Module]) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from usema.models.registry import build_model, list_models, load_presets
+from usema.models.registry import list_models, load_presets
+from usema.models.spec import NetworkSpec
 
 
 def count_parameters(model) -> int:
@@ -18,7 +19,7 @@ def model_table(in_channels: int = 1, num_classes: int = 3) -> list[dict]:
         row = {"model": name, "description": presets[name].get("description", "")}
         for dims in (2, 3):
             try:
-                model = build_model(name, dims, in_channels, num_classes)
+                model = NetworkSpec(name, dims, in_channels, num_classes).build()
                 row[f"params_{dims}d"] = count_parameters(model)
             except (ValueError, NotImplementedError, ImportError) as err:  # lacks this dimension or a package
                 row[f"params_{dims}d"] = None

@@ -1,8 +1,9 @@
-"""The network a plan describes: the settings the planner stores for a model, checking them, and building it.
+"""The network a plan describes: the settings the planner stores for a model and checking them.
 
 A plan stores a model's keyword arguments as its network settings (plans.json `model.network_settings`). The
-network is built from a description, {name, spatial_dims, in_channels, num_classes, network_settings} (and
-deep_supervision), which checkpoints store beside the weights; `Plans.network_description` makes it.
+network is a `usema.models.spec.NetworkSpec` ({name, spatial_dims, in_channels, num_classes,
+network_settings}, and deep_supervision in checkpoints, which store it beside the weights): `Plans.network`
+makes it, `network_for_patch` makes the one a plan would make for a patch, `NetworkSpec.build` builds it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from usema.models.spec import NetworkSpec
 from usema.planning.windows import placement_settings, window_settings
 
 
@@ -51,18 +53,21 @@ def check_network_settings(model: str, spatial_dims: int, settings: dict[str, An
     check_settings(model, spatial_dims, settings)
 
 
-def build_described_network(description: dict[str, Any], deep_supervision: bool | None = None):
-    """The network of a description (`Plans.network_description`, a checkpoint's "model" entry), untrained;
-    `deep_supervision` replaces the description's (absent: without)."""
-    from usema.models import registry
+def network_for_patch(
+    model: str,
+    patch_size: Sequence[int],
+    in_channels: int,
+    num_classes: int,
+    given: dict[str, Any] | None = None,
+    spacing: Sequence[float] | None = None,
+) -> NetworkSpec:
+    """The network a plan of `model` trains on a `patch_size` patch of images at `spacing` (1 mm along every
+    axis when not given): the planner's strides for that patch, its SEMA placement and windows, the patch size
+    for networks fixed to it (UNETR), `given` settings over them."""
+    from usema.planning.planner import stage_strides  # the planner imports this module
 
-    if deep_supervision is None:
-        deep_supervision = bool(description.get("deep_supervision", False))
-    return registry.build_model(
-        description["name"],
-        int(description["spatial_dims"]),
-        int(description["in_channels"]),
-        int(description["num_classes"]),
-        deep_supervision=deep_supervision,
-        **description["network_settings"],
-    )
+    dims, patch = len(patch_size), [int(p) for p in patch_size]
+    spacing = [1.0] * dims if spacing is None else [float(s) for s in spacing]
+    strides = stage_strides([float(p) for p in patch], spacing)
+    settings = network_settings_for(model, dims, patch, strides, given)
+    return NetworkSpec(model, dims, in_channels, num_classes, settings_for_building(model, settings, patch))

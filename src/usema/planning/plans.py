@@ -1,6 +1,7 @@
 """`Plans`: plans.json as an object, the one reader of the file. Every stage after planning asks it for what
 it needs (dataset, spacing, normalisation, patch, batch, training settings, the network) instead of indexing
-the JSON; edits make a new, validated Plans.
+the JSON, and gets typed values (`DatasetInfo`, `Normalization`, `TrainingSettings`, `NetworkSpec`); edits
+make a new, validated Plans.
 
 Plans of an older version are read through `schema.migrate_plans` and saved in the current one.
 """
@@ -18,12 +19,8 @@ import numpy as np
 from usema.data.datasets import DatasetSpec, with_channel_count
 from usema.data.layouts import load_dataset
 from usema.errors import DataError, UsemaError
-from usema.planning.network import (
-    build_described_network,
-    check_network_settings,
-    network_settings_for,
-    settings_for_building,
-)
+from usema.models.spec import NetworkSpec
+from usema.planning.network import check_network_settings, network_settings_for, settings_for_building
 from usema.planning.schema import READABLE_VERSIONS, migrate_plans, validate_plans
 from usema.planning.settings import TrainingSettings
 from usema.utils.atomic import atomic_path
@@ -337,25 +334,18 @@ class Plans:
         return self._edited(edit)
 
     # --------------------------------------------------------------------------------------------- network
-    def network_description(self, deep_supervision: bool | None = None) -> dict[str, Any]:
-        """The network the plan trains, as a checkpoint's "model" entry describes it: name, spatial_dims,
-        in_channels, num_classes, the settings it is built with, and `deep_supervision` where given."""
-        description = {
-            "name": self.model_name,
-            "spatial_dims": self.spatial_dims,
-            "in_channels": self.dataset.num_channels,
-            "num_classes": self.dataset.num_classes,
-            "network_settings": settings_for_building(
-                self.model_name, self.network_settings, self.patch_size
-            ),
-        }
-        if deep_supervision is not None:
-            description["deep_supervision"] = bool(deep_supervision)
-        return description
-
-    def build_network(self, deep_supervision: bool = False):
-        """The (untrained) network the plan trains, as training builds it (UNETR at the plan's patch size)."""
-        return build_described_network(self.network_description(), deep_supervision)
+    @property
+    def network(self) -> NetworkSpec:
+        """The network the plan trains: its model for the dataset's channels and classes, with the settings it
+        is built with (UNETR's at the plan's patch size); `plans.network.build()` makes it, untrained, and a
+        checkpoint stores it beside the weights (with the deep supervision it was trained with)."""
+        return NetworkSpec(
+            self.model_name,
+            self.spatial_dims,
+            self.dataset.num_channels,
+            self.dataset.num_classes,
+            settings_for_building(self.model_name, self.network_settings, self.patch_size),
+        )
 
     def check_network(self) -> None:
         """DataError naming the plans file when its model is unknown, its network settings hold a setting the
@@ -363,13 +353,13 @@ class Plans:
         refuses (`check_it_builds`)."""
         from usema.models.registry import check_it_builds  # imports torch: only where a network is checked
 
-        settings = self.network_description()["network_settings"]
+        network = self.network
         try:
-            check_network_settings(self.model_name, self.spatial_dims, settings)
+            check_network_settings(self.model_name, self.spatial_dims, network.network_settings)
         except UsemaError as err:
             raise DataError(self.source, str(err)) from err
         try:
-            check_it_builds(self.build_network)
+            check_it_builds(network.build)
         except UsemaError as err:
             raise DataError(self.source, f"model {self.model_name!r} cannot be built from its network settings: {err}") from err
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from usema.data.datasets import LABEL_MODES
 from usema.errors import DataError, UsemaError
+from usema.models.spec import current_layout
 
 PLANS_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
@@ -48,21 +49,19 @@ def migrate_plans(plans: Any) -> Any:
 
 
 def migrate_network_description(description: Any, plans_version: int) -> Any:
-    """A checkpoint's network description ({name, spatial_dims, ..., network_settings}) made with plans of
-    `plans_version`, in the current form (a copy; anything malformed is returned as it is, for the reader to
-    name)."""
+    """A checkpoint's network description ({name, spatial_dims, ..., network_settings}: a NetworkSpec's
+    `to_dict`) made with plans of `plans_version`, in the current form (a copy; anything malformed is returned
+    as it is, for `NetworkSpec.from_dict` to name)."""
     if not isinstance(description, dict) or plans_version >= PLANS_VERSION:
         return description
     return _migrate_model(description, description.get("spatial_dims"), plans_version)
 
 
 def _migrate_model(model: dict[str, Any], spatial_dims: Any, version: int) -> dict[str, Any]:
-    """A plan's "model" section or a network description of plans `version`, in the current form: its network
-    settings named "network_settings" (version 1 named them "overrides"), and, before version 3, the SEMA
-    placement it was built with written out where it names none."""
-    model = dict(model)
-    if "overrides" in model:
-        model["network_settings"] = model.pop("overrides")
+    """A plan's "model" section or a network description of plans `version`, in the current form: its keys
+    under their current names (`usema.models.spec.current_layout`: version 1 named the network settings
+    "overrides"), and, before version 3, the SEMA placement it was built with written out where it names none."""
+    model = current_layout(model)
     settings, name = model.get("network_settings", {}), model.get("name")
     if version < 3 and isinstance(settings, dict) and isinstance(name, str) and spatial_dims in (1, 2, 3):
         from usema.planning.windows import placement_settings

@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from usema.checkpoint import CHECKPOINT_NAMES, Checkpoint, checkpoint_path, fold_dir, trained_folds
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
 from usema.planning.device import describe_plan, device_mismatch, plan_for_device
@@ -18,7 +19,6 @@ from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from usema.preprocessing.dataset import preprocess_dataset
-from usema.training.checkpoint import CHECKPOINT_NAMES, load_checkpoint
 from usema.training.data import load_training_cases
 from usema.training.distributed import barrier, init_distributed, require_shared_run_folder, shutdown
 from usema.training.loop import Trainer
@@ -120,27 +120,26 @@ def _plans_for_run(
     return plans
 
 
-def _check_fold_is_free(fold_dir: Path, resume: bool, overwrite: bool) -> None:
+def _check_fold_is_free(folder: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start a fold over a run already there, unless the caller resumes it or asks to overwrite it;
     with `overwrite` (and no resume) the earlier run's checkpoints are removed, so that the fold never holds a
     best checkpoint of one run beside the latest of another."""
-    latest = fold_dir / CHECKPOINT_NAMES["latest"]
+    latest = folder / CHECKPOINT_NAMES["latest"]
     if resume or not latest.is_file():
         return
     if not overwrite:
         try:
-            stored = load_checkpoint(latest)
-            what = (
-                f"model {stored['model']['name']}, epoch {stored['epoch']} of "
-                f"{Plans(stored['plans'], latest).training.epochs}"
-            )
-        except (UsemaError, KeyError, TypeError):
-            what = "a checkpoint that does not load"
+            stored = Checkpoint.load(latest)
+        except UsemaError:
+            stored = None
+        what = "a checkpoint that does not load"
+        if stored is not None and stored.plans is not None and stored.epoch is not None:
+            what = f"model {stored.network.name}, epoch {stored.epoch} of {stored.plans.training.epochs}"
         raise UsemaError(
-            f"{fold_dir} holds an earlier run ({what}): --resume continues it, --overwrite starts it over"
+            f"{folder} holds an earlier run ({what}): --resume continues it, --overwrite starts it over"
         )
     for name in CHECKPOINT_NAMES.values():
-        (fold_dir / name).unlink(missing_ok=True)
+        (folder / name).unlink(missing_ok=True)
 
 
 def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: bool) -> Plans:
@@ -149,7 +148,7 @@ def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: boo
     overwrite."""
     if model is None or model == plans.model_name:
         return plans
-    trained = sorted(p.parent.name for p in run_dir.glob(f"fold_*/{CHECKPOINT_NAMES['latest']}"))
+    trained = [fold_dir(run_dir, fold).name for fold in trained_folds(run_dir, "latest")]
     if trained and not overwrite:
         raise UsemaError(
             f"{run_dir} is a run of model {plans.model_name} ({', '.join(trained)} trained): train "
@@ -240,7 +239,7 @@ def train(
                 warnings.warn(mismatch, stacklevel=2)
             plans = _switch_model(plans, run_dir, model, overwrite)
             plans.check_network()
-            _check_fold_is_free(run_dir / f"fold_{fold}", resume, overwrite)
+            _check_fold_is_free(fold_dir(run_dir, fold), resume, overwrite)
             # the split first: a fold count that does not fit the run fails before the preprocessing time
             load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv)
             preprocess_dataset(plans, run_dir)
@@ -260,10 +259,10 @@ def train(
         sizes = plans.case_sizes()
         validated = validation_subset(split["val"], settings.val_max_cases, sizes)
         if ctx.is_main:
-            write_validation_subset(run_dir / f"fold_{fold}", validated, len(split["val"]), sizes is not None)
+            write_validation_subset(fold_dir(run_dir, fold), validated, len(split["val"]), sizes is not None)
         train_cases = load_training_cases(run_dir, split["train"])
         val_cases = load_training_cases(run_dir, validated)
-        latest = run_dir / f"fold_{fold}" / CHECKPOINT_NAMES["latest"]
+        latest = checkpoint_path(run_dir, "latest", fold)
         resume_from = latest if resume and latest.is_file() else None
         if resume and resume_from is None and ctx.is_main:
             print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)

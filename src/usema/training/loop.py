@@ -8,6 +8,7 @@ by a signal in the middle of an epoch records how far it got and continues from 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import sys
@@ -22,17 +23,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from usema.checkpoint import (
+    CHECKPOINT_NAMES,
+    Checkpoint,
+    capture_rng_state,
+    fold_dir,
+    restore_rng_state,
+)
 from usema.errors import CheckpointError
 from usema.planning.plans import Plans
 from usema.planning.settings import planned_loader_workers
 from usema.preprocessing.storage import PreprocessedCase
-from usema.training.checkpoint import (
-    CHECKPOINT_NAMES,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 from usema.training.data import EpochBatches, epoch_loader
 from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
 from usema.training.losses import DiceCEDeepSupervisionLoss
@@ -77,7 +78,7 @@ class Trainer:
         force_pretrained: bool = False,
     ):
         self.plans, self.fold, self.ctx, self.seed = plans, fold, ctx, seed
-        self.fold_dir = Path(run_dir) / f"fold_{fold}"
+        self.fold_dir = fold_dir(run_dir, fold)
         self.settings = plans.training
         workers = self.settings.num_workers
         self.loader_workers = planned_loader_workers() if workers is None else workers
@@ -91,11 +92,12 @@ class Trainer:
         self.num_classes = plans.dataset.num_classes
         self.class_names = plans.dataset.class_names
         self.patch_size = plans.patch_size
-        self.model_description = plans.network_description(self.settings.deep_supervision)
+        # the network as its checkpoints describe it: with the deep supervision it trains with
+        self.network_spec = dataclasses.replace(plans.network, deep_supervision=self.settings.deep_supervision)
         seed_everything(seed + ctx.rank)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed patch size: let cuDNN pick its fastest kernels
-        self.network = plans.build_network(self.settings.deep_supervision)
+        self.network = self.network_spec.build()
         if pretrained_weights is not None:
             report = load_matching_weights(self.network, pretrained_weights, force=force_pretrained)
             if ctx.is_main:
@@ -144,37 +146,37 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
-    def _payload(self) -> dict[str, Any]:
+    def _checkpoint(self) -> Checkpoint:
         rng_states = gather_objects(self.ctx, capture_rng_state())  # collective: every process calls it
-        return {
-            "model_state": self.network.state_dict(),
-            "model": self.model_description,
-            "plans": self.plans.to_dict(),
-            "fold": self.fold,
-            "epoch": self.epoch,
-            "partial_epoch": self.partial,
-            "optimizer_state": self.optimizer.state_dict(),
-            "scheduler_state": self.scheduler.state_dict(),
-            "scaler_state": self.scaler.state_dict(),
-            "best_dice": self.best_dice,
-            "best_epoch": self.best_epoch,
-            "trained_seconds": self.trained_seconds(),
-            "seed": self.seed,
-            "world_size": self.ctx.world_size,
-            "rng": rng_states,
-            "train_cases": self.train_case_ids,
-            "val_cases": [c.case_id for c in self.val_cases],
-        }
+        return Checkpoint(
+            model_state=self.network.state_dict(),
+            network=self.network_spec,
+            plans=self.plans,
+            fold=self.fold,
+            epoch=self.epoch,
+            partial_epoch=self.partial,
+            optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(),
+            scaler_state=self.scaler.state_dict(),
+            best_dice=self.best_dice,
+            best_epoch=self.best_epoch,
+            trained_seconds=self.trained_seconds(),
+            seed=self.seed,
+            world_size=self.ctx.world_size,
+            rng=rng_states,
+            train_cases=self.train_case_ids,
+            val_cases=[c.case_id for c in self.val_cases],
+        )
 
     def save(self, best: bool = False) -> None:
         """Write checkpoint_best (when `best`) and then checkpoint_latest from the main process; every process
         must call it. In that order a stop between the two (a kill, a full disk) leaves the latest checkpoint
         of the epoch before, which a resumed run redoes, never a latest one that counts a best not on disk."""
-        payload = self._payload()
+        checkpoint = self._checkpoint()
         if self.ctx.is_main:
             if best:
-                save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["best"])
-            save_checkpoint(payload, self.fold_dir / CHECKPOINT_NAMES["latest"])
+                checkpoint.save(self.fold_dir / CHECKPOINT_NAMES["best"])
+            checkpoint.save(self.fold_dir / CHECKPOINT_NAMES["latest"])
 
     def _best_is_missing(self) -> bool:
         """Whether the fold has trained epochs but no checkpoint_best (agreed by every process)."""
@@ -199,38 +201,40 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         """Continue from checkpoint `path`; CheckpointError if it belongs to another model, plan or fold."""
-        payload = load_checkpoint(path, expected_model=self.model_description)
-        if "plans" not in payload:
+        checkpoint = Checkpoint.load(path, expected=self.network_spec)
+        trained = checkpoint.plans
+        if trained is None:
             raise CheckpointError(f"{path}: the checkpoint holds no plan to check against plans.json")
-        trained = Plans(payload["plans"], path)
         difference = self.plans.difference_from(trained)
         if difference:
             raise CheckpointError(f"{path}: checkpoint was trained with another plan: {difference}")
-        if payload.get("fold") != self.fold:
-            raise CheckpointError(
-                f"{path}: checkpoint is of fold {payload.get('fold')}, not fold {self.fold}"
-            )
+        if checkpoint.fold != self.fold:
+            raise CheckpointError(f"{path}: checkpoint is of fold {checkpoint.fold}, not fold {self.fold}")
         trained_with = trained.training.optimizer
         if trained_with != self.settings.optimizer:
             raise CheckpointError(
                 f"{path}: checkpoint was trained with {trained_with}, not {self.settings.optimizer}; "
                 "resume with the same optimizer"
             )
-        self.network.load_state_dict(payload["model_state"])
-        self.optimizer.load_state_dict(payload["optimizer_state"])
-        self.scheduler.load_state_dict(payload["scheduler_state"])
-        if payload.get("scaler_state"):
-            self.scaler.load_state_dict(payload["scaler_state"])
-        self.epoch = int(payload["epoch"])
-        self.partial = payload.get("partial_epoch")
-        self.best_dice = float(payload.get("best_dice", -1.0))
-        self.best_epoch = int(payload.get("best_epoch", 0))
+        missing = [name for name in ("epoch", "optimizer_state", "scheduler_state")
+                   if getattr(checkpoint, name) is None]
+        if missing:
+            raise CheckpointError(f"{path}: the checkpoint holds no {', '.join(missing)} to resume from")
+        self.network.load_state_dict(checkpoint.model_state)
+        self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        self.scheduler.load_state_dict(checkpoint.scheduler_state)
+        if checkpoint.scaler_state:
+            self.scaler.load_state_dict(checkpoint.scaler_state)
+        self.epoch = checkpoint.epoch
+        self.partial = checkpoint.partial_epoch
+        self.best_dice, self.best_epoch = checkpoint.best_dice, checkpoint.best_epoch
         if self._best_is_missing():  # lost before it was written: the next validated epoch writes one
             self.best_dice, self.best_epoch = -1.0, 0
         # checkpoints from before the field existed: the logged epochs' seconds (see run())
-        self.trained_before = float(payload.get("trained_seconds", float("nan")))
+        trained_seconds = checkpoint.trained_seconds
+        self.trained_before = float("nan") if trained_seconds is None else trained_seconds
         self.clock_start = time.monotonic()
-        states = payload.get("rng") or []
+        states = checkpoint.rng
         if len(states) == self.ctx.world_size:
             restore_rng_state(states[self.ctx.rank])
         else:

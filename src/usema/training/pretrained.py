@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from usema.checkpoint import read_checkpoint_file
 from usema.errors import CheckpointError
-from usema.training.checkpoint import read_checkpoint_file
 
 _WEIGHT_ENTRIES = ("model_state", "network_weights", "state_dict")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -51,13 +51,13 @@ def read_checkpoint_allowing_numpy(path: Path):
 
 
 def _state_dict_of(path: Path) -> dict[str, torch.Tensor]:
-    payload = read_checkpoint_allowing_numpy(path)
-    if isinstance(payload, dict):
-        for entry in _WEIGHT_ENTRIES:
-            if isinstance(payload.get(entry), dict):
-                payload = payload[entry]
-                break
-    tensors = payload if isinstance(payload, dict) else {}
+    # a file of any of the formats of the module docstring, not only a usema checkpoint: its weights are looked
+    # for under each format's entry rather than read through usema.checkpoint.Checkpoint
+    tensors = read_checkpoint_allowing_numpy(path)
+    if isinstance(tensors, dict):
+        weights = [tensors.get(entry) for entry in _WEIGHT_ENTRIES]
+        tensors = next((found for found in weights if isinstance(found, dict)), tensors)
+    tensors = tensors if isinstance(tensors, dict) else {}
     state = {}
     for name, value in tensors.items():
         if isinstance(value, torch.Tensor):

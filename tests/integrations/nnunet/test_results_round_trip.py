@@ -46,15 +46,14 @@ def raw_dataset(root: Path) -> tuple[Path, Path, Path]:
 
 def usema_run(raw: Path, run: Path) -> Path:
     """A usema run planned on the same raw dataset, its fold 0 an untrained tiny USEMA (the format is the point)."""
+    from usema.checkpoint import Checkpoint
     from usema.planning.planner import plan_dataset
-    from usema.training.checkpoint import save_checkpoint
 
     plans = plan_dataset(raw, run, device="cpu", patch_size=[16, 16, 16], batch_size=2,
                          network_settings={"base_features": 6, "blocks_per_stage": 1, "head_dim": 6})
     torch.manual_seed(0)
-    payload = {"model_state": plans.build_network().state_dict(), "plans": plans.to_dict(),
-               "model": plans.network_description(False), "fold": 0, "epoch": 1}
-    save_checkpoint(payload, run / "fold_0" / "checkpoint_best.pt")
+    network = plans.network
+    Checkpoint(network.build().state_dict(), network, plans, fold=0, epoch=1).save(run / "fold_0" / "checkpoint_best.pt")
     return run
 
 

@@ -4,6 +4,9 @@ Only each configuration's `architecture` changes: the class becomes USEMAnnUNet 
 residual-encoder arguments. Preprocessing (`data_identifier`, spacing, normalisation), patch and batch size and
 everything nnU-Net trains with stay, so nnU-Net reuses the preprocessed data; the plans get a name of their own,
 so nnU-Net keeps results of both side by side. Nothing here imports nnU-Net.
+
+The plans here are nnU-Net's own JSON, a foreign format, and are read and edited as the dict nnU-Net writes
+(usema's plans.json is read only through usema.planning.Plans).
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ def predict_results_folder(
 
     folder, output = Path(folder), Path(output)
     paths = _fold_checkpoints(folder, checkpoint, fold, folds)
+    # nnU-Net's checkpoints (a foreign format: init_args, network_weights, ...), read safely but not as usema's
+    # usema.checkpoint.Checkpoint
     payloads = [read_checkpoint_allowing_numpy(path) for path in paths]
     first = payloads[0]
     plans = PlansManager(json.loads((folder / "plans.json").read_text()))
