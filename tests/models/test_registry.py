@@ -35,3 +35,12 @@ def test_a_shared_plans_settings_narrowed_to_what_each_model_takes():
     nosema = settings_it_takes("usema-nosema", 3, shared)
     assert nosema == {"base_features": 16, "blocks_per_stage": 1, "head_dim": 16}
     assert settings_it_takes("nnunet", 3, shared) == {"base_features": 16, "blocks_per_stage": 1}
+
+
+def test_the_preset_of_a_builder_is_found_by_its_own_settings():
+    from usema.models.registry import preset_with
+
+    assert preset_with("usema", {"attention": "sema"}) == "usema"
+    assert preset_with("usema", {"attention": "window"}) == "usema-window"
+    with pytest.raises(UsemaError, match=r"no usema preset has the settings \{'attention': 'soft'\}"):
+        preset_with("usema", {"attention": "soft"})

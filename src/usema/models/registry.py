@@ -167,6 +167,15 @@ def build_model(
     return builder(**kwargs)
 
 
+def preset_with(builder_name: str, kwargs: dict[str, Any]) -> str:
+    """The preset of builder `builder_name` whose own settings are `kwargs` (e.g. "usema-window" for the usema
+    builder with attention "window"); UsemaError when there is none."""
+    for name, preset in load_presets().items():
+        if preset["builder"] == builder_name and preset.get("kwargs", {}) == kwargs:
+            return name
+    raise UsemaError(f"no {builder_name} preset has the settings {kwargs}; presets: {', '.join(list_models())}")
+
+
 def check_it_builds(build: Callable[[], nn.Module]) -> None:
     """Call `build` on the meta device (no memory, no weights; under a second for nnU-Net's largest networks):
     the ValueError or TypeError of a network that would not build (a setting it refuses) as UsemaError, now

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from usema.errors import UsemaError
-from usema.integrations.nnunet.network import USEMAnnUNet, usema_arguments
+from usema.integrations.nnunet.network import USEMAnnUNet, network_spec, usema_arguments
 from usema.nn.sema_block import SEMABlock
 
 
@@ -88,3 +88,17 @@ def test_missing_resenc_arguments_are_named():
 def test_zero_dropout_and_unused_bias_are_accepted():
     usema = usema_arguments(arch_kwargs(dropout_op=nn.Dropout3d, dropout_op_kwargs={"p": 0.0}, conv_bias=False))
     assert usema["kernel_size"] == [[1, 3, 3], [3, 3, 3], [3, 3, 3]] and usema["blocks_per_stage"] == [1, 2, 2]
+
+
+def test_the_network_is_the_usema_preset_of_its_attention_mode_built_from_its_description():
+    from usema.models.summary import count_parameters
+
+    spec = network_spec(2, 3, arch_kwargs(attention="window", window_size=3))
+    assert (spec.name, spec.spatial_dims, spec.in_channels, spec.num_classes) == ("usema-window", 3, 2, 3)
+    assert spec.network_settings["features"] == [8, 16, 32] and spec.network_settings["head_dim"] == 8
+    assert network_spec(1, 2, arch_kwargs()).name == "usema"  # no attention named: SEMA's own
+    torch.manual_seed(0)
+    net = USEMAnnUNet(input_channels=2, num_classes=3, attention="window", window_size=3, **arch_kwargs())
+    assert count_parameters(net) == count_parameters(spec.build())
+    with pytest.raises(UsemaError, match="model 'usema' has no network setting 'head_dimm'"):
+        USEMAnnUNet(input_channels=1, num_classes=2, head_dimm=8, **arch_kwargs())

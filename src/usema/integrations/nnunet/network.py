@@ -3,7 +3,9 @@
 A converted plans file keeps nnU-Net's residual-encoder arguments (`arch_kwargs`: stages, widths, kernels, strides,
 blocks, decoder convs, norm, dropout, nonlinearity) and adds SEMA's (`sema_per_stage`, `attention`, `window_size`,
 `head_dim`, ...). `usema_arguments` maps the first onto USEMA and refuses what USEMA cannot honour; the second
-pass through. Nothing here imports nnU-Net.
+pass through. `network_spec` describes the result as the USEMA preset of its attention mode with those network
+settings, and USEMAnnUNet is built from that description, as usema's own runs build theirs. Nothing here imports
+nnU-Net.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from torch import nn
 
 from usema.errors import UsemaError
+from usema.models.registry import preset_with
+from usema.models.spec import NetworkSpec
 from usema.models.usema import USEMA
 
 NETWORK_CLASS_NAME = "usema.integrations.nnunet.network.USEMAnnUNet"
@@ -88,6 +92,16 @@ def usema_arguments(arch_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return {**mapped, **sema}
 
 
+def network_spec(input_channels: int, num_classes: int, arch_kwargs: Mapping[str, Any]) -> NetworkSpec:
+    """The network a plans configuration's `arch_kwargs` (with its classes imported) describe, for
+    `input_channels` and `num_classes`: the USEMA preset of their attention mode (usema for "sema",
+    usema-window for "window", ...) with `usema_arguments` as its network settings."""
+    settings = usema_arguments(arch_kwargs)
+    spatial_dims = settings.pop("spatial_dims")
+    preset = preset_with("usema", {"attention": settings.get("attention", "sema")})
+    return NetworkSpec(preset, spatial_dims, input_channels, num_classes, settings)
+
+
 class USEMAnnUNet(USEMA):
     """USEMA with the constructor of nnU-Net's ResidualEncoderUNet, plus SEMA's settings.
 
@@ -97,5 +111,7 @@ class USEMAnnUNet(USEMA):
     """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, **arch_kwargs: Any):
-        super().__init__(in_channels=input_channels, num_classes=num_classes, deep_supervision=deep_supervision,
-                         **usema_arguments(arch_kwargs))
+        builder, arguments = network_spec(input_channels, num_classes, arch_kwargs).builder_call(deep_supervision)
+        if builder is not USEMA:
+            raise UsemaError(f"the {builder} builds the preset, not USEMA")  # the presets changed
+        super().__init__(**arguments)
