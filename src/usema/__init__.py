@@ -9,8 +9,8 @@ The public face, one function per step of the pipeline, each what the `usema` co
     scores = usema.evaluate("PRED", "LABELS", "SCORES")  # Dice, NSD, HD95 per case and class
     segmentation = usema.load("RUN").predict("image.nii.gz")   # in memory: a label map on the image's grid
 
-Networks on their own: `usema.models` (`build_model`, `list_models`, `USEMA`) and `usema.nn` (the SEMA operator
-and block).
+Networks on their own: `usema.models` (`build_model`, `list_models`, `NetworkSpec`, `USEMA`) and `usema.nn`
+(the SEMA operator and block); a trained fold's checkpoint: `usema.checkpoint.Checkpoint`.
 """
 
 from __future__ import annotations
