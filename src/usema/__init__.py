@@ -43,10 +43,10 @@ def plan(data: str | Path, run_dir: str | Path, estimate: bool = True, **options
 
 def train(data: str | Path, run_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Train one fold on `data` into `run_dir` (`usema train`), planning first where RUN has no plan; returns
-    a summary (best validation Dice, epochs, checkpoint paths). `options` are `usema.training.api.train`'s:
-    `model`, `fold`, `folds`, `epochs`, `max_minutes`, `device`, `precision`, `seed`, `resume`, `overwrite`,
-    `plan_edits`, `num_workers`, `pretrained_weights`, ..."""
-    from usema.training.api import train as train_fold
+    a summary (best validation Dice, epochs, checkpoint paths). `options` are
+    `usema.training.run_training.train`'s: `model`, `fold`, `folds`, `epochs`, `max_minutes`, `device`,
+    `precision`, `seed`, `resume`, `overwrite`, `plan_edits`, `num_workers`, `pretrained_weights`, ..."""
+    from usema.training.run_training import train as train_fold
 
     return train_fold(data, run_dir, **options)
 
@@ -54,9 +54,9 @@ def train(data: str | Path, run_dir: str | Path, **options: Any) -> dict[str, An
 def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any) -> list[Path]:
     """Segment the images of `inputs` (files or folders) with the run in `run_dir`, writing one prediction per
     image into `output` in the image's format and geometry (`usema predict`); returns their paths. `options`
-    are `usema.inference.api.predict`'s: `fold`, `folds`, `checkpoint`, `tta`, `step_size`, `device`,
-    `precision`, `save_probabilities`, `overlay`, `overwrite`."""
-    from usema.inference.api import predict as predict_run
+    are `usema.inference.predict_files.predict`'s: `fold`, `folds`, `checkpoint`, `tta`, `step_size`,
+    `device`, `precision`, `save_probabilities`, `overlay`, `overwrite`."""
+    from usema.inference.predict_files import predict as predict_run
 
     return predict_run(run_dir, inputs, output, **options)
 
@@ -64,8 +64,9 @@ def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any
 def evaluate(pred: str | Path, gt: str | Path, output: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Score the predictions in `pred` against the references in `gt` (`usema evaluate`), writing
     `output/per_case.csv` and `output/summary.json` when `output` is given; returns the summary. `options` are
-    `usema.evaluation.api.evaluate`'s: `tolerance_mm`, `instance`, `labels`, `chill`, `ignore_label`."""
-    from usema.evaluation.api import evaluate as evaluate_predictions
+    `usema.evaluation.evaluate_folder.evaluate`'s: `tolerance_mm`, `instance`, `labels`, `chill`,
+    `ignore_label`."""
+    from usema.evaluation.evaluate_folder import evaluate as evaluate_predictions
 
     return evaluate_predictions(pred, gt, output, **options)
 

@@ -16,11 +16,11 @@ from typing import Any
 from usema.checkpoint import checkpoint_path
 from usema.data.layouts import load_dataset
 from usema.data.phantoms import make_phantom_dataset
-from usema.evaluation.api import evaluate
-from usema.inference.api import predict
+from usema.evaluation.evaluate_folder import evaluate
+from usema.inference.predict_files import predict
 from usema.planning import PLANS_NAME
 from usema.planning.planner import plan_dataset
-from usema.training.api import stop_if_interrupted, train
+from usema.training.run_training import stop_if_interrupted, train
 from usema.training.splits import load_or_create_splits
 
 # A compact USEMA: the preset's network (residual conv stages, SEMA blocks where the preset places them),

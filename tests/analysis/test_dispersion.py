@@ -12,7 +12,7 @@ from usema.cli import main
 from usema.data.phantoms import make_phantom_dataset
 from usema.models import build_model
 from usema.planning.planner import plan_dataset
-from usema.training.api import train
+from usema.training.run_training import train
 
 
 @pytest.fixture(autouse=True)

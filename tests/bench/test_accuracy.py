@@ -71,7 +71,7 @@ def test_folds_at_equal_steps_their_files_and_a_report_rederived_from_them(tmp_p
 
 
 def test_a_run_claimed_by_another_process_is_skipped(tmp_path, capsys, monkeypatch):
-    import usema.training.api as training_api
+    import usema.training.run_training as run_training
 
     trained = []
 
@@ -79,7 +79,7 @@ def test_a_run_claimed_by_another_process_is_skipped(tmp_path, capsys, monkeypat
         trained.append((run_dir.parent.name, fold))
         return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "x.pt"}
 
-    monkeypatch.setattr(training_api, "train", stopped_train)
+    monkeypatch.setattr(run_training, "train", stopped_train)
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=5, shape=(24, 24), seed=1)
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "usema", "--folds", "3",
             "--steps", "2", "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu",
@@ -94,7 +94,7 @@ def test_a_run_claimed_by_another_process_is_skipped(tmp_path, capsys, monkeypat
 
 
 def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypatch):
-    import usema.training.api as training_api
+    import usema.training.run_training as run_training
 
     trained = {}
 
@@ -104,7 +104,7 @@ def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypat
         trained[plans.model_name] = (plans.network_settings, plans.training.epochs)
         return {"interrupted": True, "stop_signal": 2, "checkpoint_latest": run_dir / "x.pt"}
 
-    monkeypatch.setattr(training_api, "train", stopped_train)
+    monkeypatch.setattr(run_training, "train", stopped_train)
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=3, num_cases=5, shape=(20, 24, 20), seed=1)
     shared = {"base_features": 8, "max_features": 16, "head_dim": 8}
     common = ["--dataset", str(data), "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"),

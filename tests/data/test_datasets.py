@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from usema.data.datasets import check_dataset, load_case, resolve_label_values, to_label_values
-from usema.data.instances import BOUNDARY, INTERIOR
+from usema.data.instance_classes import BOUNDARY, INTERIOR
 from usema.data.layouts import load_dataset
 from usema.errors import DataError
 from usema.planning.planner import plan_dataset

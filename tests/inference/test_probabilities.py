@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from usema.inference.api import predict
+from usema.inference.predict_files import predict
 
 nnunet_io = pytest.importorskip("nnunetv2.imageio.simpleitk_reader_writer")
 

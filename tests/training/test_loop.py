@@ -9,7 +9,7 @@ import torch
 
 from usema.checkpoint import Checkpoint
 from usema.training import loop
-from usema.training.api import train
+from usema.training.run_training import train
 
 
 def test_stop_signal_mid_epoch_saves_and_resume_is_exact(tiny_run, tmp_path, monkeypatch):

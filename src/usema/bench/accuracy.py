@@ -116,8 +116,8 @@ def _score(run_dir: Path, fold: int, cases, device: str, precision: str | None,
            tta: bool) -> tuple[dict, float, Path]:
     """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds,
     evaluation folder)."""
-    from usema.evaluation.api import evaluate
-    from usema.inference.api import predict
+    from usema.evaluation.evaluate_folder import evaluate
+    from usema.inference.predict_files import predict
 
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
     folder = fold_dir(run_dir, fold)
@@ -164,7 +164,7 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
             budget_minutes: float | None, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
     """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
     scores, validation curve) and writes it to fold_K/bench_result.json."""
-    from usema.training.api import stop_if_interrupted, train
+    from usema.training.run_training import stop_if_interrupted, train
     from usema.training.splits import load_or_create_splits
 
     folder = fold_dir(run_dir, fold)

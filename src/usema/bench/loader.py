@@ -78,7 +78,7 @@ def loader_throughput(run: Path, workers: int, batches: int) -> dict[str, Any]:
     import torch
 
     from usema.planning import Plans
-    from usema.training.data import EpochBatches, epoch_loader, load_training_cases
+    from usema.training.batches import EpochBatches, epoch_loader, load_training_cases
     from usema.training.patches import PatchSampler
 
     plans = Plans.load(run)
@@ -110,7 +110,7 @@ def loader_throughput(run: Path, workers: int, batches: int) -> dict[str, Any]:
 def training_peak_memory(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: `usema train` on the prepared run `spec["run"]`; its peak resident size."""
     from usema.bench.measure import vm_kb
-    from usema.training.api import train
+    from usema.training.run_training import train
 
     started = time.perf_counter()
     train(
@@ -164,7 +164,9 @@ def run_loader_benchmark(
         print(f"loader, {count} workers: {row['samples_per_second']:.2f} samples/s", flush=True)
     for count in counts:
         spec = {"data": str(data), "run": str(runs[count]), "iterations": iterations}
-        result = run_isolated(training_peak_memory, spec, time_limit_s, preload=("usema.training.api",))
+        result = run_isolated(
+            training_peak_memory, spec, time_limit_s, preload=("usema.training.run_training",)
+        )
         rows.append(
             {
                 "measurement": "training_memory",

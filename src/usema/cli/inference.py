@@ -147,7 +147,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from usema.inference.api import predict
+    from usema.inference.predict_files import predict
 
     if args.tta:
         warnings.warn("--tta is deprecated and does nothing (mirroring is on by default; --disable-tta turns it "
@@ -189,7 +189,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from usema.evaluation.api import evaluate
+    from usema.evaluation.evaluate_folder import evaluate
 
     evaluate(
         args.pred,

@@ -152,7 +152,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from usema.training.api import stop_if_interrupted, train
+    from usema.training.run_training import stop_if_interrupted, train
 
     summary = train(
         args.data,

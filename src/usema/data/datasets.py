@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from usema.data.channels import channel_names_for, convert_channels
-from usema.data.instances import instances_to_classes
+from usema.data.instance_classes import instances_to_classes
 from usema.data.io import (
     ImageGeometry,
     label_values,

@@ -27,7 +27,7 @@ from usema.data.datasets import (
     lexical_absolute,
     modality_of,
 )
-from usema.data.instances import INSTANCE_CLASSES
+from usema.data.instance_classes import INSTANCE_CLASSES
 from usema.data.io import label_values, probe_image, read_label, strip_suffix, suffix_of
 from usema.errors import DataError
 

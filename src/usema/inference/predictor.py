@@ -19,7 +19,7 @@ from torch import nn
 from usema.checkpoint import Checkpoint, checkpoint_path
 from usema.data.channels import convert_channels
 from usema.data.datasets import to_label_values
-from usema.data.instances import classes_to_instances
+from usema.data.instance_classes import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
 from usema.errors import CheckpointError, DataError, UsemaError
 from usema.inference.folds import resolve_folds, run_folder

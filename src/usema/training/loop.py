@@ -34,14 +34,14 @@ from usema.errors import CheckpointError
 from usema.planning.plans import Plans
 from usema.planning.settings import planned_loader_workers
 from usema.preprocessing.storage import PreprocessedCase
-from usema.training.data import EpochBatches, epoch_loader
+from usema.training.batches import EpochBatches, epoch_loader
 from usema.training.distributed import DistributedContext, all_reduce_sum, any_process, gather_objects
 from usema.training.losses import DiceCEDeepSupervisionLoss
 from usema.training.optimization import build_optimizer, build_scheduler
 from usema.training.patches import PatchSampler
 from usema.training.pretrained import load_matching_weights
-from usema.training.progress import TrainingLog, dice_column
 from usema.training.signals import StopRequest
+from usema.training.training_log import TrainingLog, dice_column
 from usema.training.validation import confusion_counts, dice_per_class
 from usema.utils.progress import on_terminal
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from usema.errors import CheckpointError, UsemaError
-from usema.inference.api import predict
+from usema.inference.predict_files import predict
 from usema.integrations.nnunet.results import is_results_folder
 
 pytest.importorskip("nnunetv2")

@@ -1,5 +1,5 @@
-"""usema.inference.api.predict with the nnU-Net-style options: folds and ensembles, mirroring by default, step
-size, saved probabilities, and progress lines in a log."""
+"""usema.inference.predict_files.predict with the nnU-Net-style options: folds and ensembles, mirroring by
+default, step size, saved probabilities, and progress lines in a log."""
 
 import io
 import json
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from usema.errors import CheckpointError
-from usema.inference.api import predict
+from usema.inference.predict_files import predict
 from usema.inference.predictor import load_predictor
 
 

@@ -1,4 +1,5 @@
-"""usema.inference.api.predict end to end: tiny checkpoints written here, files read back and checked."""
+"""usema.inference.predict_files.predict end to end: tiny checkpoints written here, files read back and
+checked."""
 
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from usema.checkpoint import write_checkpoint_file
 from usema.errors import DataError, UsemaError
-from usema.inference.api import OVERLAY_DIR, predict
+from usema.inference.predict_files import OVERLAY_DIR, predict
 from usema.models import build_model, registry
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from usema.errors import DataError, UsemaError
-from usema.evaluation.api import default_output_dir, evaluate
+from usema.evaluation.evaluate_folder import default_output_dir, evaluate
 
 SPACING = (2.0, 0.5, 0.5)
 SHAPE = (12, 10, 10)

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from usema.checkpoint import Checkpoint
-from usema.evaluation.api import evaluate
-from usema.inference.api import overlay_path, predict
+from usema.evaluation.evaluate_folder import evaluate
 from usema.inference.inputs import InferenceCase
 from usema.inference.overlay import PALETTE
+from usema.inference.predict_files import overlay_path, predict
 from usema.planning.planner import plan_dataset
-from usema.training.api import train
+from usema.training.run_training import train
 
 TINY = {"base_features": 4, "blocks_per_stage": 1}
 

@@ -19,7 +19,7 @@ from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from usema.preprocessing.dataset import preprocess_dataset
-from usema.training.data import load_training_cases
+from usema.training.batches import load_training_cases
 from usema.training.distributed import barrier, init_distributed, require_shared_run_folder, shutdown
 from usema.training.loop import Trainer
 from usema.training.splits import load_or_create_splits, validation_subset, write_validation_subset

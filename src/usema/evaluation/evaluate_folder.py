@@ -27,7 +27,7 @@ from usema.data.datasets import is_within
 from usema.data.io import SUPPORTED_SUFFIXES, label_values, read_label, strip_suffix, suffix_of
 from usema.data.layouts import dataset_ignore_value
 from usema.errors import DataError, UsemaError
-from usema.evaluation.instances import IOU_THRESHOLD, instance_scores
+from usema.evaluation.instance_matching import IOU_THRESHOLD, instance_scores
 from usema.evaluation.metrics import METRIC_NAMES, binary_scores, default_tolerance
 from usema.evaluation.report import (
     PER_CASE_NAME,

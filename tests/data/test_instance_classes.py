@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from usema.data.instances import BOUNDARY, classes_to_instances, instances_to_classes
+from usema.data.instance_classes import BOUNDARY, classes_to_instances, instances_to_classes
 
 
 def _touching_instances(shape):

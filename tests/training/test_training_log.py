@@ -6,8 +6,8 @@ import errno
 import pytest
 
 from usema.errors import UsemaError
-from usema.training import progress
-from usema.training.progress import TrainingLog
+from usema.training import training_log
+from usema.training.training_log import TrainingLog
 
 
 def _row(epoch):
@@ -90,7 +90,7 @@ def test_a_full_disk_while_logging_names_the_log(tmp_path, monkeypatch):
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(progress.os, "fsync", no_space)
+    monkeypatch.setattr(training_log.os, "fsync", no_space)
     row = {"epoch": 1, "train_loss": 0.5, "val_dice": 0.5, "dice_a": 0.5, "lr": 0.1, "seconds": 1.0}
     with pytest.raises(UsemaError, match=r"train_log\.csv: cannot write it, no space left on device"):
         log.append(row)

@@ -1,4 +1,5 @@
-"""usema.training.api.train end to end on a tiny phantom run: outputs, resume, overrides and refusals."""
+"""usema.training.run_training.train end to end on a tiny phantom run: outputs, resume, overrides and
+refusals."""
 
 import csv
 import json
@@ -15,7 +16,7 @@ from usema.checkpoint import Checkpoint, read_checkpoint_file
 from usema.errors import CheckpointError, DataError, Interrupted, UsemaError
 from usema.models.spec import NetworkSpec
 from usema.planning import Plans
-from usema.training.api import apply_choices, stop_if_interrupted, train
+from usema.training.run_training import apply_choices, stop_if_interrupted, train
 from usema.training.splits import validation_subset
 from usema.utils.lock import folder_lock
 

@@ -6,7 +6,7 @@ import torch
 
 from usema.errors import DataError
 from usema.preprocessing.storage import case_files
-from usema.training.data import EpochBatches, epoch_loader, load_training_cases
+from usema.training.batches import EpochBatches, epoch_loader, load_training_cases
 from usema.training.patches import PatchSampler
 
 

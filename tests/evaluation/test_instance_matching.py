@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from usema.evaluation.instances import instance_scores, match_instances, pairwise_iou
+from usema.evaluation.instance_matching import instance_scores, match_instances, pairwise_iou
 
 
 def _scene() -> tuple[np.ndarray, np.ndarray]:
