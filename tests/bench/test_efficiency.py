@@ -67,4 +67,10 @@ def test_refuses_unknown_settings_before_measuring(tmp_path):
         run_efficiency_benchmark(tmp_path / "x", models=["usema", "nope"])
     with pytest.raises(UsemaError, match="unknown precisions fp16"):
         run_efficiency_benchmark(tmp_path / "x", models=["usema"], precisions=["fp16"])
+    with pytest.raises(UsemaError, match="--network-settings names nnunet, which this run does not measure"):
+        run_efficiency_benchmark(tmp_path / "x", models=["usema"], network_settings={"nnunet": {}})
+    # `network`, the old keyword: the same settings for every model, for one release more
+    with (pytest.warns(FutureWarning, match=r"network=\.\.\.\) is deprecated: use network_settings"),
+          pytest.raises(UsemaError, match="unknown precisions fp16")):
+        run_efficiency_benchmark(tmp_path / "x", models=["usema"], precisions=["fp16"], network={})
     assert not (tmp_path / "x").exists()

@@ -1,9 +1,11 @@
-"""The efficiency benchmark's files: the CSV round trip, costs copied to failed rows, and the targets."""
+"""The efficiency benchmark's files: the CSV round trip, costs copied to failed rows, the targets, and the
+network settings the report names."""
 
 import pytest
 
 from usema.bench.efficiency_report import (
     efficiency_csv,
+    efficiency_markdown,
     efficiency_targets,
     fill_model_costs,
     read_efficiency_csv,
@@ -46,3 +48,12 @@ def test_targets_from_rows():
     compact_targets = {t["target"]: t for t in efficiency_targets(compact, compact=True)}
     assert compact_targets["usema@deepest-2 training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["met"] is True
     assert compact_targets["usema@all training step <= 1.15x usema-nosema at 4 x 40x56x40 (fp32)"]["value"] == 2.0
+
+
+def test_the_report_names_the_network_settings_given_for_every_model_or_per_model():
+    prov = {"command": "usema bench efficiency", "machine": {"description": "a test"}, "date": "today"}
+    assert "USEMA." in efficiency_markdown([], prov, {"usema": {}, "nnunet": {}})
+    every = efficiency_markdown([], prov, {"usema": {"head_dim": 16}, "nnunet": {"head_dim": 16}})
+    assert "USEMA; with {'head_dim': 16} for every model." in every
+    one = efficiency_markdown([], prov, {"usema": {"head_dim": 16}, "nnunet": {}})
+    assert "USEMA; with {'head_dim': 16} for usema." in one

@@ -68,3 +68,14 @@ def test_numeric_options_are_checked_before_any_work_naming_the_value(argv, mess
         main(argv)
     assert stop.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith(f"usema {argv[0]}: error: {message}")
+
+
+def test_network_settings_are_json_objects_per_model_named_by_their_option():
+    from usema.cli.options import network_settings
+    from usema.errors import UsemaError
+
+    assert network_settings(['usema={"head_dim": 16}', "nnunet={}"]) == {"usema": {"head_dim": 16}, "nnunet": {}}
+    with pytest.raises(UsemaError, match=r"--model-overrides usema: expected a JSON object"):
+        network_settings(["usema=[1]"], "--model-overrides")
+    with pytest.raises(UsemaError, match=r"--network-settings 'usema': expected MODEL=JSON"):
+        network_settings(["usema"])

@@ -43,8 +43,9 @@ def test_plans_give_usema_tiling_windows_and_other_models_none(tmp_path):
     for size, window in zip(sizes, settings["stage_windows"], strict=True):
         assert all(s % w == 0 for s, w in zip(size, window, strict=True)), (size, window)
     # `model_overrides`, the older name of the network settings, is still read (`--plan model_overrides=...`)
-    control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu",
-                           model_overrides={"base_features": 8}, num_workers=0)
+    with pytest.warns(FutureWarning, match="model_overrides is deprecated: use network_settings"):
+        control = plan_dataset(data, tmp_path / "control", model="usema-nosema", device="cpu",
+                               model_overrides={"base_features": 8}, num_workers=0)
     assert "stage_windows" not in control.network_settings and control.network_settings["base_features"] == 8
     assert "sema_per_stage" not in control.network_settings  # usema-nosema fixes its zero SEMA blocks
     assert control.training.num_workers == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -141,14 +142,16 @@ def run_efficiency_benchmark(
     time_limit_s: float = 300.0,
     memory_limit_gb: float | None = None,
     device: str = "auto",
-    network: dict[str, Any] | None = None,
+    network_settings: dict[str, dict[str, Any]] | None = None,
     placements: list[str] | None = None,
+    network: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Run the benchmark; write efficiency.csv, efficiency.png and efficiency.md under `output`; return rows.
 
-    Sizes are sides (96) or per-axis shapes (40x56x40). `network`: settings given to every model on top of
-    the planned ones (e.g. the compact widths of the CPU runs); the report then holds the compact targets.
-    `placements`: time every SEMA preset once per placement of its SEMA blocks (rows "usema@deepest-2").
+    Sizes are sides (96) or per-axis shapes (40x56x40). `network_settings` maps a model to network settings
+    given on top of the planned ones (e.g. the compact widths of the CPU runs); the report then holds the
+    compact targets. `placements`: time every SEMA preset once per placement of its SEMA blocks (rows
+    "usema@deepest-2"). `network` (deprecated, for one release): the same settings for every model.
     """
     from usema.models.registry import list_models
     from usema.planning.network import network_for_patch
@@ -156,8 +159,15 @@ def run_efficiency_benchmark(
 
     output = Path(output)
     dev = resolve_device(device)
-    variants = expand_placements(list(models or list_models()), placements)
-    network = dict(network or {})
+    models = list(models or list_models())
+    variants = expand_placements(models, placements)
+    if network is not None:
+        warnings.warn("run_efficiency_benchmark(network=...) is deprecated: use network_settings={MODEL: ...}",
+                      FutureWarning, stacklevel=2)
+    per_model = {model: {**(network or {}), **(network_settings or {}).get(model, {})} for model in models}
+    unknown = sorted(set(network_settings or {}) - set(models))
+    if unknown:
+        raise UsemaError(f"--network-settings names {', '.join(unknown)}, which this run does not measure")
     for name, given, allowed in [("precisions", precisions, PRECISIONS), ("dims", dims, (2, 3))]:
         unknown = [str(v) for v in given if v not in allowed]
         if unknown:
@@ -166,7 +176,7 @@ def run_efficiency_benchmark(
                         key=math.prod) for d in dims}
     # every network as a plan for a patch of that size (1 mm spacing) builds it; bad settings fail before measuring
     planned = {(v.label, d, shape): network_for_patch(v.model, shape, in_channels, num_classes,
-                                                      {**network, **v.settings})
+                                                      {**per_model[v.model], **v.settings})
                for d in dims for v in variants for shape in shapes[d]}
     if memory_limit_gb is None and dev.type == "cpu":
         memory_limit_gb = default_memory_limit_gb()
@@ -205,6 +215,6 @@ def run_efficiency_benchmark(
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "efficiency.csv", efficiency_csv(rows))
     plot_efficiency(rows, output / "efficiency.png")
-    atomic_write_text(output / "efficiency.md", efficiency_markdown(rows, prov, network))
+    atomic_write_text(output / "efficiency.md", efficiency_markdown(rows, prov, per_model))
     print(f"wrote {output / 'efficiency.csv'}, {output / 'efficiency.png'}, {output / 'efficiency.md'}")
     return rows

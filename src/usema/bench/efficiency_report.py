@@ -122,20 +122,31 @@ def _num(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float | int) and not math.isnan(value) else "-"
 
 
-def efficiency_markdown(rows: list[dict], prov: dict, network: dict | None = None) -> str:
-    """Markdown report: provenance, settings, the targets and the full table."""
+def _given_settings(per_model: dict[str, dict]) -> str:
+    """The end of the report's sentence on the networks: the settings given, for every model or per model."""
+    given = {model: settings for model, settings in per_model.items() if settings}
+    if not given:
+        return "."
+    if len(given) == len(per_model) and all(settings == next(iter(given.values())) for settings in given.values()):
+        return f"; with {next(iter(given.values()))} for every model."
+    return "; with " + "; ".join(f"{settings} for {model}" for model, settings in given.items()) + "."
+
+
+def efficiency_markdown(rows: list[dict], prov: dict, network_settings: dict[str, dict] | None = None) -> str:
+    """Markdown report: provenance, settings, the targets and the full table. `network_settings`: those given
+    per model on top of the planned ones (compact networks when any are given)."""
     lines = ["# Efficiency benchmark", "", provenance_markdown(prov), ""]
     settings = prov.get("settings", {})
     if settings:
         lines += [", ".join(f"{k}={v}" for k, v in settings.items()), ""]
     lines += ["Networks as a plan builds them for a patch of each size: the planner's strides for the conv UNets "
-              "and its SEMA windows for USEMA" + (f"; with {network} for every model." if network else "."), ""]
+              "and its SEMA windows for USEMA" + _given_settings(network_settings or {}), ""]
     lines += ["FLOPs: forward pass per sample, matrix products and convolutions only (torch FlopCounterMode: "
               "element-wise work such as Mamba's scan is not counted). Peak memory: above the process's "
               "memory before the model was built (CPU: resident size; GPU: allocated tensors).", ""]
     lines += ["![efficiency](efficiency.png)", ""]
     lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for t in efficiency_targets(rows, compact=bool(network)):
+    for t in efficiency_targets(rows, compact=any((network_settings or {}).values())):
         met = {True: "yes", False: "no", None: "n/a"}[t["met"]]
         lines.append(f"| {t['target']} | {t['detail']} | {met} |")
     lines += ["", "## Measurements", "",

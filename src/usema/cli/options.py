@@ -1,4 +1,5 @@
-"""What several commands share: the device option, JSON settings, KEY=JSON plan edits, placements."""
+"""What several commands share: the device option, JSON settings, KEY=JSON plan edits, MODEL=JSON network settings,
+placements, and the warning an old spelling of an option gives."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import json
 import math
 import re
+import warnings
 
 from usema.errors import UsemaError
 
@@ -67,7 +69,7 @@ def add_plan_edits(parser: argparse.ArgumentParser, example: str = "patch_size=[
         metavar="KEY=JSON",
         help=f"plan settings that replace the planner's choice, e.g. {example} "
         "'network_settings={\"base_features\": 16}' (keys: patch_size, batch_size, target_spacing, "
-        "network_settings (or its older name model_overrides), case_ids, max_cases, and the training keys "
+        "network_settings (its older name model_overrides warns), case_ids, max_cases, and the training keys "
         "epochs, iters_per_epoch, optimizer, lr, val_max_cases, ...)",
     )
 
@@ -105,3 +107,25 @@ def key_json(items: list[str], flag: str, want: str) -> dict:
             raise UsemaError(f"{flag} {item!r}: expected {want}=JSON")
         parsed[key] = json_value(value, f"{flag} {key}")
     return parsed
+
+
+def add_network_settings(parser: argparse.ArgumentParser, example: str, more: str = "") -> None:
+    """The --network-settings MODEL=JSON option: network settings (a plan's `model.network_settings`) for one
+    model only, read by `network_settings`."""
+    parser.add_argument("--network-settings", nargs="*", default=[], metavar="MODEL=JSON",
+                        help=f"network settings for one model only, e.g. {example}{more}")
+
+
+def network_settings(items: list[str], flag: str = "--network-settings") -> dict[str, dict]:
+    """MODEL=JSON items as {model: network settings}; UsemaError naming `flag` when a value is not a JSON
+    object."""
+    per_model = key_json(items, flag, "MODEL")
+    for model, value in per_model.items():
+        if not isinstance(value, dict):
+            raise UsemaError(f"{flag} {model}: expected a JSON object of network settings, got {value!r}")
+    return per_model
+
+
+def warn_deprecated(old: str, new: str) -> None:
+    """The FutureWarning of an option's old spelling, accepted for one release."""
+    warnings.warn(f"{old} is deprecated: use {new}", FutureWarning, stacklevel=2)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from usema.cli.options import add_device, add_plan_edits, count_from, json_object, key_json, placement
+from usema.cli.options import (
+    add_device,
+    add_network_settings,
+    add_plan_edits,
+    count_from,
+    json_object,
+    key_json,
+    network_settings,
+    placement,
+    warn_deprecated,
+)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -89,9 +99,10 @@ def _add_efficiency(bench: argparse._SubParsersAction) -> None:
                    help="sides (256) or shapes (256x384); default: 128 256 512 1024")
     p.add_argument("--sizes-3d", nargs="+", default=None, metavar="SIZE",
                    help="sides (96) or shapes (40x56x40); default: 32 64 96 128")
+    add_network_settings(p, example="usema='{\"base_features\": 16, \"max_features\": 128, \"blocks_per_stage\": 1, "
+                                    "\"head_dim\": 16}' (the compact CPU widths)")
     p.add_argument("--network", default=None, metavar="JSON",
-                   help="network settings for every model, e.g. the compact CPU widths "
-                        "'{\"base_features\": 16, \"max_features\": 128, \"blocks_per_stage\": 1, \"head_dim\": 16}'")
+                   help="deprecated: the same network settings for every model (use --network-settings)")
     p.add_argument("--placements", nargs="+", default=None, metavar="PLACEMENT",
                    help="time every SEMA preset once per placement of its SEMA blocks; rows usema@PLACEMENT")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2], help="batch sizes (default: 1 2)")
@@ -145,9 +156,7 @@ def _add_accuracy(bench: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("benchmarks/cv"),
                    help="folder of the result files and report (default: benchmarks/cv)")
     add_plan_edits(p, example="patch_size=[32,32] batch_size=8 (shared by every model)")
-    p.add_argument("--network-settings", nargs="*", default=[], metavar="MODEL=JSON",
-                   help="network settings for one model only, e.g. nnunet='{\"blocks_per_stage\": 2}' "
-                        "(listed per model in the results)")
+    add_network_settings(p, example="nnunet='{\"blocks_per_stage\": 2}'", more=" (listed per model in the results)")
     p.add_argument("--model-overrides", nargs="*", default=[], metavar="MODEL=JSON",
                    help="deprecated spelling of --network-settings")
     p.add_argument("--also-infer", nargs="+", default=[], choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
@@ -208,12 +217,18 @@ def _cmd_bench_attention(args: argparse.Namespace) -> int:
 
 def _cmd_bench_efficiency(args: argparse.Namespace) -> int:
     from usema.bench.efficiency import run_efficiency_benchmark
+    from usema.models import list_models
 
+    per_model = network_settings(args.network_settings)
+    if args.network:  # the old spelling: one set of settings for every model measured
+        warn_deprecated("--network JSON", "--network-settings MODEL=JSON (one per model)")
+        every = json_object(args.network, "--network")
+        per_model = {model: {**every, **per_model.get(model, {})} for model in args.models or list_models()}
     run_efficiency_benchmark(
         args.output, models=args.models, dims=args.dims, sizes_2d=args.sizes_2d, sizes_3d=args.sizes_3d,
         batch_sizes=args.batch_sizes, precisions=args.precisions, repeats=args.repeats,
         time_limit_s=args.time_limit, memory_limit_gb=args.memory_limit_gb, device=args.device,
-        network=json_object(args.network, "--network") if args.network else None, placements=args.placements,
+        network_settings=per_model, placements=args.placements,
     )
     return 0
 
@@ -231,8 +246,6 @@ def _cmd_bench_loader(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    import warnings
-
     from usema.bench.accuracy import DATASETS, run_accuracy_benchmark
     from usema.bench.accuracy_report import ReportFiles, write_report
     from usema.bench.accuracy_summary import write_summary
@@ -248,13 +261,10 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    per_model = network_settings(args.network_settings)
     if args.model_overrides:
-        warnings.warn("--model-overrides is deprecated: use --network-settings", FutureWarning, stacklevel=1)
-    option = "--network-settings" if args.network_settings else "--model-overrides"
-    per_model = key_json(args.network_settings + args.model_overrides, option, "MODEL")
-    for model, value in per_model.items():
-        if not isinstance(value, dict):
-            raise UsemaError(f"{option} {model}: expected a JSON object of network settings, got {value!r}")
+        warn_deprecated("--model-overrides", "--network-settings")
+        per_model = {**network_settings(args.model_overrides, "--model-overrides"), **per_model}
     if args.steps is None and args.budget is None and not args.measure_step_cost:
         raise UsemaError("give --steps N (equal steps, the protocol) or --budget MINUTES")
     run_accuracy_benchmark(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,11 @@ def check_plan_edits(edits: dict[str, Any], spatial_dims: int) -> None:
 
 def given_network_settings(edits: dict[str, Any]) -> Any:
     """The network settings that plan edits give, under `network_settings` or their older name
-    `model_overrides` (the first where both are given), taken out of `edits`; None when neither is."""
+    `model_overrides` (the first where both are given), taken out of `edits`; None when neither is. The older
+    name gives a FutureWarning: it is read for one release more."""
+    if "model_overrides" in edits:
+        warnings.warn("the plan edit model_overrides is deprecated: use network_settings "
+                      "(--plan network_settings=JSON)", FutureWarning, stacklevel=2)
     return edits.pop("network_settings", None) or edits.pop("model_overrides", None)
 
 
