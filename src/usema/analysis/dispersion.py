@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from usema.errors import UsemaError
+from usema.nn import SEMABlock
 from usema.nn.attention import window_softmax_weights
-from usema.nn.sema_block import SEMABlock
 from usema.utils.atomic import atomic_path, atomic_write_text
 from usema.utils.provenance import provenance, provenance_markdown
 
@@ -130,9 +130,9 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray | None:
 
 def _networks(run: Path, checkpoint: str, device: str, seed: int):
     """(name, plans, [("untrained", net), ("trained", net)]) for a training run."""
-    from usema.inference.predictor import load_predictor
+    import usema
 
-    predictor = load_predictor(run, checkpoint=checkpoint, fold=0, device=device)
+    predictor = usema.load(run, checkpoint=checkpoint, fold=0, device=device)
     plans = predictor.plans
     torch.manual_seed(seed)
     fresh = plans.network.build()
@@ -152,10 +152,9 @@ def analyze_dispersion(
 ) -> list[dict[str, Any]]:
     """Attention dispersion of each run's network, untrained and trained, on centre crops of growing size of the
     images in `inputs`; writes dispersion.csv (per head), dispersion.md (head means) and dispersion.png."""
-    from usema.data.channels import convert_channels
-    from usema.data.io import read_image
-    from usema.inference.inputs import collect_cases
-    from usema.preprocessing.image import preprocess_image
+    from usema.data import convert_channels, read_image
+    from usema.inference import collect_cases
+    from usema.preprocessing import preprocess_image
 
     rows: list[dict[str, Any]] = []
     for run in runs:

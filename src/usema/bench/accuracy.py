@@ -33,10 +33,10 @@ from usema.bench.accuracy_summary import write_summary
 from usema.bench.step_cost import equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant, expand_placements
 from usema.checkpoint import checkpoint_path, fold_dir
-from usema.data.layouts import load_dataset
+from usema.data import load_dataset
 from usema.errors import UsemaError
 from usema.planning import PLANS_NAME, Plans
-from usema.preprocessing.dataset import PREPROCESSED_DIR, preprocess_dataset
+from usema.preprocessing import PREPROCESSED_DIR, preprocess_dataset
 from usema.utils.atomic import atomic_write_text
 from usema.utils.lock import folder_lock
 from usema.utils.provenance import git_commit, provenance
@@ -116,22 +116,21 @@ def _score(run_dir: Path, fold: int, cases, device: str, precision: str | None,
            tta: bool) -> tuple[dict, float, Path]:
     """Predict the held-out cases from the last checkpoint and score them: (evaluation summary, predict seconds,
     evaluation folder)."""
-    from usema.evaluation.evaluate_folder import evaluate
-    from usema.inference.predict_files import predict
+    import usema
 
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
     folder = fold_dir(run_dir, fold)
     started = time.monotonic()
     predictions = folder / f"bench_predictions{suffix}"
     # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
-    predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
+    usema.predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
             fold=fold, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
     references = _link_references(cases, folder / "bench_references")
     evaluation = folder / f"bench_evaluation{suffix}"
     # the references are linked without their dataset.json: the run's plan gives the classes, their label
     # values and names, and the ignore label
-    scores = evaluate(predictions, references, output=evaluation, run=run_dir)
+    scores = usema.evaluate(predictions, references, output=evaluation, run=run_dir)
     return scores, seconds, evaluation
 
 
@@ -148,7 +147,7 @@ def _prepare_run(run_dir: Path, base_plans: Plans, variant: Variant, steps: int 
             plans = plans.with_training(plans.training.with_choices(epochs=steps // iters))
         plans.save(run_dir)
     # the study's split, before training writes one drawn with the training seed
-    from usema.training.splits import SPLITS_NAME, load_or_create_splits
+    from usema.training import SPLITS_NAME, load_or_create_splits
 
     load_or_create_splits(run_dir, base_plans.dataset.case_ids, FOLDS, SPLIT_SEED)
     split_seed = json.loads((run_dir / SPLITS_NAME).read_text()).get("seed")
@@ -164,8 +163,8 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
             budget_minutes: float | None, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
     """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
     scores, validation curve) and writes it to fold_K/bench_result.json."""
-    from usema.training.run_training import stop_if_interrupted, train
-    from usema.training.splits import load_or_create_splits
+    import usema
+    from usema.training import load_or_create_splits, stop_if_interrupted
 
     folder = fold_dir(run_dir, fold)
     result_path = folder / "bench_result.json"
@@ -178,7 +177,7 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
         with _LoadSampler() as load:
             began = time.monotonic()
             # the budget is the whole run's: a resumed run trains what is left of it, or only closes its epoch
-            summary = train(data, run_dir, model=variant.model, fold=fold, folds=FOLDS, seed=fold, device=device,
+            summary = usema.train(data, run_dir, model=variant.model, fold=fold, folds=FOLDS, seed=fold, device=device,
                             resume=started, max_minutes=budget_minutes)
             wall = time.monotonic() - began
         stop_if_interrupted(summary)  # stopped by a signal: no row for a half-trained model; the next run resumes

@@ -69,7 +69,7 @@ def measure_model(spec: dict) -> dict:
     the FLOP counter) and one cold training step (peak memory), then time warm repeats of both."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from usema.models.spec import NetworkSpec
+    from usema.models import NetworkSpec
     from usema.models.summary import count_parameters
 
     device = torch.device(spec["device"])
@@ -153,8 +153,8 @@ def run_efficiency_benchmark(
     compact targets. `placements`: time every SEMA preset once per placement of its SEMA blocks (rows
     "usema@deepest-2"). `network` (deprecated, for one release): the same settings for every model.
     """
-    from usema.models.registry import list_models
-    from usema.planning.network import network_for_patch
+    from usema.models import list_models
+    from usema.planning import network_for_patch
     from usema.utils.device import resolve_device
 
     output = Path(output)

@@ -46,10 +46,10 @@ FIELDS = [
 
 def _prepared_run(data: Path, run: Path, num_cases: int, patch_size: Sequence[int] | None):
     """The plan of the first `num_cases` phantoms in `run` (made once), preprocessed."""
-    from usema.data.layouts import load_dataset
+    from usema.data import load_dataset
     from usema.planning import PLANS_NAME, Plans
-    from usema.planning.planner import plan_dataset
-    from usema.preprocessing.dataset import preprocess_dataset
+    from usema.planning.planner import plan_dataset  # the planner itself: the benchmark fixes every choice
+    from usema.preprocessing import preprocess_dataset
 
     if (run / PLANS_NAME).is_file():
         plans = Plans.load(run)
@@ -78,6 +78,8 @@ def loader_throughput(run: Path, workers: int, batches: int) -> dict[str, Any]:
     import torch
 
     from usema.planning import Plans
+
+    # the training loader itself is what this benchmark measures
     from usema.training.batches import EpochBatches, epoch_loader, load_training_cases
     from usema.training.patches import PatchSampler
 
@@ -109,11 +111,11 @@ def loader_throughput(run: Path, workers: int, batches: int) -> dict[str, Any]:
 
 def training_peak_memory(spec: dict[str, Any]) -> dict[str, Any]:
     """Runs in a fresh process: `usema train` on the prepared run `spec["run"]`; its peak resident size."""
+    import usema
     from usema.bench.measure import vm_kb
-    from usema.training.run_training import train
 
     started = time.perf_counter()
-    train(
+    usema.train(
         spec["data"],
         spec["run"],
         fold=0,
@@ -141,8 +143,8 @@ def run_loader_benchmark(
     largest of `cases` phantom datasets of `shape`, and the training process's peak memory on each; write
     loader.csv and loader.md under `output`. Data and runs go to `work_dir` (made once, reused)."""
     from usema.bench.measure import run_isolated
-    from usema.data.phantoms import make_phantom_dataset
-    from usema.planning.settings import planned_loader_workers
+    from usema.data import make_phantom_dataset
+    from usema.planning.settings import planned_loader_workers  # the worker count a plan trains with
 
     counts = sorted({int(c) for c in cases})
     if not counts or counts[0] < MEMORY_FOLDS:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from usema.planning import Plans
-from usema.training.timing import timing_trainer
+from usema.training.timing import timing_trainer  # the trainer's own step is what this measures
 
 WARMUP_STEPS = 2
 

@@ -17,7 +17,7 @@ class Variant(NamedTuple):
 
 def has_sema_blocks(model: str) -> bool:
     """A preset whose network places SEMA blocks (not its no-SEMA control, not U-Mamba's Mamba layers)."""
-    from usema.models.registry import load_presets
+    from usema.models import load_presets
 
     preset = load_presets()[model]
     return preset["builder"] == "usema" and preset.get("kwargs", {}).get("sema_per_stage") != 0
@@ -26,7 +26,7 @@ def has_sema_blocks(model: str) -> bool:
 def expand_placements(models: list[str], placements: list[str] | None) -> list[Variant]:
     """One variant per model, or, with `placements`, one per placement of every SEMA preset, labelled
     "usema@deepest-2" (`sema_per_stage` by name; see usema.models.usema.blocks_per_placement)."""
-    from usema.models.registry import list_models
+    from usema.models import list_models
 
     unknown = [m for m in models if m not in list_models()]
     if unknown:

@@ -4,4 +4,11 @@
 Modules: `inputs` (files and folders -> cases, output checks), `predictor` (checkpoint -> eval-mode network,
 sliding window + mirroring TTA), `overlay` (quick-look PNGs), `predict_files` (the `usema predict` command
 over files and folders), `export` (TorchScript and ONNX).
+
+`collect_cases(inputs, plans)`: the images of files and folders grouped into cases as `usema predict` groups
+them (one file per channel where the run takes several).
 """
+
+from usema.inference.inputs import InferenceCase, collect_cases
+
+__all__ = ["InferenceCase", "collect_cases"]

@@ -8,11 +8,19 @@ from typing import Any
 
 from usema.planning.device import plan_for_device
 from usema.planning.estimate import TrainingEstimate
+from usema.planning.network import network_for_patch
 from usema.planning.plans import PLANS_NAME, DatasetInfo, Normalization, Plans
 from usema.planning.settings import TrainingSettings
 
 __all__ = [
-    "PLANS_NAME", "DatasetInfo", "Normalization", "Plans", "TrainingEstimate", "TrainingSettings", "plan_for_device"
+    "PLANS_NAME",
+    "DatasetInfo",
+    "Normalization",
+    "Plans",
+    "TrainingEstimate",
+    "TrainingSettings",
+    "network_for_patch",
+    "plan_for_device",
 ]
 
 
