@@ -132,6 +132,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _planning_choices(args: argparse.Namespace) -> dict:
+    """What `usema plan` and `usema train` both pass on to planning: the device, the model and the label mode."""
+    return {"device": args.device, "model": args.model, "label_mode": args.labels}
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     import usema
     from usema.planning.device import describe_plan
@@ -139,11 +144,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     plans, estimate = usema.plan(
         args.data,
         args.output,
-        device=args.device,
-        model=args.model,
-        label_mode=args.labels,
         memory_budget_gb=args.memory_gb,
         edits=key_json(args.plan, "--plan", "KEY"),
+        **_planning_choices(args),
     )
     print(f"wrote {args.output / 'plans.json'}")
     for line in describe_plan(plans, estimate):
@@ -152,13 +155,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from usema.training.run_training import stop_if_interrupted, train
+    import usema
+    from usema.training import stop_if_interrupted
 
-    summary = train(
+    summary = usema.train(
         args.data,
         args.output,
-        model=args.model,
-        label_mode=args.labels,
         fold=args.fold,
         folds=args.folds,
         groups_csv=args.groups,
@@ -166,7 +168,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         iters_per_epoch=args.iters_per_epoch,
         optimizer=args.optimizer,
         schedule=args.schedule,
-        device=args.device,
         precision=args.precision,
         seed=args.seed,
         resume=args.resume,
@@ -176,6 +177,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         pretrained_weights=args.pretrained_weights,
         force_pretrained=args.force,
+        **_planning_choices(args),
     )
     stop_if_interrupted(summary)
     return 0
