@@ -15,6 +15,7 @@ from usema.checkpoint import (
     Checkpoint,
     checkpoint_path,
     fold_dir,
+    fold_dirs,
     read_checkpoint_file,
     trained_folds,
     write_checkpoint_file,
@@ -109,6 +110,10 @@ def test_the_run_folder_names_its_folds_and_checkpoints(tmp_path):
     _valid(checkpoint_path(tmp_path, "latest", 1))
     assert trained_folds(tmp_path) == [0, 1, 10] and trained_folds(tmp_path, "latest") == [1]
     assert trained_folds(tmp_path / "absent") == []
+    (tmp_path / "fold_2").mkdir()  # a fold folder without checkpoints is a fold folder still
+    (tmp_path / "fold_4").write_text("not a folder")
+    assert fold_dirs(tmp_path) == {k: fold_dir(tmp_path, k) for k in (0, 1, 2, 10)}
+    assert fold_dirs(tmp_path / "absent") == {}
 
 
 def test_random_bytes_are_reported_as_corruption_not_as_code(tmp_path):

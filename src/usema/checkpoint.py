@@ -49,15 +49,20 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "best", fold: int = 0
     return fold_dir(run_dir, fold) / CHECKPOINT_NAMES[checkpoint]
 
 
-def trained_folds(run_dir: str | Path, checkpoint: str = "best") -> list[int]:
-    """The folds of RUN whose folder holds the `checkpoint` ("best" or "latest"), in order."""
+def fold_dirs(run_dir: str | Path) -> dict[int, Path]:
+    """RUN's fold folders (RUN/fold_K, trained or not), by fold, in order."""
     run_dir = Path(run_dir)
-    found = []
+    found = {}
     for folder in run_dir.glob("fold_*") if run_dir.is_dir() else ():
         match = _FOLD_DIR.fullmatch(folder.name)
-        if match and checkpoint_path(run_dir, checkpoint, int(match.group(1))).is_file():
-            found.append(int(match.group(1)))
-    return sorted(found)
+        if match and folder.is_dir():
+            found[int(match.group(1))] = folder
+    return dict(sorted(found.items()))
+
+
+def trained_folds(run_dir: str | Path, checkpoint: str = "best") -> list[int]:
+    """The folds of RUN whose folder holds the `checkpoint` ("best" or "latest"), in order."""
+    return [fold for fold in fold_dirs(run_dir) if checkpoint_path(run_dir, checkpoint, fold).is_file()]
 
 
 # -------------------------------------------------------------------------------------------------- the payload

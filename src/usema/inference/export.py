@@ -124,10 +124,11 @@ def export_onnx(
 def check_export_target(output: Path, run_dir: Path, overwrite: bool) -> None:
     """Refuse an export over an existing file (unless `overwrite`) and any export into a fold folder of the
     run, whose checkpoints a model.pt could replace (predict would then find an unreadable checkpoint)."""
+    from usema.checkpoint import fold_dirs
     from usema.data.datasets import is_within
     from usema.errors import UsemaError
 
-    for fold_dir in Path(run_dir).glob("fold_*"):
+    for fold_dir in fold_dirs(run_dir).values():
         if is_within(output, fold_dir):
             raise UsemaError(
                 f"{output}: lies in the run's fold folder {fold_dir}, which holds its checkpoints; "
