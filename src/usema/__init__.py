@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 __all__ = ["evaluate", "load", "plan", "predict", "train"]
 
+from usema.moved_modules import install as _install_moved_modules  # noqa: E402 (after the version, as it is read)
+
+_install_moved_modules()  # old module paths warn and lead to the new ones for one release
+
 if TYPE_CHECKING:  # torch is imported only when one of these runs, so `usema --version` stays quick
     from pathlib import Path
 

@@ -193,6 +193,16 @@ def test_the_network_is_the_one_the_plan_trains(tmp_path):
         typo.check_network()
 
 
+def test_the_old_network_methods_warn_and_give_what_the_network_spec_gives():
+    plans = Plans(plan_data())
+    with pytest.warns(FutureWarning, match=r"plans\.network\.to_dict\(\)"):
+        description = plans.network_description(deep_supervision=True)
+    assert description == {**plans.network.to_dict(), "deep_supervision": True}
+    with pytest.warns(FutureWarning, match=r"plans\.network\.build\(\)"):
+        network = plans.build_network(deep_supervision=True)
+    assert isinstance(network(torch.zeros(1, 1, 16, 16, 16)), list)  # deep supervision: one output per scale
+
+
 def test_unetr_is_built_at_the_plans_patch_size():
     pytest.importorskip("einops", reason="MONAI's UNETR needs einops")
     small = {"feature_size": 4, "hidden_size": 12, "mlp_dim": 8, "num_heads": 1}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,16 @@ class Plans:
             self.dataset.num_classes,
             settings_for_building(self.model_name, self.network_settings, self.patch_size),
         )
+
+    def network_description(self, deep_supervision: bool | None = None) -> dict[str, Any]:
+        """Deprecated (removed in the next release): `plans.network.to_dict()`."""
+        warnings.warn("Plans.network_description() is plans.network.to_dict() now", FutureWarning, stacklevel=2)
+        return replace(self.network, deep_supervision=deep_supervision).to_dict()
+
+    def build_network(self, deep_supervision: bool = False):
+        """Deprecated (removed in the next release): `plans.network.build(deep_supervision)`."""
+        warnings.warn("Plans.build_network() is plans.network.build() now", FutureWarning, stacklevel=2)
+        return self.network.build(deep_supervision)
 
     def check_network(self) -> None:
         """DataError naming the plans file when its model is unknown, its network settings hold a setting the
