@@ -3,7 +3,7 @@
 import json
 
 from usema.bench.accuracy_report import ReportFiles, _write_csv
-from usema.bench.accuracy_summary import write_summary
+from usema.bench.accuracy_summary import answer_line, dataset_outcome, write_summary
 
 
 def write_study(output, name, folds, gain, steps=600):
@@ -27,7 +27,7 @@ def test_a_row_per_dataset_with_means_verdicts_and_a_sentence(tmp_path):
     write_study(tmp_path, "kvasir_seg", 2, 0.0)
     text = write_summary(tmp_path).read_text()
     lines = text.splitlines()
-    assert "| dataset | usema | usema-nosema | nnunet | usema vs usema-nosema | usema vs nnunet |" in lines[2]
+    assert "| dataset | usema | usema-nosema | nnunet | usema vs usema-nosema | usema vs nnunet |" in lines[4]
     hippocampus = next(line for line in lines if line.startswith("| hippocampus |"))
     assert "| 0.823 ± 0.000 (5) | 0.802 ± 0.000 (5) |" in hippocampus
     assert "| better (+0.020 [+0.020, +0.020]) | no difference (+0.000 [+0.000, +0.000]) | 600 | 12.0 (usema, median) |" in hippocampus
@@ -35,3 +35,35 @@ def test_a_row_per_dataset_with_means_verdicts_and_a_sentence(tmp_path):
     kvasir = next(line for line in lines if line.startswith("| kvasir_seg |"))
     assert "| pending, 2 of 5 folds (+0.000 [+0.000, +0.000]) |" in kvasir and "better" not in kvasir
     assert "- kvasir_seg: 2 of 5 folds so far; no verdict until every fold is in (the interval needs the folds' spread)." in lines
+    assert lines[0] == ("Answer: **Not yet settled.** 1 of 4 datasets have every fold in; USEMA is better than every "
+                        "control on 0 and worse than a control on 0 (the aim: better than every control on at least 2 "
+                        "of the 4 datasets, worse on none).")
+
+
+def test_the_outcome_of_a_dataset_waits_for_every_fold_and_needs_every_control_beaten():
+    better = {"verdict": "better", "folds": [0, 1, 2, 3, 4]}
+    worse = {"verdict": "worse", "folds": [0, 1, 2, 3, 4]}
+    level = {"verdict": "no difference", "folds": [0, 1, 2, 3, 4]}
+    assert dataset_outcome([better, {**worse, "folds": [0, 1]}], 5) == "pending"
+    assert dataset_outcome([], 5) == "pending"
+    assert dataset_outcome([better, better], 5) == "better"
+    assert dataset_outcome([better, level], 5) == "not better"
+    assert dataset_outcome([better, worse], 5) == "worse"
+    assert dataset_outcome([{**better, "verdict": "mixed commits"}, better], 5) == "not better"
+
+
+def test_the_answer_follows_the_rule_two_datasets_better_none_worse():
+    four = ("a", "b", "c", "d")
+    yes = answer_line({"a": "better", "b": "better", "c": "not better", "d": "not better"}, four)
+    assert yes.startswith("Answer: **Yes.** 4 of 4 datasets have every fold in; USEMA is better than every control "
+                          "on 2 (a, b) and worse than a control on 0 (")
+    assert answer_line({"a": "better", "b": "better"}, four).startswith("Answer: **Yes so far**")
+    assert answer_line({"a": "better", "b": "better", "c": "worse"}, four).startswith(
+        "Answer: **No.** 3 of 4 datasets have every fold in; USEMA is better than every control on 2 (a, b) and "
+        "worse than a control on 1 (c) (")
+    # one dataset left cannot make two wins out of none
+    assert answer_line({"a": "not better", "b": "not better", "c": "not better"}, four).startswith("Answer: **No.**")
+    assert answer_line({"a": "better", "b": "not better", "c": "not better"}, four).startswith(
+        "Answer: **Not yet settled.** 3 of 4")
+    # a study outside the planned datasets counts too
+    assert "of 5 datasets" in answer_line({"e": "better"}, four)

@@ -53,3 +53,23 @@ def test_the_commit_names_the_checkout_and_says_when_tracked_files_differ(tmp_pa
     (tmp_path / "a.txt").write_text("two")
     assert git_commit(tmp_path) == head + "+dirty"
     assert provenance()["commit"] == git_commit()
+
+
+def test_only_the_code_folder_makes_the_commit_dirty(tmp_path):
+    import subprocess
+
+    from usema.utils.provenance import git_commit
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": "/usr/bin:/bin"}
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "model.py").write_text("one")
+    (tmp_path / "results.csv").write_text("0.8")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "one"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, env=env)
+    head = git_commit(tmp_path)
+    (tmp_path / "results.csv").write_text("0.9")  # a tracked result rewritten by a study
+    assert git_commit(tmp_path / "code") == head
+    assert git_commit(tmp_path) == head + "+dirty"
+    (tmp_path / "code" / "model.py").write_text("two")
+    assert git_commit(tmp_path / "code") == head + "+dirty"

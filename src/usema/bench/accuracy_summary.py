@@ -1,10 +1,12 @@
 """The one-screen summary of every accuracy study in a results folder: a row per dataset, a column per model
 (mean Dice over folds and its spread), the verdicts of our model against each control, the compute per run,
-and a plain sentence per dataset. Written from the studies' files alone (see accuracy_report)."""
+a plain sentence per dataset, and above them the answer to the study's question, derived from the verdicts by
+the rule the study set itself. Written from the studies' files alone (see accuracy_report)."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from usema.bench.accuracy_analysis import paired_comparisons, run_means
@@ -12,6 +14,11 @@ from usema.bench.accuracy_report import ReportFiles, report_metrics
 from usema.utils.atomic import atomic_write_text
 
 SUMMARY_NAME = "summary.md"
+# The study's four modalities (benchmarks/cv/README.md): the answer counts a dataset with no runs yet as pending.
+STUDY_DATASETS = ("hippocampus", "dsb2018", "kvasir_seg", "chaos_mr_t2")
+# What "SEMA makes the UNet more accurate" means here: better than every control on at least this many datasets,
+# and worse than a control on none.
+DATASETS_TO_WIN = 2
 
 
 def _studies(output: Path) -> list[ReportFiles]:
@@ -38,8 +45,48 @@ def _sentence(name: str, folds: int, total: int, verdicts: list[dict]) -> str:
     return f"- {name}: USEMA is " + "; ".join(parts) + " in Dice."
 
 
-def write_summary(output: str | Path) -> Path | None:
-    """Write OUTPUT/summary.md from every study in OUTPUT; None when there is none."""
+def dataset_outcome(verdicts: list[dict], total_folds: int) -> str:
+    """One dataset's standing: "pending" until every comparison has all folds, then "worse" when USEMA is worse
+    than any control, "better" when it is better than every control, else "not better"."""
+    if not verdicts or any(len(v["folds"]) < total_folds for v in verdicts):
+        return "pending"
+    kinds = {v["verdict"] for v in verdicts}
+    if "worse" in kinds:
+        return "worse"
+    return "better" if kinds == {"better"} else "not better"
+
+
+def _names(outcomes: dict[str, str], kind: str) -> str:
+    return ", ".join(name for name, outcome in outcomes.items() if outcome == kind)
+
+
+def answer_line(outcomes: dict[str, str], datasets: Sequence[str] = STUDY_DATASETS) -> str:
+    """The study's answer from each dataset's outcome (datasets without a study count as pending): yes when USEMA
+    is better than every control on at least DATASETS_TO_WIN datasets and worse on none."""
+    outcomes = {**{name: "pending" for name in datasets}, **outcomes}
+    total = len(outcomes)
+    count = {kind: sum(o == kind for o in outcomes.values()) for kind in ("better", "worse", "pending")}
+    done = total - count["pending"]
+    tally = (f"{done} of {total} datasets have every fold in; USEMA is better than every control on "
+             f"{count['better']}" + (f" ({_names(outcomes, 'better')})" if count["better"] else "")
+             + f" and worse than a control on {count['worse']}"
+             + (f" ({_names(outcomes, 'worse')})" if count["worse"] else ""))
+    rule = (f"the aim: better than every control on at least {DATASETS_TO_WIN} of the {total} datasets, "
+            "worse on none")
+    if count["worse"]:
+        answer = "**No.**"
+    elif count["better"] >= DATASETS_TO_WIN:
+        answer = "**Yes.**" if not count["pending"] else "**Yes so far**; the pending datasets can still turn it."
+    elif count["better"] + count["pending"] < DATASETS_TO_WIN:
+        answer = "**No.**"
+    else:
+        answer = "**Not yet settled.**"
+    return f"Answer: {answer} {tally} ({rule})."
+
+
+def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) -> Path | None:
+    """Write OUTPUT/summary.md from every study in OUTPUT, headed by the study's answer over `datasets`; None when
+    there is no study."""
     output = Path(output)
     studies = [s for s in _studies(output) if s.rows()]
     if not studies:
@@ -48,7 +95,7 @@ def write_summary(output: str | Path) -> Path | None:
     controls = [m for m in models if m != "usema"]
     header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "training minutes per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    sentences = []
+    sentences, outcomes = [], {}
     for study in studies:
         rows, per_case = study.rows(), study.per_case()
         protocol = study.meta()["protocol"]
@@ -69,9 +116,12 @@ def write_summary(output: str | Path) -> Path | None:
         steps = protocol["steps"] if protocol["steps"] is not None else f"{protocol['budget_minutes']:g} min"
         lines.append(f"| {study.name} | " + " | ".join(cells + verdict_cells) + f" | {steps} | "
                      + (f"{statistics.median(minutes):.1f} (usema, median)" if minutes else "") + " |")
+        if protocol["steps"] is not None:  # wall-clock studies give no verdict, so no answer
+            outcomes[study.name] = dataset_outcome(list(results.values()), protocol["folds"])
         usema_folds = len({r["fold"] for r in rows if r["model"] == "usema"})
         sentences.append(_sentence(study.name, usema_folds, protocol["folds"], list(results.values())))
     text = "\n".join([
+        answer_line(outcomes, datasets), "",
         "Mean Dice over the folds run (± sample standard deviation over folds; number of folds in brackets); "
         "verdicts: USEMA minus the control, hierarchical bootstrap over folds and cases, Holm-corrected within "
         "each dataset's report (mean difference and 95% interval); training minutes as measured on the machine "

@@ -21,9 +21,14 @@ from usema.planning import Plans
 from usema.training.timing import timing_trainer  # the trainer's own step is what this measures
 
 WARMUP_STEPS = 2
+# A CPU step's time spreads by about a tenth from round to round, and the 1.10 cost ratio that adds an
+# equal-compute control sits close to the measured ratios: the median of 7 rounds put one dataset's ratio on
+# either side of it in two idle measurements, so the study takes the median of 21.
+STUDY_ROUNDS = 21
 
 
-def measure_step_costs(plans_by_label: dict[str, Plans], device: torch.device, rounds: int = 7) -> dict[str, Any]:
+def measure_step_costs(plans_by_label: dict[str, Plans], device: torch.device,
+                       rounds: int = STUDY_ROUNDS) -> dict[str, Any]:
     """Seconds of one training step per label (median over `rounds`, each round one step of every model in
     turn, after WARMUP_STEPS untimed steps each), every sample, and the load average around the measurement."""
     load_before = os.getloadavg()[0]

@@ -68,7 +68,8 @@ def command_line() -> str:
 
 def git_commit(source: str | Path | None = None) -> str:
     """The git commit of the code that runs (the checkout holding this package, or `source`), with "+dirty"
-    where tracked files differ from it; "unknown" outside a git checkout (an installed wheel)."""
+    where tracked files in that folder differ from it; "unknown" outside a git checkout (an installed wheel).
+    Only the code's folder counts: a study rewriting its tracked result files does not make its runs' code dirty."""
     folder = Path(source) if source is not None else Path(__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -77,7 +78,7 @@ def git_commit(source: str | Path | None = None) -> str:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
