@@ -67,9 +67,9 @@ def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any
 
 def evaluate(pred: str | Path, gt: str | Path, output: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Score the predictions in `pred` against the references in `gt` (`usema evaluate`), writing
-    `output/per_case.csv` and `output/summary.json` when `output` is given; returns the summary. `options` are
-    `usema.evaluation.evaluate_folder.evaluate`'s: `tolerance_mm`, `instance`, `labels`, `chill`,
-    `ignore_label`."""
+    `per_case.csv` and `summary.json` to `output` (default: PRED_evaluation beside PRED); returns the summary.
+    `options` are `usema.evaluation.evaluate_folder.evaluate`'s: `tolerance_mm`, `instance`, `labels`, `chill`,
+    `ignore_label`, `run` (a run folder whose plan names the classes)."""
     from usema.evaluation.evaluate_folder import evaluate as evaluate_predictions
 
     return evaluate_predictions(pred, gt, output, **options)

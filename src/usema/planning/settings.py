@@ -31,7 +31,8 @@ class TrainingSettings:
     None, unless a caller sets it: `planned_loader_workers` of the machine that trains, which is no property of
     the plan, so the file does not store it).
     `precision`: auto, fp32, bf16 or fp16. `time_budget_minutes`: the default wall-clock budget of a run
-    (None: no limit). `val_max_cases`: validate on the first N held-out cases only (None: all).
+    (None: no limit). `val_max_cases`: validate on N held-out cases, a size-stratified draw with a fixed seed
+    (None: all).
     """
 
     optimizer: str
