@@ -227,8 +227,20 @@ def test_plans_are_validated_and_edits_are_honoured(tmp_path):
 
 
 def test_unknown_plan_options_are_refused(tmp_path):
-    with pytest.raises(UsemaError, match="unknown option"):
+    with pytest.raises(UsemaError, match=r"unknown plan edit\(s\) patchsize .*the keys are: .*patch_size"):
         plan_dataset(_ct_dataset(tmp_path / "ct"), tmp_path / "run", patchsize=[8, 8, 8])
+
+
+def test_a_run_with_trained_folds_keeps_its_plan_unless_told(tmp_path):
+    data, run = _ct_dataset(tmp_path / "ct"), tmp_path / "run"
+    plan_dataset(data, run, batch_size=2)
+    (run / "fold_1").mkdir()
+    (run / "fold_1" / "checkpoint_best.pt").write_bytes(b"trained")
+    before = (run / "plans.json").read_text()
+    with pytest.raises(UsemaError, match=r"plans.json: the run holds trained folds \(fold_1\)"):
+        plan_dataset(data, run, batch_size=3)
+    assert (run / "plans.json").read_text() == before
+    assert plan_dataset(data, run, batch_size=3, overwrite=True).batch_size == 3
 
 
 def test_cpu_plans_cap_the_batch_unless_it_is_given(tmp_path, monkeypatch):

@@ -31,6 +31,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="memory budget that sizes patch and batch (default: 5 GiB on a GPU, 2 GiB on a CPU)",
     )
     add_plan_edits(p)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the plans.json of a run folder that holds trained folds (they may no longer load)",
+    )
     add_device(
         p,
         "train",
@@ -146,6 +151,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         args.output,
         memory_budget_gb=args.memory_gb,
         edits=key_json(args.plan, "--plan", "KEY"),
+        overwrite=args.overwrite,
         **_planning_choices(args),
     )
     print(f"wrote {args.output / 'plans.json'}")

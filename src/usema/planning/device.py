@@ -58,6 +58,7 @@ def plan_for_device(
     edits: dict[str, Any] | None = None,
     time_training: TrainingTimer | None = None,
     folds: int = 5,
+    overwrite: bool = False,
 ) -> tuple[Plans, TrainingEstimate | None]:
     """Plan `data` into RUN/plans.json for `device` (auto: the one present; cpu; cuda or cuda:N, which need
     not be here) and, given the trainer's timing `time_training`, time its training on this machine when the
@@ -66,7 +67,7 @@ def plan_for_device(
     A CPU plan is the compact one of the module docstring, trained for CPU_TRAINING_MINUTES (at most
     CPU_MAX_EPOCHS epochs) unless `edits` set the epochs or the budget. `edits` (KEY=JSON of --plan: patch_size, batch_size, network_settings, training keys,
     ...) replace the planner's choices and are recorded in the plan. Returns the plan and the estimate (None
-    when not timed).
+    when not timed). A run folder whose folds were trained keeps its plan unless `overwrite`.
     """
     kind = device_kind(device)
     edits = dict(edits or {})
@@ -89,6 +90,7 @@ def plan_for_device(
         label_mode=label_mode,
         memory_budget_gb=memory_budget_gb,
         device=kind,
+        overwrite=overwrite,
         **planner_edits,
     )
     timed = None

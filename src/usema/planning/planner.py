@@ -233,6 +233,7 @@ def plan_dataset(
     model: str = "usema",
     label_mode: str | None = None,
     memory_budget_gb: float | None = None,
+    overwrite: bool = False,
     **plan_edits: Any,
 ) -> Plans:
     """Fingerprint the dataset (reading and checking every case) and write `run_dir/plans.json` atomically.
@@ -240,14 +241,16 @@ def plan_dataset(
     Plan edits: `device` ("auto"), `time_budget_minutes` (None: no limit) choose the optimizer; `case_ids` or
     `max_cases` plan on a subset; `patch_size`, `batch_size`, `target_spacing`, `num_channels`,
     `network_settings` (dict: the network's keyword arguments) and any training setting (`epochs`,
-    `optimizer`, `lr`, `num_workers`, ...; None means "planned") replace the planned value.
+    `optimizer`, `lr`, `num_workers`, ...; None means "planned") replace the planned value. A `run_dir`
+    holding trained folds keeps its plans.json (their networks were built from it) unless `overwrite`.
     """
     training_edits = {
         k: plan_edits.pop(k) for k in list(plan_edits) if k in TRAINING_KEYS and k != "time_budget_minutes"
     }
     unknown = sorted(set(plan_edits) - set(PLAN_EDITS))
     if unknown:
-        raise UsemaError(f"plan_dataset: unknown option(s) {', '.join(unknown)}")
+        raise UsemaError(f"unknown plan edit(s) {', '.join(unknown)} (--plan KEY=JSON); the keys are: "
+                         f"{', '.join(sorted({*PLAN_EDITS, *TRAINING_KEYS}))}")
     if memory_budget_gb is not None and not is_positive(memory_budget_gb):
         raise UsemaError(f"memory budget {memory_budget_gb!r} GiB: must be a positive, finite number")
     edits = dict(plan_edits)
@@ -259,6 +262,8 @@ def plan_dataset(
     given_settings = dict(given_network_settings(edits) or {})
     run_dir = Path(run_dir)
     _check_plans_location(spec, run_dir / PLANS_NAME)
+    if not overwrite:
+        _check_no_trained_folds(run_dir / PLANS_NAME)
     if edits.get("num_channels"):
         spec = with_channel_count(spec, int(edits["num_channels"]))
     cases = _planned_cases(spec, edits.get("case_ids"), edits.get("max_cases"))
@@ -334,6 +339,17 @@ def plan_dataset(
     plans.check_network()  # a network that would not build (e.g. --plan network_settings) is no plan
     plans.save(run_dir)
     return plans
+
+
+def _check_no_trained_folds(plans_path: Path) -> None:
+    """UsemaError when `plans_path` exists and folds of its run were trained from it: a new plan would leave
+    their checkpoints without the plan that builds their network."""
+    trained = sorted({p.parent.name for p in plans_path.parent.glob("fold_*/checkpoint_*.pt")})
+    if plans_path.is_file() and trained:
+        raise UsemaError(
+            f"{plans_path}: the run holds trained folds ({', '.join(trained)}) built from this plan; plan into "
+            "another folder, or pass --overwrite (overwrite=True) to replace it"
+        )
 
 
 def _check_plans_location(spec: DatasetSpec, plans_path: Path) -> None:
