@@ -43,6 +43,30 @@ def test_predict_options_reach_the_predictor(two_fold_run, tmp_path, capsys):
                                   np.asarray(Image.open(tmp_path / "b" / image.name)))
 
 
+def test_predict_resume_continues_with_the_same_options_and_names_the_record_otherwise(two_fold_run, tmp_path,
+                                                                                        capsys):
+    data, run = two_fold_run
+    images = sorted((data / "images").iterdir())[:2]
+    out = tmp_path / "out"
+    assert main(["predict", str(run), str(images[0]), "-o", str(out), "--fold", "0", "--device", "cpu"]) == 0
+    first = np.asarray(Image.open(out / images[0].name))
+    capsys.readouterr()
+    both = [str(image) for image in images]
+    assert main(["predict", str(run), *both, "-o", str(out), "--fold", "0", "--device", "cpu", "--resume"]) == 0
+    assert "resume: 1 of 2 case(s) already predicted" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.asarray(Image.open(out / images[0].name)), first)
+    assert (out / images[1].name).is_file()
+
+    assert main(["predict", str(run), *both, "-o", str(out), "--fold", "1", "--device", "cpu", "--resume"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"usema predict: error: {out / 'usema_predict.json'}: the predictions there were made "
+                           "with other settings: checkpoints ['fold_0/checkpoint_best.pt'] -> "
+                           "['fold_1/checkpoint_best.pt']")
+    with pytest.raises(SystemExit):
+        main(["predict", str(run), *both, "-o", str(out), "--resume", "--overwrite"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_predict_refuses_tta_with_disable_tta_and_a_bad_step_size(two_fold_run, tmp_path, capsys):
     data, run = two_fold_run
     image = str(sorted((data / "images").iterdir())[0])

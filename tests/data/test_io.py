@@ -14,6 +14,7 @@ from usema.data.io import (
     atomic_path,
     format_of,
     probe_image,
+    probe_images,
     read_image,
     read_label,
     strip_suffix,
@@ -260,10 +261,11 @@ def test_a_header_declaring_more_than_the_file_holds_is_refused_before_reading(
     shape_text = "x".join(map(str, declared))
     tracemalloc.start()
     try:
-        with pytest.raises(
-            DataError, match=rf"{name}: the header declares {shape_text} voxels of int16 .*{problem}"
-        ):
-            read_image(path)
+        for read in (read_image, probe_image):  # probe_image, which predict's check of its inputs uses
+            with pytest.raises(
+                DataError, match=rf"{name}: the header declares {shape_text} voxels of int16 .*{problem}"
+            ):
+                read(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -273,3 +275,57 @@ def test_a_header_declaring_more_than_the_file_holds_is_refused_before_reading(
 def test_a_well_compressed_but_honest_nifti_is_read(tmp_path):
     path = _save_nifti(tmp_path / "empty_label.nii.gz", np.zeros((96, 96, 96), np.uint8))
     assert read_label(path)[0].shape == (96, 96, 96)
+
+
+def _probe_cases(tmp_path):
+    """One file of every reader's kinds, as (path, expected channel count)."""
+    sitk = pytest.importorskip("SimpleITK")
+    rng = np.random.default_rng(4)
+    cases = [
+        (_save_nifti(tmp_path / "vol.nii.gz", rng.normal(size=(6, 7, 5))), 1),
+        (_save_nifti(tmp_path / "multi.nii.gz", rng.normal(size=(6, 7, 5, 2))), 2),
+        (_save_nifti(tmp_path / "vector.nii.gz", rng.normal(size=(6, 7, 5, 1, 3))), 3),
+        (_save_nifti(tmp_path / "flat.nii.gz", rng.normal(size=(6, 7))), 1),
+    ]
+    Image.fromarray(rng.integers(0, 255, (9, 11, 4), dtype=np.uint8), mode="RGBA").save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 255, (9, 11), dtype=np.uint8)).convert("P").save(tmp_path / "p.png")
+    gray = rng.integers(0, 255, (9, 11), dtype=np.uint8)
+    Image.fromarray(gray).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(gray.astype(np.uint16) * 200).save(tmp_path / "deep.png")
+    Image.fromarray(gray).save(tmp_path / "gray.jpg")
+    Image.fromarray(rng.integers(0, 255, (9, 11, 3), dtype=np.uint8)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    cases += [(tmp_path / "a.png", 3), (tmp_path / "p.png", 3), (tmp_path / "la.png", 1), (tmp_path / "deep.png", 1)]
+    cases += [(tmp_path / "gray.jpg", 1), (tmp_path / "cmyk.jpg", 3)]
+    tifffile.imwrite(tmp_path / "rgb.tif", rng.integers(0, 255, (8, 10, 3), dtype=np.uint8), photometric="rgb")
+    tifffile.imwrite(
+        tmp_path / "stack.tif", rng.integers(0, 255, (4, 8, 10), dtype=np.uint16), photometric="minisblack"
+    )
+    cases += [(tmp_path / "rgb.tif", 3), (tmp_path / "stack.tif", 1)]
+    img = sitk.GetImageFromArray(rng.normal(size=(5, 6, 7)).astype(np.float32))
+    img.SetSpacing((0.5, 0.75, 2.0))
+    sitk.WriteImage(img, str(tmp_path / "vol.mha"))
+    vector = sitk.GetImageFromArray(rng.normal(size=(6, 7, 2)).astype(np.float32), isVector=True)
+    sitk.WriteImage(vector, str(tmp_path / "vector.mha"))
+    return cases + [(tmp_path / "vol.mha", 1), (tmp_path / "vector.mha", 2)]
+
+
+def test_probe_image_finds_what_read_image_reads_from_the_header_alone(tmp_path):
+    for path, channels in _probe_cases(tmp_path):
+        image, geometry = read_image(path)
+        probed_channels, probed = probe_image(path)
+        assert (probed_channels, image.shape[0]) == (channels, channels), path.name
+        assert probed.agrees_with(geometry) is None and probed.format == geometry.format, path.name
+        assert probed.shape == geometry.shape == image.shape[1:], path.name
+
+
+def test_probe_images_checks_channel_files_as_read_image_does(tmp_path):
+    first = _save_nifti(tmp_path / "c_0000.nii.gz", np.zeros((6, 7, 5)))
+    second = _save_nifti(tmp_path / "c_0001.nii.gz", np.ones((6, 7, 5)))
+    assert probe_images([first, second])[0] == 2 and probe_images([first, second])[1].shape == (6, 7, 5)
+    other = _save_nifti(tmp_path / "d_0001.nii.gz", np.ones((6, 7, 4)))
+    for check in (read_image, probe_images):
+        with pytest.raises(DataError, match=r"d_0001\.nii\.gz: channel file geometry differs from c_0000"):
+            check([first, other])
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png at all")
+    with pytest.raises(DataError, match=r"broken\.png: cannot read the file"):
+        probe_image(tmp_path / "broken.png")

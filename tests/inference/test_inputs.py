@@ -2,10 +2,18 @@
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from usema.errors import DataError
-from usema.inference.inputs import check_output_location, collect_cases
+from usema.inference.inputs import (
+    PROBLEMS_LISTED,
+    InferenceCase,
+    check_cases,
+    check_output_location,
+    collect_cases,
+)
 from usema.planning import Plans
 
 
@@ -128,3 +136,35 @@ def test_dataset_folders_are_refused_as_output(tmp_path):
     )
     with pytest.raises(DataError, match="is a folder of the dataset"):
         check_output_location(tmp_path / "d" / "out", [tmp_path / "in"], [], planned_from=tmp_path / "d")
+
+
+def _nifti(path: Path, shape: tuple[int, ...]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))
+    return path
+
+
+def test_check_cases_lists_the_problems_of_every_case_from_the_headers(tmp_path):
+    good = InferenceCase("good", (_nifti(tmp_path / "good_0000.nii.gz", (6, 7, 5)),
+                                  _nifti(tmp_path / "good_0001.nii.gz", (6, 7, 5))), ".nii.gz")
+    check_cases([good], spatial_dims=3, num_channels=2)
+    with pytest.raises(DataError, match=r"good_0000\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
+        check_cases([good], spatial_dims=3, num_channels=1)  # a single problem is raised as it is
+
+    grids = InferenceCase("grids", (_nifti(tmp_path / "grids_0000.nii.gz", (6, 7, 5)),
+                                    _nifti(tmp_path / "grids_0001.nii.gz", (6, 7, 4))), ".nii.gz")
+    flat = InferenceCase("flat", (_nifti(tmp_path / "flat_0000.nii.gz", (6, 7)),
+                                  _nifti(tmp_path / "flat_0001.nii.gz", (6, 7))), ".nii.gz")
+    broken = []
+    for number in range(PROBLEMS_LISTED + 2):
+        (tmp_path / f"broken{number}.nii.gz").write_bytes(b"not a nifti file")
+        broken.append(InferenceCase(f"broken{number}", (tmp_path / f"broken{number}.nii.gz",), ".nii.gz"))
+    with pytest.raises(DataError) as failure:
+        check_cases([good, grids, flat, *broken], spatial_dims=3, num_channels=2)
+    lines = str(failure.value).splitlines()
+    total = 2 + len(broken)
+    assert lines[0] == f"{total} of the {total + 1} input cases cannot be predicted:"
+    assert len(lines) == 1 + PROBLEMS_LISTED + 1 and lines[-1] == f"  ... and {total - PROBLEMS_LISTED} more"
+    assert "grids_0001.nii.gz: channel file geometry differs from grids_0000.nii.gz" in lines[1]
+    assert "flat_0000.nii.gz: is 2D but the model is 3D" in lines[2]
+    assert all("cannot read the file" in line for line in lines[3:-1])

@@ -1,6 +1,8 @@
 """usema.inference.predict_files.predict end to end: tiny checkpoints written here, files read back and
-checked."""
+checked; its record of the settings (OUT/usema_predict.json), --resume after an interruption, and the check of
+every input before the first prediction."""
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -12,7 +14,10 @@ from torch import nn
 
 from usema.checkpoint import write_checkpoint_file
 from usema.errors import DataError, UsemaError
+from usema.inference import predict_files
 from usema.inference.predict_files import OVERLAY_DIR, predict
+from usema.inference.prediction_record import RECORD_NAME
+from usema.inference.predictor import Predictor
 from usema.models import build_model, registry
 
 
@@ -256,7 +261,8 @@ def test_overlays_are_written_next_to_the_predictions(tmp_path, threshold_model)
     Image.fromarray(np.zeros((20, 30), dtype=np.uint8)).save(tmp_path / "in" / "flat.png")
 
     predict(run, [image], tmp_path / "out", overlay=True, device="cpu")
-    predict(run2d, [tmp_path / "in" / "flat.png"], tmp_path / "out", overlay=True, device="cpu")
+    with pytest.warns(UserWarning, match=r"out holds predictions made with other settings \(checkpoints"):
+        predict(run2d, [tmp_path / "in" / "flat.png"], tmp_path / "out", overlay=True, device="cpu")
 
     overlay_dir = tmp_path / "out" / OVERLAY_DIR
     assert sorted(p.name for p in overlay_dir.iterdir()) == ["flat.png", "vol.png"]
@@ -372,7 +378,8 @@ def test_existing_predictions_are_replaced_only_with_overwrite(tmp_path, thresho
     image = write_nifti(tmp_path / "in" / "x.nii.gz", bright_half, np.eye(4))
     earlier = write_nifti(tmp_path / "out" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
 
-    with pytest.raises(DataError, match=r"x\.nii\.gz: exists already; --overwrite replaces"):
+    with pytest.raises(DataError, match=r"x\.nii\.gz: exists already; --resume continues an interrupted "
+                       r"prediction, --overwrite replaces"):
         predict(run, [image], tmp_path / "out", device="cpu")
     assert np.all(np.asarray(nib.load(earlier).dataobj) == 0)
 
@@ -404,3 +411,132 @@ def test_a_failed_predict_leaves_no_output_folder(tmp_path, threshold_model):
     with pytest.raises(DataError, match=r"x\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
         predict(run, [two_volumes], tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def _bright_half(shift: int) -> np.ndarray:
+    volume = np.zeros((6, 7, 5))
+    volume[shift:] = 50.0
+    return volume
+
+
+@pytest.fixture
+def run_and_images(tmp_path, threshold_model):
+    """A threshold run (class 1 where the image is bright) and three images, each bright from another row."""
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    images = [write_nifti(tmp_path / "in" / f"case{k}.nii.gz", _bright_half(k + 1), np.eye(4)) for k in range(3)]
+    return run, images
+
+
+def _read(path):
+    return np.asarray(nib.load(path).dataobj)
+
+
+def test_a_killed_predict_resumes_keeping_the_cases_already_written(tmp_path, run_and_images, monkeypatch):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    real = Predictor.probabilities_on_input_grid
+    calls = []
+
+    def killed_at_the_second_case(self, image, geometry):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill between two cases
+        return real(self, image, geometry)
+
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, images, out, device="cpu", tta=False)
+    assert sorted(p.name for p in out.iterdir()) == ["case0.nii.gz", RECORD_NAME]
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["tta"] is False and list(record["checkpoints"]) == ["fold_0/checkpoint_best.pt"]
+
+    # without --resume the folder is not continued: its case is there already
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", real)
+    with pytest.raises(DataError, match="exists already"):
+        predict(run, images, out, device="cpu", tta=False)
+
+    kept = _read(out / "case0.nii.gz")
+    written = predict(run, images, out, device="cpu", tta=False, resume=True)
+    assert [p.name for p in written] == ["case0.nii.gz", "case1.nii.gz", "case2.nii.gz"]
+    assert np.array_equal(_read(out / "case0.nii.gz"), kept)  # kept, not predicted again
+    for k, path in enumerate(written):
+        np.testing.assert_array_equal(_read(path), _bright_half(k + 1) > 0)
+
+    (out / "case1.nii.gz").unlink()  # a resumed run predicts only what is missing
+    counted = []
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid",
+                        lambda self, *args: counted.append(1) or real(self, *args))
+    predict(run, images, out, device="cpu", tta=False, resume=True)
+    assert len(counted) == 1 and (out / "case1.nii.gz").is_file()
+    predict(run, images, out, device="cpu", tta=False, resume=True)  # everything there: nothing to do
+    assert len(counted) == 1
+
+
+def test_resume_predicts_the_first_case_again_where_the_folder_files_are_missing(tmp_path, run_and_images,
+                                                                                   monkeypatch):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    predict(run, images, out, device="cpu", tta=False, save_probabilities=True)
+    (out / "plans.json").unlink()  # as a kill between the first case's probabilities and the folder's files
+    real = Predictor.probabilities_on_input_grid
+    counted = []
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid",
+                        lambda self, *args: counted.append(1) or real(self, *args))
+    predict(run, images, out, device="cpu", tta=False, save_probabilities=True, resume=True)
+    assert len(counted) == 1 and (out / "plans.json").is_file() and (out / "dataset.json").is_file()
+
+
+def test_resume_with_other_settings_or_another_checkpoint_is_refused(tmp_path, run_and_images, threshold_model):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    predict(run, images[:1], out, device="cpu", tta=False)
+
+    with pytest.raises(DataError, match=rf"{RECORD_NAME}: the predictions there were made with other settings: "
+                                        r"tta False -> True"):
+        predict(run, images, out, device="cpu", resume=True)
+    with pytest.raises(DataError, match=r"step_size 0\.5 -> 0\.25"):
+        predict(run, images, out, device="cpu", tta=False, step_size=0.25, resume=True)
+
+    retrained = threshold_model(1, 2, 3)  # the same fold trained again: other weights, same file name
+    retrained.conv.bias.data += 0.5
+    make_run(run, json.loads(json.dumps(make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8]))),
+             retrained)
+    with pytest.raises(DataError, match="checkpoints .*a fold trained again"):
+        predict(run, images, out, device="cpu", tta=False, resume=True)
+    # other cases predicted beside the earlier ones with other settings: allowed (as nnU-Net), with a warning
+    earlier = json.loads((out / RECORD_NAME).read_text())["checkpoints"]
+    with pytest.warns(UserWarning, match="holds predictions made with other settings"):
+        predict(run, images[1:], out, device="cpu", tta=False)
+    assert json.loads((out / RECORD_NAME).read_text())["checkpoints"] != earlier  # the record follows the last
+
+
+def test_resume_needs_a_record_where_predictions_are_there(tmp_path, run_and_images):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    write_nifti(out / "case0.nii.gz", np.zeros((6, 7, 5)), np.eye(4))  # made by something else
+    with pytest.raises(DataError, match=rf"{RECORD_NAME}: not found, so nothing tells what made the predictions"):
+        predict(run, images, out, device="cpu", resume=True)
+    with pytest.raises(UsemaError, match="give one"):
+        predict(run, images, out, device="cpu", resume=True, overwrite=True)
+    # an output folder that does not exist yet is simply started
+    assert len(predict(run, images, tmp_path / "fresh", device="cpu", tta=False, resume=True)) == 3
+
+
+def test_every_input_is_checked_before_the_first_prediction(tmp_path, run_and_images, monkeypatch):
+    run, images = run_and_images
+    folder = images[0].parent
+    write_nifti(folder / "two_channels.nii.gz", np.zeros((6, 7, 5, 2)), np.eye(4))
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(folder / "flat.png")
+    (folder / "broken.nii.gz").write_bytes(b"not a nifti file")
+    predicted = []
+    monkeypatch.setattr(predict_files, "write_segmentation", lambda *args: predicted.append(args))
+
+    with pytest.raises(DataError) as failure:
+        predict(run, [folder], tmp_path / "out", device="cpu")
+    message = str(failure.value)
+    assert message.startswith("3 of the 6 input cases cannot be predicted:")
+    assert "broken.nii.gz: cannot read the file" in message
+    assert "flat.png: is 2D but the model is 3D" in message
+    assert "two_channels.nii.gz: has 2 channel(s) but 1 are declared" in message
+    assert predicted == [] and not (tmp_path / "out").exists()

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from usema.inference.predict_files import predict
+from usema.inference.prediction_record import RECORD_NAME
+from usema.inference.probabilities import is_prediction_folder
 
 nnunet_io = pytest.importorskip("nnunetv2.imageio.simpleitk_reader_writer")
 
@@ -82,3 +84,10 @@ def test_nnunet_merges_a_usema_folder_as_its_own(run_3d, tmp_path):
     with pytest.raises(Exception, match="exists already"):
         predict(run, [image], out, device="cpu", tta=False, save_probabilities=True)
     predict(run, [image], out, device="cpu", tta=False, save_probabilities=True, overwrite=True)
+
+
+def test_a_folder_with_dataset_json_is_a_prediction_folder_only_with_what_predict_writes_beside_it(tmp_path):
+    (tmp_path / "dataset.json").write_text("{}")
+    assert not is_prediction_folder(tmp_path)  # a dataset
+    (tmp_path / RECORD_NAME).write_text("{}")  # usema predict's record, even where plans.json was lost
+    assert is_prediction_folder(tmp_path)

@@ -7,7 +7,7 @@ import torch
 
 from usema.errors import UsemaError
 from usema.utils import device as device_module
-from usema.utils.device import resolve_device, resolve_precision
+from usema.utils.device import precision_name, resolve_device, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -38,6 +38,9 @@ def test_cpu_precision_rules(monkeypatch):
         resolve_precision("fp16", CPU)
     with pytest.raises(UsemaError, match="unknown precision"):
         resolve_precision("fp8", CPU)
+    # the option names back from the dtypes, as predict records them
+    assert [precision_name(resolve_precision(name, CPU)) for name in ("fp32", "bf16")] == ["fp32", "bf16"]
+    assert precision_name(torch.float16) == "fp16"
 
 
 def test_cpu_bf16_warns_only_without_onednn_bf16_kernels(monkeypatch):

@@ -22,8 +22,8 @@ from usema.training.timing import timing_trainer  # the trainer's own step is wh
 
 WARMUP_STEPS = 2
 # A CPU step's time spreads by about a tenth from round to round, and the 1.10 cost ratio that adds an
-# equal-compute control sits close to the measured ratios: the median of 7 rounds put one dataset's ratio on
-# either side of it in two idle measurements, so the study takes the median of 21.
+# equal-compute control sits close to the measured ratios: the median of 7 rounds put two datasets' ratios
+# (kvasir_seg, chaos_mr_t2) on either side of it in two idle measurements, so the study takes the median of 21.
 STUDY_ROUNDS = 21
 
 

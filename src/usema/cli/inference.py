@@ -67,8 +67,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "does: nnUNetv2_ensemble combines such folders with nnU-Net's",
     )
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
-    p.add_argument(
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument(
         "--overwrite", action="store_true", help="replace predictions already in the output folder"
+    )
+    existing.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted prediction into the same output folder: cases whose outputs are all there "
+        "are kept, the others predicted; refused when OUT/usema_predict.json names other settings",
     )
     p.add_argument(
         "--precision",
@@ -167,6 +174,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         step_size=args.step_size,
         save_probabilities=args.save_probabilities,
+        resume=args.resume,
     )
     return 0
 

@@ -33,6 +33,17 @@ def is_convertible(have: int, want: int, geometry: ImageGeometry) -> bool:
     return geometry.format in PHOTO_FORMATS and geometry.spatial_dims == 2 and {have, want} == {1, 3}
 
 
+def check_channels(have: int, want: int, geometry: ImageGeometry, source: str | Path) -> None:
+    """DataError naming `source` unless an image of `have` channels serves where `want` are declared: the same
+    count, or a photograph that `convert_channels` converts."""
+    if have != want and not is_convertible(have, want, geometry):
+        raise DataError(
+            source,
+            f"has {have} channel(s) but {want} are declared; only 2D colour photographs (PNG, JPEG, TIFF, "
+            "BMP) are converted, between RGB and gray",
+        )
+
+
 def convert_channels(
     image: np.ndarray, num_channels: int, geometry: ImageGeometry, source: str | Path, warn: bool = True
 ) -> np.ndarray:
@@ -41,12 +52,7 @@ def convert_channels(
     have = image.shape[0]
     if have == num_channels:
         return image
-    if not is_convertible(have, num_channels, geometry):
-        raise DataError(
-            source,
-            f"has {have} channel(s) but {num_channels} are declared; only 2D colour photographs (PNG, JPEG, TIFF, "
-            "BMP) are converted, between RGB and gray",
-        )
+    check_channels(have, num_channels, geometry, source)
     if have == 3:
         converted = np.tensordot(_LUMA, image, axes=1)[None].astype(np.float32)
     else:

@@ -163,18 +163,19 @@ def _check_declared_size(path: Path, header: Any) -> None:
         raise DataError(path, f"{what}: more than this machine's {memory / 2**30:.1f} GiB of memory")
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
-    """(array with spatial axes first, geometry, has trailing channel axis)."""
-    import nibabel as nib
+def _nifti_shape(path: Path, shape: Sequence[int]) -> tuple[int, ...]:
+    """The array shape of a NIfTI image as read: (x, y, z, 1, c), NIfTI's vector-image layout, as (x, y, z, c);
+    DataError unless 2D, 3D or 4D."""
+    shape = tuple(int(s) for s in shape)
+    while len(shape) > 4 and shape[3] == 1:
+        shape = shape[:3] + shape[4:]
+    if len(shape) not in (2, 3, 4):
+        raise DataError(path, f"expected a 2D, 3D or 4D NIfTI image, found shape {list(shape)}")
+    return shape
 
-    img = nib.load(str(path))
-    _check_declared_size(path, img.header)
-    data = np.asanyarray(img.dataobj)
-    while data.ndim > 4 and data.shape[3] == 1:  # (x, y, z, 1, c): NIfTI's vector-image layout
-        data = data.reshape(data.shape[:3] + data.shape[4:])
-    if data.ndim not in (2, 3, 4):
-        raise DataError(path, f"expected a 2D, 3D or 4D NIfTI image, found shape {list(data.shape)}")
-    spatial = 3 if data.ndim == 4 else data.ndim
+
+def _nifti_geometry(img: Any, shape: tuple[int, ...]) -> ImageGeometry:
+    spatial = 3 if len(shape) == 4 else len(shape)
     header = img.header
     qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
@@ -184,10 +185,30 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
         "qform": None if qform is None else qform.tolist(),
         "sform": None if sform is None else sform.tolist(),
     }
-    geometry = ImageGeometry(
-        data.shape[:spatial], header.get_zooms()[:spatial], img.affine.tolist(), "nifti", extra
-    )
-    return data, geometry, data.ndim == 4
+    return ImageGeometry(shape[:spatial], header.get_zooms()[:spatial], img.affine.tolist(), "nifti", extra)
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+    """(array with spatial axes first, geometry, has trailing channel axis)."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    _check_declared_size(path, img.header)
+    shape = _nifti_shape(path, img.shape)
+    data = np.asanyarray(img.dataobj).reshape(shape)
+    return data, _nifti_geometry(img, shape), data.ndim == 4
+
+
+def _pillow_conversion(mode: str, as_label: bool) -> str | None:
+    """The Pillow mode an image of `mode` is read as (None: as it is): gray with or without alpha as L, RGBA,
+    CMYK, YCbCr, ... as their RGB colours without alpha; a palette label keeps its indices (its class ids)."""
+    if mode in ("1", "LA", "La"):
+        return "L"
+    if mode == "P":
+        return None if as_label else "RGB"
+    if mode in ("L", "I", "F", "RGB") or mode.startswith("I;16"):
+        return None
+    return "RGB"
 
 
 def _read_pillow(path: Path, as_label: bool) -> tuple[np.ndarray, ImageGeometry, bool]:
@@ -196,18 +217,23 @@ def _read_pillow(path: Path, as_label: bool) -> tuple[np.ndarray, ImageGeometry,
     with Image.open(path) as im:
         im.load()
         mode = im.mode
-        if mode in ("1", "LA", "La"):
-            im = im.convert("L")
-        elif mode == "P":
-            # A palette label stores class ids as palette indices; a palette image is converted to colours.
-            im = im if as_label else im.convert("RGB")
-        elif mode not in ("L", "I", "F", "RGB") and not mode.startswith("I;16"):
-            im = im.convert("RGB")  # RGBA, CMYK, YCbCr, ...: the colour channels, without alpha
-        data = np.array(im)
+        target = _pillow_conversion(mode, as_label)
+        data = np.array(im.convert(target) if target else im)
     if mode == "1":
         data = (data > 0).astype(np.uint8)
     geometry = ImageGeometry(data.shape[:2], (1.0, 1.0), None, format_of(path), {"mode": mode})
     return data, geometry, data.ndim == 3
+
+
+def _tiff_layout(path: Path, shape: Sequence[int], photometric: Any) -> tuple[int, bool]:
+    """(spatial axes, has trailing RGB channels) of a TIFF array of `shape`; DataError unless 2D or 3D."""
+    import tifffile
+
+    is_rgb = photometric == tifffile.PHOTOMETRIC.RGB and len(shape) >= 3 and shape[-1] in (3, 4)
+    spatial = len(shape) - 1 if is_rgb else len(shape)
+    if spatial not in (2, 3):
+        raise DataError(path, f"expected a 2D or 3D TIFF, found shape {list(shape)}")
+    return spatial, is_rgb
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
@@ -216,31 +242,38 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
     with tifffile.TiffFile(path) as tif:
         data = tif.asarray()
         photometric = tif.pages[0].photometric
-    is_rgb = photometric == tifffile.PHOTOMETRIC.RGB and data.ndim >= 3 and data.shape[-1] in (3, 4)
+    spatial, is_rgb = _tiff_layout(path, data.shape, photometric)
     if is_rgb:
         data = data[..., :3]
-    spatial = data.ndim - 1 if is_rgb else data.ndim
-    if spatial not in (2, 3):
-        raise DataError(path, f"expected a 2D or 3D TIFF, found shape {list(data.shape)}")
     geometry = ImageGeometry(
         data.shape[:spatial], (1.0,) * spatial, None, "tiff", {"photometric": str(photometric)}
     )
     return data, geometry, is_rgb
 
 
-def _read_itk(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+def _simpleitk(path: Path) -> Any:
     try:
         import SimpleITK as sitk
     except ImportError as exc:  # optional dependency
         raise DataError(path, "reading this format needs SimpleITK (pip install usema[itk])") from exc
+    return sitk
+
+
+def _itk_geometry(image_or_reader: Any, shape: tuple[int, ...]) -> ImageGeometry:
+    """Of a SimpleITK image or of an ImageFileReader that read the header (both name these getters alike)."""
+    extra = {"origin": list(image_or_reader.GetOrigin()), "direction": list(image_or_reader.GetDirection())}
+    return ImageGeometry(shape, image_or_reader.GetSpacing(), None, "itk", extra)
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, ImageGeometry, bool]:
+    sitk = _simpleitk(path)
     img = sitk.ReadImage(str(path))
     dims = img.GetDimension()
     # SimpleITK gives (z, y, x[, c]); reverse the spatial axes to (x, y, z) so spacing order matches NIfTI's.
     data = sitk.GetArrayFromImage(img)
     has_channels = img.GetNumberOfComponentsPerPixel() > 1
     data = np.moveaxis(data, list(range(dims)), list(range(dims))[::-1])
-    extra = {"origin": list(img.GetOrigin()), "direction": list(img.GetDirection())}
-    return data, ImageGeometry(data.shape[:dims], img.GetSpacing(), None, "itk", extra), has_channels
+    return data, _itk_geometry(img, data.shape[:dims]), has_channels
 
 
 def _read_raw(path: Path, as_label: bool = False) -> tuple[np.ndarray, ImageGeometry, bool]:
@@ -287,9 +320,7 @@ def read_image(paths: Sequence[str | Path] | str | Path) -> tuple[np.ndarray, Im
         if geometry is None:
             geometry = geo
         else:
-            problem = geo.agrees_with(geometry)
-            if problem:
-                raise DataError(path, f"channel file geometry differs from {Path(paths[0]).name}: {problem}")
+            _check_channel_grid(path, geo, Path(paths[0]), geometry)
         channels.append(data)
     assert geometry is not None
     return (channels[0] if len(channels) == 1 else np.concatenate(channels)), geometry
@@ -333,7 +364,10 @@ def label_values(labels: np.ndarray) -> np.ndarray:
 
 
 def probe_image(path: str | Path) -> tuple[int, ImageGeometry]:
-    """(number of channels, geometry) from the file header alone where the format allows (NIfTI, PNG, ...)."""
+    """(number of channels, geometry) from the file's header alone, as `read_image` would find them, without
+    reading the voxels; DataError naming the file when it is missing, unreadable, or of a shape no reader takes.
+    A NIfTI header that declares more data than the file holds fails here too; damage inside the voxel data
+    shows only when the file is read."""
     path = Path(path)
     fmt = format_of(path)
     if not path.is_file():
@@ -343,27 +377,56 @@ def probe_image(path: str | Path) -> tuple[int, ImageGeometry]:
             import nibabel as nib
 
             img = nib.load(str(path))
-            shape = img.shape
-            if len(shape) > 4 and shape[3] == 1:  # (x, y, z, 1, c), as _read_nifti
-                shape = shape[:3] + shape[4:]
-            spatial = min(len(shape), 3)
-            channels = int(np.prod(shape[3:])) if len(shape) > 3 else 1
-            geometry = ImageGeometry(
-                shape[:spatial], img.header.get_zooms()[:spatial], img.affine.tolist(), "nifti"
-            )
-            return channels, geometry
+            _check_declared_size(path, img.header)
+            shape = _nifti_shape(path, img.shape)
+            return (shape[3] if len(shape) == 4 else 1), _nifti_geometry(img, shape)
         if fmt in _PILLOW_FORMATS:
             from PIL import Image
 
-            with Image.open(path) as im:
-                channels = 3 if im.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "RGBX") else 1
+            with Image.open(path) as im:  # the header: size and mode, converted as _read_pillow reads them
+                channels = 3 if (_pillow_conversion(im.mode, as_label=False) or im.mode) == "RGB" else 1
                 return channels, ImageGeometry(
                     (im.height, im.width), (1.0, 1.0), None, fmt, {"mode": im.mode}
                 )
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape, photometric = tuple(tif.series[0].shape), tif.pages[0].photometric
+            spatial, is_rgb = _tiff_layout(path, shape, photometric)
+            geometry = ImageGeometry(
+                shape[:spatial], (1.0,) * spatial, None, "tiff", {"photometric": str(photometric)}
+            )
+            return (3 if is_rgb else 1), geometry
+        reader = _simpleitk(path).ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return reader.GetNumberOfComponents(), _itk_geometry(reader, tuple(reader.GetSize()))
+    except DataError:
+        raise
     except Exception as exc:
         raise _unreadable(path, exc) from exc
-    data, geometry, channels_last = _read_raw(path)  # TIFF and ITK: read the whole file
-    return (data.shape[-1] if channels_last else 1), geometry
+
+
+def probe_images(paths: Sequence[str | Path]) -> tuple[int, ImageGeometry]:
+    """(channels, geometry) of an image given as one file per channel (or one file), from the headers alone;
+    DataError naming the file that cannot be read or whose grid differs from the first file's, as `read_image`
+    would raise it."""
+    if not paths:
+        raise DataError(None, "probe_images needs at least one file")
+    probes = [probe_image(path) for path in paths]
+    geometry = probes[0][1]
+    for path, (_, geo) in zip(paths[1:], probes[1:]):
+        _check_channel_grid(Path(path), geo, Path(paths[0]), geometry)
+    return sum(channels for channels, _ in probes), geometry
+
+
+def _check_channel_grid(
+    path: Path, geometry: ImageGeometry, first: Path, first_geometry: ImageGeometry
+) -> None:
+    problem = geometry.agrees_with(first_geometry)
+    if problem:
+        raise DataError(path, f"channel file geometry differs from {first.name}: {problem}")
 
 
 def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Path) -> Path:

@@ -8,12 +8,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from usema.data.channels import check_channels
 from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import (
     FORMAT_OF_SUFFIX,
     SEGMENTATION_SUFFIX,
     SUPPORTED_SUFFIXES,
+    ImageGeometry,
     format_of,
+    probe_images,
     strip_suffix,
     suffix_of,
 )
@@ -123,6 +126,43 @@ def collect_cases(inputs: Sequence[str | Path], plans: Plans) -> list[InferenceC
     return cases
 
 
+# How many of the problems found before predicting one error lists, so that a folder of bad files stays readable.
+PROBLEMS_LISTED = 10
+
+
+def check_fits_model(
+    path: Path, channels: int, geometry: ImageGeometry, spatial_dims: int, num_channels: int
+) -> None:
+    """DataError naming `path` unless an image of `channels` channels on `geometry` goes into a model of
+    `spatial_dims` axes and `num_channels` input channels (a photograph is converted between gray and RGB)."""
+    if geometry.spatial_dims != spatial_dims:
+        raise DataError(path, f"is {geometry.spatial_dims}D but the model is {spatial_dims}D")
+    check_channels(channels, num_channels, geometry, path)
+
+
+def check_cases(cases: Sequence[InferenceCase], spatial_dims: int, num_channels: int) -> None:
+    """Check every case from its files' headers before the first prediction, so that one bad file among many
+    stops a run in seconds rather than after hours of predictions: readable, channel files on one grid, and
+    the model's dimensions and channels. One DataError lists the problems found (the first PROBLEMS_LISTED)."""
+    problems: list[DataError] = []
+    for case in cases:
+        try:
+            channels, geometry = probe_images(case.images)
+            check_fits_model(case.images[0], channels, geometry, spatial_dims, num_channels)
+        except DataError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        shown = "\n".join(f"  {problem}" for problem in problems[:PROBLEMS_LISTED])
+        more = (
+            f"\n  ... and {len(problems) - PROBLEMS_LISTED} more" if len(problems) > PROBLEMS_LISTED else ""
+        )
+        raise DataError(
+            None, f"{len(problems)} of the {len(cases)} input cases cannot be predicted:\n{shown}{more}"
+        )
+
+
 def check_output_location(
     output: Path,
     inputs: Sequence[str | Path],
@@ -177,4 +217,5 @@ def check_output_location(
     existing = [target for target in planned if Path(target).exists()]
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more of the outputs)" if len(existing) > 1 else ""
-        raise DataError(existing[0], f"exists already{more}; --overwrite replaces earlier predictions")
+        raise DataError(existing[0], f"exists already{more}; --resume continues an interrupted prediction, "
+                        "--overwrite replaces earlier predictions")

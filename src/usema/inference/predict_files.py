@@ -9,8 +9,9 @@ from pathlib import Path
 
 from usema.data.io import write_segmentation
 from usema.errors import UsemaError
-from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
+from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
+from usema.inference.prediction_record import check_same_settings, prediction_settings, write_record
 from usema.inference.predictor import DEFAULT_STEP_SIZE, Predictor, load_predictor
 from usema.inference.probabilities import (
     folder_paths,
@@ -19,6 +20,7 @@ from usema.inference.probabilities import (
     write_probabilities,
 )
 from usema.utils.atomic import removed_if_left_empty
+from usema.utils.device import precision_name
 from usema.utils.progress import progress
 
 OVERLAY_DIR = "overlays"
@@ -34,7 +36,7 @@ def describe(predictor: Predictor) -> str:
     folds = ", ".join(path.parent.name for path in predictor.checkpoints)
     several = len(predictor.models) > 1
     ensemble = f"an ensemble of {len(predictor.models)} folds ({folds})" if several else folds
-    precision = str(predictor.autocast_dtype).replace("torch.", "") if predictor.autocast_dtype else "fp32"
+    precision = precision_name(predictor.autocast_dtype)
     return (
         f"{ensemble}, {predictor.checkpoints[0].name}, "
         f"{'mirroring TTA' if predictor.tta else 'no TTA'}, step size {predictor.step_size:g}, "
@@ -56,6 +58,7 @@ def predict(
     folds: int | str | Sequence[int | str] | None = None,
     step_size: float = DEFAULT_STEP_SIZE,
     save_probabilities: bool = False,
+    resume: bool = False,
 ) -> list[Path]:
     """Segment every image of `inputs` (files or folders) with the `checkpoint` ("best" or "latest") of RUN's
     `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is given; several
@@ -68,6 +71,12 @@ def predict(
     nnU-Net does (see `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
     fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
     folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
+    Every input is checked from its header before the first prediction (`check_cases`), so a bad file fails
+    the run at once. OUTPUT/usema_predict.json records the settings (`usema.inference.prediction_record`):
+    `resume` continues an interrupted prediction, keeping the cases whose outputs are all there and predicting
+    the rest, and is refused where the earlier predictions were made with other settings. Without `resume` or
+    `overwrite`, predictions of other cases may be added to a folder that holds some, as in nnU-Net; where the
+    record there names other settings a warning says so, and the record then describes the new ones.
     Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
     RUN may also be an nnU-Net results folder of a USEMA model (`usema.integrations.nnunet.results`).
     Returns the prediction paths in case order.
@@ -75,40 +84,60 @@ def predict(
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if not inputs:
         raise UsemaError("nothing to predict: give at least one input file or folder")
+    if resume and overwrite:
+        raise UsemaError("resume keeps the predictions already there and overwrite replaces them: give one")
     output = Path(output)
     from usema.integrations.nnunet.results import is_results_folder, predict_results_folder
 
     if is_results_folder(run_dir):  # an nnU-Net results folder of a USEMA model: nnU-Net's predictor
         return predict_results_folder(run_dir, inputs, output, checkpoint=checkpoint, fold=fold, folds=folds, tta=tta,
                                       step_size=step_size, device=device, save_probabilities=save_probabilities,
-                                      overwrite=overwrite)
+                                      overwrite=overwrite, resume=resume)
     predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, folds=folds, device=device,
                                precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
     targets = [output / case.output_name for case in cases]
-    extras = [path for case in cases for path in probability_paths(output, case.case_id)]
-    extras = extras + folder_paths(output) if save_probabilities else []
-    overlays = [overlay_path(output, case) for case in cases] if overlay else []
-    check_output_location(output, inputs, targets + extras + overlays, overwrite, plans.dataset.path)
+    outputs_of_case = [
+        [targets[index]]
+        + (list(probability_paths(output, case.case_id)) if save_probabilities else [])
+        + ([overlay_path(output, case)] if overlay else [])
+        for index, case in enumerate(cases)
+    ]
+    if save_probabilities:  # the first case predicted writes them, so a resume without them predicts it again
+        outputs_of_case[0] += folder_paths(output)
+    planned = [path for paths in outputs_of_case for path in paths]
+    check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path)
+    check_cases(cases, predictor.spatial_dims, plans.dataset.num_channels)
+    settings = prediction_settings(run_dir, predictor.checkpoints, predictor.tta, predictor.step_size,
+                                   precision_name(predictor.autocast_dtype), save_probabilities, overlay)
+    if not overwrite:
+        check_same_settings(output, settings, resume, any(path.exists() for path in planned))
+    done = {index for index, paths in enumerate(outputs_of_case) if resume and all(p.is_file() for p in paths)}
+    if done:
+        print(f"resume: {len(done)} of {len(cases)} case(s) already predicted in {output}, kept", file=sys.stderr)
+    todo = [index for index in range(len(cases)) if index not in done]
+    if not todo:
+        return targets
 
-    print(f"predicting {len(cases)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
-    written: list[Path] = []
+    print(f"predicting {len(todo)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
     # the output folder is made by the first write; a run that fails before it leaves none behind
     with removed_if_left_empty(output):
-        for index, case in enumerate(progress(cases, desc="predict", unit="case")):
+        for number, index in enumerate(progress(todo, desc="predict", unit="case")):
+            case = cases[index]
             image, geometry = predictor.read(case.images)
             probabilities = predictor.probabilities_on_input_grid(image, geometry)
             classes = probabilities.argmax(axis=0)
             segmentation = predictor.labels_of_classes(classes)
-            written.append(write_segmentation(segmentation, geometry, targets[index]))
+            targets[index] = write_segmentation(segmentation, geometry, targets[index])
+            if number == 0:  # with the first prediction, never before it: a run failing earlier leaves no folder
+                write_record(output, settings)
             if save_probabilities:
                 write_probabilities(probabilities, geometry, case, plans, output)
-                if index == 0:
-                    ending = written[0].name[len(case.case_id) :]
-                    write_folder_files(output, plans, geometry, ending)
+                if number == 0:
+                    write_folder_files(output, plans, geometry, targets[index].name[len(case.case_id) :])
             if overlay:
                 # coloured by class, whatever value the files give it (0/255 masks: the first colour)
                 shown = segmentation if plans.dataset.label_values is None else classes
-                write_overlay(image, shown, geometry, overlays[index])
-    return written
+                write_overlay(image, shown, geometry, overlay_path(output, case))
+    return targets

@@ -21,8 +21,9 @@ from usema.data.channels import convert_channels
 from usema.data.datasets import to_label_values
 from usema.data.instance_classes import classes_to_instances
 from usema.data.io import ImageGeometry, read_image
-from usema.errors import CheckpointError, DataError, UsemaError
+from usema.errors import CheckpointError, UsemaError
 from usema.inference.folds import resolve_folds, run_folder
+from usema.inference.inputs import check_fits_model
 from usema.models.spec import NetworkSpec
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.preprocessing.image import preprocess_image, restore_geometry
@@ -167,9 +168,8 @@ class Predictor:
         warning the first time)."""
         files = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
         image, geometry = read_image(files)
-        if geometry.spatial_dims != self.spatial_dims:
-            raise DataError(files[0], f"is {geometry.spatial_dims}D but the model is {self.spatial_dims}D")
         channels = self.plans.dataset.num_channels
+        check_fits_model(files[0], image.shape[0], geometry, self.spatial_dims, channels)
         converted = convert_channels(image, channels, geometry, files[0], warn=not self._announced_conversion)
         self._announced_conversion |= image.shape[0] != channels
         return converted, geometry

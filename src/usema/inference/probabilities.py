@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from usema.data.io import ImageGeometry
+from usema.inference.prediction_record import RECORD_NAME
 from usema.utils.atomic import atomic_path
 
 if TYPE_CHECKING:  # inputs.py asks `is_prediction_folder` before it lets a folder be written to
@@ -53,9 +54,10 @@ def folder_paths(output: str | Path) -> list[Path]:
 
 
 def is_prediction_folder(folder: str | Path) -> bool:
-    """Whether `folder` holds the plans.json that `write_folder_files` writes, or is an output folder of
-    nnU-Net's predictor: a folder of predictions, not a dataset, although it holds a dataset.json."""
-    if (Path(folder) / NNUNET_PREDICTION_ARGS).is_file():
+    """Whether `folder` holds the plans.json that `write_folder_files` writes or usema predict's record, or is
+    an output folder of nnU-Net's predictor: a folder of predictions, not a dataset, although it holds a
+    dataset.json."""
+    if (Path(folder) / NNUNET_PREDICTION_ARGS).is_file() or (Path(folder) / RECORD_NAME).is_file():
         return True
     try:
         return PREDICTIONS_KEY in json.loads((Path(folder) / "plans.json").read_text())

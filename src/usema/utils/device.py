@@ -49,6 +49,11 @@ def device_kind(device: str | torch.device = "auto") -> str:
     raise UsemaError(f"unknown device {device!r}: choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The option name (fp32, bf16, fp16) of an autocast dtype that `resolve_precision` returned."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def resolve_precision(precision: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `precision` on `device`, or None for plain fp32 (see the module docstring)."""
     name = (precision or "auto").lower()

@@ -57,7 +57,7 @@ def usema_run(raw: Path, run: Path) -> Path:
     return run
 
 
-def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monkeypatch):
+def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monkeypatch, capsys):
     from nnunetv2.ensembling.ensemble import ensemble_folders
     from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder2
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -104,6 +104,18 @@ def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monk
     case = sorted(test_labels.iterdir())[0].name.removesuffix(".nii.gz")
     for folder in (nnunet_out, usema_out):
         assert sorted(p.name for p in folder.glob(f"{case}*")) == [f"{case}.nii.gz", f"{case}.npz", f"{case}.pkl"]
+    # --resume over nnU-Net's results folder keeps what nnU-Net wrote, as nnUNetv2_predict --continue_prediction
+    written = (nnunet_out / f"{case}.npz").stat().st_mtime_ns
+    assert main(["predict", str(results), str(test_images), "-o", str(nnunet_out), "--fold", "0", "--checkpoint",
+                 "latest", "--disable-tta", "--save-probabilities", "--device", "cpu", "--resume"]) == 0
+    assert (nnunet_out / f"{case}.npz").stat().st_mtime_ns == written
+    assert json.loads((nnunet_out / "usema_predict.json").read_text())["checkpoints"].keys() == {
+        "fold_0/checkpoint_final.pth"}
+    assert main(["predict", str(results), str(test_images), "-o", str(nnunet_out), "--fold", "0", "--checkpoint",
+                 "latest", "--disable-tta", "--save-probabilities", "--device", "cpu", "--resume",
+                 "--step-size", "0.75"]) == 2
+    assert "step_size 0.5 -> 0.75" in capsys.readouterr().err
+    assert (nnunet_out / f"{case}.npz").stat().st_mtime_ns == written
     with np.load(nnunet_out / f"{case}.npz") as theirs, np.load(usema_out / f"{case}.npz") as ours:
         assert theirs["probabilities"].shape == ours["probabilities"].shape  # one axis order
         mean = (theirs["probabilities"] + ours["probabilities"]) / 2

@@ -68,10 +68,13 @@ def predict_results_folder(
     device: str = "auto",
     save_probabilities: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> list[Path]:
     """Segment `inputs` (files or folders, nnU-Net's CASE_0000 naming) with the USEMA network of an nnU-Net
     results folder, through nnU-Net's predictor; the folds' outputs are averaged as nnU-Net does. Returns the
-    segmentation paths. `checkpoint` "best" reads checkpoint_best.pth, "latest" checkpoint_final.pth."""
+    segmentation paths. `checkpoint` "best" reads checkpoint_best.pth, "latest" checkpoint_final.pth.
+    `resume` keeps the cases whose outputs are there, as nnUNetv2_predict --continue_prediction does, and is
+    refused where OUT/usema_predict.json names other settings (`usema.inference.prediction_record`)."""
     if importlib.util.find_spec("nnunetv2") is None:
         raise UsemaError(f"{folder}: an nnU-Net results folder, which nnU-Net predicts: pip install --no-deps "
                          "nnunetv2 (docs/nnunet.md)")
@@ -80,6 +83,7 @@ def predict_results_folder(
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
+    from usema.inference.prediction_record import check_same_settings, prediction_settings, write_record
     from usema.inference.probabilities import NNUNET_PREDICTION_ARGS, folder_paths, probability_paths
     from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
     from usema.integrations.nnunet.trainer import nnUNetTrainerUSEMA
@@ -117,17 +121,25 @@ def predict_results_folder(
     targets = [output / f"{case.case_id}{ending}" for case in cases]
     extras = [p for case in cases for p in probability_paths(output, case.case_id)] if save_probabilities else []
     written_by_nnunet = [*folder_paths(output), output / NNUNET_PREDICTION_ARGS]
-    check_output_location(output, inputs, targets + extras + written_by_nnunet, overwrite)
-
+    planned = targets + extras + written_by_nnunet
+    check_output_location(output, inputs, planned, overwrite or resume)
+    # usema's checks of the inputs' headers (check_cases) are not made here: nnU-Net's 2d configurations take
+    # 3D volumes slice by slice, and its reader reports the files it cannot read.
     torch_device = resolve_device(device)
+    # nnU-Net's predictor autocasts on CUDA (float16) and predicts in float32 elsewhere
+    settings = prediction_settings(folder, paths, tta, step_size, "fp16" if torch_device.type == "cuda" else "fp32",
+                                   save_probabilities, overlay=False)
+    if not overwrite:
+        check_same_settings(output, settings, resume, any(path.exists() for path in planned))
     predictor = nnUNetPredictor(tile_step_size=step_size, use_mirroring=tta, device=torch_device,
                                 allow_tqdm=False)
     predictor.manual_initialization(network, plans, configuration, [p["network_weights"] for p in payloads],
                                     dataset, trainer, first.get("inference_allowed_mirroring_axes"))
     output.mkdir(parents=True, exist_ok=True)
+    write_record(output, settings)  # before nnU-Net writes, so that a killed prediction can be resumed
     predictor.predict_from_files_sequential([[str(p) for p in case.images] for case in cases],
                                             [str(output / case.case_id) for case in cases],
-                                            save_probabilities=save_probabilities, overwrite=True)
+                                            save_probabilities=save_probabilities, overwrite=not resume)
     return targets
 
 

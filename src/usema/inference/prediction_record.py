@@ -1,0 +1,124 @@
+"""OUT/usema_predict.json: what made the predictions of an output folder (the run, each checkpoint's content,
+mirroring, step size, precision and the extra outputs), so that `usema predict --resume` continues an
+interrupted prediction only with the same settings and never fills one folder with two models' predictions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from usema import __version__
+from usema.errors import DataError
+from usema.utils.atomic import atomic_write_text
+from usema.utils.provenance import command_line
+
+RECORD_NAME = "usema_predict.json"
+# The keys that decide what a prediction is; the others (run folder, command, version) are there for the reader:
+# the checkpoints are named by their content, so a run folder moved elsewhere still continues its predictions.
+DECIDING_KEYS = ("checkpoints", "tta", "step_size", "precision", "save_probabilities", "overlay")
+# The options of `usema predict` that set the deciding keys, named in a refusal.
+DECIDING_OPTIONS = "--fold/--folds, --checkpoint, --disable-tta, --step-size, --precision, --save-probabilities, --overlay"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prediction_settings(
+    run_dir: str | Path,
+    checkpoints: list[Path],
+    tta: bool,
+    step_size: float,
+    precision: str,
+    save_probabilities: bool,
+    overlay: bool,
+) -> dict[str, Any]:
+    """The record of one prediction's settings; a checkpoint is named by its content (sha256), so that a fold
+    trained again, or a run folder copied elsewhere, is told apart or recognised."""
+    return {
+        "run": str(Path(run_dir).resolve()),
+        "checkpoints": {f"{path.parent.name}/{path.name}": _sha256(path) for path in checkpoints},
+        "tta": bool(tta),
+        "step_size": float(step_size),
+        "precision": precision,
+        "save_probabilities": bool(save_probabilities),
+        "overlay": bool(overlay),
+        "command": command_line(),
+        "usema_version": __version__,
+    }
+
+
+def read_record(output: Path) -> dict[str, Any] | None:
+    """OUT/usema_predict.json, or None where OUT holds none; DataError naming it when it is not a record."""
+    path = Path(output) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(
+            path, f"cannot read the record of the earlier prediction ({exc}); remove it, or --overwrite"
+        ) from exc
+    if not isinstance(record, dict) or any(key not in record for key in DECIDING_KEYS):
+        raise DataError(
+            path,
+            f"not a record of usema predict (it needs the keys {', '.join(DECIDING_KEYS)}); remove it, or "
+            "--overwrite",
+        )
+    return record
+
+
+def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The deciding settings in which `now` differs from `earlier`, each as 'KEY EARLIER -> NOW'."""
+    changed = []
+    for key in DECIDING_KEYS:
+        if earlier.get(key) != now[key]:
+            if key == "checkpoints":
+                changed.append(f"checkpoints {sorted(earlier.get(key) or {})} -> {sorted(now[key])} (or their "
+                               "content: a fold trained again)")
+            else:
+                changed.append(f"{key} {earlier.get(key)!r} -> {now[key]!r}")
+    return changed
+
+
+def check_same_settings(output: Path, settings: dict[str, Any], resume: bool, predictions_there: bool) -> None:
+    """Refuse to `resume` the predictions in `output` with other settings than those its record names, or where
+    predictions are there without a record (made by another tool or an older usema: nothing tells what made
+    them). Predictions of other cases added with other settings are allowed, as nnU-Net allows them, with a
+    warning: the folder then holds two models' predictions, which an evaluation would score as one."""
+    record = read_record(output)
+    path = Path(output) / RECORD_NAME
+    if record is None:
+        if resume and predictions_there:
+            raise DataError(
+                path,
+                "not found, so nothing tells what made the predictions already there; --resume continues only a "
+                "usema prediction; --overwrite predicts every case again",
+            )
+        return
+    changed = "; ".join(differences(record, settings))
+    if changed and resume:
+        raise DataError(
+            path,
+            f"the predictions there were made with other settings: {changed}. --resume continues only with the "
+            f"same settings ({DECIDING_OPTIONS} as before); choose another output folder, or --overwrite to "
+            "predict every case again",
+        )
+    if changed:
+        warnings.warn(
+            f"{output} holds predictions made with other settings ({changed}); the new ones are added beside "
+            f"them and {RECORD_NAME} now describes these",
+            stacklevel=3,
+        )
+
+
+def write_record(output: Path, settings: dict[str, Any]) -> Path:
+    """Write OUT/usema_predict.json atomically."""
+    return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(settings, indent=1) + "\n")

@@ -1,0 +1,87 @@
+"""usema.inference.prediction_record: what made an output folder's predictions, and when `predict --resume`
+may continue them (predict's own use of it: tests/inference/test_predict_files.py)."""
+
+import hashlib
+import shutil
+
+import pytest
+
+from usema.errors import DataError
+from usema.inference.prediction_record import (
+    DECIDING_KEYS,
+    RECORD_NAME,
+    check_same_settings,
+    differences,
+    prediction_settings,
+    read_record,
+    write_record,
+)
+
+
+def _run(root, weights: bytes):
+    (root / "fold_0").mkdir(parents=True)
+    (root / "fold_0" / "checkpoint_best.pt").write_bytes(weights)
+    return root
+
+
+def _settings(run, **changes):
+    options = {"tta": True, "step_size": 0.5, "precision": "fp32", "save_probabilities": False, "overlay": False}
+    options.update(changes)
+    return prediction_settings(run, [run / "fold_0" / "checkpoint_best.pt"], **options)
+
+
+def test_checkpoints_are_named_by_content_so_a_moved_run_continues_and_a_retrained_one_does_not(tmp_path):
+    run = _run(tmp_path / "run", b"weights of the first training")
+    settings = _settings(run)
+    assert settings["run"] == str(run.resolve()) and list(settings["checkpoints"]) == ["fold_0/checkpoint_best.pt"]
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(run, moved)
+    assert differences(settings, _settings(moved)) == []
+
+    (run / "fold_0" / "checkpoint_best.pt").write_bytes(b"weights of a second training")
+    changed = differences(settings, _settings(run))
+    assert len(changed) == 1 and changed[0].startswith("checkpoints") and "trained again" in changed[0]
+    assert differences(settings, _settings(moved, tta=False, step_size=0.25)) == [
+        "tta True -> False",
+        "step_size 0.5 -> 0.25",
+    ]
+
+
+def test_a_record_is_read_back_and_a_damaged_one_is_named(tmp_path):
+    run = _run(tmp_path / "run", b"weights")
+    assert read_record(tmp_path / "out") is None
+    write_record(tmp_path / "out", _settings(run))
+    record = read_record(tmp_path / "out")
+    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version"}
+    assert {key: record[key] for key in DECIDING_KEYS} == {
+        "checkpoints": {"fold_0/checkpoint_best.pt": hashlib.sha256(b"weights").hexdigest()},
+        "tta": True, "step_size": 0.5, "precision": "fp32", "save_probabilities": False, "overlay": False,
+    }
+    assert record["run"] == str(run.resolve())
+
+    (tmp_path / "out" / RECORD_NAME).write_text("{ cut off")
+    with pytest.raises(DataError, match=rf"out/{RECORD_NAME}: cannot read the record of the earlier prediction .*"
+                                        r"remove it, or --overwrite"):
+        read_record(tmp_path / "out")
+    (tmp_path / "out" / RECORD_NAME).write_text('{"tta": true}')
+    with pytest.raises(DataError, match=r"not a record of usema predict \(it needs the keys checkpoints, tta"):
+        read_record(tmp_path / "out")
+
+
+def test_resume_is_refused_on_other_settings_or_unrecorded_predictions_and_adding_only_warns(tmp_path):
+    run = _run(tmp_path / "run", b"weights")
+    out = tmp_path / "out"
+    out.mkdir()
+    check_same_settings(out, _settings(run), resume=True, predictions_there=False)  # nothing there: started
+    with pytest.raises(DataError, match=rf"{RECORD_NAME}: not found, so nothing tells what made the predictions"):
+        check_same_settings(out, _settings(run), resume=True, predictions_there=True)
+    check_same_settings(out, _settings(run), resume=False, predictions_there=True)  # as before the record
+
+    write_record(out, _settings(run))
+    check_same_settings(out, _settings(run), resume=True, predictions_there=True)  # the same: continued
+    with pytest.raises(DataError, match=r"made with other settings: precision 'fp32' -> 'bf16'\. --resume .*"
+                                        r"--step-size, --precision"):
+        check_same_settings(out, _settings(run, precision="bf16"), resume=True, predictions_there=True)
+    with pytest.warns(UserWarning, match=r"out holds predictions made with other settings \(overlay False -> True\)"):
+        check_same_settings(out, _settings(run, overlay=True), resume=False, predictions_there=False)
