@@ -473,6 +473,32 @@ def test_a_killed_predict_resumes_keeping_the_cases_already_written(tmp_path, ru
     assert len(counted) == 1
 
 
+def test_resume_after_an_interrupted_overwrite_predicts_again_what_other_settings_made(tmp_path, run_and_images,
+                                                                                          monkeypatch):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    predict(run, images, out, device="cpu", tta=False)  # every case, without mirroring
+    real = Predictor.probabilities_on_input_grid
+    calls = []
+
+    def killed_at_the_second_case(self, image, geometry):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, image, geometry)
+
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, images, out, device="cpu", overwrite=True)  # with mirroring, cut off after case0
+    assert json.loads((out / RECORD_NAME).read_text())["predicted"] == ["case0.nii.gz"]
+    calls.clear()
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid",
+                        lambda self, *args: calls.append(1) or real(self, *args))
+    predict(run, images, out, device="cpu", resume=True)  # case1 and case2 are still the unmirrored ones
+    assert len(calls) == 2
+    assert json.loads((out / RECORD_NAME).read_text())["predicted"] == [f"case{k}.nii.gz" for k in range(3)]
+
+
 def test_resume_predicts_the_first_case_again_where_the_folder_files_are_missing(tmp_path, run_and_images,
                                                                                    monkeypatch):
     run, images = run_and_images

@@ -14,6 +14,7 @@ from usema.inference.prediction_record import (
     differences,
     prediction_settings,
     read_record,
+    split_cases,
     write_record,
 )
 
@@ -51,9 +52,10 @@ def test_checkpoints_are_named_by_content_so_a_moved_run_continues_and_a_retrain
 def test_a_record_is_read_back_and_a_damaged_one_is_named(tmp_path):
     run = _run(tmp_path / "run", b"weights")
     assert read_record(tmp_path / "out") is None
-    write_record(tmp_path / "out", _settings(run))
+    write_record(tmp_path / "out", _settings(run), ["a.nii.gz"])
     record = read_record(tmp_path / "out")
-    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version"}
+    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version", "predicted"}
+    assert record["predicted"] == ["a.nii.gz"]
     assert {key: record[key] for key in DECIDING_KEYS} == {
         "checkpoints": {"fold_0/checkpoint_best.pt": hashlib.sha256(b"weights").hexdigest()},
         "tta": True, "step_size": 0.5, "precision": "fp32", "save_probabilities": False, "overlay": False,
@@ -78,10 +80,43 @@ def test_resume_is_refused_on_other_settings_or_unrecorded_predictions_and_addin
         check_same_settings(out, _settings(run), resume=True, predictions_there=True)
     check_same_settings(out, _settings(run), resume=False, predictions_there=True)  # as before the record
 
-    write_record(out, _settings(run))
+    write_record(out, _settings(run), [])
     check_same_settings(out, _settings(run), resume=True, predictions_there=True)  # the same: continued
     with pytest.raises(DataError, match=r"made with other settings: precision 'fp32' -> 'bf16'\. --resume .*"
                                         r"--step-size, --precision"):
         check_same_settings(out, _settings(run, precision="bf16"), resume=True, predictions_there=True)
     with pytest.warns(UserWarning, match=r"out holds predictions made with other settings \(overlay False -> True\)"):
         check_same_settings(out, _settings(run, overlay=True), resume=False, predictions_there=False)
+
+
+def _outputs(out, *names):
+    """name -> [its segmentation file], the files written for those given as 'name*'."""
+    outputs = {}
+    for name in names:
+        outputs[name.rstrip("*")] = [out / name.rstrip("*")]
+        if name.endswith("*"):
+            out.mkdir(exist_ok=True)
+            (out / name.rstrip("*")).write_bytes(b"a prediction")
+    return outputs
+
+
+def test_resume_keeps_only_what_the_record_lists_as_finished_with_the_same_settings(tmp_path):
+    run_a, run_b = _run(tmp_path / "a", b"model a"), _run(tmp_path / "b", b"model b")
+    out = tmp_path / "out"
+    # an --overwrite with model b cut off after its first case, over a folder of model a's predictions
+    outputs = _outputs(out, "c0*", "c1*", "c2*")
+    assert split_cases(out, _settings(run_b), outputs, resume=False, overwrite=True) == (["c0", "c1", "c2"], [])
+    write_record(out, _settings(run_b), ["c0"])
+    assert split_cases(out, _settings(run_b), outputs, resume=True, overwrite=False) == (["c1", "c2"], ["c0"])
+    # a file the record lists but that is gone is predicted again; the record keeps listing the others
+    (out / "c0").unlink()
+    write_record(out, _settings(run_b), ["c0", "c1"])
+    assert split_cases(out, _settings(run_b), outputs, resume=True, overwrite=False) == (["c0", "c2"], ["c1"])
+    # cases added with model a's settings: a warning, and nothing of model b's is listed for them any more
+    with pytest.warns(UserWarning, match="other settings"):
+        assert split_cases(out, _settings(run_a), _outputs(out, "c3"), resume=False, overwrite=False) == (["c3"], [])
+    write_record(out, _settings(run_a), ["c3"])
+    assert split_cases(out, _settings(run_a), _outputs(out, "c1", "c3*"), resume=True, overwrite=False) == (
+        ["c1"], ["c3"])
+    # without --resume nothing is kept, though the record's other cases stay listed
+    assert split_cases(out, _settings(run_a), _outputs(out, "c1"), resume=False, overwrite=False) == (["c1"], ["c3"])

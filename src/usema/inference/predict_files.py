@@ -11,7 +11,7 @@ from usema.data.io import write_segmentation
 from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
-from usema.inference.prediction_record import check_same_settings, prediction_settings, write_record
+from usema.inference.prediction_record import prediction_settings, remove_if_alone, split_cases, write_record
 from usema.inference.predictor import DEFAULT_STEP_SIZE, Predictor, load_predictor
 from usema.inference.probabilities import (
     folder_paths,
@@ -44,6 +44,34 @@ def describe(predictor: Predictor) -> str:
     )
 
 
+def _predict_case(
+    predictor: Predictor,
+    case: InferenceCase,
+    target: Path,
+    output: Path,
+    save_probabilities: bool,
+    overlay: bool,
+    with_folder_files: bool,
+) -> Path:
+    """Predict one case and write its segmentation to `target` (returned: write_segmentation may change its
+    suffix), its probabilities and the folder's dataset.json and plans.json, and its overlay, as asked."""
+    plans = predictor.plans
+    image, geometry = predictor.read(case.images)
+    probabilities = predictor.probabilities_on_input_grid(image, geometry)
+    classes = probabilities.argmax(axis=0)
+    segmentation = predictor.labels_of_classes(classes)
+    target = write_segmentation(segmentation, geometry, target)
+    if save_probabilities:
+        write_probabilities(probabilities, geometry, case, plans, output)
+        if with_folder_files:
+            write_folder_files(output, plans, geometry, target.name[len(case.case_id) :])
+    if overlay:
+        # coloured by class, whatever value the files give it (0/255 masks: the first colour)
+        shown = segmentation if plans.dataset.label_values is None else classes
+        write_overlay(image, shown, geometry, overlay_path(output, case))
+    return target
+
+
 def predict(
     run_dir: str | Path,
     inputs: Sequence[str | Path] | str | Path,
@@ -74,7 +102,8 @@ def predict(
     Every input is checked from its header before the first prediction (`check_cases`), so a bad file fails
     the run at once. OUTPUT/usema_predict.json records the settings (`usema.inference.prediction_record`):
     `resume` continues an interrupted prediction, keeping the cases whose outputs are all there and predicting
-    the rest, and is refused where the earlier predictions were made with other settings. Without `resume` or
+    the rest (only predictions the record lists as finished with the same settings are kept), and is refused
+    where the earlier predictions were made with other settings. Without `resume` or
     `overwrite`, predictions of other cases may be added to a folder that holds some, as in nnU-Net; where the
     record there names other settings a warning says so, and the record then describes the new ones.
     Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
@@ -111,33 +140,25 @@ def predict(
     check_cases(cases, predictor.spatial_dims, plans.dataset.num_channels)
     settings = prediction_settings(run_dir, predictor.checkpoints, predictor.tta, predictor.step_size,
                                    precision_name(predictor.autocast_dtype), save_probabilities, overlay)
-    if not overwrite:
-        check_same_settings(output, settings, resume, any(path.exists() for path in planned))
-    done = {index for index, paths in enumerate(outputs_of_case) if resume and all(p.is_file() for p in paths)}
-    if done:
-        print(f"resume: {len(done)} of {len(cases)} case(s) already predicted in {output}, kept", file=sys.stderr)
-    todo = [index for index in range(len(cases)) if index not in done]
+    names = [target.name for target in targets]
+    todo_names, predicted = split_cases(output, settings, dict(zip(names, outputs_of_case)), resume, overwrite)
+    position = {name: index for index, name in enumerate(names)}
+    todo = [position[name] for name in todo_names]
     if not todo:
         return targets
 
     print(f"predicting {len(todo)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
     # the output folder is made by the first write; a run that fails before it leaves none behind
     with removed_if_left_empty(output):
-        for number, index in enumerate(progress(todo, desc="predict", unit="case")):
-            case = cases[index]
-            image, geometry = predictor.read(case.images)
-            probabilities = predictor.probabilities_on_input_grid(image, geometry)
-            classes = probabilities.argmax(axis=0)
-            segmentation = predictor.labels_of_classes(classes)
-            targets[index] = write_segmentation(segmentation, geometry, targets[index])
-            if number == 0:  # with the first prediction, never before it: a run failing earlier leaves no folder
-                write_record(output, settings)
-            if save_probabilities:
-                write_probabilities(probabilities, geometry, case, plans, output)
-                if number == 0:
-                    write_folder_files(output, plans, geometry, targets[index].name[len(case.case_id) :])
-            if overlay:
-                # coloured by class, whatever value the files give it (0/255 masks: the first colour)
-                shown = segmentation if plans.dataset.label_values is None else classes
-                write_overlay(image, shown, geometry, overlay_path(output, case))
+        try:
+            for number, index in enumerate(progress(todo, desc="predict", unit="case")):
+                if number == 0:  # before any file of this run, so that a run killed at any point can resume
+                    write_record(output, settings, predicted)
+                targets[index] = _predict_case(predictor, cases[index], targets[index], output, save_probabilities,
+                                               overlay, with_folder_files=number == 0)
+                predicted.append(names[index])  # every file of the case is written: a resume keeps it
+                write_record(output, settings, predicted)
+        except BaseException:
+            remove_if_alone(output)  # a run that failed before its first file leaves no record behind
+            raise
     return targets

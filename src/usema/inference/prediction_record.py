@@ -1,11 +1,13 @@
 """OUT/usema_predict.json: what made the predictions of an output folder (the run, each checkpoint's content,
-mirroring, step size, precision and the extra outputs), so that `usema predict --resume` continues an
-interrupted prediction only with the same settings and never fills one folder with two models' predictions."""
+mirroring, step size, precision and the extra outputs) and which predictions were finished with those settings,
+so that `usema predict --resume` continues an interrupted prediction only with the same settings and keeps only
+predictions those settings made (a case is listed once all its files are written)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,12 @@ RECORD_NAME = "usema_predict.json"
 # the checkpoints are named by their content, so a run folder moved elsewhere still continues its predictions.
 DECIDING_KEYS = ("checkpoints", "tta", "step_size", "precision", "save_probabilities", "overlay")
 # The options of `usema predict` that set the deciding keys, named in a refusal.
-DECIDING_OPTIONS = "--fold/--folds, --checkpoint, --disable-tta, --step-size, --precision, --save-probabilities, --overlay"
+DECIDING_OPTIONS = (
+    "--fold/--folds, --checkpoint, --disable-tta, --step-size, --precision and --device, --save-probabilities, "
+    "--overlay"
+)
+# The key listing the segmentation files (names in OUT) whose case was finished with the record's settings.
+PREDICTED_KEY = "predicted"
 
 
 def _sha256(path: Path) -> str:
@@ -88,11 +95,14 @@ def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return changed
 
 
-def check_same_settings(output: Path, settings: dict[str, Any], resume: bool, predictions_there: bool) -> None:
+def check_same_settings(
+    output: Path, settings: dict[str, Any], resume: bool, predictions_there: bool
+) -> list[str]:
     """Refuse to `resume` the predictions in `output` with other settings than those its record names, or where
     predictions are there without a record (made by another tool or an older usema: nothing tells what made
     them). Predictions of other cases added with other settings are allowed, as nnU-Net allows them, with a
-    warning: the folder then holds two models' predictions, which an evaluation would score as one."""
+    warning: the folder then holds two models' predictions, which an evaluation would score as one.
+    Returns the segmentation files the record lists as finished with these same settings ([] otherwise)."""
     record = read_record(output)
     path = Path(output) / RECORD_NAME
     if record is None:
@@ -102,7 +112,7 @@ def check_same_settings(output: Path, settings: dict[str, Any], resume: bool, pr
                 "not found, so nothing tells what made the predictions already there; --resume continues only a "
                 "usema prediction; --overwrite predicts every case again",
             )
-        return
+        return []
     changed = "; ".join(differences(record, settings))
     if changed and resume:
         raise DataError(
@@ -117,8 +127,44 @@ def check_same_settings(output: Path, settings: dict[str, Any], resume: bool, pr
             f"them and {RECORD_NAME} now describes these",
             stacklevel=3,
         )
+        return []
+    return [str(name) for name in record.get(PREDICTED_KEY, [])]
 
 
-def write_record(output: Path, settings: dict[str, Any]) -> Path:
-    """Write OUT/usema_predict.json atomically."""
-    return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(settings, indent=1) + "\n")
+def split_cases(
+    output: Path,
+    settings: dict[str, Any],
+    outputs_of_case: dict[str, list[Path]],
+    resume: bool,
+    overwrite: bool,
+) -> tuple[list[str], list[str]]:
+    """Check OUT's record against `settings` (`check_same_settings`; not with `overwrite`) and split the cases,
+    each named by its segmentation file (`outputs_of_case`: name -> every file the case writes), into (the
+    names to predict, the names of earlier predictions the record goes on listing). With `resume` a case is
+    kept where the record lists it as finished with these settings and all its files are there; predictions
+    the record does not list (another model's, or a case cut off while its files were written) are made again."""
+    predictions_there = any(path.exists() for paths in outputs_of_case.values() for path in paths)
+    listed = [] if overwrite else check_same_settings(output, settings, resume, predictions_there)
+    kept = {
+        name for name, paths in outputs_of_case.items()
+        if resume and name in listed and all(path.is_file() for path in paths)
+    }
+    todo = [name for name in outputs_of_case if name not in kept]
+    if kept:
+        print(f"resume: {len(kept)} of {len(outputs_of_case)} case(s) already predicted in {output}, kept",
+              file=sys.stderr)
+    return todo, [name for name in listed if name not in set(todo)]
+
+
+def write_record(output: Path, settings: dict[str, Any], predicted: list[str]) -> Path:
+    """Write OUT/usema_predict.json atomically: `settings` and the `predicted` segmentation files."""
+    record = {**settings, PREDICTED_KEY: list(predicted)}
+    return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(record, indent=1) + "\n")
+
+
+def remove_if_alone(output: Path) -> None:
+    """Remove OUT's record where it is the only file there: a prediction that failed before its first file
+    leaves no folder behind (see `usema.utils.atomic.removed_if_left_empty`)."""
+    output = Path(output)
+    if output.is_dir() and [path.name for path in output.iterdir()] == [RECORD_NAME]:
+        (output / RECORD_NAME).unlink()

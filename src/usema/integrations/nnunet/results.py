@@ -73,8 +73,10 @@ def predict_results_folder(
     """Segment `inputs` (files or folders, nnU-Net's CASE_0000 naming) with the USEMA network of an nnU-Net
     results folder, through nnU-Net's predictor; the folds' outputs are averaged as nnU-Net does. Returns the
     segmentation paths. `checkpoint` "best" reads checkpoint_best.pth, "latest" checkpoint_final.pth.
-    `resume` keeps the cases whose outputs are there, as nnUNetv2_predict --continue_prediction does, and is
-    refused where OUT/usema_predict.json names other settings (`usema.inference.prediction_record`)."""
+    `resume` keeps the cases whose outputs are there and that OUT/usema_predict.json lists as finished with
+    the same settings, and is refused where the record names other settings
+    (`usema.inference.prediction_record`); unlike nnUNetv2_predict --continue_prediction it does not keep a
+    segmentation whose writing was cut off."""
     if importlib.util.find_spec("nnunetv2") is None:
         raise UsemaError(f"{folder}: an nnU-Net results folder, which nnU-Net predicts: pip install --no-deps "
                          "nnunetv2 (docs/nnunet.md)")
@@ -83,7 +85,7 @@ def predict_results_folder(
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
-    from usema.inference.prediction_record import check_same_settings, prediction_settings, write_record
+    from usema.inference.prediction_record import prediction_settings, split_cases, write_record
     from usema.inference.probabilities import NNUNET_PREDICTION_ARGS, folder_paths, probability_paths
     from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
     from usema.integrations.nnunet.trainer import nnUNetTrainerUSEMA
@@ -129,17 +131,26 @@ def predict_results_folder(
     # nnU-Net's predictor autocasts on CUDA (float16) and predicts in float32 elsewhere
     settings = prediction_settings(folder, paths, tta, step_size, "fp16" if torch_device.type == "cuda" else "fp32",
                                    save_probabilities, overlay=False)
-    if not overwrite:
-        check_same_settings(output, settings, resume, any(path.exists() for path in planned))
+    outputs_of_case = {
+        target.name: [target, *(probability_paths(output, case.case_id) if save_probabilities else [])]
+        for case, target in zip(cases, targets)
+    }
+    todo, predicted = split_cases(output, settings, outputs_of_case, resume, overwrite)
     predictor = nnUNetPredictor(tile_step_size=step_size, use_mirroring=tta, device=torch_device,
                                 allow_tqdm=False)
     predictor.manual_initialization(network, plans, configuration, [p["network_weights"] for p in payloads],
                                     dataset, trainer, first.get("inference_allowed_mirroring_axes"))
+    if not todo:
+        return targets
     output.mkdir(parents=True, exist_ok=True)
-    write_record(output, settings)  # before nnU-Net writes, so that a killed prediction can be resumed
-    predictor.predict_from_files_sequential([[str(p) for p in case.images] for case in cases],
-                                            [str(output / case.case_id) for case in cases],
-                                            save_probabilities=save_probabilities, overwrite=not resume)
+    write_record(output, settings, predicted)  # before nnU-Net writes, so that a killed prediction can resume
+    case_of = {target.name: case for case, target in zip(cases, targets)}
+    for name in todo:  # one case at a time, so that the record lists each case once nnU-Net has written it
+        case = case_of[name]
+        predictor.predict_from_files_sequential([[str(p) for p in case.images]], [str(output / case.case_id)],
+                                                save_probabilities=save_probabilities, overwrite=True)
+        predicted.append(name)
+        write_record(output, settings, predicted)
     return targets
 
 
