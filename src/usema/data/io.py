@@ -1,4 +1,5 @@
-"""Read images and labels of every supported format into arrays with their geometry; write segmentations.
+"""Read images and labels of every supported format into arrays with their geometry (writing segmentations:
+`usema.data.writing`).
 
 Arrays are channel-first, spatial axes in the file's own array order: NIfTI (i, j, k) voxel order, 2D images
 (rows, columns), ITK files (x, y, z) so that they match NIfTI. Readers are nibabel (NIfTI), Pillow (PNG, JPEG,
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from usema.errors import DataError
-from usema.utils.atomic import atomic_path  # re-exported: the one atomic writer of the package
+from usema.utils.atomic import atomic_path  # noqa: F401  (re-exported: the one atomic writer of the package)
 from usema.utils.memory import physical_memory_bytes
 
 # Longest first, so that ".nii.gz" wins over ".gz"-less ".nii" and friends.
@@ -37,7 +38,6 @@ FORMAT_OF_SUFFIX = {
 }
 SUPPORTED_SUFFIXES = tuple(sorted(FORMAT_OF_SUFFIX, key=len, reverse=True))
 # The suffix of a segmentation written in each format (JPEG inputs get PNG segmentations: JPEG is lossy).
-SEGMENTATION_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "itk": ".mha"}
 _PILLOW_FORMATS = ("png", "jpeg", "bmp")
 # Deflate expands a stream at most about 1032-fold (a long run of one byte value; gzip of zeros measures 1029),
 # so a .nii.gz whose header declares more than this many times the file's size declares data it cannot hold.
@@ -427,74 +427,3 @@ def _check_channel_grid(
     problem = geometry.agrees_with(first_geometry)
     if problem:
         raise DataError(path, f"channel file geometry differs from {first.name}: {problem}")
-
-
-def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Path) -> Path:
-    """Write a label map in the input's format with its shape and geometry (NIfTI affine and q/sform codes),
-    atomically. The suffix is set to the format's (JPEG inputs get a lossless PNG). Returns the path
-    written."""
-    seg = np.asarray(seg)
-    path = Path(path)
-    if tuple(seg.shape) != geometry.shape:
-        raise DataError(
-            path, f"segmentation shape {list(seg.shape)} differs from the input's {list(geometry.shape)}"
-        )
-    if seg.size and seg.min() < 0:
-        raise DataError(path, "segmentation has negative labels")
-    peak = int(seg.max()) if seg.size else 0
-    fmt = geometry.format
-    if fmt == "jpeg" or (fmt == "bmp" and peak > 255):
-        fmt = "png"  # JPEG is lossy and BMP holds 8 bits: PNG keeps every label exactly
-    if FORMAT_OF_SUFFIX.get(suffix_of(path)) != fmt:
-        path = path.with_name(strip_suffix(path) + SEGMENTATION_SUFFIX[fmt])
-    dtype = np.uint8 if peak < 256 else np.uint16 if peak < 65536 else np.int32
-    seg = seg.astype(dtype)
-    with atomic_path(path) as tmp:
-        if fmt == "nifti":
-            _write_nifti(seg, geometry, tmp)
-        elif fmt == "tiff":
-            import tifffile
-
-            tifffile.imwrite(tmp, seg)
-        elif fmt == "itk":
-            _write_itk(seg, geometry, tmp)
-        else:
-            from PIL import Image
-
-            if dtype == np.int32:
-                raise DataError(path, f"PNG labels hold at most 65535; this segmentation has {peak}")
-            Image.fromarray(seg).save(tmp, format="BMP" if fmt == "bmp" else "PNG")
-    return path
-
-
-def _write_nifti(seg: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
-    import nibabel as nib
-
-    if geometry.affine is None:
-        affine = np.diag([*geometry.spacing, *([1.0] * (4 - len(geometry.spacing)))])
-    else:
-        affine = np.asarray(geometry.affine)
-    img = nib.Nifti1Image(seg, affine)
-    extra = geometry.extra
-    if "qform_code" in extra:
-        # Keep both of the input's orientation records, so viewers line the mask up with the image.
-        img.set_qform(
-            None if extra.get("qform") is None else np.asarray(extra["qform"]), int(extra["qform_code"])
-        )
-        img.set_sform(
-            None if extra.get("sform") is None else np.asarray(extra["sform"]), int(extra["sform_code"])
-        )
-    img.header.set_zooms(geometry.spacing)
-    nib.save(img, str(path))
-
-
-def _write_itk(seg: np.ndarray, geometry: ImageGeometry, path: Path) -> None:
-    import SimpleITK as sitk
-
-    dims = seg.ndim
-    img = sitk.GetImageFromArray(np.moveaxis(seg, list(range(dims)), list(range(dims))[::-1]))
-    img.SetSpacing(geometry.spacing)
-    if "origin" in geometry.extra:
-        img.SetOrigin(geometry.extra["origin"])
-        img.SetDirection(geometry.extra["direction"])
-    sitk.WriteImage(img, str(path))

@@ -12,7 +12,6 @@ from usema.data.channels import check_channels
 from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import (
     FORMAT_OF_SUFFIX,
-    SEGMENTATION_SUFFIX,
     SUPPORTED_SUFFIXES,
     ImageGeometry,
     format_of,
@@ -20,6 +19,7 @@ from usema.data.io import (
     strip_suffix,
     suffix_of,
 )
+from usema.data.writing import SEGMENTATION_SUFFIX
 from usema.errors import DataError
 from usema.inference.probabilities import is_prediction_folder
 from usema.planning.plans import Plans

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.data.io import write_segmentation
+from usema.data.writing import write_segmentation
 from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
