@@ -240,6 +240,54 @@ def test_nnunet_missing_channel_and_label_raise(tmp_path):
     assert "pt_000.nii.gz" in str(err.value)
 
 
+def make_nnunet_photos(root, modes=("RGB", "RGB", "L")):
+    """nnU-Net's layout of natural images: channel_names R, G, B and one CASE_0000.png per case holding them."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i, mode in enumerate(modes):
+        pixels = np.random.default_rng(i).integers(0, 255, (10, 12, 3) if mode == "RGB" else (10, 12))
+        Image.fromarray(pixels.astype(np.uint8)).save(root / "imagesTr" / f"img{i}_0000.png")
+        label = np.zeros((10, 12), dtype=np.uint8)
+        label[2:6, 3:8] = 1
+        Image.fromarray(label).save(root / "labelsTr" / f"img{i}.png")
+    manifest = {"channel_names": {"0": "R", "1": "G", "2": "B"}, "labels": {"background": 0, "polyp": 1},
+                "numTraining": len(modes), "file_ending": ".png"}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_nnunet_rgb_photographs_are_one_file_per_case(tmp_path):
+    spec = load_dataset(make_nnunet_photos(tmp_path / "nn"))
+    assert (spec.format, spec.spatial_dims, spec.num_channels) == ("nnunet", 2, 3)
+    assert [[p.name for p in case.images] for case in spec.cases] == [["img0_0000.png"], ["img1_0000.png"],
+                                                                       ["img2_0000.png"]]
+    image, label, _ = load_case(spec, spec.cases[0])
+    pixels = np.random.default_rng(0).integers(0, 255, (10, 12, 3))
+    np.testing.assert_array_equal(image, np.moveaxis(pixels, -1, 0))
+    assert label.sum() == 20
+    with pytest.warns(UserWarning, match=r"img2_0000\.png: 1 channel\(s\) converted to 3"):
+        gray, _, _ = load_case(spec, spec.cases[2])  # a gray photograph among them, as in a 2D folder
+    assert gray.shape == (3, 10, 12)
+
+
+def test_only_photographs_hold_every_channel_in_one_file(tmp_path):
+    root = make_nnunet_photos(tmp_path / "nn", modes=("L",))
+    (root / "imagesTr" / "img0_0002.png").write_bytes((root / "imagesTr" / "img0_0000.png").read_bytes())
+    with pytest.raises(DataError, match=r"img0_0001\.png: missing channel 1 of case img0"):
+        load_dataset(root)  # channel files of a photograph must still be complete
+    root = make_nnunet(tmp_path / "nn2")
+    for case in ("pt_000", "pt_001"):
+        (root / "imagesTr" / f"{case}_0001.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"pt_000_0001\.nii\.gz: missing channel 1"):
+        load_dataset(root)  # a volume keeps a file per channel, as nnU-Net asks
+    root = make_nnunet_photos(tmp_path / "nn3", modes=("L",))
+    manifest = json.loads((root / "dataset.json").read_text())
+    manifest["channel_names"] = {"0": "a", "1": "b"}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"img0_0000\.png.*has 1 channel\(s\) but the dataset declares 2"):
+        load_dataset(root)
+
+
 def test_folder2d_image_without_label_raises(tmp_path):
     root = make_folder2d(tmp_path / "f2d", modes=("L", "L"))
     (root / "labels" / "img1.png").unlink()

@@ -65,6 +65,15 @@ def test_incomplete_channel_files_name_the_case(tmp_path):
         collect_cases([tmp_path], plans(num_channels=2))
 
 
+def test_an_nnunet_rgb_photograph_is_one_file_holding_every_channel(tmp_path):
+    touch(tmp_path, "polyp_0000.png", "scan_0000.nii.gz")
+    cases = collect_cases([tmp_path / "polyp_0000.png"], plans(num_channels=3, fmt="nnunet"))
+    assert [(c.case_id, [p.name for p in c.images], c.output_name) for c in cases] == [
+        ("polyp", ["polyp_0000.png"], "polyp.png")]
+    with pytest.raises(DataError, match=r"'scan' has channel files _0000; the model expects 3"):
+        collect_cases([tmp_path], plans(num_channels=3, fmt="nnunet"))  # a volume: one file per channel
+
+
 def test_channel_suffix_is_only_stripped_for_nnunet_or_multichannel_plans(tmp_path):
     files = touch(tmp_path, "scan_0000.nii.gz", "frame_0003.tif", "photo.JPG")
 
@@ -168,3 +177,17 @@ def test_check_cases_lists_the_problems_of_every_case_from_the_headers(tmp_path)
     assert "grids_0001.nii.gz: channel file geometry differs from grids_0000.nii.gz" in lines[1]
     assert "flat_0000.nii.gz: is 2D but the model is 3D" in lines[2]
     assert all("cannot read the file" in line for line in lines[3:-1])
+
+
+def test_check_cases_of_nnunet_configurations_accept_volumes_in_2d_and_convert_no_channels(tmp_path):
+    from PIL import Image
+
+    volume = InferenceCase("vol", (_nifti(tmp_path / "vol_0000.nii.gz", (6, 7, 5)),), ".nii.gz")
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(tmp_path / "gray_0000.png")
+    gray = InferenceCase("gray", (tmp_path / "gray_0000.png",), ".png")
+    check_cases([volume], spatial_dims={2, 3}, num_channels=1)  # a 2d configuration takes it slice by slice
+    with pytest.raises(DataError, match=r"vol_0000\.nii\.gz: is 3D but the model is 2D"):
+        check_cases([volume], spatial_dims=2, num_channels=1)
+    check_cases([gray], spatial_dims=2, num_channels=3)  # usema's reader turns gray into RGB
+    with pytest.raises(DataError, match=r"gray_0000\.png: has 1 channel\(s\) but the model takes 3"):
+        check_cases([gray], spatial_dims={2, 3}, num_channels=3, converts_photos=False)

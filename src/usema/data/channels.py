@@ -9,11 +9,12 @@ count that differs from the declared one is refused.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
-from usema.data.io import ImageGeometry
+from usema.data.io import FORMAT_OF_SUFFIX, ImageGeometry
 from usema.errors import DataError
 
 PHOTO_FORMATS = ("png", "jpeg", "tiff", "bmp")
@@ -26,6 +27,14 @@ def channel_names_for(count: int) -> list[str]:
     return (
         ["gray"] if count == 1 else ["R", "G", "B"] if count == 3 else [f"channel_{i}" for i in range(count)]
     )
+
+
+def holds_every_channel(channel_numbers: Collection[int], num_channels: int, suffix: str) -> bool:
+    """Whether an nnU-Net case of `channel_numbers` (the NNNN of its CASE_NNNN files) is one file of all
+    `num_channels` channels: nnU-Net keeps a file per channel except for RGB natural images, whose one
+    CASE_0000 photograph (PNG, BMP, TIFF, JPEG) holds them all. Its header then says how many it holds."""
+    is_photo = FORMAT_OF_SUFFIX.get(suffix.lower()) in PHOTO_FORMATS
+    return num_channels > 1 and set(channel_numbers) == {0} and is_photo
 
 
 def is_convertible(have: int, want: int, geometry: ImageGeometry) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from usema.data.channels import channel_names_for, is_convertible
+from usema.data.channels import channel_names_for, holds_every_channel, is_convertible
 from usema.data.datasets import (
     BINARY_CLASSES,
     IGNORE_NAME,
@@ -216,7 +216,9 @@ def _scan_nnunet(root: Path, manifest: Path, ending: str, num_channels: int) -> 
         channels.setdefault(match.group(1), set()).add(int(match.group(2)))
     cases = []
     for case_id, found in sorted(channels.items()):
-        images = [images_dir / f"{case_id}_{c:04d}{ending}" for c in range(num_channels)]
+        # an RGB photograph is one CASE_0000 file; _finish and the loader check the channels it holds
+        count = 1 if holds_every_channel(found, num_channels, ending) else num_channels
+        images = [images_dir / f"{case_id}_{c:04d}{ending}" for c in range(count)]
         for channel, path in enumerate(images):
             if channel not in found:
                 raise DataError(

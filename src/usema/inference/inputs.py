@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from usema.data.channels import check_channels
+from usema.data.channels import check_channels, holds_every_channel
 from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import (
     FORMAT_OF_SUFFIX,
@@ -65,8 +65,9 @@ def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[In
     """Group one input's files into cases.
 
     With `channel_files` (a plan of several channels, or one trained on nnU-Net raw data), files named
-    CASE_NNNN.ext are the channels of CASE and must be complete (_0000 to the plan's last channel); any other
-    file is a case of its own (one multi-channel file, e.g. RGB PNG or 4D NIfTI).
+    CASE_NNNN.ext are the channels of CASE and must be complete (_0000 to the plan's last channel), except a
+    photograph CASE_0000 alone, which holds every channel as nnU-Net's RGB natural images do; any other file is
+    a case of its own (one multi-channel file, e.g. RGB PNG or 4D NIfTI).
     """
     cases: list[InferenceCase] = []
     channels: dict[tuple[Path, str, str], dict[int, Path]] = defaultdict(dict)
@@ -78,6 +79,9 @@ def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[In
         else:
             channels[(path.parent, match["case"], suffix)][int(match["channel"])] = path
     for (_, case_id, suffix), by_index in channels.items():
+        if holds_every_channel(by_index, num_channels, suffix):  # an RGB photograph: one CASE_0000 file
+            cases.append(InferenceCase(case_id, (by_index[0],), suffix))
+            continue
         if sorted(by_index) != list(range(num_channels)):
             found = ", ".join(f"_{i:04d}" for i in sorted(by_index))
             raise DataError(
@@ -131,24 +135,41 @@ PROBLEMS_LISTED = 10
 
 
 def check_fits_model(
-    path: Path, channels: int, geometry: ImageGeometry, spatial_dims: int, num_channels: int
+    path: Path,
+    channels: int,
+    geometry: ImageGeometry,
+    spatial_dims: int | Collection[int],
+    num_channels: int,
+    converts_photos: bool = True,
 ) -> None:
     """DataError naming `path` unless an image of `channels` channels on `geometry` goes into a model of
-    `spatial_dims` axes and `num_channels` input channels (a photograph is converted between gray and RGB)."""
-    if geometry.spatial_dims != spatial_dims:
-        raise DataError(path, f"is {geometry.spatial_dims}D but the model is {spatial_dims}D")
-    check_channels(channels, num_channels, geometry, path)
+    `spatial_dims` axes (or any of several: nnU-Net's 2d configurations take 3D volumes slice by slice) and
+    `num_channels` input channels (with `converts_photos`, a photograph is converted between gray and RGB)."""
+    accepted = {spatial_dims} if isinstance(spatial_dims, int) else set(spatial_dims)
+    if geometry.spatial_dims not in accepted:
+        takes = " or ".join(f"{dims}D" for dims in sorted(accepted))
+        raise DataError(path, f"is {geometry.spatial_dims}D but the model is {takes}")
+    if converts_photos:
+        check_channels(channels, num_channels, geometry, path)
+    elif channels != num_channels:
+        raise DataError(path, f"has {channels} channel(s) but the model takes {num_channels}")
 
 
-def check_cases(cases: Sequence[InferenceCase], spatial_dims: int, num_channels: int) -> None:
+def check_cases(
+    cases: Sequence[InferenceCase],
+    spatial_dims: int | Collection[int],
+    num_channels: int,
+    converts_photos: bool = True,
+) -> None:
     """Check every case from its files' headers before the first prediction, so that one bad file among many
     stops a run in seconds rather than after hours of predictions: readable, channel files on one grid, and
-    the model's dimensions and channels. One DataError lists the problems found (the first PROBLEMS_LISTED)."""
+    the model's dimensions and channels (see `check_fits_model`). One DataError lists the problems found (the
+    first PROBLEMS_LISTED)."""
     problems: list[DataError] = []
     for case in cases:
         try:
             channels, geometry = probe_images(case.images)
-            check_fits_model(case.images[0], channels, geometry, spatial_dims, num_channels)
+            check_fits_model(case.images[0], channels, geometry, spatial_dims, num_channels, converts_photos)
         except DataError as exc:
             problems.append(exc)
     if len(problems) == 1:

@@ -42,3 +42,30 @@ def test_a_results_folder_of_another_network_or_without_the_checkpoint_is_refuse
                                               r"is checkpoint_final.pth \(--checkpoint latest\)"):
         predict(resenc_results, [tmp_path], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_are_checked_from_their_headers_before_the_network_is_built(resenc_results, tmp_path):
+    import nibabel as nib
+
+    from usema.errors import DataError
+    from usema.integrations.nnunet.plans import convert_plans
+
+    results = tmp_path / "nnUNetTrainerUSEMA__nnUNetResEncUNetMPlans_USEMA__3d_fullres"
+    (results / "fold_0").mkdir(parents=True)
+    (resenc_results / "source.json").write_text((resenc_results / "plans.json").read_text())
+    convert_plans(resenc_results / "source.json", results / "plans.json", plans_name="plans")
+    (results / "dataset.json").write_text((resenc_results / "dataset.json").read_text())
+    # no weights: a run that reached the network would fail to load them
+    torch.save({"network_weights": {}, "init_args": {"configuration": "3d_fullres"},
+                "trainer_name": "nnUNetTrainerUSEMA"}, results / "fold_0" / "checkpoint_final.pth")
+    inputs = tmp_path / "imagesTs"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((6, 7), np.float32), np.eye(4)), str(inputs / "flat_0000.nii.gz"))
+    (inputs / "broken_0000.nii.gz").write_bytes(b"not a nifti file")
+    with pytest.raises(DataError) as failure:
+        predict(results, [inputs], tmp_path / "out", checkpoint="latest")
+    lines = str(failure.value).splitlines()
+    assert lines[0] == "2 of the 2 input cases cannot be predicted:"
+    assert "broken_0000.nii.gz: cannot read the file" in lines[1]
+    assert "flat_0000.nii.gz: is 2D but the model is 3D" in lines[2]
+    assert not (tmp_path / "out").exists()

@@ -84,7 +84,7 @@ def predict_results_folder(
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from usema.inference.inputs import InferenceCase, check_output_location, collect_cases
+    from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
     from usema.inference.prediction_record import prediction_settings, split_cases, write_record
     from usema.inference.probabilities import NNUNET_PREDICTION_ARGS, folder_paths, probability_paths
     from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
@@ -108,15 +108,11 @@ def predict_results_folder(
             f"{trainer}, not USEMA; predict it with nnUNetv2_predict"
         )
     channels = determine_num_input_channels(plans, configuration, dataset)
-    network = nnUNetTrainerUSEMA.build_network_architecture(
-        plans, configuration, channels, plans.get_label_manager(dataset).num_segmentation_heads,
-        enable_deep_supervision=False,
-    )
-    network.load_state_dict(first["network_weights"])
+    image_channels = len(dataset["channel_names"])  # the files' channels (a cascade's network adds its own)
 
     # usema's grouping of the input files and its checks of the output folder (nothing overwritten unasked)
     ending = dataset["file_ending"]
-    cases: list[InferenceCase] = collect_cases(inputs, _ChannelPlan(channels))
+    cases: list[InferenceCase] = collect_cases(inputs, _ChannelPlan(image_channels))
     bad = [case for case in cases if case.suffix != ending]
     if bad:
         raise UsemaError(f"{bad[0].images[0]}: the model reads {ending} files (its dataset.json's file_ending)")
@@ -125,8 +121,15 @@ def predict_results_folder(
     written_by_nnunet = [*folder_paths(output), output / NNUNET_PREDICTION_ARGS]
     planned = targets + extras + written_by_nnunet
     check_output_location(output, inputs, planned, overwrite or resume)
-    # usema's checks of the inputs' headers (check_cases) are not made here: nnU-Net's 2d configurations take
-    # 3D volumes slice by slice, and its reader reports the files it cannot read.
+    # every input's header, before the first prediction: nnU-Net's 2d configurations take 3D volumes slice by
+    # slice, and its readers convert no channels
+    spatial_dims = len(configuration.patch_size)
+    check_cases(cases, {2, 3} if spatial_dims == 2 else {3}, image_channels, converts_photos=False)
+    network = nnUNetTrainerUSEMA.build_network_architecture(
+        plans, configuration, channels, plans.get_label_manager(dataset).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    network.load_state_dict(first["network_weights"])
     torch_device = resolve_device(device)
     # nnU-Net's predictor autocasts on CUDA (float16) and predicts in float32 elsewhere
     settings = prediction_settings(folder, paths, tta, step_size, "fp16" if torch_device.type == "cuda" else "fp32",
@@ -155,7 +158,8 @@ def predict_results_folder(
 
 
 class _ChannelPlan:
-    """What `collect_cases` reads of a plan: nnU-Net's one file per channel, CASE_0000 ... CASE_NNNN."""
+    """What `collect_cases` reads of a plan: nnU-Net's one file per channel, CASE_0000 ... CASE_NNNN (an RGB
+    photograph: CASE_0000 alone)."""
 
     def __init__(self, channels: int):
         self.dataset = type("Dataset", (), {"num_channels": channels, "format": "nnunet"})()
