@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from usema.data.io import ImageGeometry, read_image, read_label
-from usema.data.writing import write_segmentation
+from usema.data.writing import segmentation_paths, write_segmentation
 from usema.errors import DataError
 
 
@@ -33,3 +33,10 @@ def test_bmp_round_trip(tmp_path):
     path = write_segmentation(seg, geometry, tmp_path / "seg.bmp")
     assert path.suffix == ".bmp"
     np.testing.assert_array_equal(read_label(path)[0], seg)
+
+
+def test_segmentation_paths_name_the_png_a_bmp_may_become(tmp_path):
+    assert segmentation_paths(tmp_path / "a.bmp", max_label=255) == (tmp_path / "a.bmp",)
+    assert segmentation_paths(tmp_path / "a.bmp", max_label=300) == (tmp_path / "a.bmp", tmp_path / "a.png")
+    assert segmentation_paths(tmp_path / "a.bmp", max_label=None) == (tmp_path / "a.bmp", tmp_path / "a.png")
+    assert segmentation_paths(tmp_path / "a.nii.gz", max_label=None) == (tmp_path / "a.nii.gz",)

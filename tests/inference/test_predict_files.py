@@ -566,3 +566,43 @@ def test_every_input_is_checked_before_the_first_prediction(tmp_path, run_and_im
     assert "flat.png: is 2D but the model is 3D" in message
     assert "two_channels.nii.gz: has 2 channel(s) but 1 are declared" in message
     assert predicted == [] and not (tmp_path / "out").exists()
+
+
+def test_a_bmp_case_written_as_png_is_kept_by_resume_and_its_png_never_replaced_unasked(tmp_path, threshold_model,
+                                                                                       monkeypatch):
+    plans = make_plans(2, num_classes=2, model="threshold", patch_size=[8, 8])
+    plans["dataset"]["label_values"] = [0, 300]  # more than a BMP's 8 bits hold: written as PNG
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 2))
+    images = []
+    for k in range(2):
+        image = np.zeros((10, 12), np.uint8)
+        image[k + 2 :] = 200
+        Image.fromarray(image).save(tmp_path / f"shot{k}.bmp")
+        images.append(tmp_path / f"shot{k}.bmp")
+    out = tmp_path / "out"
+    real = Predictor.probabilities_on_input_grid
+    calls = []
+
+    def killed_at_the_second_case(self, image, geometry):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, image, geometry)
+
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, images, out, device="cpu", tta=False)
+    assert sorted(p.name for p in out.iterdir()) == ["shot0.png", RECORD_NAME]
+    assert json.loads((out / RECORD_NAME).read_text())["predicted"] == ["shot0.png"]
+    with pytest.raises(DataError, match=r"shot0\.png: exists already"):
+        predict(run, images, out, device="cpu", tta=False)  # the PNG a BMP case became is not replaced unasked
+
+    counted = []
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid",
+                        lambda self, *args: counted.append(1) or real(self, *args))
+    written = predict(run, images, out, device="cpu", tta=False, resume=True)
+    assert len(counted) == 1 and [p.name for p in written] == ["shot0.png", "shot1.png"]
+    for k, path in enumerate(written):
+        expected = np.zeros((10, 12), np.uint16)
+        expected[k + 2 :] = 300
+        np.testing.assert_array_equal(np.array(Image.open(path)), expected)

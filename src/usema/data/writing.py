@@ -15,6 +15,16 @@ from usema.utils.atomic import atomic_path
 SEGMENTATION_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "bmp": ".bmp", "itk": ".mha"}
 
 
+def segmentation_paths(path: str | Path, max_label: int | None) -> tuple[Path, ...]:
+    """Where `write_segmentation` may write a segmentation asked for at `path` whose labels reach at most
+    `max_label` (None: not known before predicting, as an instance map's): there, and as PNG where a BMP's
+    8 bits may not hold the labels."""
+    path = Path(path)
+    if FORMAT_OF_SUFFIX.get(suffix_of(path)) == "bmp" and (max_label is None or max_label > 255):
+        return path, path.with_name(strip_suffix(path) + SEGMENTATION_SUFFIX["png"])
+    return (path,)
+
+
 def write_segmentation(seg: np.ndarray, geometry: ImageGeometry, path: str | Path) -> Path:
     """Write a label map in the input's format with its shape and geometry (NIfTI affine and q/sform codes),
     atomically. The suffix is set to the format's (JPEG inputs get a lossless PNG). Returns the path

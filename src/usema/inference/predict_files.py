@@ -7,11 +7,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.data.writing import write_segmentation
+from usema.data.writing import segmentation_paths, write_segmentation
 from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
-from usema.inference.prediction_record import prediction_settings, remove_if_alone, split_cases, write_record
+from usema.inference.prediction_record import (
+    prediction_settings,
+    recorded_predictions,
+    remove_if_alone,
+    split_cases,
+    write_record,
+)
 from usema.inference.predictor import DEFAULT_STEP_SIZE, Predictor, load_predictor
 from usema.inference.probabilities import (
     folder_paths,
@@ -126,7 +132,15 @@ def predict(
                                precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
+    values = plans.dataset.label_values
+    max_label = None if values is None else max(values)  # None: instance maps, counted only once predicted
     targets = [output / case.output_name for case in cases]
+    if resume:  # a segmentation written under another name (a BMP's labels over 255 as PNG) is kept there
+        recorded = set(recorded_predictions(output))
+        targets = [
+            next((path for path in segmentation_paths(target, max_label) if path.name in recorded), target)
+            for target in targets
+        ]
     outputs_of_case = [
         [targets[index]]
         + (list(probability_paths(output, case.case_id)) if save_probabilities else [])
@@ -135,7 +149,8 @@ def predict(
     ]
     if save_probabilities:  # the first case predicted writes them, so a resume without them predicts it again
         outputs_of_case[0] += folder_paths(output)
-    planned = [path for paths in outputs_of_case for path in paths]
+    # every name a file may get, so that nothing there is replaced unasked
+    planned = [name for paths in outputs_of_case for path in paths for name in segmentation_paths(path, max_label)]
     check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path)
     check_cases(cases, predictor.spatial_dims, plans.dataset.num_channels)
     settings = prediction_settings(run_dir, predictor.checkpoints, predictor.tta, predictor.step_size,
@@ -156,7 +171,7 @@ def predict(
                     write_record(output, settings, predicted)
                 targets[index] = _predict_case(predictor, cases[index], targets[index], output, save_probabilities,
                                                overlay, with_folder_files=number == 0)
-                predicted.append(names[index])  # every file of the case is written: a resume keeps it
+                predicted.append(targets[index].name)  # every file of the case is written: a resume keeps it
                 write_record(output, settings, predicted)
         except BaseException:
             remove_if_alone(output)  # a run that failed before its first file leaves no record behind

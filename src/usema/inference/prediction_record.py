@@ -82,6 +82,13 @@ def read_record(output: Path) -> dict[str, Any] | None:
     return record
 
 
+def recorded_predictions(output: Path) -> list[str]:
+    """The segmentation files OUT's record lists as finished, under the names they were written with ([] where
+    OUT holds no record); the record's settings are checked by `check_same_settings`."""
+    record = read_record(output)
+    return [] if record is None else [str(name) for name in record.get(PREDICTED_KEY, [])]
+
+
 def differences(earlier: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """The deciding settings in which `now` differs from `earlier`, each as 'KEY EARLIER -> NOW'."""
     changed = []
