@@ -30,12 +30,14 @@ def test_a_row_per_dataset_with_means_verdicts_and_a_sentence(tmp_path):
     assert "| dataset | usema | usema-nosema | nnunet | usema vs usema-nosema | usema vs nnunet |" in lines[4]
     hippocampus = next(line for line in lines if line.startswith("| hippocampus |"))
     assert "| 0.823 ± 0.000 (5) | 0.802 ± 0.000 (5) |" in hippocampus
-    assert "| better (+0.020 [+0.020, +0.020]) | no difference (+0.000 [+0.000, +0.000]) | 600 | 12.0 (usema, median) |" in hippocampus
-    assert "- hippocampus: USEMA is better than usema-nosema; no difference against nnunet in Dice." in lines
+    assert ("| better (+0.0200 [+0.0200, +0.0200]) | no difference (+0.0000 [+0.0000, +0.0000]) | 600 | "
+            "12.0 (usema, median) |") in hippocampus
+    assert ("- hippocampus: USEMA is better than usema-nosema (+0.0200); no difference against nnunet (+0.0000) in "
+            "mean Dice.") in lines
     kvasir = next(line for line in lines if line.startswith("| kvasir_seg |"))
-    assert "| pending, 2 of 5 folds (+0.000 [+0.000, +0.000]) |" in kvasir and "better" not in kvasir
+    assert "| pending, 2 of 5 folds (+0.0000 [+0.0000, +0.0000]) |" in kvasir and "better" not in kvasir
     assert "- kvasir_seg: 2 of 5 folds so far; no verdict until every fold is in (the interval needs the folds' spread)." in lines
-    assert lines[0] == ("Answer: **Not yet settled.** 1 of 4 datasets have every fold in; USEMA is better than every "
+    assert lines[0] == ("Answer: **Not yet settled.** 1 of 4 datasets has every fold in; USEMA is better than every "
                         "control on 0 and worse than a control on 0 (the aim: better than every control on at least 2 "
                         "of the 4 datasets, worse on none).")
 

@@ -28,7 +28,8 @@ def _studies(output: Path) -> list[ReportFiles]:
 
 def _verdict_cell(result: dict, total_folds: int) -> str:
     """The verdict with its mean difference and interval; "pending" until every fold of the protocol is in."""
-    interval = f"{result['mean']:+.3f} [{result['low']:+.3f}, {result['high']:+.3f}]"
+    # four decimals: differences of a few thousandths of Dice, whose interval bounds three would round to zero
+    interval = f"{result['mean']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]"
     if len(result["folds"]) < total_folds:
         return f"pending, {len(result['folds'])} of {total_folds} folds ({interval})"
     return f"{result['verdict']} ({interval})"
@@ -37,12 +38,12 @@ def _verdict_cell(result: dict, total_folds: int) -> str:
 def _sentence(name: str, folds: int, total: int, verdicts: list[dict]) -> str:
     if not verdicts:
         return f"- {name}: no comparison yet."
-    parts = [f"{v['verdict']} than {v['control']}" if v["verdict"] in ("better", "worse")
-             else f"{v['verdict']} against {v['control']}" for v in verdicts]
+    parts = [f"{v['verdict']} than {v['control']} ({v['mean']:+.4f})" if v["verdict"] in ("better", "worse")
+             else f"{v['verdict']} against {v['control']} ({v['mean']:+.4f})" for v in verdicts]
     if folds < total:
         return (f"- {name}: {folds} of {total} folds so far; no verdict until every fold is in "
                 "(the interval needs the folds' spread).")
-    return f"- {name}: USEMA is " + "; ".join(parts) + " in Dice."
+    return f"- {name}: USEMA is " + "; ".join(parts) + " in mean Dice."
 
 
 def dataset_outcome(verdicts: list[dict], total_folds: int) -> str:
@@ -67,7 +68,7 @@ def answer_line(outcomes: dict[str, str], datasets: Sequence[str] = STUDY_DATASE
     total = len(outcomes)
     count = {kind: sum(o == kind for o in outcomes.values()) for kind in ("better", "worse", "pending")}
     done = total - count["pending"]
-    tally = (f"{done} of {total} datasets have every fold in; USEMA is better than every control on "
+    tally = (f"{done} of {total} datasets {'has' if done == 1 else 'have'} every fold in; USEMA is better than every control on "
              f"{count['better']}" + (f" ({_names(outcomes, 'better')})" if count["better"] else "")
              + f" and worse than a control on {count['worse']}"
              + (f" ({_names(outcomes, 'worse')})" if count["worse"] else ""))
