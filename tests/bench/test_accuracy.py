@@ -124,6 +124,39 @@ def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypat
     assert windowed == [False] * (len(strides) - 2) + [True, True]
 
 
+def test_steps_alone_end_a_run_and_a_run_stopped_short_gets_no_row(tmp_path, capsys, monkeypatch):
+    import usema.training.run_training as run_training
+
+    budgets = []
+
+    def out_of_time_train(data, run_dir, **kwargs):
+        budgets.append(Plans.load(run_dir).training.time_budget_minutes)
+        return {"interrupted": False, "out_of_time": True, "last_epoch": 1, "epochs": 2}
+
+    monkeypatch.setattr(run_training, "train", out_of_time_train)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=5, shape=(24, 24), seed=1)
+    runs = tmp_path / "runs"
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--folds", "0", "--steps", "4",
+            "--runs-dir", str(runs), "-o", str(tmp_path / "results"), "--device", "cpu", *TINY[:1],
+            "iters_per_epoch=2"]
+    assert main(args) == 2
+    # a CPU plan's 30-minute default is no part of a study at equal steps
+    assert budgets == [None] and Plans.load(runs / "phantoms").training.time_budget_minutes is None
+    assert "run_fold_0/fold_0: a time budget stopped it after epoch 1 of 2; a run of the study trains all its " \
+           "steps, so it gets no row" in capsys.readouterr().err
+    assert not list(runs.rglob("bench_done.json")) and not (tmp_path / "results" / "accuracy_phantoms.csv").exists()
+
+    # a study planned with a budget (by an earlier usema) is refused rather than continued
+    plans_file = runs / "phantoms" / "plans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["training"]["time_budget_minutes"] = 30.0
+    plans_file.write_text(json.dumps(plans))
+    assert main(args) == 2
+    assert "this study's plan stops each run after 30 minutes, so its runs need not train their 4 steps" in \
+        capsys.readouterr().err
+    assert budgets == [None]
+
+
 def test_network_settings_must_name_a_model_of_the_run_and_a_length_is_needed(tmp_path, capsys):
     data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=4, shape=(24, 24), seed=1)
     args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema-nosema", "--runs-dir",

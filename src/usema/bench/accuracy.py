@@ -181,6 +181,10 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
                             resume=started, max_minutes=budget_minutes)
             wall = time.monotonic() - began
         stop_if_interrupted(summary)  # stopped by a signal: no row for a half-trained model; the next run resumes
+        if budget_minutes is None and summary.get("out_of_time"):
+            raise UsemaError(f"{folder}: a time budget stopped it after epoch {summary.get('last_epoch')} of "
+                             f"{summary.get('epochs')}; a run of the study trains all its steps, so it gets no row "
+                             f"(delete {run_dir} to train it again)")
         earlier = json.loads(done_marker.read_text()) if done_marker.is_file() else {}
         atomic_write_text(done_marker, json.dumps({
             **earlier, "commit": commit, "load_average": load.mean, "wall_seconds": wall,
@@ -216,8 +220,15 @@ def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, pre
         if steps is None:
             # epochs large: the wall-clock budget, not the epoch count, ends each run (the schedule follows time)
             edits.setdefault("epochs", 10_000)
+        else:
+            # no wall-clock budget (a CPU plan's default is 30 minutes): the steps alone end each run
+            edits["time_budget_minutes"] = None
         plans, _ = plan_for_device(data, runs, device=device, label_mode=label_mode, edits=edits)
     if steps is not None:
+        budget = plans.training.time_budget_minutes
+        if budget is not None:
+            raise UsemaError(f"{runs / PLANS_NAME}: this study's plan stops each run after {budget:g} minutes, so its "
+                             f"runs need not train their {steps} steps; use another --runs-dir")
         iters = plans.training.iters_per_epoch
         if steps < 1 or steps % iters:
             raise UsemaError(f"--steps {steps} is not a whole number of epochs of {iters} iterations")
