@@ -432,19 +432,26 @@ def _read(path):
     return np.asarray(nib.load(path).dataobj)
 
 
-def test_a_killed_predict_resumes_keeping_the_cases_already_written(tmp_path, run_and_images, monkeypatch):
-    run, images = run_and_images
-    out = tmp_path / "out"
+def kill_at_the_second_case(monkeypatch):
+    """Make prediction stop with KeyboardInterrupt at its second case, as a kill between two cases; returns the
+    real method, to put back."""
     real = Predictor.probabilities_on_input_grid
     calls = []
 
     def killed_at_the_second_case(self, image, geometry):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # as a kill between two cases
+            raise KeyboardInterrupt
         return real(self, image, geometry)
 
     monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    return real
+
+
+def test_a_killed_predict_resumes_keeping_the_cases_already_written(tmp_path, run_and_images, monkeypatch):
+    run, images = run_and_images
+    out = tmp_path / "out"
+    real = kill_at_the_second_case(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict(run, images, out, device="cpu", tta=False)
     assert sorted(p.name for p in out.iterdir()) == ["case0.nii.gz", RECORD_NAME]
@@ -478,20 +485,11 @@ def test_resume_after_an_interrupted_overwrite_predicts_again_what_other_setting
     run, images = run_and_images
     out = tmp_path / "out"
     predict(run, images, out, device="cpu", tta=False)  # every case, without mirroring
-    real = Predictor.probabilities_on_input_grid
-    calls = []
-
-    def killed_at_the_second_case(self, image, geometry):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, image, geometry)
-
-    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    real = kill_at_the_second_case(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict(run, images, out, device="cpu", overwrite=True)  # with mirroring, cut off after case0
     assert json.loads((out / RECORD_NAME).read_text())["predicted"] == ["case0.nii.gz"]
-    calls.clear()
+    calls = []
     monkeypatch.setattr(Predictor, "probabilities_on_input_grid",
                         lambda self, *args: calls.append(1) or real(self, *args))
     predict(run, images, out, device="cpu", resume=True)  # case1 and case2 are still the unmirrored ones
@@ -580,16 +578,7 @@ def test_a_bmp_case_written_as_png_is_kept_by_resume_and_its_png_never_replaced_
         Image.fromarray(image).save(tmp_path / f"shot{k}.bmp")
         images.append(tmp_path / f"shot{k}.bmp")
     out = tmp_path / "out"
-    real = Predictor.probabilities_on_input_grid
-    calls = []
-
-    def killed_at_the_second_case(self, image, geometry):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(self, image, geometry)
-
-    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", killed_at_the_second_case)
+    real = kill_at_the_second_case(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         predict(run, images, out, device="cpu", tta=False)
     assert sorted(p.name for p in out.iterdir()) == ["shot0.png", RECORD_NAME]
