@@ -38,8 +38,8 @@ def _verdict_cell(result: dict, total_folds: int) -> str:
 def _sentence(name: str, folds: int, total: int, verdicts: list[dict]) -> str:
     if not verdicts:
         return f"- {name}: no comparison yet."
-    parts = [f"{v['verdict']} than {v['control']} ({v['mean']:+.4f})" if v["verdict"] in ("better", "worse")
-             else f"{v['verdict']} against {v['control']} ({v['mean']:+.4f})" for v in verdicts]
+    parts = [f"{v['verdict']} {'than' if v['verdict'] in ('better', 'worse') else 'against'} {v['control']} "
+             f"({v['mean']:+.4f})" for v in verdicts]
     if folds < total:
         return (f"- {name}: {folds} of {total} folds so far; no verdict until every fold is in "
                 "(the interval needs the folds' spread).")
@@ -68,8 +68,8 @@ def answer_line(outcomes: dict[str, str], datasets: Sequence[str] = STUDY_DATASE
     total = len(outcomes)
     count = {kind: sum(o == kind for o in outcomes.values()) for kind in ("better", "worse", "pending")}
     done = total - count["pending"]
-    tally = (f"{done} of {total} datasets {'has' if done == 1 else 'have'} every fold in; USEMA is better than every control on "
-             f"{count['better']}" + (f" ({_names(outcomes, 'better')})" if count["better"] else "")
+    tally = (f"{done} of {total} datasets {'has' if done == 1 else 'have'} every fold in; USEMA is better than "
+             f"every control on {count['better']}" + (f" ({_names(outcomes, 'better')})" if count["better"] else "")
              + f" and worse than a control on {count['worse']}"
              + (f" ({_names(outcomes, 'worse')})" if count["worse"] else ""))
     rule = (f"the aim: better than every control on at least {DATASETS_TO_WIN} of the {total} datasets, "
