@@ -2,11 +2,12 @@
 
 import json
 
+import pytest
 import torch
 
 from usema.bench.accuracy import _variants_with_compute
 from usema.bench.accuracy_report import ReportFiles
-from usema.bench.step_cost import equal_compute_steps, measure_step_costs
+from usema.bench.step_cost import cost_ratios, equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning.planner import plan_dataset
@@ -22,10 +23,15 @@ def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_comput
     assert set(measured["seconds_per_step"]) == {"usema", "usema-nosema"}
     assert all(len(v) == 2 and min(v) > 0 for v in measured["samples"].values())
 
-    assert equal_compute_steps(600, 1.3, 1.0, 100) == 800  # 780 rounded to whole epochs
+    assert equal_compute_steps(600, 1.3, 100) == 800  # 780 rounded to whole epochs
     files = ReportFiles(tmp_path / "results", "phantoms")
     files.output.mkdir()
-    files.step_cost.write_text(json.dumps({"seconds_per_step": {"usema": 1.3, "usema-nosema": 1.25, "nnunet": 1.0}}))
+    # the host slows to half speed in round 2, after usema's step: the medians' ratio (1.3 / 2.0) says nnunet's
+    # step costs more than usema's; within each round but that one usema's step costs 1.3 times nnunet's
+    samples = {"usema": [1.3, 1.3, 2.6], "usema-nosema": [1.25, 2.5, 2.5], "nnunet": [1.0, 2.0, 2.0]}
+    files.step_cost.write_text(json.dumps({"seconds_per_step": {"usema": 1.3, "usema-nosema": 2.5, "nnunet": 2.0},
+                                           "samples": samples}))
+    assert cost_ratios({"samples": samples}) == pytest.approx({"usema-nosema": 1.04, "nnunet": 1.3})
     variants = [Variant(m, m, {}) for m in ("usema", "usema-nosema", "nnunet")]
     extended, steps_of = _variants_with_compute(variants, 600, files, 100)
     assert [v.label for v in extended] == ["usema", "usema-nosema", "nnunet", "nnunet@compute"]

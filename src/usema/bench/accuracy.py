@@ -30,7 +30,7 @@ from usema.bench.accuracy_report import (
     write_report,
 )
 from usema.bench.accuracy_summary import write_summary
-from usema.bench.step_cost import equal_compute_steps, measure_step_costs
+from usema.bench.step_cost import cost_ratios, equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant, expand_placements
 from usema.checkpoint import checkpoint_path, fold_dir
 from usema.data import load_dataset
@@ -246,23 +246,24 @@ def _base_plans(data: Path, runs: Path, label_mode: str | None, device: str, pre
 def _variants_with_compute(variants: list[Variant], steps: int | None, files: ReportFiles,
                            iters_per_epoch: int) -> tuple[list[Variant], dict[str, int | None]]:
     """The variants, plus a control `X@compute` for every control whose step costs less than our model's by more
-    than EQUAL_COMPUTE_RATIO (from the measured step costs), and every label's steps."""
+    than EQUAL_COMPUTE_RATIO (the measured paired ratio, `cost_ratios`), and every label's steps."""
     steps_of: dict[str, int | None] = {v.label: steps for v in variants}
     cost_file = files.step_cost
     if steps is None or not cost_file.is_file():
         return variants, steps_of
-    costs = json.loads(cost_file.read_text())["seconds_per_step"]
+    measured = json.loads(cost_file.read_text())
     ours = next((v for v in variants if v.label == "usema"), None)
-    if ours is None or "usema" not in costs:
+    if ours is None or "usema" not in measured["samples"]:
         return variants, steps_of
+    ratios = cost_ratios(measured)
     extra = []
     for variant in variants:
-        if variant is ours or variant.label not in costs:
+        if variant is ours or variant.label not in ratios:
             continue
-        if costs["usema"] > EQUAL_COMPUTE_RATIO * costs[variant.label]:
+        if ratios[variant.label] > EQUAL_COMPUTE_RATIO:
             label = variant.label + COMPUTE_SUFFIX
             extra.append(Variant(label, variant.model, variant.settings))
-            steps_of[label] = equal_compute_steps(steps, costs["usema"], costs[variant.label], iters_per_epoch)
+            steps_of[label] = equal_compute_steps(steps, ratios[variant.label], iters_per_epoch)
     return variants + extra, steps_of
 
 
@@ -320,7 +321,8 @@ def run_accuracy_benchmark(
         files.step_cost.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(files.step_cost, json.dumps({**measured, **provenance(resolve_device(device))},
                                                       indent=1) + "\n")
-        print(json.dumps(measured["seconds_per_step"]))
+        print(json.dumps({"seconds_per_step": measured["seconds_per_step"], "usema_over": cost_ratios(measured)}
+                         if "usema" in measured["samples"] else measured["seconds_per_step"]))
         return []
     variants, steps_of = _variants_with_compute(variants, steps, files, base_plans.training.iters_per_epoch)
     protocol = protocol_record(base_plans, steps, budget_minutes, tta, FOLDS, SPLIT_SEED,

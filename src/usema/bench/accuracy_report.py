@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from usema.bench.accuracy_analysis import comparison_lines, curve_lines, fold_table_lines, run_means
+from usema.bench.step_cost import cost_ratios
 from usema.errors import UsemaError
 from usema.planning import Plans
 from usema.utils.atomic import atomic_write_text
@@ -200,14 +201,14 @@ def _step_cost_lines(files: ReportFiles) -> list[str]:
     if not files.step_cost.is_file():
         return ["Step cost: not measured yet (`usema bench accuracy --measure-step-cost` on an idle machine)."]
     cost = json.loads(files.step_cost.read_text())
-    seconds = cost["seconds_per_step"]
-    ours = seconds.get("usema")
-    lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; load average "
+    ratios = cost_ratios(cost) if "usema" in cost["samples"] else {}
+    lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; usema's step "
+             "over the model's, the median of the rounds' ratios, which decides equal compute; load average "
              f"{cost['load_average_before']:.2f} before, {cost['load_average_after']:.2f} after):", "",
-             "| model | s/step | relative to usema |", "|---|---|---|"]
-    for label, value in seconds.items():
-        relative = f"{value / ours:.2f}" if ours else ""
-        lines.append(f"| {label} | {value:.3f} | {relative} |")
+             "| model | s/step | usema / model |", "|---|---|---|"]
+    for label, value in cost["seconds_per_step"].items():
+        ratio = f"{ratios[label]:.3f}" if label in ratios else ""
+        lines.append(f"| {label} | {value:.3f} | {ratio} |")
     machine = cost.get("machine", {})
     lines += ["", f"Measured on {machine.get('cpu', '?')} ({machine.get('cpu_capability', '?')}), "
                   f"{machine.get('torch_threads', '?')} torch threads, {cost.get('date', '?')}, "

@@ -51,9 +51,21 @@ def measure_step_costs(plans_by_label: dict[str, Plans], device: torch.device,
     }
 
 
-def equal_compute_steps(steps: int, ours_seconds: float, control_seconds: float, iters_per_epoch: int) -> int:
-    """The steps a control trains in the compute that `steps` of our model cost, rounded to whole epochs."""
-    epochs = max(1, round(steps * ours_seconds / control_seconds / iters_per_epoch))
+def cost_ratios(measured: dict[str, Any], ours: str = "usema") -> dict[str, float]:
+    """How many times a step of `ours` costs a step of each other label: the median over rounds of the ratio
+    within a round. Within a round the steps run back to back, so a change of the machine's speed between rounds
+    (a shared host's neighbours) cancels; the ratio of the per-model medians does not cancel it, and on one
+    machine two idle measurements of chaos_mr_t2 gave it as 1.03 and 1.11 where the paired ratio gave 1.02 and
+    1.05."""
+    samples = measured["samples"]
+    return {label: statistics.median(a / b for a, b in zip(samples[ours], values, strict=True))
+            for label, values in samples.items() if label != ours}
+
+
+def equal_compute_steps(steps: int, cost_ratio: float, iters_per_epoch: int) -> int:
+    """The steps a control trains in the compute that `steps` of our model cost, `cost_ratio` being our step's
+    cost over the control's, rounded to whole epochs."""
+    epochs = max(1, round(steps * cost_ratio / iters_per_epoch))
     return epochs * iters_per_epoch
 
 
