@@ -128,3 +128,18 @@ def test_export_refuses_other_formats_and_untrained_folds(two_fold_run, tmp_path
     assert main(["export", str(run), "-o", str(tmp_path / "model.pt"), "--fold", "2"]) == 2
     assert f"{run / 'fold_2'}: fold 2 was never trained" in capsys.readouterr().err
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_ctrl_c_during_predict_is_one_line_and_the_sigint_code(two_fold_run, tmp_path, capsys, monkeypatch):
+    from usema.inference import predict_files
+
+    data, run = two_fold_run
+    image = sorted((data / "images").iterdir())[0]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_files, "predict", interrupted)
+    assert main(["predict", str(run), str(image), "-o", str(tmp_path / "out"), "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert err == "usema predict: interrupted; the files written so far are complete (--resume continues)\n"

@@ -1,6 +1,8 @@
 """`usema plan` and `usema train` as typed: the device a plan is for, its time estimate, and the training
 options (--plan, --num-workers, --max-minutes, --pretrained-weights)."""
 
+import re
+
 import pytest
 import torch
 
@@ -110,10 +112,16 @@ def test_train_with_epochs_describes_the_training_it_runs_and_the_batch_the_plan
     patch = "x".join(map(str, plans.patch_size))
     planned = next(line for line in err if line.startswith("planned for cpu: "))
     # the epochs it trains, within the CPU plan's stored 30-minute budget
-    assert planned.endswith(f"patch {patch}, batch 3, adamw lr 0.003, 30 minutes of training (at most 1 epochs of "
+    assert planned.endswith(f"patch {patch}, batch 3, adamw lr 0.003, 30 minutes of training (at most 1 epoch of "
                             "2 steps)")
     why = next(line for line in err if line.startswith("why: "))
     assert f"(here a batch of 3 patches of {patch})" in why
     assert "training: not timed, its epochs were given (train prints each epoch's time)" in err
     assert not any("no CPU on this machine" in line for line in err)
+    logged = float((run / "fold_0" / "train_log.csv").read_text().splitlines()[1].split(",")[2])  # val_dice
+    ended = re.fullmatch(r"fold 0: trained 1 epoch, to epoch 1 of 1; best validation Dice (\d\.\d{4}) at epoch 1: "
+                         + re.escape(str(run / "fold_0" / "checkpoint_best.pt")), err[-1])
+    assert ended and abs(float(ended[1]) - logged) <= 1e-4
+    assert _train(phantoms, run, "--resume") == 0  # a finished fold: says so
+    assert capsys.readouterr().err.splitlines()[-1].startswith("fold 0: already trained to epoch 1 of 1, nothing to do")
     assert "num_workers" not in Plans.load(run).to_dict()["training"]  # the training machine's, not the plan's

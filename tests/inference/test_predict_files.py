@@ -376,15 +376,24 @@ def test_existing_predictions_are_replaced_only_with_overwrite(tmp_path, thresho
     bright_half = np.zeros((6, 7, 5))
     bright_half[3:] = 50.0
     image = write_nifti(tmp_path / "in" / "x.nii.gz", bright_half, np.eye(4))
-    earlier = write_nifti(tmp_path / "out" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
-
+    # a reference label beside the image, where its prediction would go: usema did not write it, so neither
+    # --overwrite nor --resume replaces it
+    label = write_nifti(tmp_path / "out" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
     with pytest.raises(DataError, match=r"x\.nii\.gz: exists already; --resume continues an interrupted "
                        r"prediction, --overwrite replaces"):
         predict(run, [image], tmp_path / "out", device="cpu")
-    assert np.all(np.asarray(nib.load(earlier).dataobj) == 0)
+    with pytest.raises(DataError, match=r"x\.nii\.gz: exists, and usema_predict\.json there does not list it as "
+                                        r"written by usema predict; --overwrite and --resume replace only"):
+        predict(run, [image], tmp_path / "out", device="cpu", overwrite=True)
+    assert np.all(np.asarray(nib.load(label).dataobj) == 0)
 
-    predict(run, [image], tmp_path / "out", device="cpu", overwrite=True)
+    earlier = predict(run, [image], tmp_path / "predictions", device="cpu", tta=False)[0]
+    nib.save(nib.Nifti1Image(np.zeros((6, 7, 5), np.uint8), np.eye(4)), earlier)  # as another model's
+    with pytest.raises(DataError, match="exists already"):
+        predict(run, [image], tmp_path / "predictions", device="cpu")
+    predict(run, [image], tmp_path / "predictions", device="cpu", overwrite=True)  # usema's own: replaced
     np.testing.assert_array_equal(np.asarray(nib.load(earlier).dataobj), bright_half > 0)
+    assert json.loads((tmp_path / "predictions" / RECORD_NAME).read_text())["written"] == ["x.nii.gz"]
 
 
 def test_a_full_disk_while_writing_a_prediction_names_the_file(tmp_path, threshold_model, monkeypatch):

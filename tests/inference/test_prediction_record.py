@@ -54,8 +54,14 @@ def test_a_record_is_read_back_and_a_damaged_one_is_named(tmp_path):
     assert read_record(tmp_path / "out") is None
     write_record(tmp_path / "out", _settings(run), ["a.nii.gz"])
     record = read_record(tmp_path / "out")
-    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version", "predicted"}
-    assert record["predicted"] == ["a.nii.gz"]
+    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version", "predicted", "written"}
+    assert record["predicted"] == record["written"] == ["a.nii.gz"]
+    # an --overwrite begins with no finished prediction, and the files usema wrote stay listed as its own
+    write_record(tmp_path / "out", _settings(run), [], ["b.nii.gz"])
+    assert read_record(tmp_path / "out")["written"] == ["a.nii.gz", "b.nii.gz"]
+    write_record(tmp_path / "out", _settings(run), ["a.nii.gz"])
+    record = read_record(tmp_path / "out")
+    assert record["predicted"] == ["a.nii.gz"] and record["written"] == ["a.nii.gz", "b.nii.gz"]
     assert {key: record[key] for key in DECIDING_KEYS} == {
         "checkpoints": {"fold_0/checkpoint_best.pt": hashlib.sha256(b"weights").hexdigest()},
         "tta": True, "step_size": 0.5, "precision": "fp32", "save_probabilities": False, "overlay": False,
@@ -105,6 +111,7 @@ def test_resume_keeps_only_what_the_record_lists_as_finished_with_the_same_setti
     out = tmp_path / "out"
     # an --overwrite with model b cut off after its first case, over a folder of model a's predictions
     outputs = _outputs(out, "c0*", "c1*", "c2*")
+    write_record(out, _settings(run_a), ["c0", "c1", "c2"])
     assert split_cases(out, _settings(run_b), outputs, resume=False, overwrite=True) == (["c0", "c1", "c2"], [])
     write_record(out, _settings(run_b), ["c0"])
     assert split_cases(out, _settings(run_b), outputs, resume=True, overwrite=False) == (["c1", "c2"], ["c0"])

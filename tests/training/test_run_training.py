@@ -84,7 +84,7 @@ def test_two_epochs_write_log_plot_and_checkpoints(tiny_run):
     assert latest.train_cases == splits[1]["train"]
 
 
-def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
+def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch, capsys):
     from usema.training.loop import Trainer
 
     data, run = tiny_run
@@ -98,7 +98,9 @@ def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
         patch.setattr(Trainer, "_past_deadline", lambda self: self.epoch >= 1)
         first = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3)
     assert first["last_epoch"] == 1 and first["out_of_time"]
-    resumed = train(data, other, epochs=2, iters_per_epoch=2, device="cpu", folds=2, seed=3, resume=True)
+    # given no --epochs or --iters-per-epoch, a resume continues with the run's own, not plans.json's
+    resumed = train(data, other, device="cpu", folds=2, seed=3, resume=True)
+    assert "continues with the settings its run began with (epochs 2, iters_per_epoch 2" in capsys.readouterr().err
     assert resumed["epochs_run"] == 1 and resumed["last_epoch"] == 2
     straight = Checkpoint.load(run / "fold_0" / "checkpoint_latest.pt")
     pieced = Checkpoint.load(other / "fold_0" / "checkpoint_latest.pt")
@@ -114,6 +116,8 @@ def test_resume_matches_an_uninterrupted_run(tiny_run, tmp_path, monkeypatch):
 
 def test_resume_without_checkpoint_starts_fresh(tiny_run, capsys):
     data, run = tiny_run
+    with pytest.raises(UsemaError, match="--resume continues the fold's run and --overwrite starts it over"):
+        train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True, overwrite=True)
     summary = train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, resume=True)
     assert "starting fold 0 from scratch" in capsys.readouterr().err
     assert summary["epochs_run"] == 1

@@ -53,3 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         # Saved and stopped: a non-zero code, so that a following `&& usema predict` does not run.
         print(f"usema {args.command}: {stop}", file=sys.stderr)
         return stop.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C outside training's own handler: every file is written atomically, so what is there is whole;
+        # one line instead of a traceback through torch, and the shell's code for SIGINT.
+        again = " (--resume continues)" if getattr(args, "resume", None) is not None else ""
+        print(f"usema {args.command}: interrupted; the files written so far are complete{again}", file=sys.stderr)
+        return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from usema.cli.options import add_device, add_plan_edits, count_from, key_json, positive_number
@@ -186,7 +187,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         **_planning_choices(args),
     )
     stop_if_interrupted(summary)
+    print(_trained_words(summary), file=sys.stderr)
     return 0
+
+
+def _trained_words(summary: dict) -> str:
+    """The line that ends `usema train`: what this call trained, the best validation and where it is."""
+    fold, run = summary["fold"], summary["epochs_run"]
+    done = (f"trained {run} epoch{'s' if run != 1 else ''}, to epoch {summary['last_epoch']} of {summary['epochs']}"
+            if run else f"already trained to epoch {summary['last_epoch']} of {summary['epochs']}, nothing to do")
+    if summary["best_epoch"]:
+        best = f"best validation Dice {summary['best_dice']:.4f} at epoch {summary['best_epoch']}"
+        return f"fold {fold}: {done}; {best}: {summary['checkpoint_best']}"
+    return f"fold {fold}: {done}; {summary['checkpoint_latest']}"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

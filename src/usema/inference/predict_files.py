@@ -167,8 +167,9 @@ def predict(
     with removed_if_left_empty(output):
         try:
             for number, index in enumerate(progress(todo, desc="predict", unit="case")):
-                if number == 0:  # before any file of this run, so that a run killed at any point can resume
-                    write_record(output, settings, predicted)
+                # before any file of the case, so that a run killed at any point can resume and replace it
+                write_record(output, settings, predicted,
+                             [path.name for path in segmentation_paths(targets[index], max_label)])
                 targets[index] = _predict_case(predictor, cases[index], targets[index], output, save_probabilities,
                                                overlay, with_folder_files=number == 0)
                 predicted.append(targets[index].name)  # every file of the case is written: a resume keeps it

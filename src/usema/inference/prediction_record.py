@@ -28,6 +28,9 @@ DECIDING_OPTIONS = (
 )
 # The key listing the segmentation files (names in OUT) whose case was finished with the record's settings.
 PREDICTED_KEY = "predicted"
+# The key listing every segmentation file usema has written or begun to write in OUT, whatever the settings:
+# --overwrite and --resume replace only these, never a file usema did not write (a reference label beside them).
+WRITTEN_KEY = "written"
 
 
 def _sha256(path: Path) -> str:
@@ -149,9 +152,13 @@ def split_cases(
     each named by its segmentation file (`outputs_of_case`: name -> every file the case writes), into (the
     names to predict, the names of earlier predictions the record goes on listing). With `resume` a case is
     kept where the record lists it as finished with these settings and all its files are there; predictions
-    the record does not list (another model's, or a case cut off while its files were written) are made again."""
+    the record does not list (another model's, or a case cut off while its files were written) are made again.
+    With `overwrite` or `resume`, a segmentation file usema did not write is refused
+    (`check_replaces_only_predictions`)."""
     predictions_there = any(path.exists() for paths in outputs_of_case.values() for path in paths)
     listed = [] if overwrite else check_same_settings(output, settings, resume, predictions_there)
+    if overwrite or resume:
+        check_replaces_only_predictions(output, outputs_of_case)
     kept = {
         name for name, paths in outputs_of_case.items()
         if resume and name in listed and all(path.is_file() for path in paths)
@@ -163,9 +170,38 @@ def split_cases(
     return todo, [name for name in listed if name not in set(todo)]
 
 
-def write_record(output: Path, settings: dict[str, Any], predicted: list[str]) -> Path:
-    """Write OUT/usema_predict.json atomically: `settings` and the `predicted` segmentation files."""
-    record = {**settings, PREDICTED_KEY: list(predicted)}
+def written_by_usema(output: Path) -> list[str]:
+    """The segmentation files of OUT that usema wrote or began to write, as its record lists them ([] where OUT
+    holds no readable record; a record of an older usema lists only its finished predictions)."""
+    try:
+        record = read_record(output)
+    except DataError:
+        return []
+    if record is None:
+        return []
+    return [str(name) for name in record.get(WRITTEN_KEY, record.get(PREDICTED_KEY, []))]
+
+
+def check_replaces_only_predictions(output: Path, outputs_of_case: dict[str, list[Path]]) -> None:
+    """Refuse to replace a segmentation file (a case's first output) that usema did not write there: an
+    --overwrite or --resume into a folder that also holds reference labels must not replace them."""
+    ours = set(written_by_usema(output))
+    foreign = [paths[0] for name, paths in outputs_of_case.items() if paths[0].exists() and name not in ours]
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise DataError(
+            foreign[0],
+            f"exists{more}, and {RECORD_NAME} there does not list it as written by usema predict; --overwrite and "
+            "--resume replace only usema's own predictions: move it away, or choose another output folder",
+        )
+
+
+def write_record(output: Path, settings: dict[str, Any], predicted: list[str], writing: list[str] = ()) -> Path:
+    """Write OUT/usema_predict.json atomically: `settings`, the `predicted` segmentation files, and every file
+    usema wrote there (the earlier record's, the predicted ones and those `writing` now, listed before their
+    first byte, so that a kill at any point leaves them replaceable)."""
+    written = dict.fromkeys([*written_by_usema(output), *predicted, *writing])
+    record = {**settings, PREDICTED_KEY: list(predicted), WRITTEN_KEY: list(written)}
     return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(record, indent=1) + "\n")
 
 

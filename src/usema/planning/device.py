@@ -122,7 +122,7 @@ def _network_words(plans: Plans) -> str:
 def training_length(plans: Plans) -> str:
     """How long the plan trains, in words: its time budget (and the epoch cap) or its epochs."""
     training = plans.training
-    epochs = f"{training.epochs} epochs of {training.iters_per_epoch} steps"
+    epochs = f"{training.epochs} epoch{'s' if training.epochs != 1 else ''} of {training.iters_per_epoch} steps"
     if training.time_budget_minutes is None:
         return epochs
     return f"{training.time_budget_minutes:g} minutes of training (at most {epochs})"
@@ -141,8 +141,9 @@ def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
         lines.append(
             "why: on a CPU the preset's full widths at nnU-Net's patch and step count train for days; the "
             f"compact network of the README's CPU runs, patches within a {CPU_MEMORY_BUDGET_GB:g} GiB budget "
-            f"(here a batch of {plans.batch_size} patches of {patch}), AdamW and a budget of "
-            f"{CPU_TRAINING_MINUTES:g} minutes keep a CPU run to half an hour"
+            f"(here a batch of {plans.batch_size} patches of {patch}) and AdamW"
+            + (f", and a budget of {training.time_budget_minutes:g} minutes keeps a CPU run that long"
+               if training.time_budget_minutes is not None else "; the epochs given set its length, no budget")
         )
     if estimate is not None:
         lines.append(f"training: {estimate.describe()}")

@@ -159,6 +159,25 @@ def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: boo
     return plans
 
 
+def _with_the_runs_training(plans: Plans, latest: Path, report: bool) -> Plans:
+    """The plan with the training settings the fold's run was started with (its checkpoint's), so that a resume
+    given no --epochs, --iters-per-epoch or other choice continues the run as it began rather than with
+    plans.json's defaults; the caller's choices still apply on top. A checkpoint that does not load is left to
+    the trainer's restore, which names the problem."""
+    try:
+        trained = Checkpoint.load(latest).plans
+    except UsemaError:
+        return plans
+    if trained is None or trained.training == plans.training:
+        return plans
+    if report:
+        ours, theirs = trained.training.to_dict(), plans.training.to_dict()
+        changed = ", ".join(f"{key} {ours[key]}" for key in ours if ours[key] != theirs.get(key))
+        print(f"resume: {latest} continues with the settings its run began with ({changed}), not plans.json's",
+              file=sys.stderr)
+    return plans.with_training(trained.training)
+
+
 def stop_if_interrupted(summary: dict[str, Any]) -> None:
     """Raise Interrupted when `train` returned early because of SIGINT or SIGTERM (its checkpoint is saved)."""
     if summary.get("interrupted"):
@@ -218,6 +237,8 @@ def train(
     """
     started = time.monotonic()
     data, run_dir = Path(data), Path(run_dir)
+    if resume and overwrite:
+        raise UsemaError("--resume continues the fold's run and --overwrite starts it over: give one")
     if not 0 <= fold < folds:
         raise UsemaError(f"fold {fold} is out of range for {folds} folds (0 to {folds - 1})")
     if max_minutes is not None and not is_positive(max_minutes):
@@ -247,6 +268,9 @@ def train(
         require_shared_run_folder(ctx, run_dir, PLANS_NAME)
         plans = Plans.load(run_dir)
         splits = load_or_create_splits(run_dir, plans.dataset.case_ids, folds, seed, groups_csv, write=False)
+        latest = checkpoint_path(run_dir, "latest", fold)
+        if resume and latest.is_file():
+            plans = _with_the_runs_training(plans, latest, ctx.is_main)
         plans = apply_choices(
             plans, model, epochs, iters_per_epoch, optimizer, schedule, precision, num_workers,
             split_plan_edits(plan_edits)[0],
@@ -262,7 +286,6 @@ def train(
             write_validation_subset(fold_dir(run_dir, fold), validated, len(split["val"]), sizes is not None)
         train_cases = load_training_cases(run_dir, split["train"])
         val_cases = load_training_cases(run_dir, validated)
-        latest = checkpoint_path(run_dir, "latest", fold)
         resume_from = latest if resume and latest.is_file() else None
         if resume and resume_from is None and ctx.is_main:
             print(f"resume: no {latest}, starting fold {fold} from scratch", file=sys.stderr)

@@ -146,10 +146,10 @@ def predict_results_folder(
     if not todo:
         return targets
     output.mkdir(parents=True, exist_ok=True)
-    write_record(output, settings, predicted)  # before nnU-Net writes, so that a killed prediction can resume
     case_of = {target.name: case for case, target in zip(cases, targets)}
     for name in todo:  # one case at a time, so that the record lists each case once nnU-Net has written it
         case = case_of[name]
+        write_record(output, settings, predicted, [name])  # before nnU-Net writes: a killed prediction resumes
         predictor.predict_from_files_sequential([[str(p) for p in case.images]], [str(output / case.case_id)],
                                                 save_probabilities=save_probabilities, overwrite=True)
         predicted.append(name)
