@@ -251,11 +251,10 @@ def _variants_with_compute(variants: list[Variant], steps: int | None, files: Re
     cost_file = files.step_cost
     if steps is None or not cost_file.is_file():
         return variants, steps_of
-    measured = json.loads(cost_file.read_text())
     ours = next((v for v in variants if v.label == "usema"), None)
-    if ours is None or "usema" not in measured["samples"]:
+    ratios = cost_ratios(json.loads(cost_file.read_text()))
+    if ours is None or not ratios:
         return variants, steps_of
-    ratios = cost_ratios(measured)
     extra = []
     for variant in variants:
         if variant is ours or variant.label not in ratios:
@@ -321,8 +320,7 @@ def run_accuracy_benchmark(
         files.step_cost.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(files.step_cost, json.dumps({**measured, **provenance(resolve_device(device))},
                                                       indent=1) + "\n")
-        print(json.dumps({"seconds_per_step": measured["seconds_per_step"], "usema_over": cost_ratios(measured)}
-                         if "usema" in measured["samples"] else measured["seconds_per_step"]))
+        print(json.dumps({"seconds_per_step": measured["seconds_per_step"], "usema_over": cost_ratios(measured)}))
         return []
     variants, steps_of = _variants_with_compute(variants, steps, files, base_plans.training.iters_per_epoch)
     protocol = protocol_record(base_plans, steps, budget_minutes, tta, FOLDS, SPLIT_SEED,

@@ -201,7 +201,7 @@ def _step_cost_lines(files: ReportFiles) -> list[str]:
     if not files.step_cost.is_file():
         return ["Step cost: not measured yet (`usema bench accuracy --measure-step-cost` on an idle machine)."]
     cost = json.loads(files.step_cost.read_text())
-    ratios = cost_ratios(cost) if "usema" in cost["samples"] else {}
+    ratios = cost_ratios(cost)
     lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; usema's step "
              "over the model's, the median of the rounds' ratios, which decides equal compute; load average "
              f"{cost['load_average_before']:.2f} before, {cost['load_average_after']:.2f} after):", "",

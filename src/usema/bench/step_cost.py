@@ -54,10 +54,12 @@ def measure_step_costs(plans_by_label: dict[str, Plans], device: torch.device,
 def cost_ratios(measured: dict[str, Any], ours: str = "usema") -> dict[str, float]:
     """How many times a step of `ours` costs a step of each other label: the median over rounds of the ratio
     within a round. Within a round the steps run back to back, so a change of the machine's speed between rounds
-    (a shared host's neighbours) cancels; the ratio of the per-model medians does not cancel it, and on one
-    machine two idle measurements of chaos_mr_t2 gave it as 1.03 and 1.11 where the paired ratio gave 1.02 and
-    1.05."""
+    (a shared host's neighbours) cancels; the ratio of the per-model medians does not cancel it, and two idle
+    measurements of chaos_mr_t2 on one kind of machine put that on either side of 1.10 (benchmarks/cv/README.md).
+    Empty where `ours` was not measured."""
     samples = measured["samples"]
+    if ours not in samples:
+        return {}
     return {label: statistics.median(a / b for a, b in zip(samples[ours], values, strict=True))
             for label, values in samples.items() if label != ours}
 

@@ -69,7 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlay", action="store_true", help="also write PNG overlays")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
-        "--overwrite", action="store_true", help="replace the predictions usema made earlier in the output folder (never a file it did not write)"
+        "--overwrite", action="store_true",
+        help="replace the predictions usema made earlier in the output folder (never a file it did not write)",
     )
     existing.add_argument(
         "--resume",
