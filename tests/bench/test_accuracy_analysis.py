@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from usema.bench.accuracy_analysis import (
+    comparison_family,
     comparison_lines,
     comparison_pairs,
     curve_lines,
@@ -76,6 +77,31 @@ def test_a_consistent_gain_is_better_and_a_fold_dependent_one_is_no_difference()
     assert budget[-2].endswith("| none (wall-clock budget) |")
     one_fold = [r for r in per_case if r["fold"] == "0"]
     assert comparison_lines(one_fold, rows, total_folds=5)[-2].endswith("| pending (1 of 5 folds) |")
+
+
+def test_an_ablation_is_its_own_family_and_leaves_the_controls_correction_alone():
+    assert [comparison_family(label) for label in ("usema-nosema", "nnunet@compute", "usema-window",
+                                                   "usema-linear@compute", "usema-full", "not-a-preset")] == [
+        "controls", "controls", "ablation", "ablation", "ablation", "controls"]
+    per_case, rows = study()
+    alone = {r["control"]: r for r in paired_comparisons(per_case, rows, draws=4000)}
+    for model, score in (("usema-window", 0.79), ("usema-mean", 0.80), ("usema-linear", 0.81)):
+        for fold in range(5):
+            per_case += per_case_rows(model, fold, {f"f{fold}c{i}": score for i in range(8)})
+            rows.append({"model": model, "fold": str(fold), "commit": "abc"})
+    results = {r["control"]: r for r in paired_comparisons(per_case, rows, draws=4000)}
+    for control in ("usema-nosema", "nnunet"):  # corrected over their 2, as without the ablation
+        assert results[control]["family"] == "controls"
+        assert results[control]["p_holm"] == pytest.approx(alone[control]["p_holm"])
+    window = results["usema-window"]
+    assert window["family"] == "ablation" and window["p_holm"] == pytest.approx(3 * window["p"])
+    lines = comparison_lines(per_case, rows)
+    ablation = next(i for i, line in enumerate(lines) if line.startswith("Ablation, which part of SEMA carries"))
+    assert "Holm-corrected over the 2 comparisons of this table" in lines[0]
+    assert lines[ablation - 1] == "" and "over the 3 comparisons of this table" in lines[ablation]
+    assert [line.split(" | ")[0] for line in lines if line.startswith("| usema - ")] == [
+        "| usema - usema-nosema", "| usema - nnunet", "| usema - usema-window", "| usema - usema-mean",
+        "| usema - usema-linear"]
 
 
 def test_runs_of_different_commits_get_no_verdict():

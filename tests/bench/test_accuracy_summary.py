@@ -6,12 +6,14 @@ from usema.bench.accuracy_report import ReportFiles, _write_csv
 from usema.bench.accuracy_summary import answer_line, dataset_outcome, write_summary
 
 
-def write_study(output, name, folds, gain, steps=600):
+def write_study(output, name, folds, gain, steps=600, ablation=(), nnunet_gain=None):
     files = ReportFiles(output, name)
     output.mkdir(exist_ok=True)
     rows, per_case = [], []
+    nnunet = 0.80 + (gain if nnunet_gain is None else nnunet_gain)
+    models = (("usema", 0.80 + gain), ("usema-nosema", 0.80), ("nnunet", nnunet), *ablation)
     for fold in range(folds):
-        for model, base in (("usema", 0.80 + gain), ("usema-nosema", 0.80), ("nnunet", 0.80 + gain)):
+        for model, base in models:
             rows.append({"model": model, "fold": fold, "commit": "abc", "train_minutes": 10.0 + fold})
             per_case += [{"model": model, "fold": fold, "case": f"{fold}-{i}", "class": 1, "dice": base + 0.001 * i}
                          for i in range(6)]
@@ -40,6 +42,20 @@ def test_a_row_per_dataset_with_means_verdicts_and_a_sentence(tmp_path):
     assert lines[0] == ("Answer: **Not yet settled.** 1 of 4 datasets has every fold in; USEMA is better than every "
                         "control on 0 and worse than a control on 0 (the aim: better than every control on at least 2 "
                         "of the 4 datasets, worse on none).")
+
+
+def test_an_ablation_stays_in_its_report_and_does_not_change_the_answer(tmp_path):
+    # USEMA better than both controls on two datasets and level with usema-window: the ablation's "no
+    # difference" must neither add a column nor count as a control USEMA failed to beat
+    for name in ("hippocampus", "dsb2018"):
+        write_study(tmp_path, name, 5, 0.02, nnunet_gain=0.01, ablation=(("usema-window", 0.82),))
+    lines = write_summary(tmp_path).read_text().splitlines()
+    assert "| dataset | usema | usema-nosema | nnunet | usema vs usema-nosema | usema vs nnunet |" in lines[4]
+    assert not any("usema-window" in line for line in lines)
+    dsb = next(line for line in lines if line.startswith("| dsb2018 |"))
+    assert "| better (+0.0200 [+0.0200, +0.0200]) | better (+0.0100 [+0.0100, +0.0100]) |" in dsb
+    assert lines[0].startswith("Answer: **Yes so far**; the pending datasets can still turn it. 2 of 4 datasets "
+                               "have every fold in; USEMA is better than every control on 2 (hippocampus, dsb2018)")
 
 
 def test_the_outcome_of_a_dataset_waits_for_every_fold_and_needs_every_control_beaten():

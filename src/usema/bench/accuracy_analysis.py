@@ -6,8 +6,10 @@ a control are compared case by case within each fold. Fold k trains with seed k:
 training noise and the choice of cases. The interval of the mean difference is a hierarchical bootstrap: each
 draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate is the mean of
 the fold means. Its two-sided p-value (the share of draws on the other side of zero, doubled) is Holm-corrected
-over all comparisons of one report, and the verdict reads the corrected value: "better" or "worse" below 0.05,
-else "no difference".
+over the comparisons of one family in one report, and the verdict reads the corrected value: "better" or "worse"
+below 0.05, else "no difference". A report asks up to two questions, each its own family: does SEMA help (our
+model against the controls: no SEMA, nnU-Net, others), and, in an ablation, which part of SEMA carries the gain
+(against SEMA presets with another attention). The ablation's comparisons do not weaken the first question's.
 """
 
 from __future__ import annotations
@@ -86,6 +88,19 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
+FAMILIES = ("controls", "ablation")
+
+
+def comparison_family(control: str) -> str:
+    """"ablation" where `control` (a label, maybe "X@compute") is a SEMA preset with another attention
+    (usema-window, usema-mean, ...), else "controls"."""
+    from usema.bench.variants import has_sema_blocks
+    from usema.models import list_models
+
+    model = control.split("@")[0]
+    return "ablation" if model in list_models() and has_sema_blocks(model) else "controls"
+
+
 def comparison_pairs(labels: list[str]) -> list[tuple[str, str]]:
     """(ours, control) pairs: `usema` (or, in a placement study, each `usema@...`) against every other model."""
     ours = ["usema"] if "usema" in labels else [label for label in labels if label.startswith("usema@")]
@@ -96,8 +111,8 @@ def comparison_pairs(labels: list[str]) -> list[tuple[str, str]]:
 def paired_comparisons(per_case: list[dict[str, str]], rows: list[dict[str, str]],
                        metrics: tuple[str, ...] = ("dice",), draws: int = BOOTSTRAP_DRAWS) -> list[dict]:
     """Every (ours - control, metric) over the folds both ran: the fold means, the hierarchical interval, the
-    p-value and its Holm correction over the list, and the verdict ("mixed commits" where the two models' runs
-    were trained at different commits: no verdict)."""
+    p-value and its Holm correction within its family (`comparison_family`), and the verdict ("mixed commits"
+    where the two models' runs were trained at different commits: no verdict)."""
     labels = list(dict.fromkeys(r["model"] for r in rows))
     commits = defaultdict(set)
     for row in rows:
@@ -118,11 +133,15 @@ def paired_comparisons(per_case: list[dict[str, str]], rows: list[dict[str, str]
                 continue
             result = hierarchical_bootstrap(diffs, draws)
             mixed = len(commits[ours] | commits[control]) > 1
-            results.append({"ours": ours, "control": control, "metric": metric, "folds": list(per_fold),
-                            "cases": int(sum(len(d) for d in diffs)), "per_fold": per_fold, "mixed": mixed,
-                            **result})
-    for result, adjusted in zip(results, holm([r["p"] for r in results]), strict=True):
-        result["p_holm"] = adjusted
+            results.append({"ours": ours, "control": control, "family": comparison_family(control),
+                            "metric": metric, "folds": list(per_fold), "cases": int(sum(len(d) for d in diffs)),
+                            "per_fold": per_fold, "mixed": mixed, **result})
+    for family in FAMILIES:
+        members = [r for r in results if r["family"] == family]
+        for result, adjusted in zip(members, holm([r["p"] for r in members]), strict=True):
+            result["p_holm"] = adjusted
+    for result in results:
+        adjusted = result["p_holm"]
         if result["mixed"]:
             result["verdict"] = "mixed commits"
         elif adjusted < ALPHA:
@@ -135,14 +154,24 @@ def paired_comparisons(per_case: list[dict[str, str]], rows: list[dict[str, str]
 def comparison_lines(per_case: list[dict[str, str]], rows: list[dict[str, str]],
                      metrics: tuple[str, ...] = ("dice",), verdicts: bool = True,
                      total_folds: int | None = None) -> list[str]:
-    """The report's table of paired comparisons (empty where there is nothing to compare); a comparison over
-    fewer than `total_folds` folds (the protocol's) is pending, whatever its interval."""
+    """The report's tables of paired comparisons, one per family (empty where there is nothing to compare); a
+    comparison over fewer than `total_folds` folds (the protocol's) is pending, whatever its interval."""
     results = paired_comparisons(per_case, rows, metrics)
-    if not results:
-        return []
-    lines = ["Paired differences, first model minus second, over the folds both ran (per fold: the mean over "
+    lines: list[str] = []
+    for family in FAMILIES:
+        members = [r for r in results if r["family"] == family]
+        if members:
+            lines += [""] * bool(lines) + _family_lines(family, members, verdicts, total_folds)
+    return lines
+
+
+def _family_lines(family: str, results: list[dict], verdicts: bool, total_folds: int | None) -> list[str]:
+    title = ("Paired differences" if family == "controls" else
+             "Ablation, which part of SEMA carries the gain: paired differences")
+    lines = [f"{title}, first model minus second, over the folds both ran (per fold: the mean over "
              "its held-out cases; interval: hierarchical bootstrap over folds, then cases, "
-             f"{BOOTSTRAP_DRAWS} draws; p two-sided, Holm-corrected over the {len(results)} comparisons):", "",
+             f"{BOOTSTRAP_DRAWS} draws; p two-sided, Holm-corrected over the {len(results)} comparisons of this "
+             "table):", "",
              "| comparison | metric | folds | cases | per fold | mean difference | 95% interval | p (Holm) | "
              "verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:

@@ -9,7 +9,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.bench.accuracy_analysis import paired_comparisons, run_means
+from usema.bench.accuracy_analysis import comparison_family, paired_comparisons, run_means
 from usema.bench.accuracy_report import ReportFiles, report_metrics
 from usema.utils.atomic import atomic_write_text
 
@@ -92,7 +92,9 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     studies = [s for s in _studies(output) if s.rows()]
     if not studies:
         return None
-    models = list(dict.fromkeys(r["model"] for s in studies for r in s.rows()))
+    # an ablation's SEMA variants answer another question: their verdicts stay in the dataset's report
+    models = [m for m in dict.fromkeys(r["model"] for s in studies for r in s.rows())
+              if m == "usema" or comparison_family(m) == "controls"]
     controls = [m for m in models if m != "usema"]
     header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "training minutes per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -108,7 +110,7 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
             cells.append(f"{statistics.mean(values):.3f}{spread} ({len(values)})" if values else "")
         # the report's comparisons, so that Holm's correction is the report's
         results = {r["control"]: r for r in paired_comparisons(per_case, rows, report_metrics(per_case))
-                   if r["ours"] == "usema" and r["metric"] == "dice"}
+                   if r["ours"] == "usema" and r["metric"] == "dice" and r["family"] == "controls"}
         if protocol["steps"] is None:
             verdict_cells = ["none (wall clock)" for _ in controls]
         else:
