@@ -15,8 +15,17 @@ import sys, time
 from usema.utils.lock import folder_lock
 with folder_lock(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(60)
+    time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 60)
 """
+
+
+def hold(folder, seconds=60):
+    """A process holding `folder`'s lock for `seconds`, once it has it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds)], stdout=subprocess.PIPE,
+                              text=True, env=env)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
 
 
 def test_a_second_holder_is_refused_naming_the_folder_and_the_pid(tmp_path):
@@ -31,12 +40,8 @@ def test_a_second_holder_is_refused_naming_the_folder_and_the_pid(tmp_path):
 
 
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
-    )
+    holder = hold(tmp_path)
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UsemaError, match=rf"\(pid {holder.pid}\)"), folder_lock(tmp_path):
             pass
     finally:
@@ -47,3 +52,25 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
     with folder_lock(tmp_path) as path:
         assert path.read_text() == f"{os.getpid()}\n"
     assert time.monotonic() - started < 5
+
+
+def test_a_waiting_process_takes_the_lock_when_the_holder_lets_go_and_gives_up_after_its_wait(tmp_path, capsys):
+    holder = hold(tmp_path, seconds=1.0)
+    try:
+        started = time.monotonic()
+        with folder_lock(tmp_path, wait_s=60) as path:
+            assert time.monotonic() - started > 0.8  # taken when the holder let go, not from it
+            assert path.read_text() == f"{os.getpid()}\n"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert capsys.readouterr().out == f"{tmp_path} is in use by usema process {holder.pid}; waiting for it\n"
+    holder = hold(tmp_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(UsemaError, match=rf"\(pid {holder.pid}\)"), folder_lock(tmp_path, wait_s=0.5):
+            pass
+        assert 0.5 <= time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()

@@ -41,6 +41,9 @@ from usema.utils.atomic import atomic_write_text
 from usema.utils.lock import folder_lock
 from usema.utils.provenance import git_commit, provenance
 
+# How long a worker of a shared study waits for another's planning or report writing before giving up
+SHARED_STEP_WAIT_S = 3600.0
+
 # Known datasets under the shared data folder: (folder, label mode; instance labels are scored as instances).
 DATASETS = {
     "hippocampus": ("hippocampus", "semantic"),
@@ -308,7 +311,8 @@ def run_accuracy_benchmark(
     name, data, label_mode = resolve_dataset(dataset, data_root)
     runs = Path(runs_dir) / name
     files = ReportFiles(Path(output), name)
-    with folder_lock(runs / "bench_planning"):  # one process plans and preprocesses; a second one waits
+    # one process plans and preprocesses; a second one, started beside it, waits (kvasir_seg takes minutes)
+    with folder_lock(runs / "bench_planning", wait_s=SHARED_STEP_WAIT_S):
         # measuring the step costs fixes no step count: the budget is chosen from them
         base_plans = _base_plans(data, runs, label_mode, device, precision, dict(plan_edits or {}),
                                  None if measure_steps else steps)
@@ -342,7 +346,7 @@ def run_accuracy_benchmark(
                     continue
                 _prepare_run(run_dir, base_plans, variant, steps_of[variant.label], runs)
                 record = run_one(data, run_dir, fold, variant, device, budget_minutes, also_infer, tta)
-            with folder_lock(files.output / ".bench_report"):
+            with folder_lock(files.output / ".bench_report", wait_s=SHARED_STEP_WAIT_S):
                 files.add_record(record, protocol)
                 write_report(files)
                 write_summary(files.output)

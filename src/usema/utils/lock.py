@@ -43,15 +43,17 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[Path]:
+def folder_lock(folder: str | Path, wait_s: float = 0.0) -> Iterator[Path]:
     """Hold the exclusive lock of `folder` (FOLDER/.usema.lock, holding this process's id) while the block runs.
 
-    Raises UsemaError naming the folder and the holder's process id when another process holds it.
+    Where another live process holds it, waits up to `wait_s` seconds (saying once whom it waits for), then
+    raises UsemaError naming the folder and the holder's process id.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
-    deadline = time.monotonic() + DEAD_HOLDER_WAIT_S
+    started = time.monotonic()
+    told = False
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -59,7 +61,11 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            if not _alive(holder) and time.monotonic() < deadline:
+            waited = time.monotonic() - started
+            if waited < (wait_s if _alive(holder) else max(wait_s, DEAD_HOLDER_WAIT_S)):
+                if wait_s and not told:
+                    print(f"{folder} is in use by usema process {holder}; waiting for it", flush=True)
+                    told = True
                 time.sleep(0.2)
                 continue
             raise UsemaError(
