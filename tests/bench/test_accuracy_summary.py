@@ -11,7 +11,8 @@ def write_study(output, name, folds, gain, steps=600, ablation=(), nnunet_gain=N
     output.mkdir(exist_ok=True)
     rows, per_case = [], []
     nnunet = 0.80 + (gain if nnunet_gain is None else nnunet_gain)
-    models = (("usema", 0.80 + gain), ("usema-nosema", 0.80), ("nnunet", nnunet), *ablation)
+    # the control first, as a study whose first scored run was the control's writes them
+    models = (("usema-nosema", 0.80), ("usema", 0.80 + gain), ("nnunet", nnunet), *ablation)
     for fold in range(folds):
         for model, base in models:
             rows.append({"model": model, "fold": fold, "commit": "abc", "train_minutes": 10.0 + fold})

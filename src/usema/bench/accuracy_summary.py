@@ -93,9 +93,9 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     if not studies:
         return None
     # an ablation's SEMA variants answer another question: their verdicts stay in the dataset's report
-    models = [m for m in dict.fromkeys(r["model"] for s in studies for r in s.rows())
-              if m == "usema" or comparison_family(m) == "controls"]
-    controls = [m for m in models if m != "usema"]
+    seen = dict.fromkeys(r["model"] for s in studies for r in s.rows())
+    controls = [m for m in seen if m != "usema" and comparison_family(m) == "controls"]
+    models = ["usema"] * ("usema" in seen) + controls  # ours first, whichever run was scored first
     header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "training minutes per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sentences, outcomes = [], {}
