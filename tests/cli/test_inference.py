@@ -53,7 +53,7 @@ def test_predict_resume_continues_with_the_same_options_and_names_the_record_oth
     capsys.readouterr()
     both = [str(image) for image in images]
     assert main(["predict", str(run), *both, "-o", str(out), "--fold", "0", "--device", "cpu", "--resume"]) == 0
-    assert "resume: 1 of 2 case(s) already predicted" in capsys.readouterr().err
+    assert "resume: 1 of 2 cases already predicted" in capsys.readouterr().err
     np.testing.assert_array_equal(np.asarray(Image.open(out / images[0].name)), first)
     assert (out / images[1].name).is_file()
 

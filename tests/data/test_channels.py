@@ -39,13 +39,13 @@ def _msd(root, volumes_per_case, modality):
 
 def test_a_later_4d_case_with_three_volumes_is_refused_not_mixed_to_gray(tmp_path):
     spec = load_dataset(_msd(tmp_path / "d", [1, 3], {"0": "MRI"}))
-    with pytest.raises(DataError, match=r"c1\.nii\.gz: has 3 channel\(s\) but 1 are declared"):
+    with pytest.raises(DataError, match=r"c1\.nii\.gz: has 3 channels but 1 is declared"):
         check_dataset(spec)
 
 
 def test_a_later_single_volume_case_of_a_two_modality_dataset_is_refused_not_duplicated(tmp_path):
     spec = load_dataset(_msd(tmp_path / "d", [2, 2, 1], {"0": "T1", "1": "T2"}))
-    with pytest.raises(DataError, match=r"c2\.nii\.gz: has 1 channel\(s\) but 2 are declared"):
+    with pytest.raises(DataError, match=r"c2\.nii\.gz: has 1 channel but 2 are declared"):
         check_dataset(spec)
 
 
@@ -63,7 +63,7 @@ def test_colour_photographs_of_a_gray_dataset_are_converted_with_one_warning(tmp
         warnings.simplefilter("always")
         check_dataset(spec)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "p0_0000.png: 3 channel(s) converted to 1" in messages[0]
+    assert len(messages) == 1 and "p0_0000.png: 3 channels converted to 1" in messages[0]
 
 
 def test_only_2d_photographs_with_one_or_three_channels_convert():
@@ -72,10 +72,10 @@ def test_only_2d_photographs_with_one_or_three_channels_convert():
     with pytest.warns(UserWarning, match="converted to 1"):
         gray = convert_channels(rgb, 1, photo, "a.png")
     assert gray.shape == (1, 4, 5) and gray[0, 0, 0] == pytest.approx(0.299 * 10 + 0.587 * 20 + 0.114 * 30)
-    with pytest.raises(DataError, match=r"a\.nii: has 3 channel\(s\) but 1 are declared"):
+    with pytest.raises(DataError, match=r"a\.nii: has 3 channels but 1 is declared"):
         convert_channels(rgb, 1, ImageGeometry((4, 5), (1.0, 1.0), format="nifti"), "a.nii")
-    with pytest.raises(DataError, match=r"has 3 channel\(s\) but 2 are declared"):
+    with pytest.raises(DataError, match=r"has 3 channels but 2 are declared"):
         convert_channels(rgb, 2, photo, "a.png")
     volume = ImageGeometry((4, 5, 1), (1.0, 1.0, 1.0), format="tiff")
-    with pytest.raises(DataError, match=r"has 1 channel\(s\) but 3"):
+    with pytest.raises(DataError, match=r"has 1 channel but 3"):
         convert_channels(rgb[:1, :, :, None], 3, volume, "a.tif")

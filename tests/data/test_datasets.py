@@ -119,7 +119,7 @@ def test_detects_folder2d_and_converts_the_minority_channel_count(tmp_path):
 
 
 def test_a_tie_of_channel_counts_is_not_called_a_majority(tmp_path):
-    with pytest.warns(UserWarning, match=r"1 of 3 images do not have 1 channel\(s\) \(2 have: the majority\)"):
+    with pytest.warns(UserWarning, match=r"1 of 3 images do not have 1 channel \(2 have: the majority\)"):
         load_dataset(make_folder2d(tmp_path / "most", modes=("L", "L", "RGB")))
     root = make_folder2d(tmp_path / "tie", modes=("L", "RGB", "L", "RGB"))
     with pytest.warns(UserWarning) as caught:
@@ -127,7 +127,7 @@ def test_a_tie_of_channel_counts_is_not_called_a_majority(tmp_path):
     assert spec.num_channels == 3  # the tie goes to the larger count
     message = str(caught[0].message)
     assert message == (
-        f"{root}: 2 of 4 images do not have 3 channel(s) (2 have: as many as have 1, and a tie goes to the larger "
+        f"{root}: 2 of 4 images do not have 3 channels (2 have: as many as have 1, and a tie goes to the larger "
         "count); they are converted on load"
     )
     assert "majority" not in message
@@ -265,7 +265,7 @@ def test_nnunet_rgb_photographs_are_one_file_per_case(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 255, (10, 12, 3))
     np.testing.assert_array_equal(image, np.moveaxis(pixels, -1, 0))
     assert label.sum() == 20
-    with pytest.warns(UserWarning, match=r"img2_0000\.png: 1 channel\(s\) converted to 3"):
+    with pytest.warns(UserWarning, match=r"img2_0000\.png: 1 channel converted to 3"):
         gray, _, _ = load_case(spec, spec.cases[2])  # a gray photograph among them, as in a 2D folder
     assert gray.shape == (3, 10, 12)
 
@@ -284,7 +284,7 @@ def test_only_photographs_hold_every_channel_in_one_file(tmp_path):
     manifest = json.loads((root / "dataset.json").read_text())
     manifest["channel_names"] = {"0": "a", "1": "b"}
     (root / "dataset.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match=r"img0_0000\.png.*has 1 channel\(s\) but the dataset declares 2"):
+    with pytest.raises(DataError, match=r"img0_0000\.png.*has 1 channel but the dataset declares 2"):
         load_dataset(root)
 
 

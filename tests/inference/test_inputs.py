@@ -157,7 +157,7 @@ def test_check_cases_lists_the_problems_of_every_case_from_the_headers(tmp_path)
     good = InferenceCase("good", (_nifti(tmp_path / "good_0000.nii.gz", (6, 7, 5)),
                                   _nifti(tmp_path / "good_0001.nii.gz", (6, 7, 5))), ".nii.gz")
     check_cases([good], spatial_dims=3, num_channels=2)
-    with pytest.raises(DataError, match=r"good_0000\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
+    with pytest.raises(DataError, match=r"good_0000\.nii\.gz: has 2 channels but 1 is declared"):
         check_cases([good], spatial_dims=3, num_channels=1)  # a single problem is raised as it is
 
     grids = InferenceCase("grids", (_nifti(tmp_path / "grids_0000.nii.gz", (6, 7, 5)),
@@ -189,5 +189,5 @@ def test_check_cases_of_nnunet_configurations_accept_volumes_in_2d_and_convert_n
     with pytest.raises(DataError, match=r"vol_0000\.nii\.gz: is 3D but the model is 2D"):
         check_cases([volume], spatial_dims=2, num_channels=1)
     check_cases([gray], spatial_dims=2, num_channels=3)  # usema's reader turns gray into RGB
-    with pytest.raises(DataError, match=r"gray_0000\.png: has 1 channel\(s\) but the model takes 3"):
+    with pytest.raises(DataError, match=r"gray_0000\.png: has 1 channel but the model takes 3"):
         check_cases([gray], spatial_dims={2, 3}, num_channels=3, converts_photos=False)

@@ -417,7 +417,7 @@ def test_a_failed_predict_leaves_no_output_folder(tmp_path, threshold_model):
     run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
     two_volumes = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5, 2)), np.eye(4))
 
-    with pytest.raises(DataError, match=r"x\.nii\.gz: has 2 channel\(s\) but 1 are declared"):
+    with pytest.raises(DataError, match=r"x\.nii\.gz: has 2 channels but 1 is declared"):
         predict(run, [two_volumes], tmp_path / "out", device="cpu")
     assert not (tmp_path / "out").exists()
 
@@ -571,7 +571,7 @@ def test_every_input_is_checked_before_the_first_prediction(tmp_path, run_and_im
     assert message.startswith("3 of the 6 input cases cannot be predicted:")
     assert "broken.nii.gz: cannot read the file" in message
     assert "flat.png: is 2D but the model is 3D" in message
-    assert "two_channels.nii.gz: has 2 channel(s) but 1 are declared" in message
+    assert "two_channels.nii.gz: has 2 channels but 1 is declared" in message
     assert predicted == [] and not (tmp_path / "out").exists()
 
 

@@ -30,7 +30,7 @@ def test_the_default_is_every_trained_fold_with_mirroring(two_fold_run, tmp_path
         expected = ensemble.predict(image)
         np.testing.assert_array_equal(np.asarray(Image.open(path)), expected)
     err = capsys.readouterr().err
-    assert "predicting 2 case(s) with an ensemble of 2 folds (fold_0, fold_1), checkpoint_best.pt, mirroring TTA, " \
+    assert "predicting 2 cases with an ensemble of 2 folds (fold_0, fold_1), checkpoint_best.pt, mirroring TTA, " \
            "step size 0.5, cpu" in err
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from usema.data.io import FORMAT_OF_SUFFIX, ImageGeometry
 from usema.errors import DataError
+from usema.utils.text import counted
 
 PHOTO_FORMATS = ("png", "jpeg", "tiff", "bmp")
 # ITU-R BT.601 luma weights: how an RGB photograph becomes one gray channel.
@@ -48,8 +49,8 @@ def check_channels(have: int, want: int, geometry: ImageGeometry, source: str | 
     if have != want and not is_convertible(have, want, geometry):
         raise DataError(
             source,
-            f"has {have} channel(s) but {want} are declared; only 2D colour photographs (PNG, JPEG, TIFF, "
-            "BMP) are converted, between RGB and gray",
+            f"has {counted(have, 'channel')} but {want} {'is' if want == 1 else 'are'} declared; only 2D colour "
+            "photographs (PNG, JPEG, TIFF, BMP) are converted, between RGB and gray",
         )
 
 
@@ -68,6 +69,6 @@ def convert_channels(
         converted = np.repeat(image, num_channels, axis=0)
     if warn:
         warnings.warn(
-            f"{source}: {have} channel(s) converted to {num_channels} (colour photograph)", stacklevel=2
+            f"{source}: {counted(have, 'channel')} converted to {num_channels} (colour photograph)", stacklevel=2
         )
     return converted

@@ -30,6 +30,7 @@ from usema.data.datasets import (
 from usema.data.instance_classes import INSTANCE_CLASSES
 from usema.data.io import label_values, probe_image, read_label, strip_suffix, suffix_of
 from usema.errors import DataError
+from usema.utils.text import counted
 
 
 def load_dataset(root: str | Path, label_mode: str | None = None) -> DatasetSpec:
@@ -324,12 +325,13 @@ def _finish(
             if channels != majority and not is_convertible(channels, majority, geo):
                 raise DataError(
                     path,
-                    f"has {channels} channel(s) but {counts[majority]} images of the dataset have {majority} ({why})",
+                    f"has {counted(channels, 'channel')} but {counted(counts[majority], 'image')} of the dataset "
+                    f"{'has' if counts[majority] == 1 else 'have'} {majority} ({why})",
                 )
         if len(counts) > 1:
             others = len(probed) - counts[majority]
             warnings.warn(
-                f"{root}: {others} of {len(cases)} images do not have {majority} channel(s) "
+                f"{root}: {others} of {len(cases)} images do not have {counted(majority, 'channel')} "
                 f"({counts[majority]} have: {why}); they are converted on load",
                 stacklevel=4,
             )
@@ -341,7 +343,7 @@ def _finish(
         if found != len(channel_names) and not convertible:
             raise DataError(
                 first[0],
-                f"has {found} channel(s) but the dataset declares {len(channel_names)} "
+                f"has {counted(found, 'channel')} but the dataset declares {len(channel_names)} "
                 f"({', '.join(channel_names)})",
             )
     modality = modality_of(channel_names) if fmt != "folder2d" else "unknown"

@@ -23,6 +23,7 @@ from usema.data.writing import SEGMENTATION_SUFFIX
 from usema.errors import DataError
 from usema.inference.probabilities import is_prediction_folder
 from usema.planning.plans import Plans
+from usema.utils.text import counted
 
 # nnU-Net raw naming: one file per channel, CASE_0000.ext, CASE_0001.ext, ...
 _CHANNEL_FILE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})")
@@ -86,7 +87,7 @@ def _group(files: list[Path], num_channels: int, channel_files: bool) -> list[In
             found = ", ".join(f"_{i:04d}" for i in sorted(by_index))
             raise DataError(
                 by_index[min(by_index)],
-                f"case {case_id!r} has channel files {found}; the model expects {num_channels} channel(s), "
+                f"case {case_id!r} has channel files {found}; the model expects {counted(num_channels, 'channel')}, "
                 f"_0000 to _{num_channels - 1:04d}",
             )
         cases.append(InferenceCase(case_id, tuple(by_index[i] for i in range(num_channels)), suffix))
@@ -152,7 +153,7 @@ def check_fits_model(
     if converts_photos:
         check_channels(channels, num_channels, geometry, path)
     elif channels != num_channels:
-        raise DataError(path, f"has {channels} channel(s) but the model takes {num_channels}")
+        raise DataError(path, f"has {counted(channels, 'channel')} but the model takes {num_channels}")
 
 
 def check_cases(

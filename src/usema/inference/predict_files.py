@@ -28,6 +28,7 @@ from usema.inference.probabilities import (
 from usema.utils.atomic import removed_if_left_empty
 from usema.utils.device import precision_name
 from usema.utils.progress import progress
+from usema.utils.text import counted
 
 OVERLAY_DIR = "overlays"
 
@@ -162,7 +163,7 @@ def predict(
     if not todo:
         return targets
 
-    print(f"predicting {len(todo)} case(s) with {describe(predictor)}", file=sys.stderr, flush=True)
+    print(f"predicting {counted(len(todo), 'case')} with {describe(predictor)}", file=sys.stderr, flush=True)
     # the output folder is made by the first write; a run that fails before it leaves none behind
     with removed_if_left_empty(output):
         try:

@@ -16,6 +16,7 @@ from usema import __version__
 from usema.errors import DataError
 from usema.utils.atomic import atomic_write_text
 from usema.utils.provenance import command_line
+from usema.utils.text import counted
 
 RECORD_NAME = "usema_predict.json"
 # The keys that decide what a prediction is; the others (run folder, command, version) are there for the reader:
@@ -165,7 +166,7 @@ def split_cases(
     }
     todo = [name for name in outputs_of_case if name not in kept]
     if kept:
-        print(f"resume: {len(kept)} of {len(outputs_of_case)} case(s) already predicted in {output}, kept",
+        print(f"resume: {len(kept)} of {counted(len(outputs_of_case), 'case')} already predicted in {output}, kept",
               file=sys.stderr)
     return todo, [name for name in listed if name not in set(todo)]
 

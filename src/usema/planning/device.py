@@ -26,6 +26,7 @@ from usema.planning.planner import given_network_settings, plan_dataset
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.settings import TrainingSettings
 from usema.utils.device import device_kind, resolve_device
+from usema.utils.text import counted
 
 CPU_NETWORK = {
     "base_features": 16,
@@ -122,7 +123,7 @@ def _network_words(plans: Plans) -> str:
 def training_length(plans: Plans) -> str:
     """How long the plan trains, in words: its time budget (and the epoch cap) or its epochs."""
     training = plans.training
-    epochs = f"{training.epochs} epoch{'s' if training.epochs != 1 else ''} of {training.iters_per_epoch} steps"
+    epochs = f"{counted(training.epochs, 'epoch')} of {training.iters_per_epoch} steps"
     if training.time_budget_minutes is None:
         return epochs
     return f"{training.time_budget_minutes:g} minutes of training (at most {epochs})"
