@@ -117,6 +117,8 @@ def test_train_with_epochs_describes_the_training_it_runs_and_the_batch_the_plan
     why = next(line for line in err if line.startswith("why: "))
     assert f"(here a batch of 3 patches of {patch})" in why
     assert "training: not timed, its epochs were given (train prints each epoch's time)" in err
+    assert (f"{run / 'plans.json'} keeps the planner's 30 minutes of training (at most 1000 epochs of 100 steps); "
+            "--epochs and --iters-per-epoch apply to this run") in err
     assert not any("no CPU on this machine" in line for line in err)
     logged = float((run / "fold_0" / "train_log.csv").read_text().splitlines()[1].split(",")[2])  # val_dice
     ended = re.fullmatch(r"fold 0: trained 1 epoch, to epoch 1 of 1; best validation Dice (\d\.\d{4}) at epoch 1: "

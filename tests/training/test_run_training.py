@@ -305,6 +305,10 @@ def test_another_model_into_a_trained_run_is_refused_and_the_plan_names_the_mode
     train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
     with pytest.raises(UsemaError, match=r"is a run of model usema-nosema \(fold_0 trained\)"):
         train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, fold=1)
+    # --overwrite starts over the fold it trains: fold_0 would be left with a plan it does not load with
+    with pytest.raises(UsemaError, match=r"or delete fold_0 first \(--overwrite starts over only the fold"):
+        train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, fold=1,
+              overwrite=True)
     assert json.loads((run / "plans.json").read_text())["model"]["name"] == "usema-nosema"
     assert not (run / "fold_1").exists()
     train(data, run, model="nnunet", epochs=1, iters_per_epoch=1, device="cpu", folds=2, overwrite=True)

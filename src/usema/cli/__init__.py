@@ -16,7 +16,12 @@ from usema import __version__
 def _build_parser() -> argparse.ArgumentParser:
     from usema.cli import inference, pipeline, research
 
-    parser = argparse.ArgumentParser(prog="usema", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="usema",
+        description="Medical image segmentation with SEMA attention: plan a dataset, train, predict, evaluate "
+        "(and benchmarks, nnU-Net integration, model export).",
+        epilog="usema COMMAND --help describes each command; the documentation's cli.md all of them.",
+    )
     parser.add_argument(
         "--version", action="version", version=f"usema {__version__}", help="print the version and exit"
     )

@@ -95,7 +95,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "output logits at that size), as the network does: the padding to the total stride and SEMA's windows "
         "(each stage keeps its window size, the number of windows follows the input) are computed in the "
         "graph. Other networks take patches of the plan's size only (ONNX: any batch; TorchScript: one "
-        "patch). Images are prepared as RUN/plans.json says (spacing, normalisation).",
+        "patch). Images are prepared as the plan the model was trained with says (spacing, normalisation; "
+        "the checkpoint holds it).",
     )
     p.add_argument("run", type=Path, help="the run folder")
     p.add_argument(
@@ -191,8 +192,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         takes = "any batch of patches" if shape[0] == "batch" else "one patch"
     print(
-        f"wrote {path}: input 'image' of shape {list(shape)} ({takes}, prepared as "
-        f"{args.run / 'plans.json'} says: spacing and normalisation), output 'logits' per class"
+        f"wrote {path}: input 'image' of shape {list(shape)} ({takes}, prepared as the plan it was trained "
+        "with says, which its checkpoint holds: spacing and normalisation), output 'logits' per class"
     )
     return 0
 

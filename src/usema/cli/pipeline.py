@@ -40,8 +40,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_device(
         p,
         "train",
-        "; the plan is made for it, and cuda need not be here: on a CPU the compact network "
-        "trained for 30 minutes; the training is timed where the device is",
+        "; the plan is made for that device, which need not be this machine (a GPU plan can be "
+        "made on a CPU): for a CPU a compact network and a 30-minute budget, for a GPU the planner's full "
+        "network; the training is timed only where the device is present",
     )
     p.set_defaults(func=_cmd_plan)
 
@@ -85,7 +86,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="autocast precision (default: the plan's, whose own default is auto: the device's)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the initialisation, the sampling and the split"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initialisation and the sampling (default: 0); it draws the run's split only when "
+        "RUN/splits.json does not exist yet: every later fold, whatever its seed, keeps that split",
     )
     p.add_argument(
         "--max-minutes",

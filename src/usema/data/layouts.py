@@ -281,7 +281,7 @@ def _guess_label_mode(root: Path, labels: list[Path]) -> tuple[str, set[int] | N
         guess = "binary" if len(values) == 2 and max(values) > 1 else "semantic"
     if guess != "semantic":
         warnings.warn(
-            f"{root}: no label mode given; the label files look {guess} (pass label_mode / --labels to "
+            f"{root}: no label mode given; the label files look {guess} (pass --labels, in Python label_mode=, to "
             f"choose)",
             stacklevel=4,
         )

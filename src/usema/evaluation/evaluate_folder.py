@@ -38,6 +38,7 @@ from usema.evaluation.report import (
     write_summary_json,
 )
 from usema.planning.plans import Plans
+from usema.utils.text import counted
 
 INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
 # More classes than this in a "semantic" reference usually means instance ids were given without --instance.
@@ -205,7 +206,8 @@ def resolve_tolerances(
         values = values * len(classes)
     if len(values) != len(classes):
         raise UsemaError(
-            f"{len(values)} NSD tolerances given for {len(classes)} classes {list(classes)}: give one or one per class"
+            f"{len(values)} NSD tolerances given for {counted(len(classes), 'class')} {list(classes)}: give one "
+            "or one per class"
         )
     if any(not math.isfinite(t) or t < 0 for t in values):
         raise UsemaError(f"NSD tolerances must be finite and >= 0 mm, got {values}")
@@ -327,5 +329,5 @@ def evaluate(
     write_per_case_csv(rows, output / PER_CASE_NAME)
     write_summary_json(summary, output / SUMMARY_NAME)
     print(format_table(summary, metrics[:3] + (("f1",) if instance else ())))
-    print(f"{summary['num_cases']} cases; wrote {output / PER_CASE_NAME} and {output / SUMMARY_NAME}")
+    print(f"{counted(summary['num_cases'], 'case')}; wrote {output / PER_CASE_NAME} and {output / SUMMARY_NAME}")
     return summary

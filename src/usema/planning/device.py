@@ -140,10 +140,10 @@ def describe_plan(plans: Plans, estimate: TrainingEstimate | None) -> list[str]:
     ]
     if kind == "cpu":
         lines.append(
-            "why: on a CPU the preset's full widths at nnU-Net's patch and step count train for days; the "
-            f"compact network of the README's CPU runs, patches within a {CPU_MEMORY_BUDGET_GB:g} GiB budget "
+            "why: on a CPU the preset's full widths at nnU-Net's patch and step count train for days, so a "
+            f"compact network (narrower stages), patches within a {CPU_MEMORY_BUDGET_GB:g} GiB budget "
             f"(here a batch of {plans.batch_size} patches of {patch}) and AdamW"
-            + (f", and a budget of {training.time_budget_minutes:g} minutes keeps a CPU run that long"
+            + (f"; training stops after {training.time_budget_minutes:g} minutes"
                if training.time_budget_minutes is not None else "; the epochs given set its length, no budget")
         )
     if estimate is not None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from usema.planning.plans import Plans
 from usema.utils.progress import duration
+from usema.utils.text import counted
 
 if TYPE_CHECKING:
     import torch
@@ -73,8 +74,8 @@ class TrainingEstimate:
         """One line: the total and how it was measured."""
         steps = int(self.epochs_run * self.iters_per_epoch)
         measured = (
-            f"at {self.step_seconds:.2f} s a step ({self.noise()}) and a validation of {self.validated_cases} "
-            f"cases at {self.validation_case_seconds:.2f} s each after every epoch (timed here on the median "
+            f"at {self.step_seconds:.2f} s a step ({self.noise()}) and a validation of "
+            f"{counted(self.validated_cases, 'case')} at {self.validation_case_seconds:.2f} s each after every epoch (timed here on the median "
             "image shape)"
         )
         if self.budget_minutes is not None and self.epochs_run < self.epochs:
@@ -84,7 +85,7 @@ class TrainingEstimate:
             )
         return (
             f"about {duration(self.total_seconds)} on this {DEVICE_WORDS[self.device]}: {steps} steps "
-            f"({self.epochs} epochs of {self.iters_per_epoch}) {measured}"
+            f"({counted(self.epochs, 'epoch')} of {self.iters_per_epoch}) {measured}"
         )
 
 

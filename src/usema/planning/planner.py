@@ -348,7 +348,7 @@ def _check_no_trained_folds(plans_path: Path) -> None:
     if plans_path.is_file() and trained:
         raise UsemaError(
             f"{plans_path}: the run holds trained folds ({', '.join(trained)}) built from this plan; plan into "
-            "another folder, or pass --overwrite (overwrite=True) to replace it"
+            "another folder, or pass --overwrite (in Python: overwrite=True) to replace it"
         )
 
 

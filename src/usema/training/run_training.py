@@ -13,7 +13,7 @@ from typing import Any
 from usema.checkpoint import CHECKPOINT_NAMES, Checkpoint, checkpoint_path, fold_dir, trained_folds
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
-from usema.planning.device import describe_plan, device_mismatch, plan_for_device
+from usema.planning.device import describe_plan, device_mismatch, plan_for_device, training_length
 from usema.planning.planner import check_plan_edits
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
@@ -94,6 +94,9 @@ def _plans_for_run(
         trained = plans.with_training(plans.training.with_choices(epochs=epochs, iters_per_epoch=iters_per_epoch))
         for line in describe_plan(trained, timed):
             print(line, file=sys.stderr)
+        if trained.training != plans.training:
+            print(f"{run_dir / PLANS_NAME} keeps the planner's {training_length(plans)}; --epochs and "
+                  "--iters-per-epoch apply to this run", file=sys.stderr)
         return plans
     plans = Plans.load(run_dir)
     where, info = run_dir / PLANS_NAME, plans.dataset
@@ -142,17 +145,20 @@ def _check_fold_is_free(folder: Path, resume: bool, overwrite: bool) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
-def _switch_model(plans: Plans, run_dir: Path, model: str | None, overwrite: bool) -> Plans:
+def _switch_model(plans: Plans, run_dir: Path, model: str | None, fold: int, overwrite: bool) -> Plans:
     """Make RUN/plans.json name `model` (with its own SEMA windows) when the caller trains another model than
-    it names; refused while any fold holds checkpoints of the planned model, unless the caller asks to
-    overwrite."""
+    it names; refused while a fold holds checkpoints of the planned model, unless that fold is the one to be
+    trained and the caller asks to overwrite it (the other folds would no longer load with the new plan)."""
     if model is None or model == plans.model_name:
         return plans
-    trained = [fold_dir(run_dir, fold).name for fold in trained_folds(run_dir, "latest")]
-    if trained and not overwrite:
+    trained = [fold_dir(run_dir, k).name for k in trained_folds(run_dir, "latest")]
+    others = [name for name in trained if name != fold_dir(run_dir, fold).name]
+    if others or (trained and not overwrite):
+        remedy = ("or give --overwrite to start its fold over" if not others else
+                  f"or delete {', '.join(others)} first (--overwrite starts over only the fold it trains)")
         raise UsemaError(
             f"{run_dir} is a run of model {plans.model_name} ({', '.join(trained)} trained): train "
-            f"{model} in a new run folder, or give --overwrite to replace it"
+            f"{model} in a new run folder, {remedy}"
         )
     plans = plans.with_model(model)
     plans.save(run_dir)
@@ -258,7 +264,7 @@ def train(
             mismatch = device_mismatch(plans, ctx.device.type, run_dir / PLANS_NAME)
             if mismatch:
                 warnings.warn(mismatch, stacklevel=2)
-            plans = _switch_model(plans, run_dir, model, overwrite)
+            plans = _switch_model(plans, run_dir, model, fold, overwrite)
             plans.check_network()
             _check_fold_is_free(fold_dir(run_dir, fold), resume, overwrite)
             # the split first: a fold count that does not fit the run fails before the preprocessing time
