@@ -146,7 +146,7 @@ def test_missing_prediction_is_an_error_naming_the_case(nifti_cases):
 def test_extra_predictions_are_ignored_with_a_warning_and_duplicates_refused(nifti_cases, tmp_path):
     pred, gt = nifti_cases
     _write_nifti(np.zeros(SHAPE, np.uint8), pred / "case_test.nii.gz")
-    with pytest.warns(UserWarning, match="1 predictions .* no reference"):
+    with pytest.warns(UserWarning, match="1 prediction in .* has no reference .*: case_test.nii.gz$"):
         summary = evaluate(pred, gt)
     assert summary["num_cases"] == 2
     _write_nifti(np.zeros(SHAPE, np.uint8), pred / "case_a.nii")
@@ -253,6 +253,45 @@ def test_a_strict_evaluation_lists_the_missing_cases_and_chill_scores_the_predic
     (pred / "case_a.nii.gz").unlink()
     with pytest.raises(DataError, match="no prediction for case 'case_a'"):
         evaluate(pred, gt, chill=True)  # nothing predicted: nothing to score
+
+
+def test_unmatched_names_are_shown_beside_the_missing_cases(tmp_path):
+    """Predictions named otherwise than the references: the error names them, and the reference a prediction
+    differs from only in letter case, so the cause shows without --chill."""
+    mask = np.zeros((6, 6), np.uint8)
+    mask[1:4, 1:4] = 1
+    for case in range(5):
+        _write_png(mask, tmp_path / "gt" / f"case{case}.png")
+    for name in ("CASE0.png", "case1.png", "other.png"):
+        _write_png(mask, tmp_path / "pred" / name)
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    with pytest.raises(DataError) as failure:
+        evaluate(pred, gt)
+    assert str(failure.value) == (
+        f"{gt / 'case0.png'}: no prediction for case 'case0' in {pred}, nor for 3 more: case2, case3, case4; "
+        "predictions without a reference: CASE0.png (reference 'case0' differs only in letter case), other.png; "
+        "--chill scores the predicted cases only"
+    )
+    with pytest.warns(UserWarning) as warned:
+        assert evaluate(pred, gt, output=tmp_path / "chill", chill=True)["num_cases"] == 1
+    assert str(warned[-1].message) == (
+        f"2 predictions in {pred} have no reference in {gt} and are not scored: CASE0.png (reference 'case0' "
+        "differs only in letter case), other.png"
+    )
+    # nothing matches: the error still says what PRED holds, a few files and how many more
+    (pred / "case1.png").unlink()
+    for index in range(6):
+        _write_png(mask, pred / f"test_{index}.png")
+    with pytest.raises(DataError, match=r"predictions without a reference: CASE0.png \(reference 'case0' differs only "
+                                        r"in letter case\), other.png, test_0.png, test_1.png, test_2.png and 3 "
+                                        r"others$"):
+        evaluate(pred, gt, chill=True)
+    for path in pred.iterdir():
+        path.unlink()
+    (pred / "CASE0.npz").write_bytes(b"")
+    with pytest.raises(DataError, match=rf"nor for 4 more: case1, case2, case3, case4; {pred} holds no segmentation "
+                                        r"files \(\.nii\.gz, "):
+        evaluate(pred, gt)
 
 
 def test_predicted_labels_that_the_reference_does_not_declare_are_warned_about(nifti_cases, tmp_path):

@@ -45,6 +45,8 @@ INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
 MANY_CLASSES = 50
 # The missing cases a strict evaluation names in its error.
 MISSING_LISTED = 20
+# The predictions without a reference named beside them: a few show a naming difference (CASE0 for case0).
+UNMATCHED_LISTED = 5
 
 
 def _is_label_file(path: Path) -> bool:
@@ -68,8 +70,8 @@ def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Pat
     """(case id, prediction file, reference file) for every reference case, in case order.
 
     `pred` and `gt` are both folders or both files. A reference case without a prediction raises DataError
-    that lists the missing cases; with `chill` it is left out with a warning (at least one case must be
-    predicted).
+    that lists the missing cases and the first predictions without a reference (the cause is often their
+    naming); with `chill` it is left out with a warning (at least one case must be predicted).
     """
     if not gt.exists():
         raise DataError(gt, "reference not found")
@@ -88,10 +90,15 @@ def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Pat
         raise DataError(gt, f"no segmentation files ({', '.join(SUPPORTED_SUFFIXES)}) in this folder")
     predictions = _files_by_case(pred)
     missing = [case for case in references if case not in predictions]
+    unscored = sorted(set(predictions) - set(references))
     if missing and (not chill or len(missing) == len(references)):
         others = missing[1:MISSING_LISTED]
         more = f", nor for {len(missing) - 1} more: {', '.join(others)}" if others else ""
         more += f" and {len(missing) - MISSING_LISTED} others" if len(missing) > MISSING_LISTED else ""
+        if not predictions:
+            more += f"; {pred} holds no segmentation files ({', '.join(SUPPORTED_SUFFIXES)})"
+        elif unscored:
+            more += f"; predictions without a reference: {_unmatched(unscored, predictions, missing)}"
         raise DataError(
             references[missing[0]],
             f"no prediction for case '{missing[0]}' in {pred}{more}"
@@ -103,14 +110,27 @@ def pair_cases(pred: Path, gt: Path, chill: bool = False) -> list[tuple[str, Pat
             f"(chill), e.g. {missing[0]}",
             stacklevel=3,
         )
-    unscored = sorted(set(predictions) - set(references))
     if unscored:
         warnings.warn(
-            f"{len(unscored)} predictions in {pred} have no reference in {gt} and are not scored "
-            f"(e.g. {predictions[unscored[0]].name})",
+            f"{counted(len(unscored), 'prediction')} in {pred} {'has' if len(unscored) == 1 else 'have'} no "
+            f"reference in {gt} and {'is' if len(unscored) == 1 else 'are'} not scored: "
+            f"{_unmatched(unscored, predictions, missing)}",
             stacklevel=3,
         )
     return [(case, predictions[case], path) for case, path in references.items() if case in predictions]
+
+
+def _unmatched(unscored: Sequence[str], predictions: Mapping[str, Path], missing: Sequence[str]) -> str:
+    """The first few prediction files without a reference, each with the missing reference case it differs
+    from only in letter case, where there is one."""
+    missing_of = {case.lower(): case for case in missing}
+    named = []
+    for case in unscored[:UNMATCHED_LISTED]:
+        near = missing_of.get(case.lower())
+        hint = f" (reference '{near}' differs only in letter case)" if near else ""
+        named.append(f"{predictions[case].name}{hint}")
+    more = f" and {len(unscored) - UNMATCHED_LISTED} others" if len(unscored) > UNMATCHED_LISTED else ""
+    return ", ".join(named) + more
 
 
 def default_output_dir(pred: Path, gt: Path) -> Path:
