@@ -23,6 +23,17 @@ def test_predict_with_a_fold_never_trained_is_one_line_naming_the_folder(two_fol
     ]
 
 
+def test_predict_fold_all_names_nnunets_fold_all_which_usema_runs_lack(two_fold_run, tmp_path, capsys):
+    data, run = two_fold_run
+    image = sorted((data / "images").iterdir())[0]
+    assert main(["predict", str(run), str(image), "-o", str(tmp_path / "out"), "--fold", "all"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"usema predict: error: {run}: fold 'all' is nnU-Net's fold_all (trained on every case), which usema runs "
+        "do not have; --folds all ensembles every trained fold"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_predict_options_reach_the_predictor(two_fold_run, tmp_path, capsys):
     import usema
 

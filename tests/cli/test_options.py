@@ -58,6 +58,8 @@ def test_an_unknown_device_is_refused_naming_the_option(capsys):
         (["train", "D", "-o", "R", "--iters-per-epoch", "two"], "argument --iters-per-epoch: 'two' is not an integer"),
         (["train", "D", "-o", "R", "--num-workers", "-1"], "argument --num-workers: '-1' is not an integer >= 0"),
         (["train", "D", "-o", "R", "--fold", "-1"], "argument --fold: '-1' is not an integer >= 0"),
+        (["predict", "R", "I", "-o", "O", "--fold", "one"],
+         "argument --fold: 'one' is not a fold: an integer >= 0, or 'all' (nnU-Net's fold_all)"),
         (["plan", "D", "-o", "R", "--memory-gb", "0"], "argument --memory-gb: '0' is not a positive, finite number"),
         (["evaluate", "P", "G", "--tolerance-mm", "-1"], "argument --tolerance-mm: '-1' is not a positive"),
         (["nnunet-plans", "P.json", "--head-dim", "0"], "argument --head-dim: '0' is not an integer >= 1"),

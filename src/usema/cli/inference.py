@@ -6,7 +6,7 @@ import argparse
 import warnings
 from pathlib import Path
 
-from usema.cli.options import add_device, count_from, positive_number
+from usema.cli.options import add_device, count_from, fold_name, positive_number
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 
@@ -18,28 +18,38 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "run",
         type=Path,
         help="the run folder (plans.json and fold_K/ checkpoints), or nnU-Net's results folder of a USEMA model "
-        "(TRAINER__PLANS__CONFIGURATION: nnU-Net's predictor with its checkpoint_best.pth, or with "
-        "checkpoint_final.pth for --checkpoint latest)",
+        "(TRAINER__PLANS__CONFIGURATION: nnU-Net's predictor with the checkpoint_final.pth of fold_0 ... fold_K "
+        "by default, as nnUNetv2_predict)",
     )
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"
     )
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--fold", type=count_from(0), default=None, metavar="N", help="predict with fold N alone")
+    which.add_argument(
+        "--fold",
+        type=fold_name,
+        default=None,
+        metavar="N|all",
+        help="predict with fold N alone; 'all' is nnU-Net's fold_all, trained on every case (nnUNetv2_predict "
+        "-f all), of an nnU-Net results folder",
+    )
     which.add_argument(
         "--folds",
         nargs="+",
         default=None,
         metavar="N|all",
-        help="predict with these folds as an ensemble (their softmax averaged, as nnU-Net), or "
-        "'all' of the trained folds (default: all)",
+        help="predict with these folds as an ensemble (their softmax averaged, as nnU-Net), or 'all' of the "
+        "trained numbered folds (default: all; for an nnU-Net results folder fold_0 ... fold_K, as "
+        "nnUNetv2_predict's default, without fold_all: --fold all predicts with it alone)",
     )
     p.add_argument(
         "--checkpoint",
-        default="best",
+        default=None,
         choices=["best", "latest"],
-        help="each fold's best (highest validation Dice) or latest checkpoint (default: best)",
+        help="each fold's best (highest validation Dice) or latest checkpoint (default: best, checkpoint_best.pt, "
+        "for a usema run; latest, checkpoint_final.pth, for an nnU-Net results folder, as nnUNetv2_predict; "
+        "best there is nnU-Net's checkpoint_best.pth)",
     )
     p.add_argument(
         "--step-size",

@@ -49,6 +49,17 @@ def count_from(low: int):
     return count
 
 
+def fold_name(text: str) -> int | str:
+    """An argparse type: a fold number as typed, or 'all' (nnU-Net's fold_all, trained on every case)."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return count_from(0)(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fold: an integer >= 0, or 'all' (nnU-Net's "
+                                         "fold_all)") from err
+
+
 def add_device(parser: argparse.ArgumentParser, what: str = "run", more: str = "") -> None:
     """The --device option: auto (CUDA when there is one), cpu, cuda or cuda:N; `more` adds to its help."""
     parser.add_argument(

@@ -24,7 +24,7 @@ def run_folder(run_dir: object) -> Path:
 def resolve_folds(
     run_dir: str | Path,
     checkpoint: str = "best",
-    fold: int | None = None,
+    fold: int | str | None = None,
     folds: int | str | Sequence[int | str] | None = None,
 ) -> list[int]:
     """The folds to predict with: `fold` (one), `folds` (a list, or "all": every fold holding the checkpoint),
@@ -32,6 +32,9 @@ def resolve_folds(
     its folder and the folds this run has."""
     if fold is not None and folds is not None:
         raise UsemaError("give a fold or a list of folds, not both")
+    if fold == "all":  # nnU-Net's fold_all: a usema run trains numbered folds only
+        raise UsemaError(f"{run_dir}: fold 'all' is nnU-Net's fold_all (trained on every case), which usema runs do "
+                         "not have; --folds all ensembles every trained fold")
     available = trained_folds(run_dir, checkpoint)
     name = CHECKPOINT_NAMES.get(checkpoint) or checkpoint_path(run_dir, checkpoint).name
     has = f"this run has {_listed(available)}" if available else "train a fold first (usema train)"

@@ -38,16 +38,13 @@ def overlay_path(output: Path, case: InferenceCase) -> Path:
     return Path(output) / OVERLAY_DIR / f"{case.case_id}.png"
 
 
-def describe(predictor: Predictor) -> str:
+def describe(checkpoints: Sequence[Path], tta: bool, step_size: float, device: object, precision: str) -> str:
     """What predicts, in one line: the folds and checkpoint, mirroring, step size, device and precision."""
-    folds = ", ".join(path.parent.name for path in predictor.checkpoints)
-    several = len(predictor.models) > 1
-    ensemble = f"an ensemble of {len(predictor.models)} folds ({folds})" if several else folds
-    precision = precision_name(predictor.autocast_dtype)
+    folds = ", ".join(path.parent.name for path in checkpoints)
+    ensemble = f"an ensemble of {len(checkpoints)} folds ({folds})" if len(checkpoints) > 1 else folds
     return (
-        f"{ensemble}, {predictor.checkpoints[0].name}, "
-        f"{'mirroring TTA' if predictor.tta else 'no TTA'}, step size {predictor.step_size:g}, "
-        f"{predictor.device} {precision}"
+        f"{ensemble}, {checkpoints[0].name}, {'mirroring TTA' if tta else 'no TTA'}, step size {step_size:g}, "
+        f"{device} {precision}"
     )
 
 
@@ -83,11 +80,11 @@ def predict(
     run_dir: str | Path,
     inputs: Sequence[str | Path] | str | Path,
     output: str | Path,
-    checkpoint: str = "best",
+    checkpoint: str | None = None,
     tta: bool = True,
     overlay: bool = False,
     device: str = "auto",
-    fold: int | None = None,
+    fold: int | str | None = None,
     precision: str | None = None,
     overwrite: bool = False,
     folds: int | str | Sequence[int | str] | None = None,
@@ -95,9 +92,9 @@ def predict(
     save_probabilities: bool = False,
     resume: bool = False,
 ) -> list[Path]:
-    """Segment every image of `inputs` (files or folders) with the `checkpoint` ("best" or "latest") of RUN's
-    `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is given; several
-    folds predict as an ensemble, their softmax averaged (see `load_predictor`).
+    """Segment every image of `inputs` (files or folders) with the `checkpoint` ("best", the default, or
+    "latest") of RUN's `fold`, of each of `folds` (a list, or "all"), or of every trained fold when neither is
+    given; several folds predict as an ensemble, their softmax averaged (see `load_predictor`).
 
     Each prediction is written atomically to OUTPUT/<case id><input suffix> with the input's shape and
     geometry (JPEG inputs get PNG). `tta` averages the softmax over all mirrorings (on by default, as
@@ -114,7 +111,9 @@ def predict(
     `overwrite`, predictions of other cases may be added to a folder that holds some, as in nnU-Net; where the
     record there names other settings a warning says so, and the record then describes the new ones.
     Progress goes to stderr: a bar on a terminal, a line every twentieth of the cases elsewhere.
-    RUN may also be an nnU-Net results folder of a USEMA model (`usema.integrations.nnunet.results`).
+    RUN may also be an nnU-Net results folder of a USEMA model (`usema.integrations.nnunet.results`): there, as
+    nnUNetv2_predict, checkpoint_final.pth ("latest") of the numbered folds predicts by default, and `fold`
+    "all" is nnU-Net's fold_all (`results_checkpoints`).
     Returns the prediction paths in case order.
     """
     inputs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
@@ -129,7 +128,7 @@ def predict(
         return predict_results_folder(run_dir, inputs, output, checkpoint=checkpoint, fold=fold, folds=folds, tta=tta,
                                       step_size=step_size, device=device, save_probabilities=save_probabilities,
                                       overwrite=overwrite, resume=resume)
-    predictor = load_predictor(run_dir, checkpoint=checkpoint, fold=fold, folds=folds, device=device,
+    predictor = load_predictor(run_dir, checkpoint=checkpoint or "best", fold=fold, folds=folds, device=device,
                                precision=precision, tta=tta, step_size=step_size)
     plans = predictor.plans
     cases = collect_cases(inputs, plans)
@@ -163,7 +162,8 @@ def predict(
     if not todo:
         return targets
 
-    print(f"predicting {counted(len(todo), 'case')} with {describe(predictor)}", file=sys.stderr, flush=True)
+    what = describe(predictor.checkpoints, predictor.tta, predictor.step_size, predictor.device, settings["precision"])
+    print(f"predicting {counted(len(todo), 'case')} with {what}", file=sys.stderr, flush=True)
     # the output folder is made by the first write; a run that fails before it leaves none behind
     with removed_if_left_empty(output):
         try:

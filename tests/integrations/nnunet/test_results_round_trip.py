@@ -94,10 +94,14 @@ def test_plan_convert_train_predict_ensemble_evaluate(tmp_path, one_thread, monk
     results = tmp_path / "results" / DATASET / f"nnUNetTrainerUSEMA__{PLANS}__3d_fullres"
     assert (results / "fold_0" / "checkpoint_final.pth").is_file()
 
-    # predict: nnU-Net's results folder through usema, and a usema run; both with probabilities
+    # predict: nnU-Net's results folder through usema (its checkpoint_final.pth of the numbered folds by default,
+    # as nnUNetv2_predict), and a usema run; both with probabilities
     nnunet_out, usema_out = tmp_path / "pred_nnunet", tmp_path / "pred_usema"
-    assert main(["predict", str(results), str(test_images), "-o", str(nnunet_out), "--fold", "0", "--checkpoint",
-                 "latest", "--disable-tta", "--save-probabilities", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(results), str(test_images), "-o", str(nnunet_out), "--disable-tta",
+                 "--save-probabilities", "--device", "cpu"]) == 0
+    assert "predicting 1 case with fold_0, checkpoint_final.pth, no TTA, step size 0.5, cpu fp32" in \
+        capsys.readouterr().err
     run = usema_run(raw, tmp_path / "usema_run")
     assert main(["predict", str(run), str(test_images), "-o", str(usema_out), "--disable-tta",
                  "--save-probabilities", "--device", "cpu"]) == 0

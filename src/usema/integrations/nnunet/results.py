@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from usema.errors import CheckpointError, UsemaError
 
-# usema's checkpoint names -> nnU-Net's files
+# usema's checkpoint names -> nnU-Net's files; nnUNetv2_predict reads checkpoint_final.pth unless told otherwise
 CHECKPOINTS = {"best": "checkpoint_best.pth", "latest": "checkpoint_final.pth"}
+DEFAULT_CHECKPOINT = "latest"
+# nnU-Net's fold_all (nnUNetv2_train DATASET CONFIGURATION all, trained on every case): it predicts only when
+# asked for, as nnUNetv2_predict -f all; its default ensemble is the cross-validation folds
+FOLD_ALL = "all"
 
 
 def is_results_folder(folder: str | Path) -> bool:
@@ -38,30 +43,59 @@ def is_results_folder(folder: str | Path) -> bool:
     )
 
 
-def _fold_checkpoints(folder: Path, checkpoint: str, fold: int | None, folds) -> list[Path]:
+def results_checkpoints(
+    folder: str | Path, checkpoint: str | None = None, fold: int | str | None = None, folds=None
+) -> list[Path]:
+    """The checkpoints of an nnU-Net results folder that predict: fold_`fold` alone ("all": nnU-Net's fold_all),
+    each of `folds`, or by default (`folds` None or "all") every numbered fold holding the checkpoint, as
+    nnUNetv2_predict's default folds; fold_all joins no default ensemble. `checkpoint` "latest" (the default,
+    as nnU-Net's) is checkpoint_final.pth, "best" checkpoint_best.pth. CheckpointError names a fold or
+    checkpoint that is not there and what the folder holds."""
+    folder = Path(folder)
+    if fold is not None and folds is not None:
+        raise UsemaError("give a fold or a list of folds, not both")
+    checkpoint = checkpoint or DEFAULT_CHECKPOINT
+    if checkpoint not in CHECKPOINTS:
+        raise UsemaError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     name = CHECKPOINTS[checkpoint]
     if fold is not None:
         wanted = [str(fold)]
-    elif folds in (None, "all") or list(folds) == ["all"]:
-        wanted = sorted(p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{name}"))
+    elif folds is None or folds == FOLD_ALL or (not isinstance(folds, (str, int)) and list(folds) == [FOLD_ALL]):
+        numbered = [p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{name}")]
+        wanted = sorted((number for number in numbered if number.isdigit()), key=int)
+        if not wanted:
+            if (folder / f"fold_{FOLD_ALL}" / name).is_file():
+                raise CheckpointError(f"{folder}: no numbered fold holds {name}, only fold_all: predict with it "
+                                      "alone by --fold all (nnUNetv2_predict -f all)")
+            other = [key for key in CHECKPOINTS if key != checkpoint][0]
+            raise CheckpointError(f"{folder}: no fold holds {name}; nnU-Net's other one is {CHECKPOINTS[other]} "
+                                  f"(--checkpoint {other})")
     else:
-        wanted = [str(f) for f in ([folds] if isinstance(folds, (int, str)) else folds)]
-    paths = [folder / f"fold_{number}" / name for number in wanted]
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        raise CheckpointError(f"{missing[0]}: no such nnU-Net checkpoint")
-    if not paths:
-        other = "checkpoint_final.pth (--checkpoint latest)" if checkpoint == "best" else "checkpoint_best.pth"
-        raise CheckpointError(f"{folder}: no fold holds {name}; nnU-Net's other one is {other}")
-    return paths
+        given = [str(f) for f in ([folds] if isinstance(folds, (int, str)) else folds)]
+        if not given or not all(number.isdigit() for number in given):
+            raise UsemaError(f"folds must be fold numbers or 'all' alone (the numbered folds), got {given}; "
+                             "nnU-Net's fold_all predicts alone, by fold 'all' (--fold all)")
+        wanted = sorted(set(given), key=int)
+    has = ", ".join(sorted(p.name for p in folder.glob("fold_*") if p.is_dir())) or "no fold"
+    for number in wanted:
+        fold_folder = folder / f"fold_{number}"
+        if not fold_folder.is_dir():
+            made_by = (" (nnU-Net's fold trained on every case, which nnUNetv2_train DATASET CONFIGURATION all "
+                       "writes)" if number == FOLD_ALL else "")
+            raise CheckpointError(f"{fold_folder}: no such fold{made_by}; {folder.name} has {has}")
+        if not (fold_folder / name).is_file():
+            held = [key for key, file in CHECKPOINTS.items() if (fold_folder / file).is_file()]
+            holds = f"; {fold_folder.name} holds {CHECKPOINTS[held[0]]} (--checkpoint {held[0]})" if held else ""
+            raise CheckpointError(f"{fold_folder / name}: no such nnU-Net checkpoint{holds}")
+    return [folder / f"fold_{number}" / name for number in wanted]
 
 
 def predict_results_folder(
     folder: str | Path,
     inputs: Sequence[str | Path],
     output: str | Path,
-    checkpoint: str = "best",
-    fold: int | None = None,
+    checkpoint: str | None = None,
+    fold: int | str | None = None,
     folds=None,
     tta: bool = True,
     step_size: float = 0.5,
@@ -72,7 +106,8 @@ def predict_results_folder(
 ) -> list[Path]:
     """Segment `inputs` (files or folders, nnU-Net's CASE_0000 naming) with the USEMA network of an nnU-Net
     results folder, through nnU-Net's predictor; the folds' outputs are averaged as nnU-Net does. Returns the
-    segmentation paths. `checkpoint` "best" reads checkpoint_best.pth, "latest" checkpoint_final.pth.
+    segmentation paths. The checkpoints and folds are `results_checkpoints`' (as nnUNetv2_predict's defaults:
+    checkpoint_final.pth of fold_0 ... fold_K).
     `resume` keeps the cases whose outputs are there and that OUT/usema_predict.json lists as finished with
     the same settings, and is refused where the record names other settings
     (`usema.inference.prediction_record`); unlike nnUNetv2_predict --continue_prediction it does not keep a
@@ -85,15 +120,17 @@ def predict_results_folder(
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
+    from usema.inference.predict_files import describe
     from usema.inference.prediction_record import prediction_settings, split_cases, write_record
     from usema.inference.probabilities import NNUNET_PREDICTION_ARGS, folder_paths, probability_paths
     from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
     from usema.integrations.nnunet.trainer import nnUNetTrainerUSEMA
     from usema.training.pretrained import read_checkpoint_allowing_numpy
     from usema.utils.device import resolve_device
+    from usema.utils.text import counted
 
     folder, output = Path(folder), Path(output)
-    paths = _fold_checkpoints(folder, checkpoint, fold, folds)
+    paths = results_checkpoints(folder, checkpoint, fold, folds)
     # nnU-Net's checkpoints (a foreign format: init_args, network_weights, ...), read safely but not as usema's
     # usema.checkpoint.Checkpoint
     payloads = [read_checkpoint_allowing_numpy(path) for path in paths]
@@ -145,6 +182,8 @@ def predict_results_folder(
                                     dataset, trainer, first.get("inference_allowed_mirroring_axes"))
     if not todo:
         return targets
+    what = describe(paths, tta, step_size, torch_device, settings["precision"])
+    print(f"predicting {counted(len(todo), 'case')} with {what}", file=sys.stderr, flush=True)
     output.mkdir(parents=True, exist_ok=True)
     case_of = {target.name: case for case, target in zip(cases, targets)}
     for name in todo:  # one case at a time, so that the record lists each case once nnU-Net has written it
