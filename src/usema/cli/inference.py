@@ -138,7 +138,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="folder of per_case.csv and summary.json (default: PRED_evaluation beside PRED, named after it)",
     )
     p.add_argument(
-        "--tolerance-mm", type=positive_number, nargs="+", default=None, help="NSD tolerance, one or one per class"
+        "--tolerance-mm",
+        type=positive_number,
+        nargs="+",
+        default=None,
+        help="NSD tolerance in the images' spacing units (mm; pixels for PNG/JPEG/TIFF), one or one per class "
+        "(default: 1 mm in 3D, 2 pixels in 2D)",
     )
     p.add_argument("--instance", action="store_true", help="labels are instance ids: also score instance F1")
     p.add_argument(

@@ -161,7 +161,9 @@ def _add_accuracy(bench: argparse._SubParsersAction) -> None:
                    help="deprecated spelling of --network-settings")
     p.add_argument("--also-infer", nargs="+", default=[], choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
                    help="also predict and score the held-out fold in these precisions (extra columns)")
-    p.add_argument("--tta", action="store_true", help="score with mirroring test-time augmentation")
+    p.add_argument("--tta", action="store_true",
+                   help="score with mirroring test-time augmentation (default: off, the study scores the network "
+                   "alone; usema predict mirrors by default)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (e.g. 1 to run two benchmarks side by side on two cores)")
     p.add_argument("--allow-mixed-commits", action="store_true",
