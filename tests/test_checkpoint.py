@@ -16,7 +16,9 @@ from usema.checkpoint import (
     checkpoint_path,
     fold_dir,
     fold_dirs,
+    is_run_folder,
     read_checkpoint_file,
+    run_holding,
     trained_folds,
     write_checkpoint_file,
 )
@@ -114,6 +116,22 @@ def test_the_run_folder_names_its_folds_and_checkpoints(tmp_path):
     (tmp_path / "fold_4").write_text("not a folder")
     assert fold_dirs(tmp_path) == {k: fold_dir(tmp_path, k) for k in (0, 1, 2, 10)}
     assert fold_dirs(tmp_path / "absent") == {}
+
+
+def test_a_run_folder_is_told_by_its_plan_or_its_checkpoints(tmp_path):
+    planned, trained, nnunet = tmp_path / "planned", tmp_path / "trained", tmp_path / "nnunet"
+    Plans(_plans()).save(planned)
+    _valid(checkpoint_path(trained, "best", 2))
+    (nnunet / "fold_0").mkdir(parents=True)
+    (nnunet / "fold_0" / "checkpoint_final.pth").write_bytes(b"nnU-Net's")
+    predictions = tmp_path / "predictions"  # the plans.json of --save-probabilities is no usema plan
+    predictions.mkdir()
+    (predictions / "plans.json").write_text('{"usema_predictions": {}, "configurations": {}}')
+    assert [is_run_folder(f) for f in (planned, trained, nnunet, predictions, tmp_path)] == [1, 1, 1, 0, 0]
+    assert run_holding(planned) == planned.resolve() and run_holding(tmp_path / "absent") is None
+    # a fold folder of a run and what lies in it belong to the run; another folder inside it is no run's
+    assert run_holding(trained / "fold_2" / "more") == run_holding(trained / "fold_7") == trained.resolve()
+    assert run_holding(planned / "predictions") is None and run_holding(predictions) is None
 
 
 def test_random_bytes_are_reported_as_corruption_not_as_code(tmp_path):

@@ -26,7 +26,7 @@ import torch
 
 from usema.errors import CheckpointError, UsemaError
 from usema.models.spec import NetworkSpec
-from usema.planning.plans import Plans
+from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
 from usema.planning.schema import migrate_network_description
 from usema.utils.atomic import atomic_path, full_disk_errno
 
@@ -63,6 +63,25 @@ def fold_dirs(run_dir: str | Path) -> dict[int, Path]:
 def trained_folds(run_dir: str | Path, checkpoint: str = "best") -> list[int]:
     """The folds of RUN whose folder holds the `checkpoint` ("best" or "latest"), in order."""
     return [fold for fold in fold_dirs(run_dir) if checkpoint_path(run_dir, checkpoint, fold).is_file()]
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """Whether `folder` is a run folder: its plans.json is a usema plan, or a fold_K in it holds a checkpoint
+    (usema's .pt, or the .pth of an nnU-Net results folder)."""
+    folder = Path(folder)
+    return is_plans_file(folder / PLANS_NAME) or any(folder.glob("fold_*/checkpoint_*.pt*"))
+
+
+def run_holding(folder: str | Path) -> Path | None:
+    """The run folder that `folder` is, or whose fold folder it is or lies in (links resolved); None
+    otherwise."""
+    folder = Path(folder).resolve()
+    if is_run_folder(folder):
+        return folder
+    for inner in (folder, *folder.parents):
+        if _FOLD_DIR.fullmatch(inner.name) and is_run_folder(inner.parent):
+            return inner.parent
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- the payload

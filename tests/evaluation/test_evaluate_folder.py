@@ -178,6 +178,24 @@ def test_single_files_and_output_refusing_to_overwrite_an_input(nifti_cases, tmp
         evaluate(clash, clash, output=clash.parent)
 
 
+def test_scores_are_never_written_into_the_reference_or_prediction_folder(nifti_cases, tmp_path):
+    pred, gt = nifti_cases
+    default = (tmp_path / "pred_evaluation").resolve()
+    for output, folder in ((gt, "reference"), (gt / "scores", "reference"), (pred, "prediction"),
+                           (pred / "scores", "prediction")):
+        with pytest.raises(DataError, match=rf"is the {folder} folder .* or inside it; .*leave out -o for the "
+                                            rf"default {default}") as err:
+            evaluate(pred, gt, output=output)
+        assert err.value.path == output
+    assert sorted(p.name for p in gt.iterdir()) == ["case_a.nii.gz", "case_b.nii.gz"]  # labels only
+    assert sorted(p.name for p in pred.iterdir()) == ["case_a.nii.gz", "case_b.nii.gz"]
+    with pytest.raises(DataError, match="is the reference folder"):  # a reference file: its folder
+        evaluate(pred / "case_b.nii.gz", gt / "case_b.nii.gz", output=gt)
+    # a predicted file: its folder holds the default output, CASE_evaluation
+    evaluate(pred / "case_b.nii.gz", gt / "case_b.nii.gz")
+    assert (pred / "case_b_evaluation" / "summary.json").is_file()
+
+
 def test_default_output_is_never_inside_the_reference(tmp_path):
     for folder in ("p", "q", "gt/pred", "preds", "evaluation"):
         (tmp_path / folder).mkdir(parents=True)

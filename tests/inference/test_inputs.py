@@ -147,6 +147,20 @@ def test_dataset_folders_are_refused_as_output(tmp_path):
         check_output_location(tmp_path / "d" / "out", [tmp_path / "in"], [], planned_from=tmp_path / "d")
 
 
+def test_run_folders_are_refused_as_output(tmp_path):
+    touch(tmp_path / "in", "a.png")
+    run = tmp_path / "run"
+    plans().save(run)
+    other = tmp_path / "other"
+    touch(other / "fold_1", "checkpoint_latest.pt")
+    for output, named in ((run, run), (run / "fold_0", run), (run / "predictions", run), (other, other),
+                          (other / "fold_1", other)):
+        with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside it"):
+            check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True, run_dir=run)
+    # the folder of another run's predictions is no run folder
+    check_output_location(other / "predictions", [tmp_path / "in"], [other / "predictions" / "a.png"], run_dir=run)
+
+
 def _nifti(path: Path, shape: tuple[int, ...]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), str(path))

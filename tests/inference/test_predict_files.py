@@ -3,6 +3,7 @@ checked; its record of the settings (OUT/usema_predict.json), --resume after an 
 every input before the first prediction."""
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +19,7 @@ from usema.inference import predict_files
 from usema.inference.predict_files import OVERLAY_DIR, predict
 from usema.inference.prediction_record import RECORD_NAME
 from usema.inference.predictor import Predictor
+from usema.inference.probabilities import NNUNET_PREDICTION_ARGS
 from usema.models import build_model, registry
 
 
@@ -368,6 +370,70 @@ def test_predictions_never_go_inside_the_dataset_the_run_was_planned_from(tmp_pa
     with pytest.raises(DataError, match=f"is a folder of the dataset {data}"):
         predict(run, [image], data / "predictions", device="cpu")
     assert not data.exists()
+
+
+def test_predictions_never_go_into_a_run_folder(tmp_path, threshold_model):
+    plans = make_plans(3, num_classes=2, model="threshold", patch_size=[8, 8, 8])
+    run = make_run(tmp_path / "run", plans, threshold_model(1, 2, 3))
+    (run / "plans.json").write_text(json.dumps(plans))
+    other = make_run(tmp_path / "other", plans, threshold_model(1, 2, 3))  # a run of checkpoints only
+    image = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
+    run_files = {path: path.read_bytes() for path in (run / "plans.json", run / "fold_0" / "checkpoint_best.pt")}
+
+    for output, named in ((run, run), (run / "fold_0", run), (run / "predictions", run), (other, other),
+                          (other / "fold_0" / "x", other)):
+        for flags in ({}, {"overwrite": True}):  # not even when asked to overwrite
+            with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside it; predictions are "
+                                                "never written into a run") as err:
+                predict(run, [image], output, device="cpu", save_probabilities=True, **flags)
+            assert err.value.path == output
+    assert all(path.read_bytes() == content for path, content in run_files.items())
+    assert sorted(p.name for p in run.iterdir()) == ["fold_0", "plans.json"]
+    assert sorted(p.name for p in (other / "fold_0").iterdir()) == ["checkpoint_best.pt"]
+    # beside the run (a folder that holds runs is no run): predicted
+    assert predict(run, [image], tmp_path / "run_predictions", device="cpu", tta=False)[0].is_file()
+
+
+def test_overwrite_and_resume_replace_no_probability_file_usema_did_not_write(tmp_path, run_and_images, monkeypatch):
+    run, images = run_and_images
+    # files of nnU-Net's prediction folders where usema's probabilities and folder files would go: never replaced
+    for name in ("case0.npz", "case2.pkl", "dataset.json", "plans.json"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text("nnU-Net's")
+        (out / NNUNET_PREDICTION_ARGS).write_text("{}")
+        with pytest.raises(DataError, match=rf"{re.escape(name)}: exists, and {RECORD_NAME} there does not list it "
+                                            "as written by usema predict"):
+            predict(run, images, out, device="cpu", tta=False, save_probabilities=True, overwrite=True)
+        assert (out / name).read_text() == "nnU-Net's"
+        assert sorted(p.name for p in out.iterdir()) == sorted([name, NNUNET_PREDICTION_ARGS])
+    # a prediction of case0 resumed over another tool's case2.pkl
+    out = tmp_path / "case2_pkl"
+    (out / "case2.pkl").unlink()
+    predict(run, images[:1], out, device="cpu", tta=False, save_probabilities=True)
+    (out / "case2.pkl").write_text("nnU-Net's")
+    with pytest.raises(DataError, match=rf"case2\.pkl: exists, and {RECORD_NAME} there does not list it"):
+        predict(run, images, out, device="cpu", tta=False, save_probabilities=True, resume=True)
+    assert (out / "case2.pkl").read_text() == "nnU-Net's" and not (out / "case2.nii.gz").exists()
+
+    # every file usema writes is listed before its first byte: a kill at the second case lists case1's files
+    out = tmp_path / "out"
+    real = kill_at_the_second_case(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, images, out, device="cpu", tta=False, save_probabilities=True, overlay=True)
+    case0 = ["case0.nii.gz", "case0.npz", "case0.pkl", "overlays/case0.png", "dataset.json", "plans.json"]
+    case1 = ["case1.nii.gz", "case1.npz", "case1.pkl", "overlays/case1.png"]
+    assert json.loads((out / RECORD_NAME).read_text())["written"] == case0 + case1
+    assert not (out / "case1.npz").exists()
+    monkeypatch.setattr(Predictor, "probabilities_on_input_grid", real)
+    predict(run, images, out, device="cpu", tta=False, save_probabilities=True, overlay=True, resume=True)
+    case2 = ["case2.nii.gz", "case2.npz", "case2.pkl", "overlays/case2.png"]
+    assert json.loads((out / RECORD_NAME).read_text())["written"] == case0 + case1 + case2
+    # usema's own files are replaced with --overwrite
+    (out / "case2.npz").write_bytes(b"stale")
+    predict(run, images, out, device="cpu", tta=False, save_probabilities=True, overlay=True, overwrite=True)
+    with np.load(out / "case2.npz") as saved:
+        assert saved["probabilities"].shape == (2, 5, 7, 6)
 
 
 def test_existing_predictions_are_replaced_only_with_overwrite(tmp_path, threshold_model):

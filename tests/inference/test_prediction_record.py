@@ -127,3 +127,23 @@ def test_resume_keeps_only_what_the_record_lists_as_finished_with_the_same_setti
         ["c1"], ["c3"])
     # without --resume nothing is kept, though the record's other cases stay listed
     assert split_cases(out, _settings(run_a), _outputs(out, "c1"), resume=False, overwrite=False) == (["c1"], ["c3"])
+
+
+def test_overwrite_and_resume_replace_only_the_files_the_record_lists_by_their_path_in_the_folder(tmp_path):
+    run = _run(tmp_path / "run", b"weights")
+    out = tmp_path / "out"
+    outputs = {"c0": [out / "c0", out / "c0.npz", out / "overlays" / "c0.png"]}
+    (out / "overlays").mkdir(parents=True)
+    for path in outputs["c0"]:
+        path.write_bytes(b"a file")
+    write_record(out, _settings(run), [], ["c0", "c0.npz"])  # the overlay was not usema's
+    for resume in (False, True):  # --overwrite, then --resume
+        with pytest.raises(DataError, match=rf"overlays/c0\.png: exists, and {RECORD_NAME} there does not list it"):
+            split_cases(out, _settings(run), outputs, resume=resume, overwrite=not resume)
+    write_record(out, _settings(run), [], ["overlays/c0.png"])
+    assert split_cases(out, _settings(run), outputs, resume=False, overwrite=True) == (["c0"], [])
+    # `planned` also names the files a case may get instead (a BMP's labels as PNG): checked as well
+    (out / "c0.png").write_bytes(b"a reference")
+    with pytest.raises(DataError, match=r"c0\.png: exists"):
+        split_cases(out, _settings(run), outputs, resume=False, overwrite=True,
+                    planned=[*outputs["c0"], out / "c0.png"])

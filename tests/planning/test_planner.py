@@ -166,23 +166,24 @@ def test_ct_normalization_clips_to_foreground_percentiles(tmp_path):
     assert 35 < norm.mean < 60 and norm.std > 5
 
 
-def test_run_folder_inside_the_data_root_is_allowed_when_it_overwrites_nothing(tmp_path):
+@pytest.mark.parametrize("inside", [".", "imagesTr", "runs/a"])
+def test_a_run_folder_in_the_dataset_folder_is_refused_naming_both(tmp_path, inside):
     root = _ct_dataset(tmp_path / "ct")
-    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
-    plan_dataset(root, root, device="cpu")
-    assert (root / "plans.json").is_file()
-    assert all(p.read_bytes() == data for p, data in before.items())
-    load_dataset(root)  # still a valid dataset
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    run = root / inside
+    for data in (root, root / "dataset.json"):
+        with pytest.raises(DataError, match=r"the run folder is the dataset folder .*ct or inside it; .*ct_run\)"
+                           ) as err:
+            plan_dataset(data, run, device="cpu")
+        assert err.value.path == run
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written there
+    plan_dataset(root, tmp_path / "ct_run", device="cpu")  # beside it: planned
 
 
-def test_foreign_files_in_the_data_root_are_never_overwritten(tmp_path):
+def test_preprocessing_into_the_dataset_folder_never_overwrites_its_files(tmp_path):
     root = _ct_dataset(tmp_path / "ct")
-    (root / "plans.json").write_text("my own notes")
-    with pytest.raises(DataError, match="not a usema plan") as err:
-        plan_dataset(root, root, device="cpu")
-    assert "plans.json" in str(err.value) and (root / "plans.json").read_text() == "my own notes"
-    (root / "plans.json").unlink()
-    plans = plan_dataset(root, root, device="cpu")
+    plans = plan_dataset(root, tmp_path / "run", device="cpu")
+    # preprocess_dataset called with the dataset folder as the run (plan and train refuse it)
     (root / "preprocessed").mkdir()
     foreign = root / "preprocessed" / f"{plans.dataset.case_ids[0]}.npy"
     np.save(foreign, np.zeros(3))

@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import time
 
@@ -450,3 +451,13 @@ def test_training_plan_edits_are_checked_before_any_work_on_an_existing_plan(tin
     with pytest.raises(UsemaError, match=r"^--plan val_max_cases=-1: must be an integer >= 0 \(0 or null: every"):
         train(data, run, epochs=1, iters_per_epoch=1, device="cpu", folds=2, plan_edits={"val_max_cases": -1})
     assert not (run / "fold_0").exists() and not (run / "splits.json").exists()
+
+
+def test_a_run_folder_in_the_dataset_folder_is_refused_before_anything_is_written(prepared_run):
+    data, _ = prepared_run
+    before = sorted(data.rglob("*"))
+    for run in (data, data / "imagesTr", data / "runs" / "first"):
+        with pytest.raises(DataError, match=rf"^{re.escape(str(run))}: the run folder is the dataset folder "
+                                            rf"{re.escape(str(data))} or inside it; .*choose a run folder outside"):
+            train(data / "dataset.json", run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
+    assert sorted(data.rglob("*")) == before  # not even the lock file

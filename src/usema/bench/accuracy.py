@@ -122,15 +122,16 @@ def _score(run_dir: Path, fold: int, cases, device: str, precision: str | None,
     import usema
 
     suffix = "".join(f"_{part}" for part in (precision, "tta" if tta else None) if part)
-    folder = fold_dir(run_dir, fold)
+    # beside the run, since predict writes nothing into a run folder
+    folder = run_dir.parent / f"{run_dir.name}_scores"
     started = time.monotonic()
-    predictions = folder / f"bench_predictions{suffix}"
+    predictions = folder / f"predictions{suffix}"
     # the benchmark's own folder: a rerun (after a kill while scoring) predicts again over what it had written
     usema.predict(run_dir, [img for c in cases for img in c.images], predictions, checkpoint="latest", device=device,
             fold=fold, precision=precision, tta=tta, overwrite=True)
     seconds = time.monotonic() - started
-    references = _link_references(cases, folder / "bench_references")
-    evaluation = folder / f"bench_evaluation{suffix}"
+    references = _link_references(cases, folder / "references")
+    evaluation = folder / f"evaluation{suffix}"
     # the references are linked without their dataset.json: the run's plan gives the classes, their label
     # values and names, and the ignore label
     scores = usema.evaluate(predictions, references, output=evaluation, run=run_dir)

@@ -23,7 +23,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     p.add_argument(
-        "-o", "--output", type=Path, required=True, help="the folder that receives the predictions"
+        "-o", "--output", type=Path, required=True,
+        help="the folder that receives the predictions (outside the inputs, datasets and runs)",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument(
@@ -80,7 +81,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     existing = p.add_mutually_exclusive_group()
     existing.add_argument(
         "--overwrite", action="store_true",
-        help="replace the predictions usema made earlier in the output folder (never a file it did not write)",
+        help="replace the files usema predict wrote earlier in the output folder (never a file it did not write)",
     )
     existing.add_argument(
         "--resume",
@@ -135,7 +136,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "--output",
         type=Path,
         default=None,
-        help="folder of per_case.csv and summary.json (default: PRED_evaluation beside PRED, named after it)",
+        help="folder of per_case.csv and summary.json, outside PRED and GT (default: PRED_evaluation beside PRED, "
+        "named after it)",
     )
     p.add_argument(
         "--tolerance-mm",

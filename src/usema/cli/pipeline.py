@@ -15,7 +15,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register plan, train and demo."""
     p = sub.add_parser("plan", help="fingerprint a dataset and write RUN/plans.json")
     p.add_argument("data", type=Path, help="the dataset folder (MSD, nnU-Net v2 raw, or images/ + labels/)")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the run folder that receives plans.json")
+    p.add_argument(
+        "-o", "--output", type=Path, required=True,
+        help="the run folder that receives plans.json (outside the dataset folder)",
+    )
     p.add_argument(
         "--model", default="usema", help="the model preset to plan for (default: usema; see usema models)"
     )
@@ -48,7 +51,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train a model (plans the dataset first if needed)")
     p.add_argument("data", type=Path, help="the dataset folder the run was (or will be) planned from")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the run folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the run folder (outside the dataset folder)")
     p.add_argument("--model", default=None, help="the model preset (default: the one plans.json names)")
     p.add_argument(
         "--labels",

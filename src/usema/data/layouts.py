@@ -33,12 +33,17 @@ from usema.errors import DataError
 from usema.utils.text import counted
 
 
+def dataset_folder(path: str | Path) -> Path:
+    """The dataset folder that `path` names: the folder itself, or the folder of a dataset.json given."""
+    path = Path(path)
+    return path.parent if path.is_file() and path.name == "dataset.json" else path
+
+
 def load_dataset(root: str | Path, label_mode: str | None = None) -> DatasetSpec:
-    """Detect the dataset layout under `root` and list its cases. Raises DataError for an empty dataset, a
-    missing file, a path that leaves the folder, or a dataset.json that is neither MSD nor nnU-Net v2."""
-    root = Path(root)
-    if root.is_file() and root.name == "dataset.json":
-        root = root.parent
+    """Detect the dataset layout under `root` (the folder, or its dataset.json) and list its cases. Raises
+    DataError for an empty dataset, a missing file, a path that leaves the folder, or a dataset.json that is
+    neither MSD nor nnU-Net v2."""
+    root = dataset_folder(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
     if label_mode not in (None, *LABEL_MODES):

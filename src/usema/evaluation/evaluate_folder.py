@@ -145,6 +145,22 @@ def default_output_dir(pred: Path, gt: Path) -> Path:
     return gt_folder.parent / name if is_within(candidate, gt_folder) else candidate
 
 
+def check_output_folder(output: Path, pred: Path, gt: Path) -> None:
+    """Refuse an output folder that is, or lies inside, the reference folder (the folder of a reference file)
+    or the prediction folder: scores are never written among the labels, nor among the predictions they score.
+    The message names the default (`default_output_dir`), which is outside both."""
+    folders = [("reference", gt if gt.is_dir() else gt.parent)]
+    if pred.is_dir():  # a predicted file's default output, CASE_evaluation, lies beside it
+        folders.append(("prediction", pred))
+    for what, folder in folders:
+        if is_within(output, folder):
+            raise DataError(
+                output,
+                f"is the {what} folder {folder} or inside it; evaluate writes its scores outside the folders it "
+                f"scores: leave out -o for the default {default_output_dir(pred, gt)}, or choose another folder",
+            )
+
+
 def _class_names(labels: Mapping[Any, str]) -> dict[int, str]:
     """{class id: name} of the foreground classes of a label table (keys may be strings, as in plans.json)."""
     try:
@@ -270,7 +286,8 @@ def evaluate(
     the dataset's label values under the plan's class names, its ignore label, instance scoring for instance
     labels), else the label values > 0 seen in the references. Predictions and references that share no label
     value stop with a UsemaError saying what each holds; predicted values outside the classes are warned
-    about. Output defaults to PRED_evaluation beside PRED (`default_output_dir`; never inside the reference folder). `chill` scores the
+    about. Output defaults to PRED_evaluation beside PRED (`default_output_dir`); an output inside the reference
+    or prediction folder is refused (`check_output_folder`). `chill` scores the
     predicted cases only, where every reference case needs a prediction otherwise. Reference voxels of
     `ignore_label` (default: the plan's, else the dataset's "ignore" label, see the module docstring) are
     scored nowhere.
@@ -291,6 +308,7 @@ def evaluate(
     for name in (PER_CASE_NAME, SUMMARY_NAME):
         if (output / name).resolve() in inputs:
             raise DataError(output / name, "is an input of this evaluation; choose another output folder")
+    check_output_folder(output, pred, gt)
 
     if instance:
         class_names = {1: "foreground"}

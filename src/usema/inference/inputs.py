@@ -8,6 +8,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from usema.checkpoint import run_holding
 from usema.data.channels import check_channels, holds_every_channel
 from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import (
@@ -191,19 +192,29 @@ def check_output_location(
     planned: Sequence[Path],
     overwrite: bool = False,
     planned_from: str | Path | None = None,
+    run_dir: str | Path | None = None,
 ) -> None:
-    """Refuse an output folder that would put predictions over inputs, into a dataset, or over earlier files.
+    """Refuse an output folder that would put predictions over inputs, into a dataset or a run, or over earlier
+    files.
 
     The output folder may not be an input folder or lie inside one (its predictions would mix with, and could
     replace, the images, and a later run would read them back as inputs); it may not be a dataset's folder (one
     holding dataset.json, or its images or labels folder: predictions there would replace or pose as ground
-    truth) nor lie inside `planned_from`, the dataset the run was planned from; no planned output file may be an
-    input file; no two cases may share an output name; a planned file that exists already is replaced only with
-    `overwrite`.
+    truth) nor lie inside `planned_from`, the dataset the run was planned from; it may not be `run_dir`, the
+    run that predicts, nor lie inside it, nor be any run folder or lie in one's fold folder (`run_holding`: the
+    probabilities' plans.json would replace the run's); no planned output file may be an input file; no two
+    cases may share an output name; a planned file that exists already is replaced only with `overwrite`.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise DataError(output, "the output must be a folder, and this is an existing file")
+    run = run_dir if run_dir is not None and is_within(output, run_dir) else run_holding(output)
+    if run is not None:
+        raise DataError(
+            output,
+            f"is the run folder {run} or inside it; predictions are never written into a run (they could replace "
+            "its plans.json or checkpoints): choose an output folder outside it",
+        )
     input_files: set[Path] = set()
     for raw in inputs:
         path = Path(raw).resolve()

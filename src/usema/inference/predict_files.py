@@ -12,6 +12,7 @@ from usema.errors import UsemaError
 from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
 from usema.inference.overlay import write_overlay
 from usema.inference.prediction_record import (
+    name_in,
     prediction_settings,
     recorded_predictions,
     remove_if_alone,
@@ -102,7 +103,9 @@ def predict(
     `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl, and OUTPUT/dataset.json and plans.json, as
     nnU-Net does (see `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
     fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
-    folder or a dataset (see `check_output_location`); files already there are replaced only with `overwrite`.
+    folder, a dataset or a run (see `check_output_location`); files already there are replaced only with
+    `overwrite` or `resume`, and only those the record lists as written by usema (every file is listed before
+    its first byte).
     Every input is checked from its header before the first prediction (`check_cases`), so a bad file fails
     the run at once. OUTPUT/usema_predict.json records the settings (`usema.inference.prediction_record`):
     `resume` continues an interrupted prediction, keeping the cases whose outputs are all there and predicting
@@ -151,12 +154,13 @@ def predict(
         outputs_of_case[0] += folder_paths(output)
     # every name a file may get, so that nothing there is replaced unasked
     planned = [name for paths in outputs_of_case for path in paths for name in segmentation_paths(path, max_label)]
-    check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path)
+    check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path, run_dir)
     check_cases(cases, predictor.spatial_dims, plans.dataset.num_channels)
     settings = prediction_settings(run_dir, predictor.checkpoints, predictor.tta, predictor.step_size,
                                    precision_name(predictor.autocast_dtype), save_probabilities, overlay)
     names = [target.name for target in targets]
-    todo_names, predicted = split_cases(output, settings, dict(zip(names, outputs_of_case)), resume, overwrite)
+    todo_names, predicted = split_cases(output, settings, dict(zip(names, outputs_of_case)), resume, overwrite,
+                                        planned)
     position = {name: index for index, name in enumerate(names)}
     todo = [position[name] for name in todo_names]
     if not todo:
@@ -168,9 +172,11 @@ def predict(
     with removed_if_left_empty(output):
         try:
             for number, index in enumerate(progress(todo, desc="predict", unit="case")):
-                # before any file of the case, so that a run killed at any point can resume and replace it
+                # every file of the case (the first case predicted: the folder's too) is listed before its first
+                # byte, so that a run killed at any point can resume and replace it
+                files = outputs_of_case[index] + (folder_paths(output) if save_probabilities and number == 0 else [])
                 write_record(output, settings, predicted,
-                             [path.name for path in segmentation_paths(targets[index], max_label)])
+                             [name_in(output, name) for path in files for name in segmentation_paths(path, max_label)])
                 targets[index] = _predict_case(predictor, cases[index], targets[index], output, save_probabilities,
                                                overlay, with_folder_files=number == 0)
                 predicted.append(targets[index].name)  # every file of the case is written: a resume keeps it

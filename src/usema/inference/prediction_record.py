@@ -9,6 +9,7 @@ import hashlib
 import json
 import sys
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ DECIDING_OPTIONS = (
 )
 # The key listing the segmentation files (names in OUT) whose case was finished with the record's settings.
 PREDICTED_KEY = "predicted"
-# The key listing every segmentation file usema has written or begun to write in OUT, whatever the settings:
-# --overwrite and --resume replace only these, never a file usema did not write (a reference label beside them).
+# The key listing every file usema has written or begun to write in OUT (segmentations, probabilities, the
+# folder's dataset.json and plans.json, overlays: names relative to OUT), whatever the settings: --overwrite and
+# --resume replace only these, never a file usema did not write (a reference label beside them).
 WRITTEN_KEY = "written"
 
 
@@ -148,18 +150,20 @@ def split_cases(
     outputs_of_case: dict[str, list[Path]],
     resume: bool,
     overwrite: bool,
+    planned: Sequence[Path] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Check OUT's record against `settings` (`check_same_settings`; not with `overwrite`) and split the cases,
     each named by its segmentation file (`outputs_of_case`: name -> every file the case writes), into (the
     names to predict, the names of earlier predictions the record goes on listing). With `resume` a case is
     kept where the record lists it as finished with these settings and all its files are there; predictions
     the record does not list (another model's, or a case cut off while its files were written) are made again.
-    With `overwrite` or `resume`, a segmentation file usema did not write is refused
-    (`check_replaces_only_predictions`)."""
+    With `overwrite` or `resume`, a file usema did not write among `planned` (every file the prediction may
+    write; default: those of `outputs_of_case`) is refused (`check_replaces_only_predictions`)."""
     predictions_there = any(path.exists() for paths in outputs_of_case.values() for path in paths)
     listed = [] if overwrite else check_same_settings(output, settings, resume, predictions_there)
     if overwrite or resume:
-        check_replaces_only_predictions(output, outputs_of_case)
+        every_file = [path for paths in outputs_of_case.values() for path in paths]
+        check_replaces_only_predictions(output, every_file if planned is None else planned)
     kept = {
         name for name, paths in outputs_of_case.items()
         if resume and name in listed and all(path.is_file() for path in paths)
@@ -171,8 +175,14 @@ def split_cases(
     return todo, [name for name in listed if name not in set(todo)]
 
 
+def name_in(output: Path, path: Path) -> str:
+    """How the record names `path`, a file usema writes in OUT: its path relative to OUT ('case.nii.gz',
+    'overlays/case.png')."""
+    return Path(path).relative_to(output).as_posix()
+
+
 def written_by_usema(output: Path) -> list[str]:
-    """The segmentation files of OUT that usema wrote or began to write, as its record lists them ([] where OUT
+    """The files of OUT that usema wrote or began to write, as its record lists them (`name_in`; [] where OUT
     holds no readable record; a record of an older usema lists only its finished predictions)."""
     try:
         record = read_record(output)
@@ -183,11 +193,12 @@ def written_by_usema(output: Path) -> list[str]:
     return [str(name) for name in record.get(WRITTEN_KEY, record.get(PREDICTED_KEY, []))]
 
 
-def check_replaces_only_predictions(output: Path, outputs_of_case: dict[str, list[Path]]) -> None:
-    """Refuse to replace a segmentation file (a case's first output) that usema did not write there: an
-    --overwrite or --resume into a folder that also holds reference labels must not replace them."""
+def check_replaces_only_predictions(output: Path, planned: Iterable[Path]) -> None:
+    """Refuse to replace any of the `planned` files of OUT that usema did not write there: an --overwrite or
+    --resume into a folder that also holds reference labels, another tool's probabilities or a run's plans.json
+    must not replace them."""
     ours = set(written_by_usema(output))
-    foreign = [paths[0] for name, paths in outputs_of_case.items() if paths[0].exists() and name not in ours]
+    foreign = list(dict.fromkeys(path for path in planned if path.exists() and name_in(output, path) not in ours))
     if foreign:
         more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
         raise DataError(
@@ -199,8 +210,8 @@ def check_replaces_only_predictions(output: Path, outputs_of_case: dict[str, lis
 
 def write_record(output: Path, settings: dict[str, Any], predicted: list[str], writing: list[str] = ()) -> Path:
     """Write OUT/usema_predict.json atomically: `settings`, the `predicted` segmentation files, and every file
-    usema wrote there (the earlier record's, the predicted ones and those `writing` now, listed before their
-    first byte, so that a kill at any point leaves them replaceable)."""
+    usema wrote there (the earlier record's, the predicted ones and those `writing` now, by `name_in`, listed
+    before their first byte, so that a kill at any point leaves them replaceable)."""
     written = dict.fromkeys([*written_by_usema(output), *predicted, *writing])
     record = {**settings, PREDICTED_KEY: list(predicted), WRITTEN_KEY: list(written)}
     return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(record, indent=1) + "\n")

@@ -23,15 +23,17 @@ import numpy as np
 from usema.data.datasets import (
     Case,
     DatasetSpec,
+    dataset_holding,
+    is_within,
     lexical_absolute,
     resolve_label_values,
     with_channel_count,
 )
-from usema.data.layouts import load_dataset
+from usema.data.layouts import dataset_folder, load_dataset
 from usema.errors import DataError, UsemaError
 from usema.planning.fingerprint import compute_fingerprint
 from usema.planning.network import network_settings_for
-from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
+from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import PLANS_VERSION, is_count, is_positive
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
 from usema.planning.windows import placement_settings, sema_stages_of, target_window, tiling_patch
@@ -242,7 +244,8 @@ def plan_dataset(
     `max_cases` plan on a subset; `patch_size`, `batch_size`, `target_spacing`, `num_channels`,
     `network_settings` (dict: the network's keyword arguments) and any training setting (`epochs`,
     `optimizer`, `lr`, `num_workers`, ...; None means "planned") replace the planned value. A `run_dir`
-    holding trained folds keeps its plans.json (their networks were built from it) unless `overwrite`.
+    holding trained folds keeps its plans.json (their networks were built from it) unless `overwrite`; one
+    that is, or lies inside, the dataset folder is refused (`check_run_folder`).
     """
     training_edits = {
         k: plan_edits.pop(k) for k in list(plan_edits) if k in TRAINING_KEYS and k != "time_budget_minutes"
@@ -257,11 +260,11 @@ def plan_dataset(
     from usema.utils.device import device_kind  # imports torch: only when planning
 
     device = device_kind(edits.get("device") or "auto")  # a plan for a GPU may be made without one
+    check_run_folder(data, run_dir)
     spec = load_dataset(data, label_mode)
     check_plan_edits({**edits, **training_edits}, spec.spatial_dims)
     given_settings = dict(given_network_settings(edits) or {})
     run_dir = Path(run_dir)
-    _check_plans_location(spec, run_dir / PLANS_NAME)
     if not overwrite:
         _check_no_trained_folds(run_dir / PLANS_NAME)
     if edits.get("num_channels"):
@@ -352,13 +355,18 @@ def _check_no_trained_folds(plans_path: Path) -> None:
         )
 
 
-def _check_plans_location(spec: DatasetSpec, plans_path: Path) -> None:
-    """DataError when writing `plans_path` would overwrite a file of the dataset that is not a usema plan."""
-    if lexical_absolute(plans_path) in spec.input_files():
-        raise DataError(plans_path, "would overwrite an input file of the dataset; choose another run folder")
-    if plans_path.exists() and spec.holds(plans_path) and not is_plans_file(plans_path):
+def check_run_folder(data: str | Path, run_dir: str | Path) -> None:
+    """DataError naming both folders when the run folder `run_dir` is the dataset folder of `data` or lies
+    inside it (links resolved): plans.json, preprocessed cases and checkpoints are never written among a
+    dataset's files, where they could replace them or be read as cases. `usema plan` and `usema train` both
+    check here before writing anything."""
+    root = dataset_holding(dataset_folder(data))  # None: no dataset, which load_dataset names
+    if root is not None and is_within(run_dir, root):
+        beside = root.resolve().parent / f"{root.resolve().name}_run"
         raise DataError(
-            plans_path, "exists in the dataset folder and is not a usema plan; refusing to overwrite it"
+            run_dir,
+            f"the run folder is the dataset folder {root} or inside it; a run is never written into its dataset: "
+            f"choose a run folder outside it (e.g. {beside})",
         )
 
 

@@ -14,7 +14,7 @@ from usema.checkpoint import CHECKPOINT_NAMES, Checkpoint, checkpoint_path, fold
 from usema.data.datasets import lexical_absolute
 from usema.errors import CheckpointError, Interrupted, UsemaError
 from usema.planning.device import describe_plan, device_mismatch, plan_for_device, training_length
-from usema.planning.planner import check_plan_edits
+from usema.planning.planner import check_plan_edits, check_run_folder
 from usema.planning.plans import PLANS_NAME, Plans
 from usema.planning.schema import is_positive
 from usema.planning.settings import TRAINING_KEYS, TrainingSettings, check_setting
@@ -226,7 +226,8 @@ def train(
     crosses it is cut short, validated and logged, and (outside DDP, where the rate follows time as well as
     steps) the learning rate has decayed to 0 there. A run resumed with its budget spent trains no more.
     SIGINT/SIGTERM save checkpoint_latest and return early (summary "interrupted"; `stop_if_interrupted`).
-    One process at a time may write to RUN (a lock file holds its pid). A fold that holds an earlier run is
+    One process at a time may write to RUN (a lock file holds its pid); RUN may not be, or lie inside, the
+    dataset folder (`check_run_folder`). A fold that holds an earlier run is
     continued with `resume` or started over with `overwrite`, else refused; so is a model other than the one
     RUN/plans.json names while any fold holds checkpoints.
     `precision` None or "auto" keeps the plan's (as `predict` keeps the training precision), whose own "auto"
@@ -253,6 +254,7 @@ def train(
         check_setting(key, value)  # the plan-shaping edits are checked by the planner, before it reads a case
     if pretrained_weights is not None and not Path(pretrained_weights).is_file():
         raise CheckpointError(f"{pretrained_weights}: pretrained weights not found")
+    check_run_folder(data, run_dir)  # before the lock file, the run's first write
     chosen_device = resolve_device(device)
     ctx = init_distributed(chosen_device)
     with contextlib.ExitStack() as cleanup:

@@ -121,7 +121,7 @@ def predict_results_folder(
 
     from usema.inference.inputs import InferenceCase, check_cases, check_output_location, collect_cases
     from usema.inference.predict_files import describe
-    from usema.inference.prediction_record import prediction_settings, split_cases, write_record
+    from usema.inference.prediction_record import name_in, prediction_settings, split_cases, write_record
     from usema.inference.probabilities import NNUNET_PREDICTION_ARGS, folder_paths, probability_paths
     from usema.integrations.nnunet.network import NETWORK_CLASS_NAME
     from usema.integrations.nnunet.trainer import nnUNetTrainerUSEMA
@@ -157,7 +157,7 @@ def predict_results_folder(
     extras = [p for case in cases for p in probability_paths(output, case.case_id)] if save_probabilities else []
     written_by_nnunet = [*folder_paths(output), output / NNUNET_PREDICTION_ARGS]
     planned = targets + extras + written_by_nnunet
-    check_output_location(output, inputs, planned, overwrite or resume)
+    check_output_location(output, inputs, planned, overwrite or resume, run_dir=folder)
     # every input's header, before the first prediction: nnU-Net's 2d configurations take 3D volumes slice by
     # slice, and its readers convert no channels
     spatial_dims = len(configuration.patch_size)
@@ -175,7 +175,7 @@ def predict_results_folder(
         target.name: [target, *(probability_paths(output, case.case_id) if save_probabilities else [])]
         for case, target in zip(cases, targets)
     }
-    todo, predicted = split_cases(output, settings, outputs_of_case, resume, overwrite)
+    todo, predicted = split_cases(output, settings, outputs_of_case, resume, overwrite, planned)
     predictor = nnUNetPredictor(tile_step_size=step_size, use_mirroring=tta, device=torch_device,
                                 allow_tqdm=False)
     predictor.manual_initialization(network, plans, configuration, [p["network_weights"] for p in payloads],
@@ -188,7 +188,9 @@ def predict_results_folder(
     case_of = {target.name: case for case, target in zip(cases, targets)}
     for name in todo:  # one case at a time, so that the record lists each case once nnU-Net has written it
         case = case_of[name]
-        write_record(output, settings, predicted, [name])  # before nnU-Net writes: a killed prediction resumes
+        # every file nnU-Net writes for the case, listed before it writes: a killed prediction resumes
+        writing = [*outputs_of_case[name], *written_by_nnunet]
+        write_record(output, settings, predicted, [name_in(output, path) for path in writing])
         predictor.predict_from_files_sequential([[str(p) for p in case.images]], [str(output / case.case_id)],
                                                 save_probabilities=save_probabilities, overwrite=True)
         predicted.append(name)
