@@ -73,15 +73,9 @@ def is_run_folder(folder: str | Path) -> bool:
 
 
 def run_holding(folder: str | Path) -> Path | None:
-    """The run folder that `folder` is, or whose fold folder it is or lies in (links resolved); None
-    otherwise."""
+    """The run folder that `folder` is or lies in, at any depth (links resolved); None otherwise."""
     folder = Path(folder).resolve()
-    if is_run_folder(folder):
-        return folder
-    for inner in (folder, *folder.parents):
-        if _FOLD_DIR.fullmatch(inner.name) and is_run_folder(inner.parent):
-            return inner.parent
-    return None
+    return next((inner for inner in (folder, *folder.parents) if is_run_folder(inner)), None)
 
 
 # -------------------------------------------------------------------------------------------------- the payload

@@ -1,6 +1,7 @@
 import csv
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -189,11 +190,16 @@ def test_scores_are_never_written_into_the_reference_or_prediction_folder(nifti_
         assert err.value.path == output
     assert sorted(p.name for p in gt.iterdir()) == ["case_a.nii.gz", "case_b.nii.gz"]  # labels only
     assert sorted(p.name for p in pred.iterdir()) == ["case_a.nii.gz", "case_b.nii.gz"]
-    with pytest.raises(DataError, match="is the reference folder"):  # a reference file: its folder
-        evaluate(pred / "case_b.nii.gz", gt / "case_b.nii.gz", output=gt)
     # a predicted file: its folder holds the default output, CASE_evaluation
     evaluate(pred / "case_b.nii.gz", gt / "case_b.nii.gz")
     assert (pred / "case_b_evaluation" / "summary.json").is_file()
+    # two files in one working folder bound no folder: scores go into a folder beside them
+    pair = tmp_path / "pair"
+    pair.mkdir()
+    shutil.copy(pred / "case_b.nii.gz", pair / "pred.nii.gz")
+    shutil.copy(gt / "case_b.nii.gz", pair / "gt.nii.gz")
+    evaluate(pair / "pred.nii.gz", pair / "gt.nii.gz", output=pair / "scores")
+    assert (pair / "scores" / "summary.json").is_file()
 
 
 def test_default_output_is_never_inside_the_reference(tmp_path):

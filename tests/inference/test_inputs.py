@@ -154,11 +154,12 @@ def test_run_folders_are_refused_as_output(tmp_path):
     other = tmp_path / "other"
     touch(other / "fold_1", "checkpoint_latest.pt")
     for output, named in ((run, run), (run / "fold_0", run), (run / "predictions", run), (other, other),
-                          (other / "fold_1", other)):
+                          (other / "fold_1", other), (other / "predictions", other)):
         with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside it"):
             check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True, run_dir=run)
-    # the folder of another run's predictions is no run folder
-    check_output_location(other / "predictions", [tmp_path / "in"], [other / "predictions" / "a.png"], run_dir=run)
+    # beside the runs: fine
+    check_output_location(tmp_path / "predictions", [tmp_path / "in"], [tmp_path / "predictions" / "a.png"],
+                          run_dir=run)
 
 
 def _nifti(path: Path, shape: tuple[int, ...]) -> Path:

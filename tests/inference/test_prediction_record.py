@@ -2,6 +2,7 @@
 may continue them (predict's own use of it: tests/inference/test_predict_files.py)."""
 
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -54,7 +55,8 @@ def test_a_record_is_read_back_and_a_damaged_one_is_named(tmp_path):
     assert read_record(tmp_path / "out") is None
     write_record(tmp_path / "out", _settings(run), ["a.nii.gz"])
     record = read_record(tmp_path / "out")
-    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version", "predicted", "written"}
+    assert set(record) == {*DECIDING_KEYS, "run", "command", "usema_version", "predicted", "written",
+                           "written_lists_every_file"}
     assert record["predicted"] == record["written"] == ["a.nii.gz"]
     # an --overwrite begins with no finished prediction, and the files usema wrote stay listed as its own
     write_record(tmp_path / "out", _settings(run), [], ["b.nii.gz"])
@@ -147,3 +149,23 @@ def test_overwrite_and_resume_replace_only_the_files_the_record_lists_by_their_p
     with pytest.raises(DataError, match=r"c0\.png: exists"):
         split_cases(out, _settings(run), outputs, resume=False, overwrite=True,
                     planned=[*outputs["c0"], out / "c0.png"])
+
+
+def test_a_record_of_an_older_usema_still_owns_the_files_written_beside_its_segmentations(tmp_path):
+    # an older record listed only segmentations; the probabilities, overlay and folder files usema (or nnU-Net's
+    # predictor) wrote beside them stay replaceable, and a file of another name stays refused
+    run = _run(tmp_path / "run", b"weights")
+    out = tmp_path / "out"
+    (out / "overlays").mkdir(parents=True)
+    older = ["c0.nii.gz", "c0.npz", "c0.pkl", "overlays/c0.png", "plans.json", "predict_from_raw_data_args.json"]
+    for name in [*older, "c0_label.nii.gz"]:
+        (out / name).write_bytes(b"a file")
+    (out / RECORD_NAME).write_text(json.dumps({**_settings(run), "predicted": ["c0.nii.gz"],
+                                               "written": ["c0.nii.gz"]}))
+    outputs = {"c0.nii.gz": [out / name for name in older]}
+    assert split_cases(out, _settings(run), outputs, resume=False, overwrite=True) == (["c0.nii.gz"], [])
+    with pytest.raises(DataError, match=r"c0_label\.nii\.gz: exists, and"):
+        split_cases(out, _settings(run), outputs, resume=False, overwrite=True,
+                    planned=[*outputs["c0.nii.gz"], out / "c0_label.nii.gz"])
+    write_record(out, _settings(run), ["c0.nii.gz"])
+    assert json.loads((out / RECORD_NAME).read_text())["written_lists_every_file"] is True

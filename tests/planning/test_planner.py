@@ -166,18 +166,21 @@ def test_ct_normalization_clips_to_foreground_percentiles(tmp_path):
     assert 35 < norm.mean < 60 and norm.std > 5
 
 
-@pytest.mark.parametrize("inside", [".", "imagesTr", "runs/a"])
+@pytest.mark.parametrize("inside", [".", "imagesTr", "labelsTr/a"])
 def test_a_run_folder_in_the_dataset_folder_is_refused_naming_both(tmp_path, inside):
     root = _ct_dataset(tmp_path / "ct")
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     run = root / inside
     for data in (root, root / "dataset.json"):
-        with pytest.raises(DataError, match=r"the run folder is the dataset folder .*ct or inside it; .*ct_run\)"
-                           ) as err:
+        with pytest.raises(DataError, match=r"the run folder is the dataset folder .*ct or one of its image or "
+                                            r"label folders; .*ct_run\)") as err:
             plan_dataset(data, run, device="cpu")
         assert err.value.path == run
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written there
     plan_dataset(root, tmp_path / "ct_run", device="cpu")  # beside it: planned
+    # a folder of its own in the dataset folder is no layout's input: a project folder may hold its runs
+    plan_dataset(root, root / "runs" / "a", device="cpu")
+    assert [c.case_id for c in load_dataset(root).cases] == Plans.load(root / "runs" / "a").dataset.case_ids
 
 
 def test_preprocessing_into_the_dataset_folder_never_overwrites_its_files(tmp_path):

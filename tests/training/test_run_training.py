@@ -456,8 +456,9 @@ def test_training_plan_edits_are_checked_before_any_work_on_an_existing_plan(tin
 def test_a_run_folder_in_the_dataset_folder_is_refused_before_anything_is_written(prepared_run):
     data, _ = prepared_run
     before = sorted(data.rglob("*"))
-    for run in (data, data / "imagesTr", data / "runs" / "first"):
+    for run in (data, data / "imagesTr", data / "labelsTr" / "first"):
         with pytest.raises(DataError, match=rf"^{re.escape(str(run))}: the run folder is the dataset folder "
-                                            rf"{re.escape(str(data))} or inside it; .*choose a run folder outside"):
+                                            rf"{re.escape(str(data))} or one of its image or label folders; "
+                                            ".*choose a run folder outside"):
             train(data / "dataset.json", run, epochs=1, iters_per_epoch=1, device="cpu", folds=2)
     assert sorted(data.rglob("*")) == before  # not even the lock file

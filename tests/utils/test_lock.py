@@ -64,7 +64,7 @@ def test_a_waiting_process_takes_the_lock_when_the_holder_lets_go_and_gives_up_a
     finally:
         holder.kill()
         holder.wait()
-    assert capsys.readouterr().out == f"{tmp_path} is in use by usema process {holder.pid}; waiting for it\n"
+    assert capsys.readouterr().err == f"{tmp_path} is in use by usema process {holder.pid}; waiting for it\n"
     holder = hold(tmp_path)
     try:
         started = time.monotonic()

@@ -126,8 +126,9 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     text = "\n".join([
         answer_line(outcomes, datasets), "",
         "Mean Dice over the folds run (± sample standard deviation over folds; number of folds in brackets); "
-        "verdicts: USEMA minus the control, hierarchical bootstrap over folds and cases, Holm-corrected within "
-        "each dataset's report (mean difference and 95% interval); training minutes as measured on the machine "
+        "verdicts: USEMA minus the control, hierarchical bootstrap over folds and cases, Holm-corrected over "
+        "each dataset's comparisons with its controls (mean difference and 95% interval); training minutes as "
+        "measured on the machine "
         "that ran them (load bends them; steps do not). Each dataset's report, per-case scores and commands: "
         "benchmarks/cv/accuracy_DATASET.md.", "", *lines, "", *sentences]) + "\n"
     return atomic_write_text(output / SUMMARY_NAME, text)

@@ -146,12 +146,11 @@ def default_output_dir(pred: Path, gt: Path) -> Path:
 
 
 def check_output_folder(output: Path, pred: Path, gt: Path) -> None:
-    """Refuse an output folder that is, or lies inside, the reference folder (the folder of a reference file)
-    or the prediction folder: scores are never written among the labels, nor among the predictions they score.
-    The message names the default (`default_output_dir`), which is outside both."""
-    folders = [("reference", gt if gt.is_dir() else gt.parent)]
-    if pred.is_dir():  # a predicted file's default output, CASE_evaluation, lies beside it
-        folders.append(("prediction", pred))
+    """Refuse an output folder that is, or lies inside, the reference folder or the prediction folder: scores
+    are never written among the labels, nor among the predictions they score. Two files given (a prediction and
+    its reference) bound no folder: only their own names are kept from the outputs (the caller's check). The
+    message names the default (`default_output_dir`), which is outside both."""
+    folders = [(what, folder) for what, folder in (("reference", gt), ("prediction", pred)) if folder.is_dir()]
     for what, folder in folders:
         if is_within(output, folder):
             raise DataError(

@@ -34,6 +34,9 @@ PREDICTED_KEY = "predicted"
 # folder's dataset.json and plans.json, overlays: names relative to OUT), whatever the settings: --overwrite and
 # --resume replace only these, never a file usema did not write (a reference label beside them).
 WRITTEN_KEY = "written"
+# Set by records that list every file usema wrote; an older record lists only segmentations, and the files usema
+# wrote beside them (probabilities, overlays, the folder's files) are recognised by their names.
+EVERY_FILE_KEY = "written_lists_every_file"
 
 
 def _sha256(path: Path) -> str:
@@ -190,7 +193,23 @@ def written_by_usema(output: Path) -> list[str]:
         return []
     if record is None:
         return []
-    return [str(name) for name in record.get(WRITTEN_KEY, record.get(PREDICTED_KEY, []))]
+    names = [str(name) for name in record.get(WRITTEN_KEY, record.get(PREDICTED_KEY, []))]
+    return names if record.get(EVERY_FILE_KEY) else names + _written_beside(names)
+
+
+def _written_beside(segmentations: list[str]) -> list[str]:
+    """What usema (or nnU-Net's predictor, for a results folder) wrote beside the listed segmentations before
+    its record listed every file: each case's probabilities and overlay, and the folder's files."""
+    from usema.data.io import suffix_of
+    from usema.inference.predict_files import OVERLAY_DIR
+    from usema.inference.probabilities import FOLDER_FILES, NNUNET_PREDICTION_ARGS
+
+    beside = [*FOLDER_FILES, NNUNET_PREDICTION_ARGS]
+    for name in segmentations:
+        case = name[: len(name) - len(suffix_of(name))]
+        if case and case != name:
+            beside += [f"{case}.npz", f"{case}.pkl", f"{OVERLAY_DIR}/{case}.png"]
+    return beside
 
 
 def check_replaces_only_predictions(output: Path, planned: Iterable[Path]) -> None:
@@ -213,7 +232,7 @@ def write_record(output: Path, settings: dict[str, Any], predicted: list[str], w
     usema wrote there (the earlier record's, the predicted ones and those `writing` now, by `name_in`, listed
     before their first byte, so that a kill at any point leaves them replaceable)."""
     written = dict.fromkeys([*written_by_usema(output), *predicted, *writing])
-    record = {**settings, PREDICTED_KEY: list(predicted), WRITTEN_KEY: list(written)}
+    record = {**settings, PREDICTED_KEY: list(predicted), WRITTEN_KEY: list(written), EVERY_FILE_KEY: True}
     return atomic_write_text(Path(output) / RECORD_NAME, json.dumps(record, indent=1) + "\n")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from usema.data.datasets import (
+    DATASET_SUBFOLDERS,
     Case,
     DatasetSpec,
     dataset_holding,
@@ -356,17 +357,21 @@ def _check_no_trained_folds(plans_path: Path) -> None:
 
 
 def check_run_folder(data: str | Path, run_dir: str | Path) -> None:
-    """DataError naming both folders when the run folder `run_dir` is the dataset folder of `data` or lies
-    inside it (links resolved): plans.json, preprocessed cases and checkpoints are never written among a
-    dataset's files, where they could replace them or be read as cases. `usema plan` and `usema train` both
-    check here before writing anything."""
+    """DataError naming both folders when the run folder `run_dir` is the dataset folder of `data` or lies in
+    one of its image or label folders (links resolved): plans.json, preprocessed cases and checkpoints are
+    never written among a dataset's files, where they could replace them or be read as cases. A folder of its
+    own inside the dataset folder (DATA/runs/a, beside images/ and labels/) is no layout's input and is
+    allowed. `usema plan` and `usema train` both check here before writing anything."""
     root = dataset_holding(dataset_folder(data))  # None: no dataset, which load_dataset names
-    if root is not None and is_within(run_dir, root):
-        beside = root.resolve().parent / f"{root.resolve().name}_run"
+    if root is None:
+        return
+    if Path(run_dir).resolve() == root.resolve() or any(
+            is_within(run_dir, root / name) for name in DATASET_SUBFOLDERS):
         raise DataError(
             run_dir,
-            f"the run folder is the dataset folder {root} or inside it; a run is never written into its dataset: "
-            f"choose a run folder outside it (e.g. {beside})",
+            f"the run folder is the dataset folder {root} or one of its image or label folders; a run is never "
+            f"written among its dataset's files: choose a run folder outside them (e.g. "
+            f"{root.resolve().parent / (root.resolve().name + '_run')})",
         )
 
 

@@ -229,7 +229,8 @@ def train(
     One process at a time may write to RUN (a lock file holds its pid); RUN may not be, or lie inside, the
     dataset folder (`check_run_folder`). A fold that holds an earlier run is
     continued with `resume` or started over with `overwrite`, else refused; so is a model other than the one
-    RUN/plans.json names while any fold holds checkpoints.
+    RUN/plans.json names while a fold holds checkpoints (with `overwrite`, allowed where only the fold to be
+    trained does).
     `precision` None or "auto" keeps the plan's (as `predict` keeps the training precision), whose own "auto"
     is the device's (`usema.utils.device.resolve_precision`: bf16 autocast on CUDA and on CPUs with native bf16,
     fp16 with a GradScaler on GPUs without bf16, fp32 elsewhere).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,7 +65,7 @@ def folder_lock(folder: str | Path, wait_s: float = 0.0) -> Iterator[Path]:
             waited = time.monotonic() - started
             if waited < (wait_s if _alive(holder) else max(wait_s, DEAD_HOLDER_WAIT_S)):
                 if wait_s and not told:
-                    print(f"{folder} is in use by usema process {holder}; waiting for it", flush=True)
+                    print(f"{folder} is in use by usema process {holder}; waiting for it", file=sys.stderr, flush=True)
                     told = True
                 time.sleep(0.2)
                 continue

@@ -46,7 +46,7 @@ def test_a_results_folder_of_another_network_or_without_the_checkpoint_is_refuse
     assert not (tmp_path / "out").exists()
 
 
-def test_the_default_ensemble_is_the_numbered_folds_and_fold_all_is_asked_for(tmp_path):
+def test_the_default_ensemble_is_the_numbered_folds_and_fold_all_is_asked_for(tmp_path, capsys):
     """As nnUNetv2_predict: folds 0-4 by default (numerically: fold_10 after fold_2), fold_all (-f all) alone."""
     folder = tmp_path / "nnUNetTrainerUSEMA__nnUNetResEncUNetMPlans__3d_fullres"
     for fold in ("0", "1", "2", "10", "all"):
@@ -56,6 +56,9 @@ def test_the_default_ensemble_is_the_numbered_folds_and_fold_all_is_asked_for(tm
     final = [folder / f"fold_{fold}" / "checkpoint_final.pth" for fold in ("0", "1", "2", "10")]
     assert results_checkpoints(folder) == final
     assert results_checkpoints(folder, folds="all") == results_checkpoints(folder, folds=["all"]) == final
+    # a user of nnU-Net may mean fold_all by "all": told which folds they get, and how to get fold_all
+    assert capsys.readouterr().err.count("--folds all is the numbered folds (0, 1, 2, 10), as nnUNetv2_predict's "
+                                         "default; nnU-Net's fold_all (-f all) predicts alone with --fold all") == 2
     assert results_checkpoints(folder, fold="all") == [folder / "fold_all" / "checkpoint_final.pth"]
     assert results_checkpoints(folder, folds=[2, "0"]) == [final[0], final[2]]
     assert results_checkpoints(folder, "best") == [folder / "fold_1" / "checkpoint_best.pth"]
@@ -63,7 +66,7 @@ def test_the_default_ensemble_is_the_numbered_folds_and_fold_all_is_asked_for(tm
                                          r"\['0', 'all'\]; nnU-Net's fold_all predicts alone, by fold 'all'"):
         results_checkpoints(folder, folds=["0", "all"])
     with pytest.raises(CheckpointError, match=r"fold_3: no such fold; nnUNetTrainerUSEMA__nnUNetResEncUNetMPlans__"
-                                              r"3d_fullres has fold_0, fold_1, fold_10, fold_2, fold_all$"):
+                                              r"3d_fullres has fold_0, fold_1, fold_2, fold_10, fold_all$"):
         results_checkpoints(folder, folds=[0, 3])
     for fold in ("0", "1", "2", "10"):
         (folder / f"fold_{fold}" / "checkpoint_final.pth").unlink()
@@ -75,7 +78,7 @@ def test_the_default_ensemble_is_the_numbered_folds_and_fold_all_is_asked_for(tm
     with pytest.raises(CheckpointError, match=r"fold_all: no such fold \(nnU-Net's fold trained on every case, which "
                                               r"nnUNetv2_train DATASET CONFIGURATION all writes\); "
                                               r"nnUNetTrainerUSEMA__nnUNetResEncUNetMPlans__3d_fullres has fold_0, "
-                                              r"fold_1, fold_10, fold_2$"):
+                                              r"fold_1, fold_2, fold_10$"):
         results_checkpoints(folder, fold="all")
 
 

@@ -63,6 +63,9 @@ def results_checkpoints(
     elif folds is None or folds == FOLD_ALL or (not isinstance(folds, (str, int)) and list(folds) == [FOLD_ALL]):
         numbered = [p.parent.name.removeprefix("fold_") for p in folder.glob(f"fold_*/{name}")]
         wanted = sorted((number for number in numbered if number.isdigit()), key=int)
+        if folds is not None and wanted and (folder / f"fold_{FOLD_ALL}" / name).is_file():
+            print(f"{folder}: --folds all is the numbered folds ({', '.join(wanted)}), as nnUNetv2_predict's "
+                  "default; nnU-Net's fold_all (-f all) predicts alone with --fold all", file=sys.stderr)
         if not wanted:
             if (folder / f"fold_{FOLD_ALL}" / name).is_file():
                 raise CheckpointError(f"{folder}: no numbered fold holds {name}, only fold_all: predict with it "
@@ -76,7 +79,9 @@ def results_checkpoints(
             raise UsemaError(f"folds must be fold numbers or 'all' alone (the numbered folds), got {given}; "
                              "nnU-Net's fold_all predicts alone, by fold 'all' (--fold all)")
         wanted = sorted(set(given), key=int)
-    has = ", ".join(sorted(p.name for p in folder.glob("fold_*") if p.is_dir())) or "no fold"
+    numbered_first = sorted((p.name for p in folder.glob("fold_*") if p.is_dir()),
+                            key=lambda name: (not name[5:].isdigit(), int(name[5:]) if name[5:].isdigit() else 0, name))
+    has = ", ".join(numbered_first) or "no fold"
     for number in wanted:
         fold_folder = folder / f"fold_{number}"
         if not fold_folder.is_dir():
