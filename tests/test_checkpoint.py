@@ -129,10 +129,11 @@ def test_a_run_folder_is_told_by_its_plan_or_its_checkpoints(tmp_path):
     (predictions / "plans.json").write_text('{"usema_predictions": {}, "configurations": {}}')
     assert [is_run_folder(f) for f in (planned, trained, nnunet, predictions, tmp_path)] == [1, 1, 1, 0, 0]
     assert run_holding(planned) == planned.resolve() and run_holding(tmp_path / "absent") is None
-    # whatever lies in a run belongs to it: its fold folders, nnU-Net's fold_all, any other folder
+    # a run's fold folders (nnU-Net's fold_all too) and what lies in them belong to it; a folder of its own
+    # inside a run holds none of the run's files
     assert run_holding(trained / "fold_2" / "more") == run_holding(trained / "fold_7") == trained.resolve()
     assert run_holding(nnunet / "fold_all" / "x") == nnunet.resolve()
-    assert run_holding(planned / "predictions") == planned.resolve() and run_holding(predictions) is None
+    assert run_holding(planned / "predictions") is None and run_holding(predictions) is None
 
 
 def test_random_bytes_are_reported_as_corruption_not_as_code(tmp_path):

@@ -73,9 +73,16 @@ def is_run_folder(folder: str | Path) -> bool:
 
 
 def run_holding(folder: str | Path) -> Path | None:
-    """The run folder that `folder` is or lies in, at any depth (links resolved); None otherwise."""
+    """The run folder that `folder` is, or whose fold folder (fold_K, or nnU-Net's fold_all) it is or lies in
+    (links resolved); None otherwise. A folder of its own inside a run (RUN/predictions) holds none of the run's
+    files, so it is not the run's."""
     folder = Path(folder).resolve()
-    return next((inner for inner in (folder, *folder.parents) if is_run_folder(inner)), None)
+    if is_run_folder(folder):
+        return folder
+    for inner in (folder, *folder.parents):
+        if (_FOLD_DIR.fullmatch(inner.name) or inner.name == "fold_all") and is_run_folder(inner.parent):
+            return inner.parent
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- the payload

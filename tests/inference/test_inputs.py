@@ -153,13 +153,13 @@ def test_run_folders_are_refused_as_output(tmp_path):
     plans().save(run)
     other = tmp_path / "other"
     touch(other / "fold_1", "checkpoint_latest.pt")
-    for output, named in ((run, run), (run / "fold_0", run), (run / "predictions", run), (other, other),
-                          (other / "fold_1", other), (other / "predictions", other)):
-        with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside it"):
-            check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True, run_dir=run)
-    # beside the runs: fine
-    check_output_location(tmp_path / "predictions", [tmp_path / "in"], [tmp_path / "predictions" / "a.png"],
-                          run_dir=run)
+    for output, named in ((run, run), (run / "fold_0", run), (run / "fold_all" / "x", run), (other, other),
+                          (other / "fold_1", other)):
+        with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold"):
+            check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True)
+    # a folder of its own, inside a run or beside it, holds none of the run's files
+    for output in (run / "predictions", tmp_path / "predictions"):
+        check_output_location(output, [tmp_path / "in"], [output / "a.png"])
 
 
 def _nifti(path: Path, shape: tuple[int, ...]) -> Path:

@@ -380,18 +380,19 @@ def test_predictions_never_go_into_a_run_folder(tmp_path, threshold_model):
     image = write_nifti(tmp_path / "in" / "x.nii.gz", np.zeros((6, 7, 5)), np.eye(4))
     run_files = {path: path.read_bytes() for path in (run / "plans.json", run / "fold_0" / "checkpoint_best.pt")}
 
-    for output, named in ((run, run), (run / "fold_0", run), (run / "predictions", run), (other, other),
-                          (other / "fold_0" / "x", other)):
+    for output, named in ((run, run), (run / "fold_0", run), (other, other), (other / "fold_0" / "x", other)):
         for flags in ({}, {"overwrite": True}):  # not even when asked to overwrite
-            with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside it; predictions are "
-                                                "never written into a run") as err:
+            with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold "
+                                                "folders; predictions are never written among a run's files") as err:
                 predict(run, [image], output, device="cpu", save_probabilities=True, **flags)
             assert err.value.path == output
     assert all(path.read_bytes() == content for path, content in run_files.items())
     assert sorted(p.name for p in run.iterdir()) == ["fold_0", "plans.json"]
     assert sorted(p.name for p in (other / "fold_0").iterdir()) == ["checkpoint_best.pt"]
-    # beside the run (a folder that holds runs is no run): predicted
+    # beside the run (a folder that holds runs is no run), or in a folder of its own inside it: predicted
     assert predict(run, [image], tmp_path / "run_predictions", device="cpu", tta=False)[0].is_file()
+    assert predict(run, [image], run / "predictions", device="cpu", tta=False, save_probabilities=True)[0].is_file()
+    assert all(path.read_bytes() == content for path, content in run_files.items())
 
 
 def test_overwrite_and_resume_replace_no_probability_file_usema_did_not_write(tmp_path, run_and_images, monkeypatch):

@@ -192,7 +192,6 @@ def check_output_location(
     planned: Sequence[Path],
     overwrite: bool = False,
     planned_from: str | Path | None = None,
-    run_dir: str | Path | None = None,
 ) -> None:
     """Refuse an output folder that would put predictions over inputs, into a dataset or a run, or over earlier
     files.
@@ -200,20 +199,20 @@ def check_output_location(
     The output folder may not be an input folder or lie inside one (its predictions would mix with, and could
     replace, the images, and a later run would read them back as inputs); it may not be a dataset's folder (one
     holding dataset.json, or its images or labels folder: predictions there would replace or pose as ground
-    truth) nor lie inside `planned_from`, the dataset the run was planned from; it may not be `run_dir`, the
-    run that predicts, nor lie inside it, nor be any run folder or lie in one's fold folder (`run_holding`: the
-    probabilities' plans.json would replace the run's); no planned output file may be an input file; no two
+    truth) nor lie inside `planned_from`, the dataset the run was planned from; it may not be a run folder
+    (the one that predicts or any other) nor lie in one's fold folders (`run_holding`: the probabilities'
+    plans.json would replace the run's); no planned output file may be an input file; no two
     cases may share an output name; a planned file that exists already is replaced only with `overwrite`.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise DataError(output, "the output must be a folder, and this is an existing file")
-    run = run_dir if run_dir is not None and is_within(output, run_dir) else run_holding(output)
+    run = run_holding(output)
     if run is not None:
         raise DataError(
             output,
-            f"is the run folder {run} or inside it; predictions are never written into a run (they could replace "
-            "its plans.json or checkpoints): choose an output folder outside it",
+            f"is the run folder {run} or inside one of its fold folders; predictions are never written among a "
+            "run's files (they could replace its plans.json or checkpoints): choose another output folder",
         )
     input_files: set[Path] = set()
     for raw in inputs:

@@ -154,7 +154,7 @@ def predict(
         outputs_of_case[0] += folder_paths(output)
     # every name a file may get, so that nothing there is replaced unasked
     planned = [name for paths in outputs_of_case for path in paths for name in segmentation_paths(path, max_label)]
-    check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path, run_dir)
+    check_output_location(output, inputs, planned, overwrite or resume, plans.dataset.path)
     check_cases(cases, predictor.spatial_dims, plans.dataset.num_channels)
     settings = prediction_settings(run_dir, predictor.checkpoints, predictor.tta, predictor.step_size,
                                    precision_name(predictor.autocast_dtype), save_probabilities, overlay)

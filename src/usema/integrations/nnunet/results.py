@@ -162,7 +162,7 @@ def predict_results_folder(
     extras = [p for case in cases for p in probability_paths(output, case.case_id)] if save_probabilities else []
     written_by_nnunet = [*folder_paths(output), output / NNUNET_PREDICTION_ARGS]
     planned = targets + extras + written_by_nnunet
-    check_output_location(output, inputs, planned, overwrite or resume, run_dir=folder)
+    check_output_location(output, inputs, planned, overwrite or resume)
     # every input's header, before the first prediction: nnU-Net's 2d configurations take 3D volumes slice by
     # slice, and its readers convert no channels
     spatial_dims = len(configuration.patch_size)
