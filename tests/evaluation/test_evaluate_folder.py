@@ -76,7 +76,10 @@ def test_nifti_folders_give_per_case_scores_and_summary(nifti_cases, tmp_path, c
     assert summary["classes"]["1"]["dice"]["std"] == pytest.approx(0.25)
     assert summary["classes"]["2"]["hd95"]["mean"] == pytest.approx(diagonal / 2, rel=1e-5)
     assert summary["mean"]["nsd"] == pytest.approx(((0.5 + 1.0) / 2 + (1.0 + 0.0) / 2) / 2)
-    assert "case" not in capsys.readouterr().out.splitlines()[0]  # a table, headed by "class"
+    out_lines = capsys.readouterr().out.splitlines()
+    assert "case" not in out_lines[0]  # a table, headed by "class"
+    assert "hd95 and the nsd tolerance (1) in the images' spacing units: mm, or pixels for PNG/JPEG/TIFF/BMP" \
+        in out_lines
 
 
 def test_tolerance_per_class_names_from_labels_and_explicit_output(nifti_cases, tmp_path):

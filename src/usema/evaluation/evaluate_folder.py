@@ -366,5 +366,8 @@ def evaluate(
     write_per_case_csv(rows, output / PER_CASE_NAME)
     write_summary_json(summary, output / SUMMARY_NAME)
     print(format_table(summary, metrics[:3] + (("f1",) if instance else ())))
+    tolerance = ", ".join(f"{t:g}" for t in dict.fromkeys(tolerances.values()))
+    print(f"hd95 and the nsd tolerance ({tolerance}) in the images' spacing units: mm, or pixels for "
+          "PNG/JPEG/TIFF/BMP")
     print(f"{counted(summary['num_cases'], 'case')}; wrote {output / PER_CASE_NAME} and {output / SUMMARY_NAME}")
     return summary
