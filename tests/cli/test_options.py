@@ -63,6 +63,7 @@ def test_an_unknown_device_is_refused_naming_the_option(capsys):
         (["plan", "D", "-o", "R", "--memory-gb", "0"], "argument --memory-gb: '0' is not a positive, finite number"),
         (["evaluate", "P", "G", "--tolerance-mm", "-1"], "argument --tolerance-mm: '-1' is not a positive"),
         (["nnunet-plans", "P.json", "--head-dim", "0"], "argument --head-dim: '0' is not an integer >= 1"),
+        (["train", "D", "-o", "R", "--threads", "0"], "argument --threads: '0' is not an integer >= 1"),
     ],
 )
 def test_numeric_options_are_checked_before_any_work_naming_the_value(argv, message, capsys):
@@ -81,3 +82,18 @@ def test_network_settings_are_json_objects_per_model_named_by_their_option():
         network_settings(["usema=[1]"], "--model-overrides")
     with pytest.raises(UsemaError, match=r"--network-settings 'usema': expected MODEL=JSON"):
         network_settings(["usema"])
+
+
+def test_threads_set_torchs_cpu_threads_before_the_command_runs(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        # the run does not exist: the command fails after --threads took effect
+        assert main(["predict", str(tmp_path / "no_run"), str(tmp_path), "-o", str(tmp_path / "out"),
+                     "--threads", "1"]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "no_run" in capsys.readouterr().err

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     from usema.utils.provenance import set_cli_argv
 
     set_cli_argv(argv)
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     try:
         with warnings.catch_warnings():  # restores the caller's way of showing warnings afterwards

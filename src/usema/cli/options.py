@@ -61,13 +61,22 @@ def fold_name(text: str) -> int | str:
 
 
 def add_device(parser: argparse.ArgumentParser, what: str = "run", more: str = "") -> None:
-    """The --device option: auto (CUDA when there is one), cpu, cuda or cuda:N; `more` adds to its help."""
+    """The --device option: auto (CUDA when there is one), cpu, cuda or cuda:N (`more` adds to its help), and
+    --threads, the CPU threads torch may use (`main` applies it before the command runs)."""
     parser.add_argument(
         "--device",
         default="auto",
         type=device_name,
         metavar="auto|cpu|cuda|cuda:N",
         help=f"where to {what} (default: auto, CUDA when there is one){more}",
+    )
+    parser.add_argument(
+        "--threads",
+        type=count_from(1),
+        default=None,
+        metavar="N",
+        help="CPU threads torch may use (default: torch's choice, about one per core); e.g. 1 to run two jobs "
+        "side by side on a two-core machine",
     )
 
 

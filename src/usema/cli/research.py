@@ -164,8 +164,6 @@ def _add_accuracy(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true",
                    help="score with mirroring test-time augmentation (default: off, the study scores the network "
                    "alone; usema predict mirrors by default)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (e.g. 1 to run two benchmarks side by side on two cores)")
     p.add_argument("--allow-mixed-commits", action="store_true",
                    help="add runs trained at another git commit than the study's earlier runs")
     p.add_argument("--measure-step-cost", action="store_true",
@@ -257,12 +255,6 @@ def _cmd_bench_accuracy(args: argparse.Namespace) -> int:
         name = args.dataset if args.dataset in DATASETS else Path(args.dataset).name  # no data needed
         print(f"wrote {write_report(ReportFiles(args.output, name))} and {write_summary(args.output)}")
         return 0
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsemaError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
     per_model = network_settings(args.network_settings)
     if args.model_overrides:
         warn_deprecated("--model-overrides", "--network-settings")
