@@ -133,6 +133,7 @@ def test_a_run_folder_is_told_by_its_plan_or_its_checkpoints(tmp_path):
     # inside a run holds none of the run's files
     assert run_holding(trained / "fold_2" / "more") == run_holding(trained / "fold_7") == trained.resolve()
     assert run_holding(nnunet / "fold_all" / "x") == nnunet.resolve()
+    assert run_holding(planned / "preprocessed") == planned.resolve()  # the run's preprocessed cases
     assert run_holding(planned / "predictions") is None and run_holding(predictions) is None
 
 

@@ -28,6 +28,7 @@ from usema.errors import CheckpointError, UsemaError
 from usema.models.spec import NetworkSpec
 from usema.planning.plans import PLANS_NAME, Plans, is_plans_file
 from usema.planning.schema import migrate_network_description
+from usema.preprocessing.dataset import PREPROCESSED_DIR
 from usema.utils.atomic import atomic_path, full_disk_errno
 
 CHECKPOINT_NAMES = {"latest": "checkpoint_latest.pt", "best": "checkpoint_best.pt"}
@@ -73,14 +74,16 @@ def is_run_folder(folder: str | Path) -> bool:
 
 
 def run_holding(folder: str | Path) -> Path | None:
-    """The run folder that `folder` is, or whose fold folder (fold_K, or nnU-Net's fold_all) it is or lies in
+    """The run folder that `folder` is, or whose fold folder (fold_K, nnU-Net's fold_all) or preprocessed
+    cases' folder it is or lies in
     (links resolved); None otherwise. A folder of its own inside a run (RUN/predictions) holds none of the run's
     files, so it is not the run's."""
     folder = Path(folder).resolve()
     if is_run_folder(folder):
         return folder
     for inner in (folder, *folder.parents):
-        if (_FOLD_DIR.fullmatch(inner.name) or inner.name == "fold_all") and is_run_folder(inner.parent):
+        if (_FOLD_DIR.fullmatch(inner.name) or inner.name in ("fold_all", PREPROCESSED_DIR)) and \
+                is_run_folder(inner.parent):
             return inner.parent
     return None
 

@@ -203,6 +203,13 @@ def test_scores_are_never_written_into_the_reference_or_prediction_folder(nifti_
     shutil.copy(gt / "case_b.nii.gz", pair / "gt.nii.gz")
     evaluate(pair / "pred.nii.gz", pair / "gt.nii.gz", output=pair / "scores")
     assert (pair / "scores" / "summary.json").is_file()
+    assert default_output_dir(pair / "pred.nii.gz", pair / "gt.nii.gz") == (pair / "pred_evaluation").resolve()
+    # a reference file in a dataset's labels folder: that folder stays free of scores
+    (pair / "images").mkdir()
+    (pair / "labels").mkdir()
+    shutil.copy(gt / "case_b.nii.gz", pair / "labels" / "case_b.nii.gz")
+    with pytest.raises(DataError, match="is the reference folder"):
+        evaluate(pair / "pred.nii.gz", pair / "labels" / "case_b.nii.gz", output=pair / "labels")
 
 
 def test_default_output_is_never_inside_the_reference(tmp_path):

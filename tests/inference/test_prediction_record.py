@@ -168,4 +168,7 @@ def test_a_record_of_an_older_usema_still_owns_the_files_written_beside_its_segm
         split_cases(out, _settings(run), outputs, resume=False, overwrite=True,
                     planned=[*outputs["c0.nii.gz"], out / "c0_label.nii.gz"])
     write_record(out, _settings(run), ["c0.nii.gz"])
-    assert json.loads((out / RECORD_NAME).read_text())["written_lists_every_file"] is True
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["written_lists_every_file"] is True
+    # what was there is claimed, names that were not (dataset.json, never written) are not
+    assert sorted(record["written"]) == sorted(older) and "dataset.json" not in record["written"]

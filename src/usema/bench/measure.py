@@ -105,7 +105,10 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(marker in text for marker in markers)
 
 
-def _child(target: Callable[[dict], dict], spec: dict, conn) -> None:
+def _child(target: Callable[[dict], dict], spec: dict, threads: int, conn) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # the fork server's children start with torch's default, not the caller's
     try:
         conn.send(target(spec))
     except Exception as err:  # any failure becomes a status for the table, never a crash of the benchmark
@@ -131,13 +134,15 @@ def run_isolated(target: Callable[[dict], dict], spec: dict, time_limit_s: float
     """`target(spec)` in a fresh process; returns its dict, or a status when it fails.
 
     `target` must be a module-level function (it is pickled by name); `preload` names modules to import
-    once for all measurements (the fork server's). Statuses: what `target` returns (normally "ok"), "oom"
+    once for all measurements (the fork server's). The process uses the caller's number of torch threads. Statuses: what `target` returns (normally "ok"), "oom"
     (allocation failed, or the process was killed, most likely for memory), "timeout" (over `time_limit_s`;
     the process is killed) or "error".
     """
     ctx = _context(preload)
     parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(target, spec, child), daemon=True)
+    import torch
+
+    process = ctx.Process(target=_child, args=(target, spec, torch.get_num_threads(), child), daemon=True)
     process.start()
     child.close()
     if parent.poll(time_limit_s):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from usema.data.datasets import is_within
+from usema.data.datasets import dataset_holding, is_within
 from usema.data.io import SUPPORTED_SUFFIXES, label_values, read_label, strip_suffix, suffix_of
 from usema.data.layouts import dataset_ignore_value
 from usema.errors import DataError, UsemaError
@@ -139,18 +139,24 @@ def default_output_dir(pred: Path, gt: Path) -> Path:
     of two prediction folders in one parent never overwrite each other."""
     pred = pred.resolve()
     name = f"{pred.name if pred.is_dir() else strip_suffix(pred.name)}_evaluation"
-    gt_folder = (gt if gt.is_dir() else gt.parent).resolve()
     candidate = pred.parent / name
-    # The predictions live inside the reference folder: put the results beside the reference folder.
-    return gt_folder.parent / name if is_within(candidate, gt_folder) else candidate
+    # The predictions live inside the reference folder: put the results beside the reference folder. A
+    # reference file bounds no folder (`check_output_folder`), except a dataset's labels folder.
+    gt_folder = gt if gt.is_dir() else gt.parent if dataset_holding(gt.parent) is not None else None
+    if gt_folder is not None and is_within(candidate, gt_folder):
+        return gt_folder.resolve().parent / name
+    return candidate
 
 
 def check_output_folder(output: Path, pred: Path, gt: Path) -> None:
     """Refuse an output folder that is, or lies inside, the reference folder or the prediction folder: scores
     are never written among the labels, nor among the predictions they score. Two files given (a prediction and
-    its reference) bound no folder: only their own names are kept from the outputs (the caller's check). The
+    its reference) bound no folder, unless the reference lies in a dataset's folders: only their own names are
+    kept from the outputs (the caller's check). The
     message names the default (`default_output_dir`), which is outside both."""
     folders = [(what, folder) for what, folder in (("reference", gt), ("prediction", pred)) if folder.is_dir()]
+    if not gt.is_dir() and dataset_holding(gt.parent) is not None:  # a reference file in a dataset's labels
+        folders.append(("reference", gt.parent))
     for what, folder in folders:
         if is_within(output, folder):
             raise DataError(

@@ -103,7 +103,8 @@ def predict(
     `save_probabilities` also writes OUTPUT/<case id>.npz and .pkl, and OUTPUT/dataset.json and plans.json, as
     nnU-Net does (see `usema.inference.probabilities`); `overlay` also writes OUTPUT/overlays/<case id>.png. `precision` (auto,
     fp32, bf16, fp16) replaces the training precision. The output folder may not be, or lie inside, an input
-    folder, a dataset or a run (see `check_output_location`); files already there are replaced only with
+    folder, a dataset, or be a run folder or lie in one's fold or preprocessed folders (see
+    `check_output_location`); files already there are replaced only with
     `overwrite` or `resume`, and only those the record lists as written by usema (every file is listed before
     its first byte).
     Every input is checked from its header before the first prediction (`check_cases`), so a bad file fails

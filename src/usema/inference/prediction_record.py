@@ -194,12 +194,13 @@ def written_by_usema(output: Path) -> list[str]:
     if record is None:
         return []
     names = [str(name) for name in record.get(WRITTEN_KEY, record.get(PREDICTED_KEY, []))]
-    return names if record.get(EVERY_FILE_KEY) else names + _written_beside(names)
+    return names if record.get(EVERY_FILE_KEY) else names + _written_beside(output, names)
 
 
-def _written_beside(segmentations: list[str]) -> list[str]:
+def _written_beside(output: Path, segmentations: list[str]) -> list[str]:
     """What usema (or nnU-Net's predictor, for a results folder) wrote beside the listed segmentations before
-    its record listed every file: each case's probabilities and overlay, and the folder's files."""
+    its record listed every file, where it is there: each case's probabilities and overlay, and the folder's
+    files (names that are not there are not claimed, so a newer record does not list them)."""
     from usema.data.io import suffix_of
     from usema.inference.predict_files import OVERLAY_DIR
     from usema.inference.probabilities import FOLDER_FILES, NNUNET_PREDICTION_ARGS
@@ -209,7 +210,7 @@ def _written_beside(segmentations: list[str]) -> list[str]:
         case = name[: len(name) - len(suffix_of(name))]
         if case and case != name:
             beside += [f"{case}.npz", f"{case}.pkl", f"{OVERLAY_DIR}/{case}.png"]
-    return beside
+    return [name for name in beside if (Path(output) / name).exists()]
 
 
 def check_replaces_only_predictions(output: Path, planned: Iterable[Path]) -> None:

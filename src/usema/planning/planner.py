@@ -246,7 +246,7 @@ def plan_dataset(
     `network_settings` (dict: the network's keyword arguments) and any training setting (`epochs`,
     `optimizer`, `lr`, `num_workers`, ...; None means "planned") replace the planned value. A `run_dir`
     holding trained folds keeps its plans.json (their networks were built from it) unless `overwrite`; one
-    that is, or lies inside, the dataset folder is refused (`check_run_folder`).
+    that is the dataset folder or lies in its image or label folders is refused (`check_run_folder`).
     """
     training_edits = {
         k: plan_edits.pop(k) for k in list(plan_edits) if k in TRAINING_KEYS and k != "time_budget_minutes"

@@ -226,8 +226,8 @@ def train(
     crosses it is cut short, validated and logged, and (outside DDP, where the rate follows time as well as
     steps) the learning rate has decayed to 0 there. A run resumed with its budget spent trains no more.
     SIGINT/SIGTERM save checkpoint_latest and return early (summary "interrupted"; `stop_if_interrupted`).
-    One process at a time may write to RUN (a lock file holds its pid); RUN may not be, or lie inside, the
-    dataset folder (`check_run_folder`). A fold that holds an earlier run is
+    One process at a time may write to RUN (a lock file holds its pid); RUN may not be the dataset folder
+    nor lie in its image or label folders (`check_run_folder`). A fold that holds an earlier run is
     continued with `resume` or started over with `overwrite`, else refused; so is a model other than the one
     RUN/plans.json names while a fold holds checkpoints (with `overwrite`, allowed where only the fold to be
     trained does).
