@@ -3,6 +3,7 @@ plans.json as an editable, validated file."""
 
 import json
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -180,6 +181,18 @@ def test_a_run_folder_in_the_dataset_folder_is_refused_naming_both(tmp_path, ins
     plan_dataset(root, tmp_path / "ct_run", device="cpu")  # beside it: planned
     # a folder of its own in the dataset folder is no layout's input: a project folder may hold its runs
     plan_dataset(root, root / "runs" / "a", device="cpu")
+    # images a dataset.json lists outside the standard folders are protected too
+    manifest = json.loads((root / "dataset.json").read_text())
+    (root / "raw").mkdir()
+    first = manifest["training"][0]
+    for key in ("image", "label"):
+        moved = root / "raw" / Path(first[key]).name
+        (root / first[key]).rename(moved)
+        first[key] = f"./raw/{moved.name}"
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"the run folder is .*raw or inside it, which holds the dataset's images"):
+        plan_dataset(root, root / "raw" / "run", device="cpu")
+    assert not (root / "raw" / "run").exists()
     assert [c.case_id for c in load_dataset(root).cases] == Plans.load(root / "runs" / "a").dataset.case_ids
 
 

@@ -261,8 +261,8 @@ def plan_dataset(
     from usema.utils.device import device_kind  # imports torch: only when planning
 
     device = device_kind(edits.get("device") or "auto")  # a plan for a GPU may be made without one
-    check_run_folder(data, run_dir)
     spec = load_dataset(data, label_mode)
+    check_run_folder(data, run_dir, spec)
     check_plan_edits({**edits, **training_edits}, spec.spatial_dims)
     given_settings = dict(given_network_settings(edits) or {})
     run_dir = Path(run_dir)
@@ -356,23 +356,29 @@ def _check_no_trained_folds(plans_path: Path) -> None:
         )
 
 
-def check_run_folder(data: str | Path, run_dir: str | Path) -> None:
+def check_run_folder(data: str | Path, run_dir: str | Path, spec: DatasetSpec | None = None) -> None:
     """DataError naming both folders when the run folder `run_dir` is the dataset folder of `data` or lies in
     one of its image or label folders (links resolved): plans.json, preprocessed cases and checkpoints are
     never written among a dataset's files, where they could replace them or be read as cases. A folder of its
     own inside the dataset folder (DATA/runs/a, beside images/ and labels/) is no layout's input and is
-    allowed. `usema plan` and `usema train` both check here before writing anything."""
+    allowed. With the dataset's `spec`, a folder holding a case's image or label is refused too (a dataset.json
+    may list them elsewhere in the dataset folder). `usema plan` and `usema train` both check here before writing
+    anything."""
     root = dataset_holding(dataset_folder(data))  # None: no dataset, which load_dataset names
-    if root is None:
-        return
-    if Path(run_dir).resolve() == root.resolve() or any(
-            is_within(run_dir, root / name) for name in DATASET_SUBFOLDERS):
+    if root is not None and (Path(run_dir).resolve() == root.resolve() or any(
+            is_within(run_dir, root / name) for name in DATASET_SUBFOLDERS)):
         raise DataError(
             run_dir,
             f"the run folder is the dataset folder {root} or one of its image or label folders; a run is never "
             f"written among its dataset's files: choose a run folder outside them (e.g. "
             f"{root.resolve().parent / (root.resolve().name + '_run')})",
         )
+    for folder in sorted({lexical_absolute(p).parent for case in (spec.cases if spec else [])
+                          for p in [*case.images, *([case.label] if case.label else [])]}):
+        if is_within(run_dir, folder):
+            raise DataError(run_dir, f"the run folder is {folder} or inside it, which holds the dataset's images "
+                                     "or labels; a run is never written among its dataset's files: choose a run "
+                                     "folder outside it")
 
 
 def _planned_cases(spec: DatasetSpec, case_ids: list[str] | None, max_cases: int | None) -> list[Case]:
