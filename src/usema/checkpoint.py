@@ -75,9 +75,8 @@ def is_run_folder(folder: str | Path) -> bool:
 
 def run_holding(folder: str | Path) -> Path | None:
     """The run folder that `folder` is, or whose fold folder (fold_K, nnU-Net's fold_all) or preprocessed
-    cases' folder it is or lies in
-    (links resolved); None otherwise. A folder of its own inside a run (RUN/predictions) holds none of the run's
-    files, so it is not the run's."""
+    cases' folder it is or lies in (links resolved); None otherwise. A folder of its own inside a run
+    (RUN/predictions) holds none of the run's files, so it is not the run's."""
     folder = Path(folder).resolve()
     if is_run_folder(folder):
         return folder

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from usema.cli.options import add_device, add_plan_edits, count_from, key_json, positive_number
+from usema.utils.text import counted
 
 LABEL_MODES = ["semantic", "binary", "instance"]
 
@@ -202,7 +203,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _trained_words(summary: dict) -> str:
     """The line that ends `usema train`: what this call trained, the best validation and where it is."""
     fold, run = summary["fold"], summary["epochs_run"]
-    done = (f"trained {run} epoch{'s' if run != 1 else ''}, to epoch {summary['last_epoch']} of {summary['epochs']}"
+    done = (f"trained {counted(run, 'epoch')}, to epoch {summary['last_epoch']} of {summary['epochs']}"
             if run else f"already trained to epoch {summary['last_epoch']} of {summary['epochs']}, nothing to do")
     if summary["best_epoch"]:
         best = f"best validation Dice {summary['best_dice']:.4f} at epoch {summary['best_epoch']}"

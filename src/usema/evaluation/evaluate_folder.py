@@ -140,25 +140,29 @@ def default_output_dir(pred: Path, gt: Path) -> Path:
     pred = pred.resolve()
     name = f"{pred.name if pred.is_dir() else strip_suffix(pred.name)}_evaluation"
     candidate = pred.parent / name
-    # The predictions live inside the reference folder: put the results beside the reference folder. A
-    # reference file bounds no folder (`check_output_folder`), except a dataset's labels folder.
-    gt_folder = gt if gt.is_dir() else gt.parent if dataset_holding(gt.parent) is not None else None
+    # The predictions live inside the reference folder: put the results beside the reference folder.
+    gt_folder = _reference_folder(gt)
     if gt_folder is not None and is_within(candidate, gt_folder):
         return gt_folder.resolve().parent / name
     return candidate
 
 
+def _reference_folder(gt: Path) -> Path | None:
+    """The folder of references that scores stay out of: GT itself, or a reference file's folder where that is
+    a dataset's labels folder; None for a reference file elsewhere (it bounds no folder)."""
+    if gt.is_dir():
+        return gt
+    return gt.parent if dataset_holding(gt.parent) is not None else None
+
+
 def check_output_folder(output: Path, pred: Path, gt: Path) -> None:
-    """Refuse an output folder that is, or lies inside, the reference folder or the prediction folder: scores
-    are never written among the labels, nor among the predictions they score. Two files given (a prediction and
-    its reference) bound no folder, unless the reference lies in a dataset's folders: only their own names are
-    kept from the outputs (the caller's check). The
-    message names the default (`default_output_dir`), which is outside both."""
-    folders = [(what, folder) for what, folder in (("reference", gt), ("prediction", pred)) if folder.is_dir()]
-    if not gt.is_dir() and dataset_holding(gt.parent) is not None:  # a reference file in a dataset's labels
-        folders.append(("reference", gt.parent))
+    """Refuse an output folder that is, or lies inside, the reference folder (`_reference_folder`) or the
+    prediction folder: scores are never written among the labels, nor among the predictions they score. Of two
+    files given, only their own names are kept from the outputs (the caller's check). The message names the
+    default (`default_output_dir`), which is outside both."""
+    folders = [("reference", _reference_folder(gt)), ("prediction", pred if pred.is_dir() else None)]
     for what, folder in folders:
-        if is_within(output, folder):
+        if folder is not None and is_within(output, folder):
             raise DataError(
                 output,
                 f"is the {what} folder {folder} or inside it; evaluate writes its scores outside the folders it "

@@ -75,8 +75,8 @@ class TrainingEstimate:
         steps = int(self.epochs_run * self.iters_per_epoch)
         measured = (
             f"at {self.step_seconds:.2f} s a step ({self.noise()}) and a validation of "
-            f"{counted(self.validated_cases, 'case')} at {self.validation_case_seconds:.2f} s each after every epoch (timed here on the median "
-            "image shape)"
+            f"{counted(self.validated_cases, 'case')} at {self.validation_case_seconds:.2f} s each after every "
+            "epoch (timed here on the median image shape)"
         )
         if self.budget_minutes is not None and self.epochs_run < self.epochs:
             return (

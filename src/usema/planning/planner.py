@@ -373,8 +373,8 @@ def check_run_folder(data: str | Path, run_dir: str | Path, spec: DatasetSpec | 
             f"written among its dataset's files: choose a run folder outside them (e.g. "
             f"{root.resolve().parent / (root.resolve().name + '_run')})",
         )
-    for folder in sorted({lexical_absolute(p).parent for case in (spec.cases if spec else [])
-                          for p in [*case.images, *([case.label] if case.label else [])]}):
+    manifest = {lexical_absolute(spec.manifest)} if spec is not None and spec.manifest else set()
+    for folder in sorted({path.parent for path in (spec.input_files() - manifest if spec else ())}):
         if is_within(run_dir, folder):
             raise DataError(run_dir, f"the run folder is {folder} or inside it, which holds the dataset's images "
                                      "or labels; a run is never written among its dataset's files: choose a run "
