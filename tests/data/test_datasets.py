@@ -133,6 +133,16 @@ def test_a_tie_of_channel_counts_is_not_called_a_majority(tmp_path):
     assert "majority" not in message
 
 
+def test_a_dataset_warns_once_per_process_however_often_it_is_read(tmp_path):
+    root = make_folder2d(tmp_path / "mixed", modes=("L", "L", "RGB"))
+    with pytest.warns(UserWarning, match="1 of 3 images do not have 1 channel"):
+        load_dataset(root)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")  # Python's own once-per-place would not hide it
+        assert load_dataset(root).num_channels == 1
+    assert again == []
+
+
 def test_folder2d_label_modes(tmp_path):
     root = make_folder2d(tmp_path / "mask", modes=("L", "L"), label_values=255)
     with pytest.warns(UserWarning, match="binary"):

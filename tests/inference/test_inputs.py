@@ -15,6 +15,7 @@ from usema.inference.inputs import (
     collect_cases,
 )
 from usema.planning import Plans
+from usema.preprocessing.dataset import PREPROCESSED_DIR
 
 
 def plans(num_channels=1, fmt="msd"):
@@ -153,9 +154,10 @@ def test_run_folders_are_refused_as_output(tmp_path):
     plans().save(run)
     other = tmp_path / "other"
     touch(other / "fold_1", "checkpoint_latest.pt")
-    for output, named in ((run, run), (run / "fold_0", run), (run / "fold_all" / "x", run), (other, other),
-                          (other / "fold_1", other)):
-        with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold"):
+    for output, named in ((run, run), (run / "fold_0", run), (run / "fold_all" / "x", run),
+                          (run / PREPROCESSED_DIR / "x", run), (other, other), (other / "fold_1", other)):
+        with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold or "
+                                            "preprocessed folders"):
             check_output_location(output, [tmp_path / "in"], [output / "a.png"], overwrite=True)
     # a folder of its own, inside a run or beside it, holds none of the run's files
     for output in (run / "predictions", tmp_path / "predictions"):

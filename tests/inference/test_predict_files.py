@@ -382,8 +382,9 @@ def test_predictions_never_go_into_a_run_folder(tmp_path, threshold_model):
 
     for output, named in ((run, run), (run / "fold_0", run), (other, other), (other / "fold_0" / "x", other)):
         for flags in ({}, {"overwrite": True}):  # not even when asked to overwrite
-            with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold "
-                                                "folders; predictions are never written among a run's files") as err:
+            with pytest.raises(DataError, match=rf"is the run folder {named.resolve()} or inside one of its fold or "
+                                                "preprocessed folders; predictions are never written among a run's "
+                                                "files") as err:
                 predict(run, [image], output, device="cpu", save_probabilities=True, **flags)
             assert err.value.path == output
     assert all(path.read_bytes() == content for path, content in run_files.items())

@@ -274,6 +274,17 @@ def _values_in(labels: Iterable[Path]) -> set[int]:
     return set().union(*(label_values(read_label(path)[0]).tolist() for path in labels))
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Warn about a dataset once per process: planning, training and the benchmarks read one dataset several
+    times, and libraries that reset the warning filters (catch_warnings) defeat Python's own once-per-place."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=5)
+
+
 def _guess_label_mode(root: Path, labels: list[Path]) -> tuple[str, set[int] | None]:
     """The label mode the files look like, and the values they hold (None for instance ids): 16- or 32-bit
     label files hold instance ids; masks of 0 and one value above 1 (0/255) are binary; anything else is
@@ -285,10 +296,9 @@ def _guess_label_mode(root: Path, labels: list[Path]) -> tuple[str, set[int] | N
         values = _values_in(labels)
         guess = "binary" if len(values) == 2 and max(values) > 1 else "semantic"
     if guess != "semantic":
-        warnings.warn(
+        _warn_once(
             f"{root}: no label mode given; the label files look {guess} (pass --labels, in Python label_mode=, to "
-            f"choose)",
-            stacklevel=4,
+            f"choose)"
         )
     return guess, values
 
@@ -335,10 +345,9 @@ def _finish(
                 )
         if len(counts) > 1:
             others = len(probed) - counts[majority]
-            warnings.warn(
+            _warn_once(
                 f"{root}: {others} of {len(cases)} images do not have {counted(majority, 'channel')} "
-                f"({counts[majority]} have: {why}); they are converted on load",
-                stacklevel=4,
+                f"({counts[majority]} have: {why}); they are converted on load"
             )
             announced = True
     else:

@@ -211,8 +211,8 @@ def check_output_location(
     if run is not None:
         raise DataError(
             output,
-            f"is the run folder {run} or inside one of its fold folders; predictions are never written among a "
-            "run's files (they could replace its plans.json or checkpoints): choose another output folder",
+            f"is the run folder {run} or inside one of its fold or preprocessed folders; predictions are never "
+            "written among a run's files (they could replace its plans.json or checkpoints): choose another output folder",
         )
     input_files: set[Path] = set()
     for raw in inputs:
