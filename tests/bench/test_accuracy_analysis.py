@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from usema.bench.accuracy_analysis import (
     comparison_family,
@@ -11,6 +12,7 @@ from usema.bench.accuracy_analysis import (
     fold_table_lines,
     hierarchical_bootstrap,
     holm,
+    interval_text,
     paired_comparisons,
     run_means,
 )
@@ -26,14 +28,34 @@ def per_case_rows(model, fold, scores):
 
 
 def test_the_interval_spans_the_folds_and_not_only_the_cases():
-    # every case of a fold has the same difference: the cases add no spread, the folds all of it
-    diffs = [np.full(10, 0.01), np.full(10, 0.03), np.full(12, -0.02)]
+    # every case of a fold has the same difference: the cases add no spread, the folds all of it, and the
+    # interval is the paired t-test's over the fold means
+    folds = [0.01, 0.03, -0.02]
+    diffs = [np.full(10, folds[0]), np.full(10, folds[1]), np.full(12, folds[2])]
     result = hierarchical_bootstrap(diffs, draws=4000)
-    assert result["mean"] == pytest.approx(np.mean([0.01, 0.03, -0.02]))
-    assert result["low"] == pytest.approx(-0.02, abs=1e-3) and result["high"] > 0.02
-    assert result["p"] > 0.2  # a fold of the other sign: the sign of the mean is not settled
+    assert result["mean"] == pytest.approx(np.mean(folds))
+    t_test = stats.ttest_1samp(folds, 0.0)
+    low, high = t_test.confidence_interval(0.95)
+    assert result["low"] == pytest.approx(low, rel=0.05) and result["high"] == pytest.approx(high, rel=0.05)
+    assert result["p"] == pytest.approx(t_test.pvalue, rel=0.05) and result["p"] > 0.5
     consistent = hierarchical_bootstrap([np.full(10, 0.02) + 0.001 * np.arange(10) for _ in range(5)], draws=4000)
-    assert consistent["low"] > 0.02 and consistent["p"] == pytest.approx(2 / 4001)  # no draw at or below 0
+    assert consistent["low"] > 0.02 and consistent["p"] < 1e-6  # only the cases' spread, a small one
+
+
+def test_five_folds_of_one_sign_are_not_enough_when_they_spread_as_much_as_their_mean():
+    # the draws of five positive folds never reach zero, so their percentiles called this "better"; with the
+    # fold count's own t quantile and variance the sign is not settled
+    folds = [0.0071, 0.0024, 0.0002, 0.0010, 0.0015]
+    result = hierarchical_bootstrap([np.full(20, f) for f in folds], draws=4000)
+    assert result["low"] < 0 < result["high"] and result["p"] > 0.05
+    assert result["p"] == pytest.approx(stats.ttest_1samp(folds, 0.0).pvalue, rel=0.05)
+
+
+def test_one_fold_has_no_interval():
+    result = hierarchical_bootstrap([np.linspace(0.01, 0.03, 9)])
+    assert result["mean"] == pytest.approx(0.02) and result["low"] is None and result["p"] == 1.0
+    assert interval_text(result) == "no interval from 1 fold"
+    assert interval_text({"low": -0.00123, "high": 0.0456}) == "[-0.0012, +0.0456]"
 
 
 def test_holm_multiplies_the_smallest_p_by_the_count_and_keeps_the_order():
@@ -72,7 +94,8 @@ def test_a_consistent_gain_is_better_and_a_fold_dependent_one_is_no_difference()
     lines = comparison_lines(per_case, rows)
     assert "Holm-corrected over the 2 comparisons" in lines[0]
     assert lines[-2].startswith("| usema - usema-nosema | dice | 5 | 40 | +0.027, +0.027, +0.027, +0.027, +0.027 "
-                                "| +0.0270 | [+0.02") and lines[-2].endswith("| 0.0004 | better |")
+                                "| +0.0270 | [+0.02") and lines[-2].endswith("| better |")
+    assert "interval and p: Student's t on folds - 1 degrees of freedom" in lines[0]
     budget = comparison_lines(per_case, rows, verdicts=False)
     assert budget[-2].endswith("| none (wall-clock budget) |")
     one_fold = [r for r in per_case if r["fold"] == "0"]
@@ -126,3 +149,8 @@ def test_curves_against_steps(tmp_path):
     lines = curve_lines(curves, tmp_path / "accuracy_x.png")
     assert "| model | 100 | 200 |" in lines and "| usema | 0.505 | 0.705 |" in lines
     assert (tmp_path / "accuracy_x.png").read_bytes()[:4] == b"\x89PNG"
+    # a control with fold 0 only: the table's means compare fold 0 alone
+    curves += [{"model": "nnunet", "fold": "0", "epoch": "1", "step": "100", "val_dice": "0.4"}]
+    lines = curve_lines(curves, tmp_path / "accuracy_x.png")
+    assert "mean over the folds every model has run (0):" in lines[2]
+    assert "| usema | 0.500 | 0.700 |" in lines and "| nnunet | 0.400 |  |" in lines

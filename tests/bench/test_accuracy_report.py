@@ -38,6 +38,12 @@ def test_another_protocol_or_commit_is_refused(tmp_path):
     files.check_protocol({**PROTOCOL, "models": {"nnunet": "nnunet"}})  # another model joins the same protocol
     with pytest.raises(UsemaError, match=r"steps 600 \(now 800\)"):
         files.check_protocol({**PROTOCOL, "steps": 800})
+    # a control at equal compute keeps the steps it began with, whatever a later step cost says
+    compute = {**PROTOCOL, "steps_of": {"usema": 600, "nnunet@compute": 690}}
+    files.add_record(record("nnunet@compute", 0, 0.5), compute)
+    files.check_protocol({**compute, "steps_of": {"usema": 600, "usema-window": 600}})  # a model joins
+    with pytest.raises(UsemaError, match=r"nnunet@compute trained 690 steps \(now 640\)"):
+        files.check_protocol({**PROTOCOL, "steps_of": {"usema": 600, "nnunet@compute": 640}})
     files.check_commit("abc")
     with pytest.raises(UsemaError, match="trained at commit abc, this checkout is def"):
         files.check_commit("def")

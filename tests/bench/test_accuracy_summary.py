@@ -28,21 +28,38 @@ def test_a_row_per_dataset_with_means_verdicts_and_a_sentence(tmp_path):
     assert write_summary(tmp_path) is None
     write_study(tmp_path, "hippocampus", 5, 0.02)
     write_study(tmp_path, "kvasir_seg", 2, 0.0)
+    (tmp_path / "step_cost_kvasir_seg.json").write_text(json.dumps({"seconds_per_step": {"usema": 1.5}}))
     text = write_summary(tmp_path).read_text()
     lines = text.splitlines()
     assert "| dataset | usema | usema-nosema | nnunet | usema vs usema-nosema | usema vs nnunet |" in lines[4]
     hippocampus = next(line for line in lines if line.startswith("| hippocampus |"))
     assert "| 0.823 ± 0.000 (5) | 0.802 ± 0.000 (5) |" in hippocampus
+    # no step cost measured: the runs' wall clock, said as such
     assert ("| better (+0.0200 [+0.0200, +0.0200]) | no difference (+0.0000 [+0.0000, +0.0000]) | 600 | "
-            "12.0 (usema, median) |") in hippocampus
-    assert ("- hippocampus: USEMA is better than usema-nosema (+0.0200); no difference against nnunet (+0.0000) in "
-            "mean Dice.") in lines
+            "12.0 min wall clock (usema, median) |") in hippocampus
+    assert ("- hippocampus, at 600 steps (the validation curves show how far each model is from its plateau): "
+            "USEMA is better than usema-nosema (+0.0200); not different from nnunet (+0.0000) in mean Dice.") in lines
     kvasir = next(line for line in lines if line.startswith("| kvasir_seg |"))
     assert "| pending, 2 of 5 folds (+0.0000 [+0.0000, +0.0000]) |" in kvasir and "better" not in kvasir
-    assert "- kvasir_seg: 2 of 5 folds so far; no verdict until every fold is in (the interval needs the folds' spread)." in lines
+    assert kvasir.endswith("| 600 | 15 min of one core (1.50 s per step) |")  # 600 steps x 1.5 s
+    assert ("- kvasir_seg: 2 of 5 folds of every model so far; no verdict until every fold is in (the interval "
+            "needs the folds' spread).") in lines
     assert lines[0] == ("Answer: **Not yet settled.** 1 of 4 datasets has every fold in; USEMA is better than every "
                         "control on 0 and worse than a control on 0 (the aim: better than every control on at least 2 "
                         "of the 4 datasets, worse on none).")
+
+
+def test_while_a_study_is_under_way_its_columns_compare_the_same_folds(tmp_path):
+    write_study(tmp_path, "kvasir_seg", 1, 0.0)
+    files = ReportFiles(tmp_path, "kvasir_seg")  # usema's fold 1 is in, its controls' not yet
+    _write_csv(files.rows_csv, [*files.rows(), {"model": "usema", "fold": 1, "commit": "abc", "train_minutes": 9}])
+    _write_csv(files.per_case_csv, [*files.per_case(), *({"model": "usema", "fold": 1, "case": f"1-{i}",
+                                                          "class": 1, "dice": 0.9} for i in range(6))])
+    lines = write_summary(tmp_path).read_text().splitlines()
+    kvasir = next(line for line in lines if line.startswith("| kvasir_seg |"))
+    assert kvasir.startswith("| kvasir_seg | 0.802 (1) | 0.802 (1) | 0.802 (1) | pending, 1 of 5 folds (+0.0000, "
+                             "no interval from 1 fold) |")
+    assert "- kvasir_seg: 1 of 5 folds of every model so far; no verdict until every fold is in" in lines[-1]
 
 
 def test_an_ablation_stays_in_its_report_and_does_not_change_the_answer(tmp_path):

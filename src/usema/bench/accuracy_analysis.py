@@ -3,9 +3,10 @@ include training noise, and validation Dice against steps.
 
 Every model of a study is trained on the same folds and scored on each fold's held-out cases, so our model and
 a control are compared case by case within each fold. Fold k trains with seed k: the folds carry both the
-training noise and the choice of cases. The interval of the mean difference is a hierarchical bootstrap: each
-draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate is the mean of
-the fold means. Its two-sided p-value (the share of draws on the other side of zero, doubled) is Holm-corrected
+training noise and the choice of cases. The standard error of the mean difference comes from a hierarchical
+bootstrap: each draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate
+is the mean of the fold means. With five folds the interval and the two-sided p-value use Student's t on k-1
+degrees of freedom, not the draws' percentiles (`hierarchical_bootstrap` says why). The p-value is Holm-corrected
 over the comparisons of one family in one report, and the verdict reads the corrected value: "better" or "worse"
 below 0.05, else "no difference". A report asks up to two questions, each its own family: does SEMA help (our
 model against the controls: no SEMA, nnU-Net, others), and, in an ablation, which part of SEMA carries the gain
@@ -59,23 +60,34 @@ def run_means(per_case: list[dict[str, str]]) -> dict[tuple[str, int], dict[str,
 
 
 def hierarchical_bootstrap(diffs_by_fold: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS,
-                           seed: int = 0) -> dict[str, float]:
-    """Mean of the fold means of `diffs_by_fold`, its 95% interval and two-sided p-value from resampling folds,
-    then cases within each fold."""
-    rng = np.random.default_rng(seed)
+                           seed: int = 0) -> dict[str, float | None]:
+    """Mean of the fold means of `diffs_by_fold`, its 95% interval and two-sided p-value, from the standard error
+    of a bootstrap that resamples folds, then cases within each fold.
+
+    Five folds are too few for the draws' own 2.5-97.5% range: resampling k folds keeps (k-1)/k of their
+    variance, and the range stands for a normal quantile where k-1 degrees of freedom need Student's t. So the
+    standard error is the draws' standard deviation times sqrt(k/(k-1)), the interval the estimate ± the t
+    quantile on k-1 degrees of freedom times it, and p the two-sided t probability of the estimate over it. With
+    no spread among a fold's cases this is the paired t-test over the fold means; the cases' resampling only
+    widens it. One fold carries no training noise: no interval (None) and p = 1."""
+    from scipy import stats
+
     k = len(diffs_by_fold)
+    estimate = float(np.mean([d.mean() for d in diffs_by_fold]))
+    if k < 2:
+        return {"mean": estimate, "low": None, "high": None, "p": 1.0, "se": None}
+    rng = np.random.default_rng(seed)
     # per fold, `draws x k` case-resampled means: one for every slot a draw may give that fold
     resampled = np.stack([d[rng.integers(0, len(d), size=(draws, k, len(d)))].mean(axis=2)
                           for d in diffs_by_fold])  # (fold, draw, slot)
     chosen = rng.integers(0, k, size=(draws, k))
     slots = np.arange(k)[None, :]
     draw_means = resampled[chosen, np.arange(draws)[:, None], slots].mean(axis=1)
-    estimate = float(np.mean([d.mean() for d in diffs_by_fold]))
-    low, high = np.percentile(draw_means, [2.5, 97.5])
-    # (count + 1) / (draws + 1): a p-value a finite bootstrap can support, never 0
-    on_other_side = min(int(np.sum(draw_means <= 0)), int(np.sum(draw_means >= 0)))
-    p = min(1.0, 2 * (on_other_side + 1) / (draws + 1))
-    return {"mean": estimate, "low": float(low), "high": float(high), "p": float(p)}
+    se = float(np.std(draw_means, ddof=1) * np.sqrt(k / (k - 1)))
+    half_width = float(stats.t.ppf(1 - ALPHA / 2, k - 1)) * se
+    # every draw the same (no spread at all): a difference is certain, and so is none
+    p = float(2 * stats.t.sf(abs(estimate) / se, k - 1)) if se > 0 else float(estimate == 0)
+    return {"mean": estimate, "low": estimate - half_width, "high": estimate + half_width, "p": p, "se": se}
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -165,13 +177,22 @@ def comparison_lines(per_case: list[dict[str, str]], rows: list[dict[str, str]],
     return lines
 
 
+def interval_text(result: dict) -> str:
+    """"[low, high]" of a comparison, or why it has none (a single fold holds no training noise)."""
+    if result["low"] is None:
+        return "no interval from 1 fold"
+    # four decimals: differences of a few thousandths of Dice, whose interval bounds three would round to zero
+    return f"[{result['low']:+.4f}, {result['high']:+.4f}]"
+
+
 def _family_lines(family: str, results: list[dict], verdicts: bool, total_folds: int | None) -> list[str]:
     title = ("Paired differences" if family == "controls" else
              "Ablation, which part of SEMA carries the gain: paired differences")
     lines = [f"{title}, first model minus second, over the folds both ran (per fold: the mean over "
-             "its held-out cases; interval: hierarchical bootstrap over folds, then cases, "
-             f"{BOOTSTRAP_DRAWS} draws; p two-sided, Holm-corrected over the {len(results)} comparisons of this "
-             "table):", "",
+             "its held-out cases; interval and p: Student's t on folds - 1 degrees of freedom over the standard "
+             f"error of a hierarchical bootstrap over folds, then cases, {BOOTSTRAP_DRAWS} draws, widened by "
+             "sqrt(folds / (folds - 1)); p two-sided, Holm-corrected over the "
+             f"{len(results)} comparisons of this table):", "",
              "| comparison | metric | folds | cases | per fold | mean difference | 95% interval | p (Holm) | "
              "verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -180,7 +201,7 @@ def _family_lines(family: str, results: list[dict], verdicts: bool, total_folds:
         if verdicts and total_folds is not None and len(r["folds"]) < total_folds:
             verdict = f"pending ({len(r['folds'])} of {total_folds} folds)"
         lines.append(f"| {r['ours']} - {r['control']} | {r['metric']} | {len(r['folds'])} | {r['cases']} | "
-                     f"{per_fold} | {r['mean']:+.4f} | [{r['low']:+.4f}, {r['high']:+.4f}] | "
+                     f"{per_fold} | {r['mean']:+.4f} | {interval_text(r)} | "
                      f"{r['p_holm']:.3g} | {verdict} |")
     return lines
 
@@ -213,13 +234,18 @@ def curve_lines(curves: list[dict[str, str]], plot: Path) -> list[str]:
         return []
     _plot_curves(by_run, plot)
     steps = sorted({s for points in by_run.values() for s, _ in points})
+    models = list(dict.fromkeys(m for m, _ in by_run))
+    # the table compares the folds every model has run (the plot shows every run)
+    shared = set.intersection(*({f for m, f in by_run if m == model} for model in models))
     lines = [f"![validation Dice against optimizer steps]({plot.name})", "",
-             "In-training validation Dice (the fold's validation subset) against optimizer steps, mean over folds:",
+             "In-training validation Dice (the fold's validation subset) against optimizer steps, mean over the "
+             f"folds every model has run ({', '.join(map(str, sorted(shared))) or 'none yet'}):",
              "", "| model | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
-    for model in dict.fromkeys(m for m, _ in by_run):
+    for model in models:
         cells = []
         for step in steps:
-            values = [d for (m, _), points in by_run.items() if m == model for s, d in points if s == step]
+            values = [d for (m, f), points in by_run.items() if m == model and f in shared
+                      for s, d in points if s == step]
             cells.append(f"{statistics.mean(values):.3f}" if values else "")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines

@@ -132,9 +132,15 @@ class ReportFiles:
         stored = self.meta()["protocol"]
         if stored is None:
             return
-        differing = [k for k in PROTOCOL_KEYS if stored.get(k) != protocol.get(k)]
+        differing = [f"{k} {stored.get(k)} (now {protocol.get(k)})" for k in PROTOCOL_KEYS
+                     if stored.get(k) != protocol.get(k)]
+        # models may join a study (the ablation), but a model's steps stay: a new step-cost measurement must not
+        # give X@compute other steps in later folds than in earlier ones
+        before, now = stored.get("steps_of") or {}, protocol.get("steps_of") or {}
+        differing += [f"{label} trained {before[label]} steps (now {now[label]})" for label in now
+                      if label in before and before[label] != now[label]]
         if differing:
-            what = ", ".join(f"{k} {stored.get(k)} (now {protocol.get(k)})" for k in differing)
+            what = ", ".join(differing)
             raise UsemaError(f"{self.meta_json}: its rows were made with {what}; use another --output and "
                              "--runs-dir for another protocol")
 

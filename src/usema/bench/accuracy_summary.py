@@ -5,11 +5,12 @@ the rule the study set itself. Written from the studies' files alone (see accura
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.bench.accuracy_analysis import comparison_family, paired_comparisons, run_means
+from usema.bench.accuracy_analysis import comparison_family, interval_text, paired_comparisons, run_means
 from usema.bench.accuracy_report import ReportFiles, report_metrics
 from usema.utils.atomic import atomic_write_text
 
@@ -28,22 +29,41 @@ def _studies(output: Path) -> list[ReportFiles]:
 
 def _verdict_cell(result: dict, total_folds: int) -> str:
     """The verdict with its mean difference and interval; "pending" until every fold of the protocol is in."""
-    # four decimals: differences of a few thousandths of Dice, whose interval bounds three would round to zero
-    interval = f"{result['mean']:+.4f} [{result['low']:+.4f}, {result['high']:+.4f}]"
+    interval = f"{result['mean']:+.4f}{',' * (result['low'] is None)} {interval_text(result)}"
     if len(result["folds"]) < total_folds:
         return f"pending, {len(result['folds'])} of {total_folds} folds ({interval})"
     return f"{result['verdict']} ({interval})"
 
 
-def _sentence(name: str, folds: int, total: int, verdicts: list[dict]) -> str:
+def _shared_folds(means: dict[tuple[str, int], dict[str, float]], models: list[str]) -> list[int]:
+    """The folds that every model with a scored run has run: while a study is under way, the Dice columns of
+    its row compare the same folds."""
+    folds = [{f for (m, f) in means if m == model} for model in models]
+    return sorted(set.intersection(*[f for f in folds if f] or [set()]))
+
+
+def _compute_cell(study: ReportFiles, steps: int | None, rows: list[dict[str, str]]) -> str:
+    """USEMA's compute per run, steps times its step cost measured on an idle machine; where the study has no
+    step cost (or a wall-clock budget), the median of its runs' wall-clock minutes, said as such."""
+    cost = json.loads(study.step_cost.read_text())["seconds_per_step"] if study.step_cost.is_file() else {}
+    if steps is not None and "usema" in cost:
+        return f"{steps * cost['usema'] / 60:.0f} min of one core ({cost['usema']:.2f} s per step)"
+    minutes = [float(r["train_minutes"]) for r in rows if r["model"] == "usema"]
+    return f"{statistics.median(minutes):.1f} min wall clock (usema, median)" if minutes else ""
+
+
+def _sentence(name: str, steps: int | None, folds: int, total: int, verdicts: list[dict]) -> str:
     if not verdicts:
         return f"- {name}: no comparison yet."
-    parts = [f"{v['verdict']} {'than' if v['verdict'] in ('better', 'worse') else 'against'} {v['control']} "
-             f"({v['mean']:+.4f})" for v in verdicts]
+    wording = {"better": "better than", "worse": "worse than", "no difference": "not different from"}
+    parts = [f"{wording.get(v['verdict'], v['verdict'] + ' against')} {v['control']} ({v['mean']:+.4f})"
+             for v in verdicts]
     if folds < total:
-        return (f"- {name}: {folds} of {total} folds so far; no verdict until every fold is in "
+        return (f"- {name}: {folds} of {total} folds of every model so far; no verdict until every fold is in "
                 "(the interval needs the folds' spread).")
-    return f"- {name}: USEMA is " + "; ".join(parts) + " in mean Dice."
+    # the budget belongs to the claim: a model still improving at the last step may only be ahead, not better
+    return (f"- {name}, at {steps} steps (the validation curves show how far each model is from its plateau): "
+            "USEMA is " + "; ".join(parts) + " in mean Dice.")
 
 
 def dataset_outcome(verdicts: list[dict], total_folds: int) -> str:
@@ -96,16 +116,17 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     seen = dict.fromkeys(r["model"] for s in studies for r in s.rows())
     controls = [m for m in seen if m != "usema" and comparison_family(m) == "controls"]
     models = ["usema"] * ("usema" in seen) + controls  # ours first, whichever run was scored first
-    header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "training minutes per run"]
+    header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "compute per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sentences, outcomes = [], {}
     for study in studies:
         rows, per_case = study.rows(), study.per_case()
         protocol = study.meta()["protocol"]
         means = run_means(per_case)
+        shared = _shared_folds(means, models)
         cells = []
         for model in models:
-            values = [m["dice"] for (label, _), m in sorted(means.items()) if label == model and "dice" in m]
+            values = [means[(model, fold)]["dice"] for fold in shared if "dice" in means.get((model, fold), {})]
             spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
             cells.append(f"{statistics.mean(values):.3f}{spread} ({len(values)})" if values else "")
         # the report's comparisons, so that Holm's correction is the report's
@@ -115,20 +136,20 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
             verdict_cells = ["none (wall clock)" for _ in controls]
         else:
             verdict_cells = [_verdict_cell(results[c], protocol["folds"]) if c in results else "" for c in controls]
-        minutes = [float(r["train_minutes"]) for r in rows if r["model"] == "usema"]
         steps = protocol["steps"] if protocol["steps"] is not None else f"{protocol['budget_minutes']:g} min"
         lines.append(f"| {study.name} | " + " | ".join(cells + verdict_cells) + f" | {steps} | "
-                     + (f"{statistics.median(minutes):.1f} (usema, median)" if minutes else "") + " |")
+                     + _compute_cell(study, protocol["steps"], rows) + " |")
         if protocol["steps"] is not None:  # wall-clock studies give no verdict, so no answer
             outcomes[study.name] = dataset_outcome(list(results.values()), protocol["folds"])
-        usema_folds = len({r["fold"] for r in rows if r["model"] == "usema"})
-        sentences.append(_sentence(study.name, usema_folds, protocol["folds"], list(results.values())))
+        sentences.append(_sentence(study.name, protocol["steps"], len(shared), protocol["folds"],
+                                   list(results.values())))
     text = "\n".join([
         answer_line(outcomes, datasets), "",
-        "Mean Dice over the folds run (± sample standard deviation over folds; number of folds in brackets); "
-        "verdicts: USEMA minus the control, hierarchical bootstrap over folds and cases, Holm-corrected over "
-        "each dataset's comparisons with its controls (mean difference and 95% interval); training minutes as "
-        "measured on the machine "
-        "that ran them (load bends them; steps do not). Each dataset's report, per-case scores and commands: "
+        "Mean Dice over the folds that every model of the row has run (± sample standard deviation over "
+        "folds; number of folds in brackets); verdicts: USEMA minus the control (mean difference and 95% "
+        "interval: Student's t over the folds on a hierarchical bootstrap's standard error, folds then cases), "
+        "Holm-corrected over each dataset's comparisons with its controls; compute per run: the steps times "
+        "USEMA's step cost as measured on an idle machine, in minutes of one core (the wall-clock minutes of "
+        "each run, which load bends, are in its report). Each dataset's report, per-case scores and commands: "
         "benchmarks/cv/accuracy_DATASET.md.", "", *lines, "", *sentences]) + "\n"
     return atomic_write_text(output / SUMMARY_NAME, text)
