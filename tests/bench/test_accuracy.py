@@ -93,6 +93,31 @@ def test_a_run_claimed_by_another_process_is_skipped(tmp_path, capsys, monkeypat
     assert not list((tmp_path / "runs").rglob("bench_done.json"))
 
 
+def test_a_run_resumes_only_at_the_commit_it_started_at(tmp_path, capsys, monkeypatch):
+    import usema.bench.accuracy as accuracy
+    import usema.training.run_training as run_training
+    from usema.checkpoint import checkpoint_path
+
+    def stopped_train(data, run_dir, fold, **kwargs):  # a run killed after its first checkpoint
+        checkpoint_path(run_dir, "latest", fold).write_bytes(b"checkpoint")
+        return {"interrupted": True, "stop_signal": 15, "checkpoint_latest": run_dir / "x.pt"}
+
+    monkeypatch.setattr(run_training, "train", stopped_train)
+    monkeypatch.setattr(accuracy, "git_commit", lambda: "a" * 40)
+    data = make_phantom_dataset(tmp_path / "phantoms", spatial_dims=2, num_cases=5, shape=(24, 24), seed=1)
+    args = ["bench", "accuracy", "--dataset", str(data), "--models", "usema", "--folds", "0", "--steps", "2",
+            "--runs-dir", str(tmp_path / "runs"), "-o", str(tmp_path / "results"), "--device", "cpu", *TINY[:1],
+            "iters_per_epoch=2"]
+    assert main(args) == 143
+    fold = tmp_path / "runs" / "phantoms" / "usema" / "run_fold_0" / "fold_0"
+    assert json.loads((fold / "bench_started.json").read_text()) == {"commit": "a" * 40}
+    assert main(args) == 143  # resumed at the same commit
+    monkeypatch.setattr(accuracy, "git_commit", lambda: "b" * 40)
+    assert main(args) == 2
+    assert (f"{fold}: this run started at commit {'a' * 40}, this checkout is {'b' * 40}: a run must not mix code"
+            in capsys.readouterr().err)
+
+
 def test_each_model_keeps_the_shared_plans_settings_it_takes(tmp_path, monkeypatch):
     import usema.training.run_training as run_training
 

@@ -163,6 +163,23 @@ def _prepare_run(run_dir: Path, base_plans: Plans, variant: Variant, steps: int 
         os.symlink(os.path.relpath(shared / PREPROCESSED_DIR, run_dir), link)
 
 
+def _keep_one_commit(folder: Path, commit: str, resuming: bool) -> None:
+    """Record the commit a run starts at (fold_K/bench_started.json), and refuse to resume it at another: the
+    row records one commit, so its training must not have changed code halfway. (Runs started before this
+    record existed resume unchecked.)"""
+    marker = folder / "bench_started.json"
+    if resuming and marker.is_file():
+        began = json.loads(marker.read_text()).get("commit")
+        if began != commit:
+            raise UsemaError(
+                f"{folder}: this run started at commit {began}, this checkout is {commit}: a run must not mix "
+                f"code. Resume it from a worktree of {str(began).split('+')[0]}, or delete {folder.parent} to "
+                "train it again")
+    elif not resuming:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, json.dumps({"commit": commit}) + "\n")
+
+
 def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
             budget_minutes: float | None, also_infer: Sequence[str] = (), tta: bool = False) -> dict[str, Any]:
     """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
@@ -178,6 +195,7 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
     if not done_marker.is_file():
         started = checkpoint_path(run_dir, "latest", fold).is_file()
         commit = git_commit()
+        _keep_one_commit(folder, commit, started)
         with _LoadSampler() as load:
             began = time.monotonic()
             # the budget is the whole run's: a resumed run trains what is left of it, or only closes its epoch
