@@ -42,7 +42,7 @@ def test_another_protocol_or_commit_is_refused(tmp_path):
     compute = {**PROTOCOL, "steps_of": {"usema": 600, "nnunet@compute": 690}}
     files.add_record(record("nnunet@compute", 0, 0.5), compute)
     files.check_protocol({**compute, "steps_of": {"usema": 600, "usema-window": 600}})  # a model joins
-    with pytest.raises(UsemaError, match=r"nnunet@compute trained 690 steps \(now 640\)"):
+    with pytest.raises(UsemaError, match=r"nnunet@compute has 690 steps in this study \(now 640\)"):
         files.check_protocol({**PROTOCOL, "steps_of": {"usema": 600, "nnunet@compute": 640}})
     files.check_commit("abc")
     with pytest.raises(UsemaError, match="trained at commit abc, this checkout is def"):

@@ -5,8 +5,8 @@ Every model of a study is trained on the same folds and scored on each fold's he
 a control are compared case by case within each fold. Fold k trains with seed k: the folds carry both the
 training noise and the choice of cases. The standard error of the mean difference comes from a hierarchical
 bootstrap: each draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate
-is the mean of the fold means. With five folds the interval and the two-sided p-value use Student's t on k-1
-degrees of freedom, not the draws' percentiles (`hierarchical_bootstrap` says why). The p-value is Holm-corrected
+is the mean of the fold means. With a handful of folds (k >= 2) the interval and the two-sided p-value use
+Student's t on k-1 degrees of freedom, not the draws' percentiles (`hierarchical_bootstrap` says why). The p-value is Holm-corrected
 over the comparisons of one family in one report, and the verdict reads the corrected value: "better" or "worse"
 below 0.05, else "no difference". A report asks up to two questions, each its own family: does SEMA help (our
 model against the controls: no SEMA, nnU-Net, others), and, in an ablation, which part of SEMA carries the gain
@@ -64,16 +64,19 @@ def hierarchical_bootstrap(diffs_by_fold: list[np.ndarray], draws: int = BOOTSTR
     """Mean of the fold means of `diffs_by_fold`, its 95% interval and two-sided p-value, from the standard error
     of a bootstrap that resamples folds, then cases within each fold.
 
-    Five folds are too few for the draws' own 2.5-97.5% range: resampling k folds keeps (k-1)/k of their
+    A handful of folds is too few for the draws' own 2.5-97.5% range: resampling k folds keeps (k-1)/k of their
     variance, and the range stands for a normal quantile where k-1 degrees of freedom need Student's t. So the
     standard error is the draws' standard deviation times sqrt(k/(k-1)), the interval the estimate ± the t
     quantile on k-1 degrees of freedom times it, and p the two-sided t probability of the estimate over it. With
-    no spread among a fold's cases this is the paired t-test over the fold means; the cases' resampling only
-    widens it. One fold carries no training noise: no interval (None) and p = 1."""
+    no spread among a fold's cases this is the paired t-test over the fold means. Resampling the cases counts
+    their noise a second time (each fold's mean carries it already), so the interval is somewhat wider than that
+    test's: conservative. One fold cannot estimate its training noise: no interval (None) and p = 1."""
     from scipy import stats
 
     k = len(diffs_by_fold)
     estimate = float(np.mean([d.mean() for d in diffs_by_fold]))
+    if not np.isfinite(estimate):
+        raise ValueError("a paired difference is not finite: the scores hold NaN or infinity")
     if k < 2:
         return {"mean": estimate, "low": None, "high": None, "p": 1.0, "se": None}
     rng = np.random.default_rng(seed)
@@ -200,9 +203,9 @@ def _family_lines(family: str, results: list[dict], verdicts: bool, total_folds:
         verdict = r["verdict"] if verdicts else "none (wall-clock budget)"
         if verdicts and total_folds is not None and len(r["folds"]) < total_folds:
             verdict = f"pending ({len(r['folds'])} of {total_folds} folds)"
+        p_value = "-" if r["low"] is None else f"{r['p_holm']:.3g}"  # one fold: nothing to test
         lines.append(f"| {r['ours']} - {r['control']} | {r['metric']} | {len(r['folds'])} | {r['cases']} | "
-                     f"{per_fold} | {r['mean']:+.4f} | {interval_text(r)} | "
-                     f"{r['p_holm']:.3g} | {verdict} |")
+                     f"{per_fold} | {r['mean']:+.4f} | {interval_text(r)} | {p_value} | {verdict} |")
     return lines
 
 

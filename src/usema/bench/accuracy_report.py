@@ -137,7 +137,7 @@ class ReportFiles:
         # models may join a study (the ablation), but a model's steps stay: a new step-cost measurement must not
         # give X@compute other steps in later folds than in earlier ones
         before, now = stored.get("steps_of") or {}, protocol.get("steps_of") or {}
-        differing += [f"{label} trained {before[label]} steps (now {now[label]})" for label in now
+        differing += [f"{label} has {before[label]} steps in this study (now {now[label]})" for label in now
                       if label in before and before[label] != now[label]]
         if differing:
             what = ", ".join(differing)

@@ -43,8 +43,8 @@ def _shared_folds(means: dict[tuple[str, int], dict[str, float]], models: list[s
 
 
 def _compute_cell(study: ReportFiles, steps: int | None, rows: list[dict[str, str]]) -> str:
-    """USEMA's compute per run, steps times its step cost measured on an idle machine; where the study has no
-    step cost (or a wall-clock budget), the median of its runs' wall-clock minutes, said as such."""
+    """USEMA's compute per run, steps times its step cost as --measure-step-cost measured it; where the study has
+    no step cost (or a wall-clock budget), the median of its runs' wall-clock minutes, said as such."""
     cost = json.loads(study.step_cost.read_text())["seconds_per_step"] if study.step_cost.is_file() else {}
     if steps is not None and "usema" in cost:
         return f"{steps * cost['usema'] / 60:.0f} min of one core ({cost['usema']:.2f} s per step)"
@@ -55,15 +55,17 @@ def _compute_cell(study: ReportFiles, steps: int | None, rows: list[dict[str, st
 def _sentence(name: str, steps: int | None, folds: int, total: int, verdicts: list[dict]) -> str:
     if not verdicts:
         return f"- {name}: no comparison yet."
-    wording = {"better": "better than", "worse": "worse than", "no difference": "not different from"}
+    wording = {"better": "better than", "worse": "worse than", "no difference": "not detectably different from"}
     parts = [f"{wording.get(v['verdict'], v['verdict'] + ' against')} {v['control']} ({v['mean']:+.4f})"
              for v in verdicts]
     if folds < total:
         return (f"- {name}: {folds} of {total} folds of every model so far; no verdict until every fold is in "
                 "(the interval needs the folds' spread).")
+    if steps is None:
+        return f"- {name}: a wall-clock study, which gives no verdicts."
     # the budget belongs to the claim: a model still improving at the last step may only be ahead, not better
-    return (f"- {name}, at {steps} steps (the validation curves show how far each model is from its plateau): "
-            "USEMA is " + "; ".join(parts) + " in mean Dice.")
+    return (f"- {name}, at {steps} steps (how far from its plateau: the curves in its report): USEMA is "
+            + "; ".join(parts) + " in mean Dice.")
 
 
 def dataset_outcome(verdicts: list[dict], total_folds: int) -> str:
@@ -116,7 +118,7 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     seen = dict.fromkeys(r["model"] for s in studies for r in s.rows())
     controls = [m for m in seen if m != "usema" and comparison_family(m) == "controls"]
     models = ["usema"] * ("usema" in seen) + controls  # ours first, whichever run was scored first
-    header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "compute per run"]
+    header = ["dataset", *models, *(f"usema vs {c}" for c in controls), "steps per run", "USEMA compute per run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sentences, outcomes = [], {}
     for study in studies:
@@ -146,10 +148,11 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
     text = "\n".join([
         answer_line(outcomes, datasets), "",
         "Mean Dice over the folds that every model of the row has run (± sample standard deviation over "
-        "folds; number of folds in brackets); verdicts: USEMA minus the control (mean difference and 95% "
-        "interval: Student's t over the folds on a hierarchical bootstrap's standard error, folds then cases), "
-        "Holm-corrected over each dataset's comparisons with its controls; compute per run: the steps times "
-        "USEMA's step cost as measured on an idle machine, in minutes of one core (the wall-clock minutes of "
-        "each run, which load bends, are in its report). Each dataset's report, per-case scores and commands: "
-        "benchmarks/cv/accuracy_DATASET.md.", "", *lines, "", *sentences]) + "\n"
+        "folds; number of folds in brackets); USEMA minus the control: mean difference and 95% interval "
+        "(Student's t over the folds on a hierarchical bootstrap's standard error, folds then cases), and the "
+        "verdict, which reads the p-value Holm-corrected over each dataset's comparisons with its controls; "
+        "USEMA's compute per run: the steps times its step cost as `--measure-step-cost` measured it (machine "
+        "and load in each report), in minutes of one core (each run's wall-clock minutes, which load bends, are "
+        "in its report). Each dataset's report, per-case scores and commands: benchmarks/cv/accuracy_DATASET.md.",
+        "", *lines, "", *sentences]) + "\n"
     return atomic_write_text(output / SUMMARY_NAME, text)
