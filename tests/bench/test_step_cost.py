@@ -7,7 +7,7 @@ import torch
 
 from usema.bench.accuracy import _variants_with_compute
 from usema.bench.accuracy_report import ReportFiles
-from usema.bench.step_cost import cost_ratios, equal_compute_steps, measure_step_costs
+from usema.bench.step_cost import cost_ratios, equal_compute_steps, measure_step_costs, median_interval
 from usema.bench.variants import Variant
 from usema.data.phantoms import make_phantom_dataset
 from usema.planning.planner import plan_dataset
@@ -30,12 +30,30 @@ def test_step_costs_are_measured_per_model_and_cheaper_controls_get_equal_comput
     # step costs more than usema's; within each round but that one usema's step costs 1.3 times nnunet's
     samples = {"usema": [1.3, 1.3, 2.6], "usema-nosema": [1.25, 2.5, 2.5], "nnunet": [1.0, 2.0, 2.0]}
     files.step_cost.write_text(json.dumps({"seconds_per_step": {"usema": 1.3, "usema-nosema": 2.5, "nnunet": 2.0},
-                                           "samples": samples}))
+                                           "samples": samples, "rounds": 3, "load_average_before": 0.5,
+                                           "load_average_after": 0.5}))
     assert cost_ratios({"samples": samples}) == pytest.approx({"usema-nosema": 1.04, "nnunet": 1.3})
+    assert "| nnunet | 2.000 | 1.300 |  |" in write_report_lines(files)  # 3 rounds: too few for an interval
     variants = [Variant(m, m, {}) for m in ("usema", "usema-nosema", "nnunet")]
     extended, steps_of = _variants_with_compute(variants, 600, files, 100)
     assert [v.label for v in extended] == ["usema", "usema-nosema", "nnunet", "nnunet@compute"]
     assert steps_of == {"usema": 600, "usema-nosema": 600, "nnunet": 600, "nnunet@compute": 800}
+
+
+def write_report_lines(files):
+    from usema.bench.accuracy_report import _step_cost_lines
+
+    return _step_cost_lines(files)
+
+
+def test_the_ratio_that_decides_equal_compute_shows_its_interval():
+    # 21 rounds: the sign test's 95% interval of the median is [6th, 16th] of the sorted values
+    values = [1.0 + i / 100 for i in range(21)]
+    assert median_interval(values) == (1.05, 1.15)
+    assert median_interval(values[::-1]) == (1.05, 1.15)  # order does not matter
+    assert median_interval([1.0] * 5) is None  # 5 values cannot give 95%
+    low, high = median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # the smallest count that can: the extremes
+    assert (low, high) == (1.0, 6.0)
 
 
 def test_the_command_measures_without_preprocessing_or_fixing_the_steps(tmp_path):

@@ -30,7 +30,7 @@ from usema.bench.accuracy_report import (
     write_report,
 )
 from usema.bench.accuracy_summary import write_summary
-from usema.bench.step_cost import cost_ratios, equal_compute_steps, measure_step_costs
+from usema.bench.step_cost import EQUAL_COMPUTE_RATIO, cost_ratios, equal_compute_steps, measure_step_costs
 from usema.bench.variants import Variant, expand_placements
 from usema.checkpoint import checkpoint_path, fold_dir
 from usema.data import load_dataset
@@ -55,9 +55,6 @@ FOLDS = 5
 # The split is drawn once for every model, as nnU-Net does: a training seed changes the initialisation and
 # the sampling, never which cases are held out.
 SPLIT_SEED = 0
-# Where our model's step costs more than this times a control's, the control also trains the steps that our
-# model's budget buys at its cost (equal compute, derived from the measured step costs).
-EQUAL_COMPUTE_RATIO = 1.10
 COMPUTE_SUFFIX = "@compute"
 LOAD_SAMPLE_SECONDS = 15.0
 

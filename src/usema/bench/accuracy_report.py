@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from usema.bench.accuracy_analysis import comparison_lines, curve_lines, fold_table_lines, run_means
-from usema.bench.step_cost import cost_ratios
+from usema.bench.step_cost import EQUAL_COMPUTE_RATIO, cost_ratios, ratio_intervals
 from usema.errors import UsemaError
 from usema.planning import Plans
 from usema.utils.atomic import atomic_write_text
@@ -207,14 +207,17 @@ def _step_cost_lines(files: ReportFiles) -> list[str]:
     if not files.step_cost.is_file():
         return ["Step cost: not measured yet (`usema bench accuracy --measure-step-cost` on an idle machine)."]
     cost = json.loads(files.step_cost.read_text())
-    ratios = cost_ratios(cost)
+    ratios, intervals = cost_ratios(cost), ratio_intervals(cost)
     lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; usema's step "
-             "over the model's, the median of the rounds' ratios, which decides equal compute; load average "
+             "over the model's, the median of the rounds' ratios, which decides equal compute above "
+             f"{EQUAL_COMPUTE_RATIO:.2f}, with its distribution-free 95% interval over the rounds; load average "
              f"{cost['load_average_before']:.2f} before, {cost['load_average_after']:.2f} after):", "",
-             "| model | s/step | usema / model |", "|---|---|---|"]
+             "| model | s/step | usema / model | 95% interval |", "|---|---|---|---|"]
     for label, value in cost["seconds_per_step"].items():
         ratio = f"{ratios[label]:.3f}" if label in ratios else ""
-        lines.append(f"| {label} | {value:.3f} | {ratio} |")
+        interval = intervals.get(label)
+        shown = f"[{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+        lines.append(f"| {label} | {value:.3f} | {ratio} | {shown} |")
     machine = cost.get("machine", {})
     lines += ["", f"Measured on {machine.get('cpu', '?')} ({machine.get('cpu_capability', '?')}), "
                   f"{machine.get('torch_threads', '?')} torch threads, {cost.get('date', '?')}, "

@@ -20,6 +20,9 @@ import torch
 from usema.planning import Plans
 from usema.training.timing import timing_trainer  # the trainer's own step is what this measures
 
+# Where our model's step costs more than this times a control's, the control also trains the steps that our
+# model's budget buys at its cost (equal compute, derived from the measured step costs).
+EQUAL_COMPUTE_RATIO = 1.10
 WARMUP_STEPS = 2
 # A CPU step's time spreads by about a tenth from round to round, and the 1.10 cost ratio that adds an
 # equal-compute control sits close to the measured ratios: the median of 7 rounds put two datasets' ratios
@@ -61,6 +64,29 @@ def cost_ratios(measured: dict[str, Any], ours: str = "usema") -> dict[str, floa
     if ours not in samples:
         return {}
     return {label: statistics.median(a / b for a, b in zip(samples[ours], values, strict=True))
+            for label, values in samples.items() if label != ours}
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval of the median of `values` (order statistics of the binomial sign test, at
+    least `confidence`); None where there are too few values for one (fewer than 6 at 95%)."""
+    from scipy import stats
+
+    ordered, n = sorted(values), len(values)
+    # the largest rank k with P(Binomial(n, 1/2) <= k - 1) <= (1 - confidence) / 2: [x_(k), x_(n-k+1)]
+    k = 0
+    while stats.binom.cdf(k, n, 0.5) <= (1 - confidence) / 2:
+        k += 1
+    return None if k == 0 else (ordered[k - 1], ordered[n - k])
+
+
+def ratio_intervals(measured: dict[str, Any], ours: str = "usema") -> dict[str, tuple[float, float] | None]:
+    """The 95% interval of each of `cost_ratios`' medians over the rounds: how far the measurement's own noise
+    could move the ratio that decides equal compute."""
+    samples = measured["samples"]
+    if ours not in samples:
+        return {}
+    return {label: median_interval([a / b for a, b in zip(samples[ours], values, strict=True)])
             for label, values in samples.items() if label != ours}
 
 
