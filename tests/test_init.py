@@ -36,6 +36,21 @@ def test_one_fold_predicts_with_its_own_network(two_fold_run, one_thread):
         usema.load(run, folds=[1, 2])
 
 
+def test_a_training_stopped_by_a_signal_raises_instead_of_returning(tmp_path, monkeypatch):
+    import usema.training.run_training as run_training
+    from usema.errors import Interrupted
+
+    stopped = {"interrupted": True, "stop_signal": 2, "checkpoint_latest": tmp_path / "fold_0" / "checkpoint_latest.pt"}
+    monkeypatch.setattr(run_training, "train", lambda data, run_dir, **options: stopped)
+    saved = r"checkpoint_latest.pt is saved and --resume \(in Python, resume=True\) continues from it"
+    with pytest.raises(Interrupted, match=saved) as err:
+        usema.train(tmp_path / "data", tmp_path / "run", fold=0)
+    assert err.value.exit_code == 130
+    finished = {"interrupted": False, "best_val_dice": 0.5}
+    monkeypatch.setattr(run_training, "train", lambda data, run_dir, **options: finished)
+    assert usema.train(tmp_path / "data", tmp_path / "run") is finished
+
+
 def test_plan_train_predict_evaluate_from_the_top_level(tmp_path, one_thread):
     from usema.data.phantoms import make_phantom_dataset
 

@@ -49,10 +49,16 @@ def train(data: str | Path, run_dir: str | Path, **options: Any) -> dict[str, An
     """Train one fold on `data` into `run_dir` (`usema train`), planning first where RUN has no plan; returns
     a summary (best validation Dice, epochs, checkpoint paths). `options` are
     `usema.training.run_training.train`'s: `model`, `fold`, `folds`, `epochs`, `max_minutes`, `device`,
-    `precision`, `seed`, `resume`, `overwrite`, `plan_edits`, `num_workers`, `pretrained_weights`, ..."""
+    `precision`, `seed`, `resume`, `overwrite`, `plan_edits`, `num_workers`, `pretrained_weights`, ...
+
+    Ctrl-C (SIGINT) or SIGTERM saves checkpoint_latest and raises `usema.errors.Interrupted`, so that a script
+    does not go on to predict with a half-trained fold; `resume=True` continues it."""
+    from usema.training.run_training import stop_if_interrupted
     from usema.training.run_training import train as train_fold
 
-    return train_fold(data, run_dir, **options)
+    summary = train_fold(data, run_dir, **options)
+    stop_if_interrupted(summary)
+    return summary
 
 
 def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any) -> list[Path]:

@@ -278,6 +278,13 @@ def test_predict_takes_an_array_at_the_plan_spacing_or_its_own():
         predictor.predict(image[None, None].repeat(2, axis=0))
     with pytest.raises(UsemaError, match=r"spacing \[1.0\] has 1 values"):
         predictor.predict(image, spacing=[1.0])
+    for spacing in ([0.0, 1.0], [-1.0, 1.0], [float("nan"), 1.0], [float("inf"), 1.0]):
+        with pytest.raises(UsemaError, match="every voxel size must be a positive, finite number"):
+            predictor.predict(image, spacing=spacing)
+    # a photograph as PIL and numpy hand it over, (H, W, 3), to a model of 1 channel: channels last, said so
+    with pytest.raises(UsemaError, match=r"shape \(10, 12, 3\) has its channels last; the model takes \(channels, "
+                                         r"\*spatial\) with 1: pass np.moveaxis\(array, -1, 0\)"):
+        predictor.predict(np.zeros((10, 12, 3), dtype=np.float32))
 
 
 def test_results_that_do_not_fit_the_device_are_kept_on_the_cpu(capsys):

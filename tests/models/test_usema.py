@@ -96,6 +96,17 @@ def test_bad_configurations_are_refused():
         build_model("not-a-model", 2, 1, 2)
 
 
+def test_inputs_the_network_cannot_take_are_named():
+    model = build_model("usema", 3, 1, 2, **SMALL).eval()  # total stride 8 on every axis
+    with pytest.raises(ValueError, match=r"input of shape \(1, 13, 19, 11\): a 3D network takes \(batch, channels, "
+                                         r"3 spatial axes\); add the batch axis with x\[None\]"):
+        model(torch.randn(1, 13, 19, 11))
+    with pytest.raises(ValueError, match=r"input of spatial size \(7, 8, 5\): padded to the total stride "
+                                         r"\(8, 8, 8\) it leaves the deepest stage a single voxel"):
+        model(torch.randn(1, 1, 7, 8, 5))
+    assert model(torch.randn(1, 1, 7, 9, 5)).shape == (1, 2, 7, 9, 5)  # one axis past the stride is enough
+
+
 def test_placements_by_name_fit_any_stage_count():
     from usema.models.usema import blocks_per_placement
 

@@ -319,7 +319,7 @@ def test_another_model_into_a_trained_run_is_refused_and_the_plan_names_the_mode
 
 def test_an_interrupted_run_is_reported_as_such():
     stop_if_interrupted({"interrupted": False})
-    with pytest.raises(Interrupted, match="--resume continues") as stopped:
+    with pytest.raises(Interrupted, match=r"--resume \(in Python, resume=True\) continues") as stopped:
         stop_if_interrupted({"interrupted": True, "stop_signal": signal.SIGTERM, "checkpoint_latest": "x.pt"})
     assert stopped.value.exit_code == 143
 

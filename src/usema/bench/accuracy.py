@@ -182,7 +182,7 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
     """Train (or resume), predict and score one model on one fold; returns the run's record (row, per-case
     scores, validation curve) and writes it to fold_K/bench_result.json."""
     import usema
-    from usema.training import load_or_create_splits, stop_if_interrupted
+    from usema.training import load_or_create_splits
 
     folder = fold_dir(run_dir, fold)
     result_path = folder / "bench_result.json"
@@ -195,11 +195,11 @@ def run_one(data: Path, run_dir: Path, fold: int, variant: Variant, device: str,
         _keep_one_commit(folder, commit, started)
         with _LoadSampler() as load:
             began = time.monotonic()
-            # the budget is the whole run's: a resumed run trains what is left of it, or only closes its epoch
+            # the budget is the whole run's: a resumed run trains what is left of it, or only closes its epoch;
+            # a signal raises Interrupted: no row for a half-trained model, the next invocation resumes it
             summary = usema.train(data, run_dir, model=variant.model, fold=fold, folds=FOLDS, seed=fold, device=device,
                             resume=started, max_minutes=budget_minutes)
             wall = time.monotonic() - began
-        stop_if_interrupted(summary)  # stopped by a signal: no row for a half-trained model; the next run resumes
         if budget_minutes is None and summary.get("out_of_time"):
             raise UsemaError(f"{folder}: a time budget stopped it after epoch {summary.get('last_epoch')} of "
                              f"{summary.get('epochs')}; a run of the study trains all its steps, so it gets no row "

@@ -172,9 +172,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import usema
-    from usema.training import stop_if_interrupted
 
-    summary = usema.train(
+    summary = usema.train(  # raises Interrupted (exit 130 or 143) when a signal stopped it
         args.data,
         args.output,
         fold=args.fold,
@@ -195,7 +194,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         force_pretrained=args.force,
         **_planning_choices(args),
     )
-    stop_if_interrupted(summary)
     print(_trained_words(summary), file=sys.stderr)
     return 0
 

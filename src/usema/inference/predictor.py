@@ -190,9 +190,19 @@ class Predictor:
                 f"an image array of shape {array.shape} for a {self.spatial_dims}D model: give "
                 f"(channels, *spatial) or ({self.spatial_dims} spatial axes) for one channel"
             )
+        channels = self.plans.dataset.num_channels
+        # (H, W, C) is how PIL and most readers hand over a photograph: say so rather than count H channels
+        last_is_channels = array.shape[-1] == channels or (self.spatial_dims == 2 and array.shape[-1] in (3, 4))
+        if array.shape[0] != channels and array.shape[0] not in (1, 3, 4) and last_is_channels:
+            raise UsemaError(
+                f"an image array of shape {array.shape} has its channels last; the model takes (channels, "
+                f"*spatial) with {channels}: pass np.moveaxis(array, -1, 0)"
+            )
         spacing = list(spacing) if spacing is not None else self.plans.target_spacing
         if len(spacing) != self.spatial_dims:
             raise UsemaError(f"spacing {spacing} has {len(spacing)} values for a {self.spatial_dims}D model")
+        if not all(np.isfinite(value) and value > 0 for value in spacing):
+            raise UsemaError(f"spacing {spacing}: every voxel size must be a positive, finite number (mm)")
         return self.segment(array, ImageGeometry(array.shape[1:], spacing, None, "array"))
 
 

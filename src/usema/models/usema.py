@@ -214,7 +214,20 @@ class USEMA(nn.Module):
         return lines
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits (B, num_classes, *S) of an input (B, in_channels, *S) of any spatial size S from which the
+        deepest stage keeps more than one voxel: S is padded to a multiple of the total stride and the outputs
+        cropped back (with deep supervision, one output per decoder stage, highest resolution first)."""
+        if x.dim() != self.spatial_dims + 2:
+            raise ValueError(f"input of shape {tuple(x.shape)}: a {self.spatial_dims}D network takes (batch, "
+                             f"channels, {self.spatial_dims} spatial axes); add the batch axis with x[None]")
         size = tuple(x.shape[2:])
+        deepest = [ceil_div(s, t) for s, t in zip(size, self.total_stride, strict=True)]
+        if all(d == 1 for d in deepest):
+            # instance normalisation of a single voxel is undefined (torch refuses it)
+            raise ValueError(
+                f"input of spatial size {size}: padded to the total stride {self.total_stride} it leaves the "
+                "deepest stage a single voxel, which instance normalisation cannot normalise: give at least one "
+                "axis more voxels than its total stride (pad the input)")
         x = pad_to_multiple(x, self.total_stride)
 
         skips = []

@@ -188,7 +188,8 @@ def stop_if_interrupted(summary: dict[str, Any]) -> None:
     """Raise Interrupted when `train` returned early because of SIGINT or SIGTERM (its checkpoint is saved)."""
     if summary.get("interrupted"):
         raise Interrupted(
-            f"stopped by a signal; {summary['checkpoint_latest']} is saved and --resume continues from it",
+            f"stopped by a signal; {summary['checkpoint_latest']} is saved and --resume (in Python, resume=True) "
+            "continues from it",
             summary.get("stop_signal"),
         )
 
