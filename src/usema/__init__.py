@@ -38,7 +38,7 @@ def plan(data: str | Path, run_dir: str | Path, estimate: bool = True, **options
     timed on this machine when the device is here (the trainer's own steps,
     `usema.training.timing.time_training`). `options` are `usema.planning.plan_for_device`'s: `device`
     ("auto", "cpu", "cuda", "cuda:N"), `model`, `label_mode`, `memory_budget_gb`, `edits` (the `--plan KEY=JSON`
-    edits), `folds`."""
+    edits), `folds`, `overwrite` (plan a run folder again)."""
     from usema.planning import plan_for_device
     from usema.training.timing import time_training
 
@@ -65,7 +65,8 @@ def predict(run_dir: str | Path, inputs: Any, output: str | Path, **options: Any
     """Segment the images of `inputs` (files or folders) with the run in `run_dir`, writing one prediction per
     image into `output` in the image's format and geometry (`usema predict`); returns their paths. `options`
     are `usema.inference.predict_files.predict`'s: `fold`, `folds`, `checkpoint`, `tta`, `step_size`,
-    `device`, `precision`, `save_probabilities`, `overlay`, `overwrite`."""
+    `device`, `precision`, `save_probabilities`, `overlay`, `overwrite`, `resume` (keep the cases an earlier
+    call finished with the same settings)."""
     from usema.inference.predict_files import predict as predict_run
 
     return predict_run(run_dir, inputs, output, **options)

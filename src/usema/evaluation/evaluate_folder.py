@@ -38,7 +38,7 @@ from usema.evaluation.report import (
     write_summary_json,
 )
 from usema.planning.plans import Plans
-from usema.utils.text import counted
+from usema.utils.text import counted, listed
 
 INSTANCE_METRICS = ("f1", "precision", "recall", "tp", "fp", "fn")
 # More classes than this in a "semantic" reference usually means instance ids were given without --instance.
@@ -216,21 +216,21 @@ def _classes_and_checks(
         classes = {k: v for k, v in _class_names(labels).items() if k != ignore_label}
         if referenced_fg and not set(referenced_fg) & set(classes):
             raise UsemaError(
-                f"the references in {gt} hold label values {referenced_fg} and the classes of {named_by} "
-                f"have the values {sorted(classes)}: no value in common, so every Dice would be 0. Score "
+                f"the references in {gt} hold label values {listed(referenced_fg)} and the classes of "
+                f"{named_by} have the values {listed(sorted(classes))}: no value in common, so every Dice would be 0. Score "
                 "references in the label values of the dataset the classes are from"
             )
     if predicted_fg and referenced_fg and not set(predicted_fg) & set(classes):
         raise UsemaError(
-            f"the predictions in {pred} hold label values {predicted_fg} and the references in {gt} hold "
-            f"{referenced_fg}: no value in common, so every Dice would be 0. Score usema predictions with "
+            f"the predictions in {pred} hold label values {listed(predicted_fg)} and the references in {gt} "
+            f"hold {listed(referenced_fg)}: no value in common, so every Dice would be 0. Score usema predictions with "
             "their run (--run RUN), whose plan maps its classes to the dataset's label values; other "
             "predictions in the references' values"
         )
     undeclared = [v for v in predicted_fg if v not in classes]
     if undeclared:
         warnings.warn(
-            f"predictions hold label values {undeclared} that the reference labels {sorted(classes)} "
+            f"predictions hold label values {listed(undeclared)} that the reference labels {listed(sorted(classes))} "
             f"do not declare (e.g. case {predicted[undeclared[0]]}); they are not scored",
             stacklevel=4,
         )
