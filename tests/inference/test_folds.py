@@ -54,3 +54,9 @@ def test_loading_a_run_that_is_not_there_says_so(tmp_path):
         usema.load(str(afile))
     with pytest.raises(UsemaError, match=r"^the run folder must be a path \(a str or Path\), got None$"):
         usema.load(None)
+    dataset = tmp_path / "dataset"  # a dataset given where its run was meant
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "dataset.json").write_text("{}")
+    with pytest.raises(UsemaError, match=rf"^{dataset}: not a run folder, it holds no plans.json and no fold_K/ "
+                                         r"checkpoints \(plan and train one first"):
+        usema.load(dataset)

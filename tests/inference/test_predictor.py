@@ -181,7 +181,7 @@ def test_weights_of_unknown_layers_are_refused(tmp_path, toy_models):
 
 
 def test_missing_checkpoint_and_mismatched_plans_are_refused(tmp_path, toy_models):
-    with pytest.raises(CheckpointError, match="fold_1: fold 1 was never trained .*; train a fold first"):
+    with pytest.raises(UsemaError, match="not a run folder, it holds no plans.json and no fold_K/ checkpoints"):
         load_predictor(tmp_path, fold=1, device="cpu")
     save_run(tmp_path, Heads().state_dict(), None, deep_supervision=False, with_plans=False)
     with pytest.raises(CheckpointError, match="checkpoint_latest.pt: checkpoint not found; fold_1 holds checkpoint_best.pt"):

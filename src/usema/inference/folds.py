@@ -6,18 +6,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.checkpoint import CHECKPOINT_NAMES, checkpoint_path, fold_dir, trained_folds
+from usema.checkpoint import CHECKPOINT_NAMES, checkpoint_path, fold_dir, is_run_folder, trained_folds
 from usema.errors import CheckpointError, UsemaError
 
 
 def run_folder(run_dir: object) -> Path:
-    """`run_dir` as a Path; UsemaError when it is no path (e.g. None) or names no existing folder."""
+    """`run_dir` as a Path; UsemaError when it is no path (e.g. None), names no existing folder, or names a
+    folder that is no run (a dataset given where its run was meant, say)."""
     if not isinstance(run_dir, (str, os.PathLike)):
         raise UsemaError(f"the run folder must be a path (a str or Path), got {run_dir!r}")
     path = Path(run_dir)
     if not path.is_dir():
         what = "is a file, not a run folder" if path.exists() else "run folder not found"
         raise UsemaError(f"{path}: {what} (a run folder holds plans.json and fold_K/ checkpoints)")
+    if not is_run_folder(path):
+        raise UsemaError(f"{path}: not a run folder, it holds no plans.json and no fold_K/ checkpoints (plan and "
+                         "train one first: usema plan DATA -o RUN, usema train DATA -o RUN)")
     return path
 
 

@@ -217,12 +217,12 @@ class USEMA(nn.Module):
         """Logits (B, num_classes, *S) of an input (B, in_channels, *S) of any spatial size S from which the
         deepest stage keeps more than one voxel: S is padded to a multiple of the total stride and the outputs
         cropped back (with deep supervision, one output per decoder stage, highest resolution first)."""
-        if x.dim() != self.spatial_dims + 2:
+        tracing = torch.jit.is_tracing()  # a trace follows the example's shape, checked when it ran eagerly
+        if not tracing and x.dim() != self.spatial_dims + 2:
             raise ValueError(f"input of shape {tuple(x.shape)}: a {self.spatial_dims}D network takes (batch, "
                              f"channels, {self.spatial_dims} spatial axes); add the batch axis with x[None]")
         size = tuple(x.shape[2:])
-        deepest = [ceil_div(s, t) for s, t in zip(size, self.total_stride, strict=True)]
-        if all(d == 1 for d in deepest):
+        if not tracing and all(ceil_div(s, t) == 1 for s, t in zip(size, self.total_stride, strict=True)):
             # instance normalisation of a single voxel is undefined (torch refuses it)
             raise ValueError(
                 f"input of spatial size {size}: padded to the total stride {self.total_stride} it leaves the "
