@@ -74,3 +74,16 @@ def test_a_waiting_process_takes_the_lock_when_the_holder_lets_go_and_gives_up_a
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_folders_the_lock_made_go_again_when_the_block_wrote_nothing(tmp_path):
+    with folder_lock(tmp_path / "runs" / "a" / "run"):
+        assert (tmp_path / "runs" / "a" / "run" / LOCK_NAME).is_file()
+    assert not (tmp_path / "runs").exists() and tmp_path.is_dir()  # a failed command leaves no empty run folder
+    with folder_lock(tmp_path / "runs" / "b"):
+        (tmp_path / "runs" / "b" / "plans.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "runs" / "b").iterdir()) == ["plans.json"]
+    (tmp_path / "kept").mkdir()
+    with folder_lock(tmp_path / "kept"):
+        pass
+    assert (tmp_path / "kept").is_dir()  # a folder that was there before stays, empty or not

@@ -48,15 +48,20 @@ def folder_lock(folder: str | Path, wait_s: float = 0.0) -> Iterator[Path]:
     """Hold the exclusive lock of `folder` (FOLDER/.usema.lock, holding this process's id) while the block runs.
 
     Where another live process holds it, waits up to `wait_s` seconds (saying once whom it waits for), then
-    raises UsemaError naming the folder and the holder's process id.
+    raises UsemaError naming the folder and the holder's process id. Folders the lock had to create are removed
+    again on release where the block left them empty (a command that failed before writing leaves no trace).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     path = folder / LOCK_NAME
     started = time.monotonic()
     told = False
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        folder.mkdir(parents=True, exist_ok=True)  # again each try: a released holder may have removed it
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # removed between the two calls: make it again
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -85,3 +90,8 @@ def folder_lock(folder: str | Path, wait_s: float = 0.0) -> Iterator[Path]:
     finally:
         path.unlink(missing_ok=True)  # still locked here: no other process can be holding this file
         os.close(fd)
+        for made in created:  # innermost first; a folder something was written into stays
+            try:
+                made.rmdir()
+            except OSError:
+                break
