@@ -274,6 +274,9 @@ def test_predict_takes_an_array_at_the_plan_spacing_or_its_own():
 
     np.testing.assert_array_equal(at_plan_spacing, image > 0)
     np.testing.assert_array_equal(coarser, image > 0)
+    np.testing.assert_array_equal(predictor.predict(torch.from_numpy(image)), image > 0)  # a tensor too
+    assert repr(predictor) == (f"Predictor({predictor.plans.model_name}, 2D, folds [], device cpu, tta False, "
+                               "step_size 0.5)")  # not the dataclass's, which prints every network: Bright()
     with pytest.raises(UsemaError, match=r"shape \(2, 1, 10, 12\) for a 2D model"):
         predictor.predict(image[None, None].repeat(2, axis=0))
     with pytest.raises(UsemaError, match=r"spacing \[1.0\] has 1 values"):

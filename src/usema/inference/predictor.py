@@ -84,6 +84,12 @@ class Predictor:
     def __post_init__(self) -> None:
         check_step_size(self.step_size)
 
+    def __repr__(self) -> str:
+        # the dataclass's own repr prints every network in full
+        folds = ", ".join(path.parent.name for path in self.checkpoints)
+        return (f"Predictor({self.plans.model_name}, {self.spatial_dims}D, folds [{folds}], device {self.device}, "
+                f"tta {self.tta}, step_size {self.step_size})")
+
     @property
     def model(self) -> nn.Module:
         """The network of a one-fold predictor."""
@@ -178,8 +184,10 @@ class Predictor:
         self, image: str | Path | Sequence[str | Path] | np.ndarray, spacing: Sequence[float] | None = None
     ) -> np.ndarray:
         """The label map of one image, in its own grid: a file (or one file per channel) read as `usema
-        predict` reads it, or an array (C, *S), or (*S) for one channel, whose voxel `spacing` defaults to the
-        plan's target spacing (an array at the resolution the network was trained at)."""
+        predict` reads it, or an array or tensor (C, *S), or (*S) for one channel, whose voxel `spacing` defaults
+        to the plan's target spacing (an array at the resolution the network was trained at)."""
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().numpy()
         if not isinstance(image, np.ndarray):
             return self.segment(*self.read(image))
         array = np.asarray(image, dtype=np.float32)
