@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import usema
-from usema.errors import CheckpointError
+from usema.errors import CheckpointError, UsemaError
 
 
 def test_three_lines_from_a_run_to_a_segmentation(two_fold_run, one_thread):
@@ -57,8 +57,12 @@ def test_plan_train_predict_evaluate_from_the_top_level(tmp_path, one_thread):
     data = make_phantom_dataset(tmp_path / "data", spatial_dims=2, num_cases=4, shape=(24, 20), seed=0)
     edits = {"patch_size": [16, 16], "batch_size": 2, "val_max_cases": 1,
              "network_settings": {"base_features": 4, "blocks_per_stage": 1, "head_dim": 4}}
-    plans, estimate = usema.plan(data, tmp_path / "run", device="cpu", edits=edits, estimate=False)
+    # plan_edits, as usema.train names them (the planner's own name, edits, works too)
+    plans, estimate = usema.plan(data, tmp_path / "run", device="cpu", plan_edits=edits, estimate=False)
     assert estimate is None and plans.patch_size == [16, 16] and (tmp_path / "run" / "plans.json").is_file()
+    with pytest.raises(UsemaError, match="plan_edits or edits, not both"):
+        usema.plan(data, tmp_path / "other", device="cpu", plan_edits=edits, edits=edits, estimate=False)
+    assert usema.plan(data, tmp_path / "old", device="cpu", edits=edits, estimate=False)[0].patch_size == [16, 16]
     summary = usema.train(data, tmp_path / "run", fold=0, folds=2, epochs=1, iters_per_epoch=1, device="cpu")
     assert summary["epochs_run"] == 1 and (tmp_path / "run" / "fold_0" / "checkpoint_best.pt").is_file()
     written = usema.predict(tmp_path / "run", [data / "images"], tmp_path / "pred", tta=False, device="cpu")

@@ -37,10 +37,17 @@ def plan(data: str | Path, run_dir: str | Path, estimate: bool = True, **options
     network and a 30-minute training budget, on a GPU the planner's choices. With `estimate`, the training is
     timed on this machine when the device is here (the trainer's own steps,
     `usema.training.timing.time_training`). `options` are `usema.planning.plan_for_device`'s: `device`
-    ("auto", "cpu", "cuda", "cuda:N"), `model`, `label_mode`, `memory_budget_gb`, `edits` (the `--plan KEY=JSON`
-    edits), `folds`, `overwrite` (plan a run folder again)."""
+    ("auto", "cpu", "cuda", "cuda:N"), `model`, `label_mode`, `memory_budget_gb`, `plan_edits` (the `--plan
+    KEY=JSON` edits, named as `usema.train` names them; `edits` is the planner's own name), `folds`,
+    `overwrite` (plan a run folder again)."""
+    from usema.errors import UsemaError
     from usema.planning import plan_for_device
     from usema.training.timing import time_training
+
+    if "plan_edits" in options:
+        if "edits" in options:
+            raise UsemaError("give the plan edits once: plan_edits or edits, not both")
+        options["edits"] = options.pop("plan_edits")
 
     return plan_for_device(data, run_dir, time_training=time_training if estimate else None, **options)
 
