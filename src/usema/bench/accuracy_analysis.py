@@ -6,17 +6,18 @@ a control are compared case by case within each fold. Fold k trains with seed k:
 training noise and the choice of cases. The standard error of the mean difference comes from a hierarchical
 bootstrap: each draw resamples the folds (with replacement), then the cases within each drawn fold; the estimate
 is the mean of the fold means. With a handful of folds (k >= 2) the interval and the two-sided p-value use
-Student's t on k-1 degrees of freedom, not the draws' percentiles (`hierarchical_bootstrap` says why). The p-value is Holm-corrected
-over the comparisons of one family in one report, and the verdict reads the corrected value: "better" or "worse"
-below 0.05, else "no difference". A report asks up to two questions, each its own family: does SEMA help (our
-model against the controls: no SEMA, nnU-Net, others), and, in an ablation, which part of SEMA carries the gain
-(against SEMA presets with another attention). The ablation's comparisons do not weaken the first question's.
+Student's t on k-1 degrees of freedom, not the draws' percentiles (`hierarchical_bootstrap` says why). The
+p-value is Holm-corrected over the comparisons of one family in one report, and the verdict reads the
+corrected value: "better" or "worse" below 0.05, else "no difference". A report asks up to two questions, each
+its own family: does SEMA help (our model against the controls: no SEMA, nnU-Net, others), and, in an
+ablation, which part of SEMA carries the gain (against SEMA presets with another attention). The ablation's comparisons do not weaken the first question's.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,17 @@ def fold_table_lines(means: dict[tuple[str, int], dict[str, float]], metrics: tu
     return lines
 
 
+def shared_folds(runs: Iterable[tuple[str, int]], models: Iterable[str] | None = None) -> list[int]:
+    """The folds that every model among `runs` ((model, fold) pairs; only `models`, where given) has run: while a
+    study is under way, its tables compare the same folds."""
+    wanted = None if models is None else set(models)
+    folds: dict[str, set[int]] = defaultdict(set)
+    for model, fold in runs:
+        if wanted is None or model in wanted:
+            folds[model].add(fold)
+    return sorted(set.intersection(*folds.values())) if folds else []
+
+
 def curve_lines(curves: list[dict[str, str]], plot: Path) -> list[str]:
     """Plot in-training validation Dice against steps for every run into `plot`, and return the report's lines:
     the plot and, per model, the mean over folds at every logged step."""
@@ -238,11 +250,10 @@ def curve_lines(curves: list[dict[str, str]], plot: Path) -> list[str]:
     _plot_curves(by_run, plot)
     steps = sorted({s for points in by_run.values() for s, _ in points})
     models = list(dict.fromkeys(m for m, _ in by_run))
-    # the table compares the folds every model has run (the plot shows every run)
-    shared = set.intersection(*({f for m, f in by_run if m == model} for model in models))
+    shared = shared_folds(by_run)  # the plot shows every run
     lines = [f"![validation Dice against optimizer steps]({plot.name})", "",
              "In-training validation Dice (the fold's validation subset) against optimizer steps, mean over the "
-             f"folds every model has run ({', '.join(map(str, sorted(shared))) or 'none yet'}):",
+             f"folds every model has run ({', '.join(map(str, shared)) or 'none yet'}):",
              "", "| model | " + " | ".join(str(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
     for model in models:
         cells = []

@@ -124,6 +124,10 @@ class ReportFiles:
             return {"protocol": None, "network_settings": {}, "provenance": {}}
         return json.loads(self.meta_json.read_text())
 
+    def step_costs(self) -> dict[str, Any] | None:
+        """The measured step costs (step_cost_<name>.json), None before they are measured."""
+        return json.loads(self.step_cost.read_text()) if self.step_cost.is_file() else None
+
     def has_row(self, label: str, fold: int) -> bool:
         return any(r["model"] == label and int(r["fold"]) == fold for r in self.rows())
 
@@ -204,9 +208,9 @@ def _protocol_sentence(protocol: dict[str, Any]) -> str:
 
 
 def _step_cost_lines(files: ReportFiles) -> list[str]:
-    if not files.step_cost.is_file():
+    cost = files.step_costs()
+    if cost is None:
         return ["Step cost: not measured yet (`usema bench accuracy --measure-step-cost` on an idle machine)."]
-    cost = json.loads(files.step_cost.read_text())
     ratios, intervals = cost_ratios(cost), ratio_intervals(cost)
     lines = [f"Step cost (seconds per training step, median of {cost['rounds']} interleaved rounds; usema's step "
              "over the model's, the median of the rounds' ratios, which decides equal compute above "

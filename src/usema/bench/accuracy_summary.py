@@ -5,12 +5,17 @@ the rule the study set itself. Written from the studies' files alone (see accura
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from usema.bench.accuracy_analysis import comparison_family, interval_text, paired_comparisons, run_means
+from usema.bench.accuracy_analysis import (
+    comparison_family,
+    interval_text,
+    paired_comparisons,
+    run_means,
+    shared_folds,
+)
 from usema.bench.accuracy_report import ReportFiles, report_metrics
 from usema.utils.atomic import atomic_write_text
 
@@ -35,17 +40,10 @@ def _verdict_cell(result: dict, total_folds: int) -> str:
     return f"{result['verdict']} ({interval})"
 
 
-def _shared_folds(means: dict[tuple[str, int], dict[str, float]], models: list[str]) -> list[int]:
-    """The folds that every model with a scored run has run: while a study is under way, the Dice columns of
-    its row compare the same folds."""
-    folds = [{f for (m, f) in means if m == model} for model in models]
-    return sorted(set.intersection(*[f for f in folds if f] or [set()]))
-
-
 def _compute_cell(study: ReportFiles, steps: int | None, rows: list[dict[str, str]]) -> str:
     """USEMA's compute per run, steps times its step cost as --measure-step-cost measured it; where the study has
     no step cost (or a wall-clock budget), the median of its runs' wall-clock minutes, said as such."""
-    cost = json.loads(study.step_cost.read_text())["seconds_per_step"] if study.step_cost.is_file() else {}
+    cost = (study.step_costs() or {}).get("seconds_per_step", {})
     if steps is not None and "usema" in cost:
         return f"{steps * cost['usema'] / 60:.0f} min of one core ({cost['usema']:.2f} s per step)"
     minutes = [float(r["train_minutes"]) for r in rows if r["model"] == "usema"]
@@ -125,7 +123,7 @@ def write_summary(output: str | Path, datasets: Sequence[str] = STUDY_DATASETS) 
         rows, per_case = study.rows(), study.per_case()
         protocol = study.meta()["protocol"]
         means = run_means(per_case)
-        shared = _shared_folds(means, models)
+        shared = shared_folds(means, models)  # the Dice columns compare the same folds
         cells = []
         for model in models:
             values = [means[(model, fold)]["dice"] for fold in shared if "dice" in means.get((model, fold), {})]

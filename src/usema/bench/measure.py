@@ -134,9 +134,9 @@ def run_isolated(target: Callable[[dict], dict], spec: dict, time_limit_s: float
     """`target(spec)` in a fresh process; returns its dict, or a status when it fails.
 
     `target` must be a module-level function (it is pickled by name); `preload` names modules to import
-    once for all measurements (the fork server's). The process uses the caller's number of torch threads. Statuses: what `target` returns (normally "ok"), "oom"
-    (allocation failed, or the process was killed, most likely for memory), "timeout" (over `time_limit_s`;
-    the process is killed) or "error".
+    once for all measurements (the fork server's). The process uses the caller's number of torch threads.
+    Statuses: what `target` returns (normally "ok"), "oom" (allocation failed, or the process was killed, most
+    likely for memory), "timeout" (over `time_limit_s`; the process is killed) or "error".
     """
     ctx = _context(preload)
     parent, child = ctx.Pipe(duplex=False)

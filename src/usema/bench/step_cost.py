@@ -60,10 +60,15 @@ def cost_ratios(measured: dict[str, Any], ours: str = "usema") -> dict[str, floa
     (a shared host's neighbours) cancels; the ratio of the per-model medians does not cancel it, and two idle
     measurements of chaos_mr_t2 on one kind of machine put that on either side of 1.10 (benchmarks/cv/README.md).
     Empty where `ours` was not measured."""
+    return {label: statistics.median(ratios) for label, ratios in _round_ratios(measured, ours).items()}
+
+
+def _round_ratios(measured: dict[str, Any], ours: str) -> dict[str, list[float]]:
+    """Per label other than `ours`, our step's time over its step's time within each round."""
     samples = measured["samples"]
     if ours not in samples:
         return {}
-    return {label: statistics.median(a / b for a, b in zip(samples[ours], values, strict=True))
+    return {label: [a / b for a, b in zip(samples[ours], values, strict=True)]
             for label, values in samples.items() if label != ours}
 
 
@@ -83,11 +88,7 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
 def ratio_intervals(measured: dict[str, Any], ours: str = "usema") -> dict[str, tuple[float, float] | None]:
     """The 95% interval of each of `cost_ratios`' medians over the rounds: how far the measurement's own noise
     could move the ratio that decides equal compute."""
-    samples = measured["samples"]
-    if ours not in samples:
-        return {}
-    return {label: median_interval([a / b for a, b in zip(samples[ours], values, strict=True)])
-            for label, values in samples.items() if label != ours}
+    return {label: median_interval(ratios) for label, ratios in _round_ratios(measured, ours).items()}
 
 
 def equal_compute_steps(steps: int, cost_ratio: float, iters_per_epoch: int) -> int:

@@ -217,21 +217,21 @@ def _classes_and_checks(
         if referenced_fg and not set(referenced_fg) & set(classes):
             raise UsemaError(
                 f"the references in {gt} hold label values {listed(referenced_fg)} and the classes of "
-                f"{named_by} have the values {listed(sorted(classes))}: no value in common, so every Dice would be 0. Score "
-                "references in the label values of the dataset the classes are from"
+                f"{named_by} have the values {listed(sorted(classes))}: no value in common, so every Dice "
+                "would be 0. Score references in the label values of the dataset the classes are from"
             )
     if predicted_fg and referenced_fg and not set(predicted_fg) & set(classes):
         raise UsemaError(
             f"the predictions in {pred} hold label values {listed(predicted_fg)} and the references in {gt} "
-            f"hold {listed(referenced_fg)}: no value in common, so every Dice would be 0. Score usema predictions with "
-            "their run (--run RUN), whose plan maps its classes to the dataset's label values; other "
-            "predictions in the references' values"
+            f"hold {listed(referenced_fg)}: no value in common, so every Dice would be 0. Score usema "
+            "predictions with their run (--run RUN), whose plan maps its classes to the dataset's label values; "
+            "other predictions in the references' values"
         )
     undeclared = [v for v in predicted_fg if v not in classes]
     if undeclared:
         warnings.warn(
-            f"predictions hold label values {listed(undeclared)} that the reference labels {listed(sorted(classes))} "
-            f"do not declare (e.g. case {predicted[undeclared[0]]}); they are not scored",
+            f"predictions hold label values {listed(undeclared)} that the reference labels "
+            f"{listed(sorted(classes))} do not declare (e.g. case {predicted[undeclared[0]]}); they are not scored",
             stacklevel=4,
         )
     return classes

@@ -212,7 +212,8 @@ def check_output_location(
         raise DataError(
             output,
             f"is the run folder {run} or inside one of its fold or preprocessed folders; predictions are never "
-            "written among a run's files (they could replace its plans.json or checkpoints): choose another output folder",
+            "written among a run's files (they could replace its plans.json or checkpoints): choose another "
+            "output folder",
         )
     input_files: set[Path] = set()
     for raw in inputs:
